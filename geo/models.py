@@ -1,0 +1,162 @@
+"""GeoAlchemy2 table definitions matching sql/migrations (a test keeps the two in step)."""
+
+from __future__ import annotations
+
+from geoalchemy2 import Geometry
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    REAL,
+    SmallInteger,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+TS = DateTime(timezone=True)
+
+ingest_batches = Table(
+    "ingest_batches", metadata,
+    Column("batch_id", BigInteger, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("source_file", Text, nullable=False),
+    Column("source_sha256", Text, nullable=False),
+    Column("started_at", TS, nullable=False),
+    Column("finished_at", TS),
+    Column("rows_read", Integer, nullable=False),
+    Column("rows_loaded", Integer, nullable=False),
+    Column("rows_rejected", Integer, nullable=False),
+    Column("report", JSONB, nullable=False),
+)
+
+ingest_rejects = Table(
+    "ingest_rejects", metadata,
+    Column("reject_id", BigInteger, primary_key=True),
+    Column("batch_id", BigInteger, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("source_file", Text, nullable=False),
+    Column("source_sha256", Text, nullable=False),
+    Column("line", Integer, nullable=False),
+    Column("raw", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("rejected_at", TS, nullable=False),
+)
+
+divisions = Table(
+    "divisions", metadata,
+    Column("division_id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("short_name", Text, nullable=False),
+    Column("source_file", Text, nullable=False),
+    Column("geom", Geometry("MULTIPOLYGON", srid=4326, spatial_index=False), nullable=False),
+)
+
+neighborhoods = Table(
+    "neighborhoods", metadata,
+    Column("npa_id", Integer, primary_key=True, autoincrement=False),
+    Column("population", Integer),
+    Column("population_year", SmallInteger),
+    Column("source_file", Text, nullable=False),
+    Column("geom", Geometry("MULTIPOLYGON", srid=4326, spatial_index=False), nullable=False),
+)
+
+
+def _monthly_counts(name: str, description: str, count: str) -> Table:
+    return Table(
+        name, metadata,
+        Column("objectid", Integer, primary_key=True, autoincrement=False),
+        Column("row_type", Text, nullable=False),
+        Column("geography", Text, nullable=False),
+        Column("geography_id", Integer, nullable=False),
+        Column("calendar_year", SmallInteger, nullable=False),
+        Column("calendar_month", SmallInteger, nullable=False),
+        Column(description, Text, nullable=False),
+        Column(count, Integer, nullable=False),
+        Column("batch_id", BigInteger),
+    )
+
+
+offense_counts = _monthly_counts("offense_counts", "offense_description", "offense_count")
+call_counts = _monthly_counts("call_counts", "call_description", "call_count")
+
+incidents = Table(
+    "incidents", metadata,
+    Column("incident_report_id", Text, primary_key=True),
+    Column("location", Text),
+    Column("city", Text),
+    Column("state", Text),
+    Column("zip", Text),
+    Column("x_coord_public", Float),
+    Column("y_coord_public", Float),
+    Column("latitude_public", Float),
+    Column("longitude_public", Float),
+    Column("division_id_source", Text),
+    Column("cmpd_patrol_division", Text),
+    Column("npa_source", Integer),
+    Column("date_reported", TS, nullable=False),
+    Column("date_incident_began", TS),
+    Column("date_incident_end", TS),
+    Column("address_description", Text),
+    Column("location_type_description", Text),
+    Column("place_type_description", Text),
+    Column("place_detail_description", Text),
+    Column("clearance_status", Text),
+    Column("clearance_detail_status", Text),
+    Column("clearance_date", TS),
+    Column("highest_nibrs_code", Text),
+    Column("highest_nibrs_description", Text),
+    Column("objectid", BigInteger),
+    Column("year", SmallInteger),
+    Column("geom", Geometry("POINT", srid=4326, spatial_index=False), nullable=False),
+    Column("division_id", Text),
+    Column("npa_id", Integer),
+    Column("row_hash", BigInteger, nullable=False),
+    Column("batch_id", BigInteger, nullable=False),
+)
+
+calls = Table(
+    "calls", metadata,
+    Column("call_id", Text, primary_key=True),
+    Column("received_at", TS, nullable=False),
+    Column("call_type", Text, nullable=False),
+    Column("priority", SmallInteger),
+    Column("address", Text),
+    Column("city", Text),
+    Column("zip", Text),
+    Column("division_source", Text),
+    Column("incident_report_id", Text),
+    Column("geom", Geometry("POINT", srid=4326, spatial_index=False), nullable=False),
+    Column("division_id", Text),
+    Column("npa_id", Integer),
+    Column("p_violent", REAL),
+    Column("label", Boolean),
+    Column("model_version", Text),
+    Column("labelled_at", TS),
+    Column("row_hash", BigInteger, nullable=False),
+    Column("batch_id", BigInteger, nullable=False),
+)
+
+model_runs = Table(
+    "model_runs", metadata,
+    Column("model_version", Text, primary_key=True),
+    Column("created_at", TS, nullable=False),
+    Column("algorithm", Text, nullable=False),
+    Column("train_start", TS),
+    Column("train_end", TS),
+    Column("test_start", TS),
+    Column("test_end", TS),
+    Column("params", JSONB, nullable=False),
+    Column("metrics", JSONB, nullable=False),
+    Column("threshold", Float),
+    Column("artifact_path", Text),
+    Column("artifact_sha256", Text),
+    Column("is_current", Boolean, nullable=False),
+)
