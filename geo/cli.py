@@ -1,0 +1,336 @@
+"""The `hotspots` command line: thin click commands over the geo modules."""
+
+from __future__ import annotations
+
+import sys
+from datetime import date
+from pathlib import Path
+
+import click
+import sqlalchemy as sa
+
+from geo import db as dbmod
+from geo.ingest.batch import IngestError, LoadReport
+from geo.settings import data_settings, database_settings
+
+
+def _engine():
+    try:
+        return dbmod.make_engine()
+    except dbmod.DatabaseNotConfigured as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _print_reports(reports: list[LoadReport]) -> None:
+    for report in reports:
+        for line in report.summary_lines():
+            click.echo(line)
+
+
+def _run_load(fn, *args, **kwargs) -> None:
+    try:
+        reports = fn(*args, **kwargs)
+    except IngestError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _print_reports(reports if isinstance(reports, list) else [reports])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """cmpd-hotspots: load CMPD calls and incidents into PostGIS and analyse where violent crime concentrates.
+
+    The database is DATABASE_URL when set, otherwise a private PostGIS cluster under
+    HOTSPOTS_VAR_DIR (default ./var) managed by `hotspots db`. Reference layers are read from
+    HOTSPOTS_DATA_DIR (default ./data/shapes).
+    """
+
+
+# --- database --------------------------------------------------------------------------------
+@main.group()
+def db() -> None:
+    """Manage the database: the embedded cluster (up/down/status) and schema migrations."""
+
+
+def _cluster() -> dbmod.EmbeddedCluster:
+    return dbmod.EmbeddedCluster(database_settings().embedded_dir)
+
+
+@db.command("up")
+def db_up() -> None:
+    """Create (first time) and start the embedded PostGIS cluster under var/pg, then migrate.
+
+    With DATABASE_URL set, only checks that server and migrates it.
+    """
+    from geo.migrate import migrate
+
+    if database_settings().database_url:
+        click.echo("DATABASE_URL is set: using that server, no embedded cluster started.")
+    else:
+        cluster = _cluster()
+        try:
+            cluster.up()
+        except dbmod.ClusterError as exc:
+            raise click.ClickException(str(exc)) from exc
+        status = cluster.status()
+        click.echo(f"embedded PostGIS {status.postgis_version or '?'} running on port {status.port} ({status.data_dir})")
+    engine = _engine()
+    done = migrate(engine)
+    click.echo(f"migrations applied now: {', '.join(m.name for m in done) or 'none (schema up to date)'}")
+
+
+@db.command("down")
+def db_down() -> None:
+    """Stop the embedded cluster cleanly (data is kept for the next `db up`)."""
+    cluster = _cluster()
+    if not cluster.initialised:
+        click.echo("no embedded cluster to stop")
+        return
+    cluster.down()
+    click.echo("embedded cluster stopped")
+
+
+@db.command("status")
+def db_status() -> None:
+    """Report where the database is, whether it runs, PostGIS version and pending migrations."""
+    from geo.migrate import pending
+
+    settings = database_settings()
+    if settings.database_url:
+        url = sa.engine.make_url(dbmod.resolve_url()).render_as_string(hide_password=True)
+        click.echo(f"database: DATABASE_URL {url}")
+    else:
+        status = _cluster().status()
+        if not status.initialised:
+            click.echo(f"embedded cluster: not created ({status.data_dir}); run `hotspots db up`")
+            sys.exit(1)
+        state = "running" if status.running else "stopped"
+        click.echo(f"embedded cluster: {state}, port {status.port}, data {status.data_dir}")
+        if not status.running:
+            sys.exit(1)
+        click.echo(f"url: {status.url}")
+    engine = _engine()
+    click.echo(f"postgis: {dbmod.postgis_version(engine.url.render_as_string(hide_password=False)) or 'not installed'}")
+    todo = pending(engine)
+    click.echo(f"pending migrations: {', '.join(m.name for m in todo) or 'none'}")
+
+
+@db.command("migrate")
+def db_migrate() -> None:
+    """Apply pending SQL migrations from sql/migrations (recorded in schema_migrations)."""
+    from geo.migrate import MigrationError, migrate
+
+    try:
+        done = migrate(_engine())
+    except MigrationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"applied: {', '.join(m.name for m in done) or 'nothing (schema up to date)'}")
+
+
+# --- loading ---------------------------------------------------------------------------------
+@main.group()
+def load() -> None:
+    """Load data into PostGIS. Every row is loaded or kept in ingest_rejects with its reason;
+    each file loads in one transaction, and loading the same file again changes nothing."""
+
+
+_force = click.option("--force", is_flag=True, help="Re-read a file even if this exact file was loaded before.")
+
+
+@load.command("reference")
+@_force
+def load_reference_cmd(force: bool) -> None:
+    """Divisions, NPAs (with population) and violent offense counts from HOTSPOTS_DATA_DIR."""
+    from geo.ingest.reference import DataDir, load_reference
+
+    _run_load(load_reference, _engine(), DataDir(data_settings().data_dir), force=force)
+
+
+@load.command("divisions")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--code-field", default="DIVISION", show_default=True, help="Field with the division code.")
+@click.option("--name-field", default="DNAME", show_default=True, help="Field with the division name.")
+@_force
+def load_divisions_cmd(path: Path, code_field: str, name_field: str, force: bool) -> None:
+    """Division polygons from a shapefile, GeoJSON or GeoPackage in any CRS (replaces current ones)."""
+    from geo.ingest.shapes import load_divisions
+
+    _run_load(load_divisions, _engine(), path, code_field=code_field, name_field=name_field, force=force)
+
+
+@load.command("neighborhoods")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--population", type=click.Path(exists=True, path_type=Path), help="npa_metrics/population.csv")
+@click.option("--id-field", default="id", show_default=True, help="Field with the NPA number.")
+@_force
+def load_neighborhoods_cmd(path: Path, population: Path | None, id_field: str, force: bool) -> None:
+    """Neighborhood Profile Area polygons, with population (latest year with a value)."""
+    from geo.ingest.shapes import load_neighborhoods
+
+    _run_load(load_neighborhoods, _engine(), path, population, id_field=id_field, force=force)
+
+
+@load.command("offenses")
+@click.argument("path", required=False, type=click.Path(exists=True, path_type=Path))
+@_force
+def load_offenses_cmd(path: Path | None, force: bool) -> None:
+    """CMPD Violent_Crime_Offenses.csv as published (default: the one in HOTSPOTS_DATA_DIR)."""
+    from geo.ingest.counts import OFFENSES, load_monthly_counts
+    from geo.ingest.reference import DataDir
+
+    if path is None:
+        data = DataDir(data_settings().data_dir)
+        try:
+            data.require(["offenses"])
+        except IngestError as exc:
+            raise click.ClickException(str(exc)) from exc
+        path = data.path("offenses")
+    _run_load(load_monthly_counts, _engine(), OFFENSES, path, force=force)
+
+
+@load.command("call-counts")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@_force
+def load_call_counts_cmd(path: Path, force: bool) -> None:
+    """CMPD monthly calls-for-service counts (..., CALL_DESCRIPTION, CALL_COUNT)."""
+    from geo.ingest.counts import CALL_COUNTS, load_monthly_counts
+
+    _run_load(load_monthly_counts, _engine(), CALL_COUNTS, path, force=force)
+
+
+@load.command("incidents")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@_force
+def load_incidents_cmd(path: Path, force: bool) -> None:
+    """A CMPD Incidents CSV export (published column layout); assigns division and NPA."""
+    from geo.ingest.incidents import load_incidents
+
+    _run_load(load_incidents, _engine(), path, force=force, progress=True)
+
+
+@load.command("calls")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@_force
+def load_calls_cmd(path: Path, force: bool) -> None:
+    """A calls-for-service CSV (layout in docs/data-formats.md); assigns division and NPA."""
+    from geo.ingest.calls import load_calls
+
+    _run_load(load_calls, _engine(), path, force=force, progress=True)
+
+
+@main.command("rejects")
+@click.option("--kind", help="incidents, calls, offense_counts, ...")
+@click.option("--reason", help="e.g. bad_date, missing_coordinates, duplicate_id")
+@click.option("--limit", default=20, show_default=True)
+def rejects_cmd(kind: str | None, reason: str | None, limit: int) -> None:
+    """Show rejected rows with their file, line, reason and raw text, and counts per reason."""
+    engine = _engine()
+    where, params = [], {"lim": limit}
+    if kind:
+        where.append("kind = :kind")
+        params["kind"] = kind
+    if reason:
+        where.append("reason = :reason")
+        params["reason"] = reason
+    clause = ("WHERE " + " AND ".join(where)) if where else ""
+    with engine.connect() as conn:
+        for k, r, n in conn.execute(sa.text(f"SELECT kind, reason, count(*) FROM ingest_rejects {clause} GROUP BY 1, 2 ORDER BY 1, 2"), params):
+            click.echo(f"{k:16} {r:22} {n:>9,}")
+        click.echo("")
+        rows = conn.execute(
+            sa.text(f"SELECT source_file, line, reason, detail, raw FROM ingest_rejects {clause} ORDER BY reject_id LIMIT :lim"),
+            params,
+        )
+        for f, line, r, detail, raw in rows:
+            click.echo(f"{Path(f).name}:{line} {r}: {detail}\n    {raw[:200]}")
+
+
+# --- demo data -------------------------------------------------------------------------------
+@main.command("demo-data")
+@click.option("--calls", "n_calls", default=500_000, show_default=True, help="Number of calls for service.")
+@click.option("--start", default="2021-01-01", show_default=True, help="First day (YYYY-MM-DD).")
+@click.option("--days", default=365, show_default=True, help="Length of the period in days.")
+@click.option("--seed", default=2264, show_default=True, help="Random seed; the same seed gives the same files.")
+@click.option("--out", type=click.Path(path_type=Path), help="Output folder (default HOTSPOTS_VAR_DIR/demo).")
+@click.option("--clean", is_flag=True, help="No dirty rows (by default a few percent are dirty like real exports).")
+@click.option("--no-load", is_flag=True, help="Only write the CSVs.")
+def demo_data_cmd(n_calls: int, start: str, days: int, seed: int, out: Path | None, clean: bool, no_load: bool) -> None:
+    """Generate SYNTHETIC CMPD-schema calls and incidents calibrated on the real counts, and load them."""
+    from geo.demo import generate_and_load
+
+    try:
+        reports = generate_and_load(
+            n_calls=n_calls, start=date.fromisoformat(start), days=days, seed=seed, out=out,
+            dirty=not clean, load=not no_load, engine=None if no_load else _engine(),
+        )
+    except IngestError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _print_reports(reports)
+
+
+@main.command("demo")
+def demo_cmd() -> None:
+    """Everything `make demo` does: start the database, migrate, load reference and demo data, summarise."""
+    from geo.demo import run_demo
+
+    try:
+        run_demo(echo=click.echo)
+    except (IngestError, dbmod.ClusterError, dbmod.DatabaseNotConfigured) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.command("summary")
+def summary_cmd() -> None:
+    """Row counts of every table and the period the calls and incidents cover."""
+    from geo.demo import summary_lines
+
+    for line in summary_lines(_engine()):
+        click.echo(line)
+
+
+# --- statistics ------------------------------------------------------------------------------
+@main.group()
+def stats() -> None:
+    """Reports from the loaded data."""
+
+
+@stats.command("offenses")
+@click.option("--area", default="CMPD", show_default=True, help="CMPD, an NPA number, or a CMPD hotspot area name.")
+@click.option("--years", help="Year range, e.g. 2019-2021 or 2020.")
+def stats_offenses_cmd(area: str, years: str | None) -> None:
+    """Violent offenses by year and category from CMPD's published counts.
+
+    Yearly totals are CMPD's own 'Violent Crime' roll-up rows; the category table shows every
+    detail row, and 'Non-Fatal Gunshot Injury' is a subset of the aggravated assaults, so the
+    categories do not add up to the total (the check column sums the disjoint ones).
+    """
+    from geo.metrics import OVERLAPPING, offense_totals
+
+    span = None
+    if years:
+        try:
+            parts = [int(p) for p in years.split("-")]
+            span = (parts[0], parts[-1])
+        except ValueError:
+            raise click.BadParameter("use YYYY or YYYY-YYYY", param_hint="--years") from None
+    try:
+        totals = offense_totals(_engine(), area, span)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Violent offenses, {totals.row_type}: {totals.geography}  (source: CMPD Violent Crime Offenses)\n")
+    click.echo(f"{'year':>6} {'months':>6} {'violent crime':>14} {'check: disjoint details':>24}")
+    for row in totals.by_year.itertuples():
+        flag = "" if row.violent_crime == row.detail_sum else "  <- differs from roll-up"
+        click.echo(f"{row.year:>6} {row.months:>6} {row.violent_crime:>14,} {row.detail_sum:>24,}{flag}")
+    click.echo(f"{'all':>6} {'':>6} {totals.by_year.violent_crime.sum():>14,} {totals.by_year.detail_sum.sum():>24,}\n")
+    table = totals.by_category
+    width = max(len(c) for c in table.index) + 2
+    click.echo(" " * width + "".join(f"{c:>8}" for c in table.columns))
+    for category, values in table.iterrows():
+        mark = " *" if category in OVERLAPPING else ""
+        click.echo(f"{category + mark:<{width}}" + "".join(f"{int(v):>8,}" for v in values))
+    for name, why in OVERLAPPING.items():
+        click.echo(f"\n* {name} is {why}; it is not added into the total.")
+
+
+if __name__ == "__main__":
+    main()

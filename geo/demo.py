@@ -1,0 +1,120 @@
+"""The demo path: database up, reference data, synthetic calls and incidents, a summary."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+from typing import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from geo import db as dbmod
+from geo.ingest.batch import LoadReport
+from geo.ingest.calls import load_calls
+from geo.ingest.counts import CALL_COUNTS, load_monthly_counts
+from geo.ingest.incidents import load_incidents
+from geo.ingest.reference import DataDir, load_reference
+from geo.migrate import migrate
+from geo.settings import data_settings, database_settings
+
+SYNTH_INPUTS = ["divisions", "npa", "population", "violent_crimes", "property_crimes", "disorder_calls", "offenses"]
+
+
+def _params_file(out: Path) -> Path:
+    return out / "params.json"
+
+
+def generate_and_load(
+    *,
+    n_calls: int = 500_000,
+    start: date = date(2021, 1, 1),
+    days: int = 365,
+    seed: int = 2264,
+    out: Path | None = None,
+    dirty: bool = True,
+    load: bool = True,
+    engine: Engine | None = None,
+    data_dir: Path | None = None,
+    progress: bool = True,
+) -> list[LoadReport]:
+    """Write the synthetic CSVs (reusing them when the parameters match) and load them."""
+    from geo.synth import generate
+
+    data = DataDir(Path(data_dir or data_settings().data_dir))
+    data.require(SYNTH_INPUTS)
+    out = Path(out or data_settings().demo_dir)
+    params = {"n_calls": n_calls, "start": start.isoformat(), "days": days, "seed": seed, "dirty": dirty,
+              "data_dir": str(data.root.resolve())}
+    files = {name: out / f"{name}.csv" for name in ("incidents", "calls", "call_counts")}
+    reuse = _params_file(out).exists() and json.loads(_params_file(out).read_text()) == params and all(
+        f.exists() for f in files.values()
+    )
+    if not reuse:
+        out.mkdir(parents=True, exist_ok=True)
+        _params_file(out).unlink(missing_ok=True)
+        generate(data.root, out, start=start, days=days, n_calls=n_calls, seed=seed, dirty=dirty, progress=progress)
+        _params_file(out).write_text(json.dumps(params, indent=2))
+    if not load:
+        return []
+    assert engine is not None
+    return [
+        load_incidents(engine, files["incidents"], progress=progress),
+        load_calls(engine, files["calls"], progress=progress),
+        load_monthly_counts(engine, CALL_COUNTS, files["call_counts"]),
+    ]
+
+
+def summary_lines(engine: Engine) -> list[str]:
+    """Row counts per table and the time span of calls and incidents."""
+    tables = ["divisions", "neighborhoods", "offense_counts", "call_counts", "incidents", "calls", "ingest_rejects"]
+    lines = []
+    with engine.connect() as conn:
+        for t in tables:
+            n = conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one()
+            lines.append(f"  {t:16} {n:>10,} rows")
+        for t, col in (("calls", "received_at"), ("incidents", "date_reported")):
+            lo, hi = conn.execute(sa.text(f"SELECT min({col})::date, max({col})::date FROM {t}")).one()
+            if lo:
+                lines.append(f"  {t} from {lo} to {hi}")
+        violent = conn.execute(
+            sa.text("SELECT count(*) FROM incidents WHERE highest_nibrs_code IN ('09A', '11A', '120', '13A')")
+        ).scalar_one()
+        lines.append(f"  violent incidents (NIBRS 09A, 11A, 120, 13A): {violent:,}")
+        by_div = conn.execute(
+            sa.text(
+                "SELECT coalesce(d.short_name, '(outside CMPD divisions)'), count(*) FROM calls c"
+                " LEFT JOIN divisions d USING (division_id) GROUP BY 1 ORDER BY 2 DESC LIMIT 5"
+            )
+        ).all()
+        if by_div:
+            lines.append("  busiest divisions by calls: " + ", ".join(f"{d} {n:,}" for d, n in by_div))
+    return lines
+
+
+def run_demo(echo: Callable[[str], None] = print) -> None:
+    """Start (or reuse) the database, load reference and synthetic data, and print a summary."""
+    if database_settings().database_url:
+        echo("Using DATABASE_URL.")
+    else:
+        cluster = dbmod.EmbeddedCluster(database_settings().embedded_dir)
+        cluster.up()
+        echo(f"Embedded PostGIS running (port {cluster.status().port}, data in {cluster.data_dir}).")
+    engine = dbmod.make_engine()
+    applied = migrate(engine)
+    if applied:
+        echo("Applied migrations: " + ", ".join(m.name for m in applied))
+    data = DataDir(Path(data_settings().data_dir))
+    data.require(SYNTH_INPUTS)
+    echo(f"Reference data from {data.root}:")
+    for report in load_reference(engine, data):
+        for line in report.summary_lines():
+            echo("  " + line)
+    echo("Synthetic calls and incidents (generated, calibrated on CMPD's published counts; not real events):")
+    for report in generate_and_load(engine=engine, data_dir=data.root):
+        for line in report.summary_lines():
+            echo("  " + line)
+    echo("Database now holds:")
+    for line in summary_lines(engine):
+        echo(line)

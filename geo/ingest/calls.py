@@ -1,0 +1,43 @@
+"""Calls-for-service CSV in the project's documented layout (docs/data-formats.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from geo.ingest.batch import LoadReport
+from geo.ingest.points import PointSource, load_points
+
+CALLS = PointSource(
+    kind="calls",
+    table="calls",
+    id_column="CALL_ID",
+    id_field="call_id",
+    text={
+        "CALL_TYPE": "call_type",
+        "ADDRESS": "address",
+        "CITY": "city",
+        "ZIP": "zip",
+        "CMPD_PATROL_DIVISION": "division_source",
+        "INCIDENT_REPORT_ID": "incident_report_id",
+    },
+    integers={"PRIORITY": "priority"},
+    times={"DATE_RECEIVED": "received_at"},
+    required_time="DATE_RECEIVED",
+    required_text=("CALL_TYPE",),
+    lat="LATITUDE",
+    lon="LONGITUDE",
+    x="X_COORD",
+    y="Y_COORD",
+    city="CITY",
+    zip="ZIP",
+    source_division=("CMPD_PATROL_DIVISION",),
+    # A changed call must be scored again by the classifier.
+    reset_on_change=("p_violent", "label", "model_version", "labelled_at"),
+)
+
+
+def load_calls(engine: Engine, path: Path, *, force: bool = False, progress: bool = False) -> LoadReport:
+    """Load a calls-for-service CSV; see CALLS for the column mapping."""
+    return load_points(engine, CALLS, path, force=force, progress=progress)

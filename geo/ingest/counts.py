@@ -1,0 +1,125 @@
+"""CMPD's monthly count tables: Violent_Crime_Offenses.csv and the calls-for-service counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sqlalchemy.engine import Engine
+
+from geo.ingest import clean
+from geo.ingest.batch import (
+    LoadReport,
+    Rejects,
+    Timer,
+    copy_frame,
+    file_sha256,
+    finish_batch,
+    previous_batch,
+    start_batch,
+    store_rejects,
+)
+from geo.ingest.csvfile import raw_rows, read_source_csv
+
+ROW_TYPES = ("CMPD Jurisdiction", "Neighborhood Profile Area", "Violent Crime Hotspot")
+
+
+@dataclass(frozen=True)
+class CountSource:
+    """One monthly-count layout: the description and count column names differ."""
+
+    kind: str
+    table: str
+    description: str  # source column, e.g. OFFENSE_DESCRIPTION
+    count: str        # source column, e.g. OFFENSE_COUNT
+
+    @property
+    def columns(self) -> list[str]:
+        return ["OBJECTID", "ROW_TYPE", "GEOGRAPHY", "GEOGRAPHY_ID", "CALENDAR_YEAR", "CALENDAR_MONTH", self.description, self.count]
+
+
+OFFENSES = CountSource("offense_counts", "offense_counts", "OFFENSE_DESCRIPTION", "OFFENSE_COUNT")
+CALL_COUNTS = CountSource("call_counts", "call_counts", "CALL_DESCRIPTION", "CALL_COUNT")
+
+
+def load_monthly_counts(engine: Engine, source: CountSource, path: Path, *, force: bool = False) -> LoadReport:
+    """Load a monthly-count CSV exactly as CMPD publishes it (BOM, roll-up rows) in one transaction."""
+    timer = Timer()
+    path = Path(path)
+    report = LoadReport(kind=source.kind, source_file=str(path), sha256=file_sha256(path))
+    if not force and (prior := previous_batch(engine, source.kind, report.sha256)) is not None:
+        report.already_loaded_batch = prior
+        return report
+    table = read_source_csv(path, source.columns)
+    frame, lines = table.frame, table.lines
+    report.rows_read = len(frame) + len(table.malformed)
+    rejects = Rejects()
+    rejects.add(np.array([m[0] for m in table.malformed]), [m[1] for m in table.malformed], "malformed_row",
+                [m[2] for m in table.malformed])
+    alive = np.ones(len(frame), dtype=bool)
+
+    def reject(mask: np.ndarray, reason: str, detail: str) -> None:
+        mask = mask & alive
+        rejects.add(lines[mask], raw_rows(frame, mask), reason, detail)
+        alive[mask] = False
+
+    numbers = {}
+    for col in ("OBJECTID", "GEOGRAPHY_ID", "CALENDAR_YEAR", "CALENDAR_MONTH", source.count):
+        raw = clean.strip(frame[col])
+        value = pd.to_numeric(raw, errors="coerce")
+        whole = (value.notna() & (value == np.floor(value))).to_numpy()
+        reject(~whole, "bad_number", f"{col} is not a whole number")
+        numbers[col] = value
+    reject(~numbers["CALENDAR_MONTH"].between(1, 12).to_numpy(), "bad_number", "CALENDAR_MONTH is not 1-12")
+    reject((numbers[source.count] < 0).to_numpy(), "bad_number", f"{source.count} is negative")
+    row_type = clean.strip(frame["ROW_TYPE"])
+    reject(~row_type.isin(ROW_TYPES).to_numpy(), "unknown_row_type", f"ROW_TYPE is not one of {', '.join(ROW_TYPES)}")
+    description = clean.strip(frame[source.description])
+    reject((description == "").to_numpy(), "missing_value", f"{source.description} is empty")
+    objectid = numbers["OBJECTID"]
+    dup, first_line = clean.first_duplicates(objectid.where(alive), lines)
+    dup &= alive & objectid.notna().to_numpy()
+    reject(dup, "duplicate_id", "OBJECTID repeats an earlier row")
+
+    good = alive
+    out = pd.DataFrame(
+        {
+            "objectid": numbers["OBJECTID"][good].astype("int64").to_numpy(),
+            "row_type": row_type[good].to_numpy(),
+            "geography": clean.strip(frame["GEOGRAPHY"])[good].to_numpy(),
+            "geography_id": numbers["GEOGRAPHY_ID"][good].astype("int64").to_numpy(),
+            "calendar_year": numbers["CALENDAR_YEAR"][good].astype("int64").to_numpy(),
+            "calendar_month": numbers["CALENDAR_MONTH"][good].astype("int64").to_numpy(),
+            source.description.lower(): description[good].to_numpy(),
+            source.count.lower(): numbers[source.count][good].astype("int64").to_numpy(),
+        }
+    )
+    cols = list(out.columns)
+    with engine.begin() as conn:
+        report.batch_id = start_batch(conn, report)
+        out["batch_id"] = report.batch_id
+        conn.exec_driver_sql(
+            f"CREATE TEMP TABLE stage_counts ON COMMIT DROP AS SELECT {', '.join(cols)}, batch_id FROM {source.table} WITH NO DATA"
+        )
+        copy_frame(conn, "stage_counts", out)
+        sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols[1:] + ["batch_id"])
+        changed_if = " OR ".join(f"t.{c} IS DISTINCT FROM EXCLUDED.{c}" for c in cols[1:])
+        inserted, updated = conn.exec_driver_sql(
+            f"""
+            WITH up AS (
+                INSERT INTO {source.table} AS t ({', '.join(cols)}, batch_id)
+                SELECT {', '.join(cols)}, batch_id FROM stage_counts
+                ON CONFLICT (objectid) DO UPDATE SET {sets} WHERE {changed_if}
+                RETURNING (xmax = 0) AS inserted
+            )
+            SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up
+            """
+        ).one()
+        report.inserted, report.updated = int(inserted), int(updated)
+        report.unchanged = len(out) - report.inserted - report.updated
+        store_rejects(conn, report, rejects)
+        report.seconds = timer.elapsed
+        finish_batch(conn, report)
+    return report

@@ -1,0 +1,123 @@
+"""Reading a source CSV as text, keeping each row's line number and the rows that do not parse."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from geo.ingest.batch import IngestError
+
+
+@dataclass
+class SourceTable:
+    """A CSV read as strings: the rows, their 1-based line numbers, and malformed rows."""
+
+    frame: pd.DataFrame           # every column as text; missing cells are ""
+    lines: np.ndarray             # line number in the file of each row of `frame`
+    malformed: list[tuple[int, str, str]]  # (line, raw text, detail)
+    encoding: str
+
+
+def _header(path: Path, encoding: str) -> list[str]:
+    with open(path, newline="", encoding=encoding) as fh:
+        try:
+            names = next(csv.reader(fh))
+        except StopIteration:
+            raise IngestError(f"{path}: the file is empty (no header row)") from None
+    # A UTF-8 byte-order mark, as in CMPD's published CSVs, must not end up in the first name.
+    return [n.strip().lstrip("\ufeff").strip().upper() for n in names]
+
+
+def _find_line(path: Path, text: str, encoding: str, taken: set[int]) -> int:
+    with open(path, encoding=encoding, newline="") as fh:
+        for number, line in enumerate(fh, start=1):
+            if number not in taken and line.rstrip("\r\n") == text:
+                return number
+    return -1
+
+
+def read_source_csv(path: Path, required: list[str]) -> SourceTable:
+    """Read `path` with every column as text; fail naming the missing columns if any are absent.
+
+    Line numbers assume one record per physical line (true of CMPD's exports); a row with the
+    wrong number of fields becomes a malformed row, not a failure of the whole file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise IngestError(f"{path}: no such file")
+    encoding = "utf-8"
+    try:
+        names = _header(path, "utf-8-sig")
+    except UnicodeDecodeError:
+        encoding = "cp1252"
+        names = _header(path, encoding)
+    missing = [c for c in required if c not in names]
+    if missing:
+        raise IngestError(
+            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(names) or 'none'}. "
+            f"Expected at least: {', '.join(required)}"
+        )
+    if len(set(names)) != len(names):
+        raise IngestError(f"{path}: duplicate column names in header: {names}")
+
+    bad: list[tuple[int | None, str, str]] = []
+
+    def on_invalid(row) -> str:
+        bad.append((row.number, row.text, f"expected {row.expected_columns} fields, found {row.actual_columns}"))
+        return "skip"
+
+    def read(enc: str) -> pa.Table:
+        bad.clear()
+        return pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, encoding=enc, block_size=8 << 20),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in names}, strings_can_be_null=False, quoted_strings_can_be_null=False
+            ),
+        )
+
+    try:
+        table = read(encoding)
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        # Exports saved from Excel on Windows are often cp1252, not UTF-8.
+        encoding = "cp1252"
+        table = read(encoding)
+
+    taken: set[int] = set()
+    malformed = []
+    for number, text, detail in bad:
+        line = number if number is not None else _find_line(path, text, "utf-8-sig" if encoding == "utf-8" else encoding, taken)
+        taken.add(line)
+        malformed.append((line, text, detail))
+    malformed.sort()
+    frame = table.to_pandas()
+    frame = frame.astype({c: "object" for c in frame.columns}) if len(frame) == 0 else frame
+    total = len(frame) + len(malformed)
+    all_lines = np.arange(2, total + 2, dtype=np.int64)
+    lines = np.setdiff1d(all_lines, np.array([m[0] for m in malformed], dtype=np.int64), assume_unique=True)
+    return SourceTable(frame=frame, lines=lines[: len(frame)], malformed=malformed, encoding=encoding)
+
+
+def raw_rows(frame: pd.DataFrame, mask: np.ndarray) -> list[str]:
+    """The original cells of the masked rows, re-joined as CSV text, for ingest_rejects.raw."""
+    sub = frame.loc[mask]
+    if sub.empty:
+        return []
+    out = []
+    for values in sub.itertuples(index=False, name=None):
+        out.append(",".join(_csv_cell(v) for v in values))
+    return out
+
+
+def _csv_cell(value: object) -> str:
+    text = "" if value is None else str(value)
+    if any(ch in text for ch in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text

@@ -1,0 +1,99 @@
+"""One real PostGIS for the whole test session, and a fresh database per test cloned from a template."""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from geo.db import EmbeddedCluster, make_engine
+from geo.ingest.reference import DataDir, load_reference
+from geo.migrate import migrate
+
+REPO = Path(__file__).resolve().parent.parent
+TEMPLATE = "hotspots_template"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared real CMPD data (HOTSPOTS_DATA_DIR); its absence fails the run, never skips it."""
+    root = Path(os.environ.get("HOTSPOTS_DATA_DIR", REPO.parent / "shared" / "cmpd")).resolve()
+    missing = DataDir(root).missing()
+    if missing:
+        pytest.fail(f"HOTSPOTS_DATA_DIR={root} lacks {missing}; the tests need the shared CMPD data", pytrace=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """A private PostgreSQL+PostGIS cluster started for this test session (or TEST_DATABASE_URL's server)."""
+    # mkdtemp is 0700; the postgres user (used when running as root) must be able to enter it.
+    root = Path(tempfile.mkdtemp(prefix="hotspots-test-pg-"))
+    root.chmod(root.stat().st_mode | stat.S_IXOTH | stat.S_IROTH)
+    c = EmbeddedCluster(root / "pg")
+    c.up()
+    yield c
+    c.destroy()
+    root.rmdir() if root.exists() and not any(root.iterdir()) else None
+
+
+@pytest.fixture(scope="session")
+def server_url(cluster) -> sa.URL:
+    """URL of the session's server, pointing at the maintenance database."""
+    return make_url(cluster.url())
+
+
+def _admin(server_url: sa.URL):
+    return sa.create_engine(server_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture(scope="session")
+def template_db(server_url, data_dir) -> str:
+    """A migrated database holding the real divisions, NPAs and offense counts, used as a template."""
+    admin = _admin(server_url)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {TEMPLATE}")
+        conn.exec_driver_sql(f"CREATE DATABASE {TEMPLATE}")
+    engine = make_engine(server_url.set(database=TEMPLATE).render_as_string(hide_password=False))
+    migrate(engine)
+    load_reference(engine, DataDir(data_dir))
+    engine.dispose()
+    admin.dispose()
+    return TEMPLATE
+
+
+def _fresh_database(server_url: sa.URL, template: str):
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = _admin(server_url)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name} TEMPLATE {template}")
+    engine = make_engine(server_url.set(database=name).render_as_string(hide_password=False))
+    return name, engine, admin
+
+
+@pytest.fixture
+def engine(server_url, template_db):
+    """An engine on a new database with schema and reference data; dropped after the test."""
+    name, engine, admin = _fresh_database(server_url, template_db)
+    yield engine
+    engine.dispose()
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.dispose()
+
+
+@pytest.fixture
+def empty_engine(server_url):
+    """An engine on a new, empty database (PostGIS not yet installed); dropped after the test."""
+    name, engine, admin = _fresh_database(server_url, "template0")
+    yield engine
+    engine.dispose()
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.dispose()
