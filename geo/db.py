@@ -211,6 +211,17 @@ class EmbeddedCluster:
                     conn.execute(sa.text(f'CREATE DATABASE "{meta["dbname"]}"'))
         finally:
             engine.dispose()
+        engine = sa.create_engine(self.url(), isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS postgis"))
+        except sa.exc.DBAPIError as exc:
+            raise ClusterError(
+                f"PostGIS is not installed for this PostgreSQL server ({exc.orig}); "
+                "run `make setup` or `apt-get install postgresql-15-postgis-3`"
+            ) from exc
+        finally:
+            engine.dispose()
 
     def up(self) -> str:
         """Initialise if needed, start, and return the database URL."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field
@@ -47,19 +46,16 @@ class LocaleSettings(BaseSettings):
     timezone: str = Field(default="America/New_York", alias="HOTSPOTS_TIMEZONE")
 
 
-@lru_cache(maxsize=1)
 def database_settings() -> DatabaseSettings:
     """Database settings from the current environment."""
     return DatabaseSettings()
 
 
-@lru_cache(maxsize=1)
 def data_settings() -> DataSettings:
     """Data-directory settings from the current environment."""
     return DataSettings()
 
 
-@lru_cache(maxsize=1)
 def locale_settings() -> LocaleSettings:
     """Time-zone settings from the current environment."""
     return LocaleSettings()

@@ -97,3 +97,12 @@ def empty_engine(server_url):
     with admin.connect() as conn:
         conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     admin.dispose()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A skipped test is a failed test here: PostGIS and browser tests must really run."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if skipped and session.exitstatus == 0:
+        reporter.write_line(f"{len(skipped)} test(s) skipped: failing the run (skips are not allowed)", red=True)
+        session.exitstatus = 1

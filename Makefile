@@ -1,0 +1,37 @@
+# The two commands of the README:  make demo  and  make test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The shared CMPD reference data when it sits beside the checkout (as in CI), else data/shapes.
+HOTSPOTS_DATA_DIR ?= $(if $(wildcard ../shared/cmpd/README.md),$(abspath ../shared/cmpd),$(abspath data/shapes))
+export HOTSPOTS_DATA_DIR
+
+.PHONY: setup demo test db-up db-down bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml scripts/setup-system.sh
+	bash scripts/setup-system.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(BIN)/hotspots demo
+
+test: setup
+	$(BIN)/pytest
+
+db-up: setup
+	$(BIN)/hotspots db up
+
+db-down: setup
+	$(BIN)/hotspots db down
+
+bench: setup
+	$(BIN)/python bench/load_calls.py
+
+clean:
+	-$(BIN)/hotspots db down
+	rm -rf var $(VENV) *.egg-info .pytest_cache

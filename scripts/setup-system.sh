@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs the system packages the project needs on Debian 12, only when they are missing:
+# a PostgreSQL server and the PostGIS build matching it. Safe to run again (it then does nothing).
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+    echo "setup-system: not root and no sudo; install postgresql and postgresql-<major>-postgis-3 yourself" >&2
+    exit 1
+  fi
+fi
+
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" -eq 0 ]; then $SUDO apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@"
+}
+
+# The newest PostgreSQL server already installed, else Debian 12's default (15).
+major=""
+for v in 17 16 15 14; do
+  if [ -x "/usr/lib/postgresql/$v/bin/initdb" ]; then major=$v; break; fi
+done
+if [ -z "$major" ]; then
+  echo "setup-system: installing PostgreSQL 15 server"
+  apt_install postgresql-15
+  major=15
+fi
+
+if [ ! -f "/usr/share/postgresql/$major/extension/postgis.control" ]; then
+  echo "setup-system: installing PostGIS for PostgreSQL $major"
+  apt_install "postgresql-$major-postgis-3"
+fi
+
+# The embedded cluster runs as `postgres` when we are root; Debian's server package creates that user.
+if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
+  echo "setup-system: the postgres user is missing (reinstall postgresql-common)" >&2
+  exit 1
+fi
+echo "setup-system: PostgreSQL $major with PostGIS $(sed -n "s/^default_version *= *'\(.*\)'/\1/p" /usr/share/postgresql/$major/extension/postgis.control) ready"

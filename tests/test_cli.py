@@ -1,0 +1,66 @@
+"""The `hotspots` command line, run through click against the test database."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from geo.cli import main
+
+
+@pytest.fixture
+def run(engine, tmp_path):
+    url = engine.url.render_as_string(hide_password=False)
+
+    def invoke(*args, env=None):
+        base = {"DATABASE_URL": url, "HOTSPOTS_VAR_DIR": str(tmp_path / "var")}
+        base.update(env or {})
+        return CliRunner().invoke(main, list(args), env=base, catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.mark.parametrize("command", [[], ["db"], ["load"], ["load", "incidents"], ["load", "calls"], ["demo-data"],
+                                     ["stats", "offenses"], ["rejects"], ["demo"], ["db", "up"]])
+def test_every_command_explains_itself(command):
+    result = CliRunner().invoke(main, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage:" in result.output and len(result.output.splitlines()) > 4
+
+
+def test_stats_offenses_prints_rollup_totals(run):
+    result = run("stats", "offenses", "--years", "2020-2021")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any(line.split()[:3] == ["2021", "12", "7,571"] for line in lines)
+    assert any(line.split()[:3] == ["2020", "12", "8,093"] for line in lines)
+    assert "Non-Fatal Gunshot Injury *" in result.output and "not added into the total" in result.output
+
+
+def test_stats_bad_years_names_the_option(run):
+    result = run("stats", "offenses", "--years", "last-year")
+    assert result.exit_code == 2 and "--years" in result.output
+
+
+def test_db_status_with_database_url(run):
+    result = run("db", "status")
+    assert result.exit_code == 0, result.output
+    assert "postgis: 3." in result.output and "pending migrations: none" in result.output
+
+
+def test_missing_data_dir_says_what_and_where(run, tmp_path):
+    result = run("load", "reference", env={"HOTSPOTS_DATA_DIR": str(tmp_path / "nowhere")})
+    assert result.exit_code == 1
+    assert "nowhere does not exist" in result.output
+    assert "divisions/CMPD_Police_Divisions.shp" in result.output and "data/shapes/README.md" in result.output
+
+
+def test_load_reference_again_is_a_no_op(run, data_dir):
+    result = run("load", "reference", env={"HOTSPOTS_DATA_DIR": str(data_dir)})
+    assert result.exit_code == 0, result.output
+    assert result.output.count("was already loaded") == 3
+
+
+def test_no_database_says_how_to_get_one(tmp_path):
+    result = CliRunner().invoke(main, ["summary"], env={"DATABASE_URL": None, "HOTSPOTS_VAR_DIR": str(tmp_path)})
+    assert result.exit_code == 1 and "hotspots db up" in result.output
