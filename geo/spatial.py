@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import shapely
 from pyproj import Transformer
+from scipy import ndimage
 from sqlalchemy.engine import Engine
 
 WGS84 = "EPSG:4326"
@@ -21,37 +22,115 @@ def state_plane_to_lonlat(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.
     return np.asarray(lon), np.asarray(lat)
 
 
-def assign_points(lon: np.ndarray, lat: np.ndarray, polygons: gpd.GeoSeries, ids: pd.Series | np.ndarray) -> np.ndarray:
-    """Id of the polygon containing each point (object array, None where no polygon does).
+class AreaIndex:
+    """Exact point-in-polygon lookup for a set of non-overlapping polygons, accelerated by a grid.
 
-    Points strictly inside win; a point exactly on a shared boundary goes to the first polygon
-    (in `ids` order) that touches it, so boundary points are never lost.
+    The polygons' extent is cut into cells. A cell that no polygon boundary crosses lies wholly
+    inside one polygon (or outside all), so points falling there take that label from a table
+    lookup; only points in cells a boundary crosses are tested against the polygons themselves.
+    A point exactly on a boundary goes to the first polygon (in `ids` order) touching it.
     """
-    lon = np.asarray(lon, dtype=float)
-    lat = np.asarray(lat, dtype=float)
-    ids = np.asarray(ids, dtype=object)
-    out = np.full(len(lon), None, dtype=object)
-    ok = np.isfinite(lon) & np.isfinite(lat)
-    if not ok.any() or len(polygons) == 0:
+
+    def __init__(self, polygons: gpd.GeoSeries | np.ndarray, ids: pd.Series | np.ndarray, cells: int = 2048):
+        self.polygons = np.asarray(getattr(polygons, "values", polygons), dtype=object)
+        self.ids = np.asarray(ids, dtype=object)
+        shapely.prepare(self.polygons)
+        self.tree = shapely.STRtree(self.polygons)
+        xmin, ymin, xmax, ymax = shapely.total_bounds(self.polygons)
+        pad = 1e-9 * max(xmax - xmin, ymax - ymin, 1.0)
+        self.x0, self.y0 = xmin - pad, ymin - pad
+        self.nx = self.ny = cells
+        self.dx = (xmax - xmin + 2 * pad) / cells
+        self.dy = (ymax - ymin + 2 * pad) / cells
+        self.label = np.full(cells * cells, -1, dtype=np.int32)  # polygon position, -1 = none
+        self.boundary = np.zeros(cells * cells, dtype=bool)
+        self._build()
+
+    def _cell(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cx = np.floor((x - self.x0) / self.dx).astype(np.int64)
+        cy = np.floor((y - self.y0) / self.dy).astype(np.int64)
+        return cx, cy
+
+    def _build(self) -> None:
+        # Boundary cells: densify every ring so consecutive vertices are closer than half a cell;
+        # each crossed cell is then within one cell of a vertex's cell, so a 3x3 dilation of the
+        # vertices' cells is a superset of the crossed cells (conservative, hence exact).
+        step = 0.5 * min(self.dx, self.dy)
+        rings = shapely.segmentize(shapely.boundary(self.polygons), step)
+        xy = shapely.get_coordinates(rings)
+        cx, cy = self._cell(xy[:, 0], xy[:, 1])
+        grid = np.zeros((self.ny + 2, self.nx + 2), dtype=bool)
+        grid[cy + 1, cx + 1] = True
+        dilated = np.zeros_like(grid)
+        for oy in (-1, 0, 1):
+            for ox in (-1, 0, 1):
+                dilated[1:-1, 1:-1] |= grid[1 + oy:self.ny + 1 + oy, 1 + ox:self.nx + 1 + ox]
+        boundary = dilated[1:-1, 1:-1]
+        self.boundary = boundary.ravel()
+        # No boundary separates two edge-adjacent interior cells, so each connected region of
+        # interior cells lies in one polygon (or none): test one centre per region.
+        regions, n_regions = ndimage.label(~boundary)
+        flat = regions.ravel()
+        cells_sorted = np.argsort(flat, kind="stable")
+        starts = np.searchsorted(flat[cells_sorted], np.arange(1, n_regions + 1))
+        sample = cells_sorted[starts]
+        centres_x = self.x0 + (sample % self.nx + 0.5) * self.dx
+        centres_y = self.y0 + (sample // self.nx + 0.5) * self.dy
+        region_label = np.r_[-1, self._exact(centres_x, centres_y)].astype(np.int32)
+        self.label = region_label[flat]
+
+    def _exact(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Polygon position containing each point (-1 for none), by direct tests."""
+        out = np.full(len(x), -1, dtype=np.int32)
+        if len(x) == 0:
+            return out
+        points = shapely.points(x, y)
+        # Prepared polygons tested against a tree of the points: the fast direction in GEOS.
+        point_tree = shapely.STRtree(points)
+        poly_i, pt_i = point_tree.query(self.polygons, predicate="contains")
+        order = np.lexsort((poly_i, pt_i))
+        pt_i, poly_i = pt_i[order], poly_i[order]
+        first = np.r_[True, pt_i[1:] != pt_i[:-1]] if len(pt_i) else np.array([], dtype=bool)
+        out[pt_i[first]] = poly_i[first]
+        missing = np.flatnonzero(out < 0)
+        if len(missing):
+            # Points on a boundary are not "contained" by either side: give them to the first toucher.
+            b_poly, b_pt = shapely.STRtree(points[missing]).query(self.polygons, predicate="intersects")
+            order = np.lexsort((b_poly, b_pt))
+            b_pt, b_poly = b_pt[order], b_poly[order]
+            if len(b_pt):
+                first = np.r_[True, b_pt[1:] != b_pt[:-1]]
+                out[missing[b_pt[first]]] = b_poly[first]
         return out
-    idx_ok = np.flatnonzero(ok)
-    points = shapely.points(lon[idx_ok], lat[idx_ok])
-    tree = shapely.STRtree(np.asarray(polygons.values))
-    pt_i, poly_i = tree.query(points, predicate="within")
-    # Polygon layers here do not overlap; if they did, keep the first polygon per point.
-    order = np.lexsort((poly_i, pt_i))
-    pt_i, poly_i = pt_i[order], poly_i[order]
-    first = np.r_[True, pt_i[1:] != pt_i[:-1]] if len(pt_i) else np.array([], dtype=bool)
-    out[idx_ok[pt_i[first]]] = ids[poly_i[first]]
-    missing = np.flatnonzero(out[idx_ok] == None)  # noqa: E711 (elementwise on object array)
-    if len(missing):
-        b_pt, b_poly = tree.query(points[missing], predicate="intersects")
-        order = np.lexsort((b_poly, b_pt))
-        b_pt, b_poly = b_pt[order], b_poly[order]
-        if len(b_pt):
-            first = np.r_[True, b_pt[1:] != b_pt[:-1]]
-            out[idx_ok[missing[b_pt[first]]]] = ids[b_poly[first]]
-    return out
+
+    def positions(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Position (in the polygon list) of the polygon containing each point, -1 for none or NaN."""
+        x = np.asarray(x, dtype=float)
+        y = np.asarray(y, dtype=float)
+        out = np.full(len(x), -1, dtype=np.int32)
+        with np.errstate(invalid="ignore"):
+            cx, cy = self._cell(np.nan_to_num(x, nan=-1e300), np.nan_to_num(y, nan=-1e300))
+        inside = np.isfinite(x) & np.isfinite(y) & (cx >= 0) & (cx < self.nx) & (cy >= 0) & (cy < self.ny)
+        idx = np.flatnonzero(inside)
+        cell = cy[idx] * self.nx + cx[idx]
+        on_edge = self.boundary[cell]
+        out[idx[~on_edge]] = self.label[cell[~on_edge]]
+        edge_idx = idx[on_edge]
+        out[edge_idx] = self._exact(x[edge_idx], y[edge_idx])
+        return out
+
+    def lookup(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Id of the polygon containing each point (object array, None where none does)."""
+        pos = self.positions(x, y)
+        out = np.full(len(pos), None, dtype=object)
+        hit = pos >= 0
+        out[hit] = self.ids[pos[hit]]
+        return out
+
+
+def assign_points(lon: np.ndarray, lat: np.ndarray, polygons: gpd.GeoSeries, ids: pd.Series | np.ndarray) -> np.ndarray:
+    """Id of the polygon containing each point (object array, None where no polygon does)."""
+    return AreaIndex(polygons, ids).lookup(lon, lat)
 
 
 def read_divisions(engine: Engine) -> gpd.GeoDataFrame:

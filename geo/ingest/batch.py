@@ -52,6 +52,12 @@ class LoadReport:
     notes: dict = field(default_factory=dict)
     already_loaded_batch: int | None = None
     seconds: float = 0.0
+    timings: dict = field(default_factory=dict)  # seconds per stage, for benchmarks
+
+    def mark(self, stage: str, timer: "Timer") -> None:
+        """Record the seconds since the previous mark under `stage`."""
+        now = timer.elapsed
+        self.timings[stage] = round(now - sum(self.timings.values()), 3)
 
     @property
     def rows_loaded(self) -> int:
@@ -75,6 +81,7 @@ class LoadReport:
             "fixes": dict(sorted(self.fixes.items())),
             "notes": self.notes,
             "seconds": round(self.seconds, 3),
+            "timings": self.timings,
         }
 
     def summary_lines(self) -> list[str]:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from geo.spatial import state_plane_to_lonlat
 
@@ -28,10 +30,39 @@ def strip(series: pd.Series) -> pd.Series:
     return series.fillna("").astype(str).str.strip()
 
 
+def arrow_text(values: pd.Series) -> pa.ChunkedArray | pa.Array:
+    """A text column as an Arrow array, white space trimmed, missing as ''."""
+    if values.dtype == object:
+        arr = pa.array(values.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
+    else:
+        arr = pc.cast(pa.array(values), pa.large_string())
+    return pc.utf8_trim_whitespace(pc.fill_null(arr, ""))
+
+
+def empty_to_null(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """'' becomes NULL (for COPY, where an unquoted empty field is NULL)."""
+    return pc.if_else(pc.equal(values, ""), pa.scalar(None, values.type), values)
+
+
+_NUMBER = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$"
+_WHOLE = r"^[+-]?\d{1,9}(?:\.0*)?$"
+
+
+def arrow_number(values: pd.Series, whole: bool = False) -> pa.ChunkedArray:
+    """Numbers parsed from text; anything that is not a number (or, with whole=True, not a
+    whole number that fits an int32) becomes NULL instead of failing the file."""
+    text = arrow_text(values)
+    ok = pc.match_substring_regex(text, _WHOLE if whole else _NUMBER)
+    kept = pc.if_else(ok, text, pa.scalar(None, text.type))
+    if whole:
+        return pc.cast(pc.cast(kept, pa.float64()), pa.int64())
+    return pc.cast(kept, pa.float64())
+
+
 def normalise_city(values: pd.Series) -> tuple[pd.Series, int]:
     """Upper-case, drop ', NC', map known misspellings to a Mecklenburg place; count changed cells."""
     raw = strip(values)
-    uniques = raw.unique()
+    codes, uniques = pd.factorize(raw)
     mapping = {}
     for u in uniques:
         key = re.sub(r"\s+", " ", re.sub(r",?\s*N\.?\s*C\.?$", "", u.upper())).strip()
@@ -41,7 +72,9 @@ def normalise_city(values: pd.Series) -> tuple[pd.Series, int]:
             if close:
                 key = close[0]
         mapping[u] = key
-    cleaned = raw.map(mapping)
+    # Map the few distinct values, then expand by code: far cheaper than mapping every row.
+    mapped = np.array([mapping[u] for u in uniques] + [""], dtype=object)
+    cleaned = pd.Series(mapped[codes], index=raw.index, dtype=object)
     changed = int((cleaned != raw).sum())
     return cleaned, changed
 
@@ -49,7 +82,10 @@ def normalise_city(values: pd.Series) -> tuple[pd.Series, int]:
 def clean_zip(values: pd.Series) -> tuple[pd.Series, int]:
     """Five-digit ZIP or '' ; returns how many non-empty cells were not a ZIP code."""
     raw = strip(values)
-    zip5 = raw.str.extract(r"^(\d{5})(?:-?\d{4})?$", expand=False).fillna("")
+    codes, uniques = pd.factorize(raw)
+    found = pd.Series(uniques, dtype=object).str.extract(r"^(\d{5})(?:-?\d{4})?$", expand=False).fillna("")
+    mapped = np.array(list(found) + [""], dtype=object)
+    zip5 = pd.Series(mapped[codes], index=raw.index, dtype=object)
     not_zip = int(((raw != "") & (zip5 == "")).sum())
     return zip5, not_zip
 
@@ -69,6 +105,36 @@ _ISO = re.compile(
 _US_FORMATS = ("%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %I:%M %p", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y")
 
 
+_UTC_SUFFIXES = ["", "+00", "+0000", "+00:00", "Z"]
+
+
+def _digits(text: pa.Array, start: int, stop: int) -> pa.Array:
+    """The integer written at [start, stop) of each string, or -1 where it is not all digits."""
+    part = pc.utf8_slice_codeunits(text, start, stop)
+    return pc.cast(pc.if_else(pc.utf8_is_digit(part), part, "-1"), pa.int64())
+
+
+def _fast_times(raw: pd.Series) -> tuple[np.ndarray, pd.Series, np.ndarray]:
+    """Vectorised path for the two forms exports use almost always (ISO local, ArcGIS UTC).
+
+    A value is accepted when its parsed month and day equal the digits written, which rejects
+    impossible dates (Arrow's parser rolls 2021-02-30 over to March). Returns the valid rows, their text for
+    PostgreSQL and their wall-clock value (for plausibility checks).
+    """
+    arr = pa.array(raw.to_numpy(dtype=object), type=pa.string())
+    head = pc.replace_substring(pc.replace_substring(pc.utf8_slice_codeunits(arr, 0, 19), "/", "-"), "T", " ")
+    tail = pc.utf8_slice_codeunits(arr, 19, 32)
+    parsed = pc.strptime(head, format="%Y-%m-%d %H:%M:%S", unit="s", error_is_null=True)
+    same = pc.and_(pc.equal(pc.month(parsed), _digits(head, 5, 7)), pc.equal(pc.day(parsed), _digits(head, 8, 10)))
+    shaped = pc.equal(pc.utf8_length(head), 19)
+    valid = pc.and_(pc.and_(pc.fill_null(same, False), shaped), pc.is_in(tail, value_set=pa.array(_UTC_SUFFIXES)))
+    utc = pc.not_equal(tail, "")
+    text = pc.if_else(utc, pc.binary_join_element_wise(head, "+00", ""), head)
+    valid_np = np.asarray(valid.to_numpy(zero_copy_only=False), dtype=bool)
+    when = np.asarray(pc.cast(parsed, pa.timestamp("ns")).to_numpy(zero_copy_only=False), dtype="datetime64[ns]")
+    return valid_np, pd.Series(text.to_numpy(zero_copy_only=False), index=raw.index, dtype=object), when
+
+
 def parse_times(values: pd.Series, now: pd.Timestamp | None = None) -> ParsedTimes:
     """Parse ISO (`2021-03-14 22:17:00`), ArcGIS (`2021/03/14 22:17:00+00`) and US (`3/14/2021 10:17 PM`) times.
 
@@ -77,17 +143,24 @@ def parse_times(values: pd.Series, now: pd.Timestamp | None = None) -> ParsedTim
     """
     raw = strip(values)
     n = len(raw)
-    text = pd.Series([""] * n, index=raw.index, dtype=object)
-    ok = np.zeros(n, dtype=bool)
     empty = (raw == "").to_numpy()
-    when = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns]")
+    fast_valid, fast_text, fast_when = _fast_times(raw)
+    text = fast_text.where(fast_valid, "")
+    ok = fast_valid.copy()
+    when = pd.Series(np.where(fast_valid, fast_when, np.datetime64("NaT")), index=raw.index, dtype="datetime64[ns]")
 
-    iso_mask = raw.str.match(_ISO).to_numpy() & ~empty
+    # Everything else (rare in practice) goes through the slower, more forgiving parsers.
+    slow = ~fast_valid & ~empty
+    iso_mask = np.zeros(n, dtype=bool)
+    if slow.any():
+        iso_mask[slow] = raw[slow].str.match(_ISO).to_numpy()
     if iso_mask.any():
-        iso = raw[iso_mask].str.replace("/", "-", regex=False).str.replace(r"\s+(?=[Z+-]\d{0,2}$)", "", regex=True)
-        has_offset = iso.str.contains(r"(?:Z|[+-]\d{2}(?::?\d{2})?)$", regex=True)
+        iso = raw[iso_mask].str.replace("/", "-", regex=False)
+        # An offset only counts after a time of day ('2021-03-14' ends in '-14', which is the day).
+        has_offset = iso.str.contains(r"\d:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$", regex=True)
+        iso = iso.where(~has_offset, iso.str.replace(r"\s+(?=(?:Z|[+-]\d{2}(?::?\d{2})?)$)", "", regex=True))
         # Pad a bare '+00' to '+00:00' so pandas and PostgreSQL read it the same way.
-        padded = iso.str.replace(r"([+-]\d{2})$", r"\1:00", regex=True)
+        padded = iso.where(~has_offset, iso.str.replace(r"([+-]\d{2})$", r"\1:00", regex=True))
         local = padded[~has_offset]
         parsed_local = pd.to_datetime(local, format="ISO8601", errors="coerce")
         parsed_off = pd.to_datetime(padded[has_offset], format="ISO8601", errors="coerce", utc=True)
@@ -100,7 +173,7 @@ def parse_times(values: pd.Series, now: pd.Timestamp | None = None) -> ParsedTim
         ok[raw.index.get_indexer(local.index[good_local])] = True
         ok[raw.index.get_indexer(parsed_off.index[good_off])] = True
 
-    rest = ~ok & ~empty & ~iso_mask
+    rest = slow & ~ok & ~iso_mask
     for fmt in _US_FORMATS:
         if not rest.any():
             break
@@ -132,7 +205,8 @@ class Coordinates:
 
 
 def _to_float(values: pd.Series) -> np.ndarray:
-    return np.array(pd.to_numeric(strip(values), errors="coerce"), dtype=float)  # a writable copy
+    # A writable float array, NaN where the cell is not a number.
+    return np.array(pc.fill_null(arrow_number(values), np.nan).to_numpy(zero_copy_only=False), dtype=float)
 
 
 def coordinates(lat: pd.Series | None, lon: pd.Series | None, x: pd.Series | None, y: pd.Series | None) -> Coordinates:
@@ -173,7 +247,8 @@ def first_duplicates(ids: pd.Series, lines: np.ndarray) -> tuple[np.ndarray, np.
     first_line = np.full(len(ids), -1, dtype=np.int64)
     sub = ids[valid]
     dup[valid] = sub.duplicated(keep="first").to_numpy()
-    first_line[valid] = pd.Series(lines[valid]).groupby(sub.to_numpy()).transform("min").to_numpy(dtype=np.int64)
+    if dup.any():  # the line lookup costs a group-by: only when there is something to report
+        first_line[valid] = pd.Series(lines[valid]).groupby(sub.to_numpy()).transform("min").to_numpy(dtype=np.int64)
     return dup, first_line
 
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterator
 from pathlib import Path
+
+import binascii
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
-import shapely
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy.engine import Engine
 from tqdm import tqdm
 
@@ -51,7 +56,6 @@ class PointSource:
     zip: str | None = None
     source_division: tuple[str, ...] = ()  # source columns naming a division (code or name)
     reset_on_change: tuple[str, ...] = ()  # table columns cleared when a record changes
-    derived: dict[str, str] = field(default_factory=dict)  # table column -> SQL computed in the upsert
 
     @property
     def required_columns(self) -> list[str]:
@@ -60,12 +64,101 @@ class PointSource:
         return [c for c in dict.fromkeys(cols) if c]
 
 
-def _int_or_null(values: pd.Series) -> tuple[pd.Series, int]:
-    raw = clean.strip(values)
-    num = pd.to_numeric(raw, errors="coerce")
-    whole = num.notna() & (num == np.floor(num)) & (num.abs() < 2**31)
-    bad = int(((raw != "") & ~whole).sum())
-    return num.where(whole).astype("Int64"), bad
+def ewkb_points_hex(lon: np.ndarray, lat: np.ndarray, srid: int = 4326) -> np.ndarray:
+    """Hex EWKB of 2D points with an SRID, built with numpy (PostGIS reads it in COPY)."""
+    record = np.dtype([("order", "u1"), ("type", "<u4"), ("srid", "<u4"), ("x", "<f8"), ("y", "<f8")])
+    buf = np.empty(len(lon), dtype=record)
+    buf["order"] = 1                # little-endian
+    buf["type"] = 0x20000001        # Point, with the SRID flag set
+    buf["srid"] = srid
+    buf["x"] = lon
+    buf["y"] = lat
+    hexed = binascii.hexlify(buf.tobytes())
+    return np.frombuffer(hexed, dtype=f"S{2 * record.itemsize}").astype(str)
+
+
+def row_hashes(frame: pd.DataFrame, mask: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each masked row's source cells (signed, to fit PostgreSQL bigint)."""
+    cells = [pc.filter(clean.arrow_text(frame[c]), pa.array(mask)) for c in frame.columns]
+    joined = pc.binary_join_element_wise(*cells, pa.scalar("\x1f", pa.large_string()))
+    hashed = pd.util.hash_pandas_object(pd.Series(pd.arrays.ArrowExtensionArray(joined)), index=False)
+    return hashed.to_numpy().view(np.int64)
+
+
+# Rows are built and sent in chunks: building chunk k+1 (Python) overlaps the COPY of chunk k
+# (PostgreSQL), which keeps both cores busy.
+CHUNK_ROWS = 200_000
+
+
+@dataclass
+class _Parts:
+    """Everything the output rows are built from, aligned on the source rows."""
+
+    frame: pd.DataFrame
+    good: np.ndarray
+    times: dict[str, pd.Series]
+    npa_id: np.ndarray
+    division_id: np.ndarray
+    lon: np.ndarray
+    lat: np.ndarray
+
+    def slice(self, lo: int, hi: int) -> "_Parts":
+        return _Parts(
+            self.frame.iloc[lo:hi], self.good[lo:hi], {k: v.iloc[lo:hi] for k, v in self.times.items()},
+            self.npa_id[lo:hi], self.division_id[lo:hi], self.lon[lo:hi], self.lat[lo:hi],
+        )
+
+
+def _count(mask: pa.Array | pa.ChunkedArray) -> int:
+    return int(pc.sum(mask).as_py() or 0)
+
+
+def _build_rows(source: PointSource, parts: _Parts, report: LoadReport) -> pa.Table:
+    """The table rows (as Arrow) for the good source rows of one chunk; repairs are counted."""
+    frame, good = parts.frame, parts.good
+    keep = pa.array(good)
+    m = int(good.sum())
+    # Hashing is the costliest step and runs in numpy/Arrow code that releases the GIL.
+    hasher = ThreadPoolExecutor(max_workers=1)
+    hashes = hasher.submit(row_hashes, frame, good)
+
+    def kept(col: str) -> pa.Array:
+        return pc.filter(clean.arrow_text(frame[col]), keep)
+
+    columns: dict[str, pa.Array] = {source.id_field: kept(source.id_column)}
+    for col, dest in source.text.items():
+        columns[dest] = kept(col) if col in frame.columns else pa.nulls(m, pa.large_string())
+    for col, dest in source.floats.items():
+        columns[dest] = pc.filter(clean.arrow_number(frame[col]), keep) if col in frame.columns else pa.nulls(m, pa.float64())
+    for col, dest in source.integers.items():
+        if col not in frame.columns:
+            columns[dest] = pa.nulls(m, pa.int64())
+            continue
+        values = pc.filter(clean.arrow_number(frame[col], whole=True), keep)
+        report.fixes[f"{col.lower()}_not_a_number_cleared"] += _count(pc.and_(pc.is_null(values), pc.not_equal(kept(col), "")))
+        columns[dest] = values
+    for dest, values in parts.times.items():
+        columns[dest] = pa.array(values.to_numpy(dtype=object)[good], type=pa.large_string())
+    if source.city and source.city in frame.columns:
+        city, _ = clean.normalise_city(frame[source.city])
+        columns[source.text[source.city]] = pc.filter(clean.arrow_text(city), keep)
+        report.fixes["city_name_normalised"] += _count(pc.not_equal(columns[source.text[source.city]], kept(source.city)))
+    if source.zip and source.zip in frame.columns:
+        zips, _ = clean.clean_zip(frame[source.zip])
+        zips = pc.filter(clean.arrow_text(zips), keep)
+        columns[source.text[source.zip]] = zips
+        report.fixes["zip_not_a_zip_cleared"] += _count(pc.and_(pc.equal(zips, ""), pc.not_equal(kept(source.zip), "")))
+        report.notes["zip_missing"] = report.notes.get("zip_missing", 0) + _count(pc.equal(zips, ""))
+    # Empty text and times are NULL in the tables, not ''.
+    for dest in [*source.text.values(), *parts.times]:
+        columns[dest] = clean.empty_to_null(columns[dest])
+    columns["npa_id"] = pa.array(parts.npa_id[good], type=pa.int64())
+    columns["division_id"] = pa.array(parts.division_id[good], type=pa.large_string())
+    columns["geom"] = pa.array(ewkb_points_hex(parts.lon[good], parts.lat[good]), type=pa.string())
+    # The hash covers the source cells, so a reload updates a record only when its source changed.
+    columns["row_hash"] = pa.array(hashes.result())
+    hasher.shutdown()
+    return pa.table(columns)
 
 
 def load_points(
@@ -93,6 +186,7 @@ def load_points(
     table = read_source_csv(path, source.required_columns)
     frame, lines = table.frame, table.lines
     report.rows_read = len(frame) + len(table.malformed)
+    report.mark("read", timer)
     if table.encoding != "utf-8":
         report.notes["encoding"] = table.encoding
     rejects = Rejects()
@@ -108,10 +202,11 @@ def load_points(
     alive = np.ones(n, dtype=bool)
 
     def reject(mask: np.ndarray, reason: str, detail) -> None:
+        """Set rows aside; `detail` is a message, or a function of the mask giving one per row."""
         mask = mask & alive
         if not mask.any():
             return
-        details = detail[mask] if isinstance(detail, np.ndarray) else detail
+        details = detail(mask) if callable(detail) else detail
         rejects.add(lines[mask], raw_rows(frame, mask), reason, details)
         alive[mask] = False
 
@@ -123,13 +218,10 @@ def load_points(
         if col not in frame.columns:
             continue
         parsed = clean.parse_times(frame[col])
-        raw = clean.strip(frame[col]).to_numpy(dtype=object)
-        reject(parsed.bad, "bad_date", np.array([f"{col} {v!r} is not a date" for v in raw], dtype=object))
-        reject(
-            parsed.implausible,
-            "implausible_date",
-            np.array([f"{col} {v!r} is before 1990 or in the future" for v in raw], dtype=object),
-        )
+        raw = frame[col].to_numpy(dtype=object)
+        reject(parsed.bad, "bad_date", lambda mask, raw=raw, col=col: [f"{col} {str(v).strip()!r} is not a date" for v in raw[mask]])
+        reject(parsed.implausible, "implausible_date",
+               lambda mask, raw=raw, col=col: [f"{col} {str(v).strip()!r} is before 1990 or in the future" for v in raw[mask]])
         times[dest] = parsed.text
     if source.required_time:
         empty_time = (times[source.times[source.required_time]] == "").to_numpy()
@@ -146,9 +238,10 @@ def load_points(
     have_xy = np.isfinite(coords.lon) & np.isfinite(coords.lat)
     reject(~have_xy, "missing_coordinates", "no latitude/longitude and no State Plane X/Y")
     in_box = clean.in_box(coords.lon, coords.lat)
-    coord_text = np.array([f"point ({a:.6f}, {b:.6f}) is outside Mecklenburg County" for a, b in zip(coords.lon, coords.lat)], dtype=object) if (~in_box & alive).any() else ""
-    reject(~in_box, "outside_county", coord_text)
+    reject(~in_box, "outside_county", lambda mask: [f"point ({a:.6f}, {b:.6f}) is outside Mecklenburg County"
+                                                    for a, b in zip(coords.lon[mask], coords.lat[mask])])
 
+    report.mark("clean", timer)
     # Areas are assigned only for points that are still candidates (spatial join is the costly step).
     npa_id = np.full(n, None, dtype=object)
     division_id = np.full(n, None, dtype=object)
@@ -156,59 +249,18 @@ def load_points(
     npa_id[cand] = assign_points(coords.lon[cand], coords.lat[cand], npas.geometry, npas["npa_id"])
     steps.update()
     no_npa = alive & pd.isna(npa_id)
-    reject(
-        no_npa,
-        "outside_county",
-        np.array([f"point ({a:.6f}, {b:.6f}) is in no Neighborhood Profile Area" for a, b in zip(coords.lon, coords.lat)], dtype=object)
-        if no_npa.any() else "",
-    )
+    reject(no_npa, "outside_county", lambda mask: [f"point ({a:.6f}, {b:.6f}) is in no Neighborhood Profile Area"
+                                                   for a, b in zip(coords.lon[mask], coords.lat[mask])])
     cand = np.flatnonzero(alive)
     division_id[cand] = assign_points(coords.lon[cand], coords.lat[cand], divisions.geometry, divisions["division_id"])
     steps.update()
 
+    report.mark("assign_areas", timer)
     dup, first_line = clean.first_duplicates(ids.where(alive, None), lines)
     dup &= alive & ids.notna().to_numpy()
-    reject(dup, "duplicate_id", np.array([f"{source.id_column} repeats the row at line {fl}" for fl in first_line], dtype=object) if dup.any() else "")
+    reject(dup, "duplicate_id", lambda mask: [f"{source.id_column} repeats the row at line {fl}" for fl in first_line[mask]])
 
     good = alive
-    out = pd.DataFrame({source.id_field: ids[good].to_numpy()})
-    for col, dest in source.text.items():
-        out[dest] = clean.strip(frame[col])[good].to_numpy() if col in frame.columns else ""
-    for col, dest in source.floats.items():
-        if col in frame.columns:
-            out[dest] = pd.to_numeric(clean.strip(frame[col]), errors="coerce")[good].to_numpy()
-        else:
-            out[dest] = np.nan
-    for col, dest in source.integers.items():
-        if col in frame.columns:
-            values, bad = _int_or_null(frame[col])
-            out[dest] = values[good].to_numpy()
-            if bad:
-                report.fixes[f"{col.lower()}_not_a_number_cleared"] = bad
-        else:
-            out[dest] = pd.array([pd.NA] * good.sum(), dtype="Int64")
-    for dest, values in times.items():
-        out[dest] = values[good].to_numpy()
-    if source.city and source.city in frame.columns:
-        city, changed = clean.normalise_city(frame[source.city])
-        out[source.text[source.city]] = city[good].to_numpy()
-        report.fixes["city_name_normalised"] = int((city[good] != clean.strip(frame[source.city])[good]).sum())
-    if source.zip and source.zip in frame.columns:
-        zips, not_zip = clean.clean_zip(frame[source.zip])
-        out[source.text[source.zip]] = zips[good].to_numpy()
-        report.fixes["zip_not_a_zip_cleared"] = int(((zips == "") & (clean.strip(frame[source.zip]) != ""))[good].sum())
-        report.notes["zip_missing"] = int((zips[good] == "").sum())
-
-    # Empty text and times are NULL in the tables, not ''.
-    for dest in [*source.text.values(), *times]:
-        out[dest] = out[dest].where(out[dest] != "", None)
-    out["npa_id"] = pd.array(npa_id[good], dtype="Int64")
-    out["division_id"] = division_id[good]
-    points = shapely.set_srid(shapely.points(coords.lon[good], coords.lat[good]), 4326)
-    out["geom"] = shapely.to_wkb(points, hex=True, include_srid=True)
-    # The hash covers the source cells, so a reload updates a record only when its source changed.
-    out["row_hash"] = pd.util.hash_pandas_object(frame.loc[good], index=False).to_numpy().view(np.int64)
-
     divisions_by_name = dict(zip(divisions["short_name"], divisions["division_id"]))
     if source.source_division:
         src = pd.Series([""] * n)
@@ -216,53 +268,114 @@ def load_points(
             if col in frame.columns:
                 code = clean.division_code(frame[col], divisions_by_name)
                 src = src.where(src != "", code)
-        src_good = src[good].to_numpy()
-        assigned = out["division_id"].to_numpy()
+        src_good = src.to_numpy(dtype=object)[good]
+        assigned = division_id[good]
         known = (src_good != "") & (src_good != "?")
         report.notes["division_disagreements"] = int((known & (src_good != assigned)).sum())
         report.notes["source_division_unrecognised"] = int((src_good == "?").sum())
-    report.notes["outside_cmpd_divisions"] = int(pd.isna(out["division_id"]).sum())
+    report.notes["outside_cmpd_divisions"] = int(pd.isna(division_id[good]).sum())
     steps.update()
 
+    report.mark("checks", timer)
+    parts = _Parts(frame, good, times, npa_id, division_id, coords.lon, coords.lat)
+    chunks = (_build_rows(source, parts.slice(lo, lo + CHUNK_ROWS), report) for lo in range(0, n, CHUNK_ROWS))
+    _write(engine, source, report, chunks, rejects, timer)
     report.fixes = +report.fixes  # drop zero counts
-    _write(engine, source, report, out, rejects, timer)
     steps.update()
     steps.close()
     return report
 
 
+# A batch at least this large relative to the table is loaded with its secondary indexes dropped
+# and rebuilt afterwards (in the same transaction): one sorted index build beats a million
+# incremental GiST inserts.
+BULK_FRACTION = 0.5
+
+
 def _write(
-    engine: Engine, source: PointSource, report: LoadReport, out: pd.DataFrame, rejects: Rejects, timer: Timer
+    engine: Engine, source: PointSource, report: LoadReport, chunks: Iterator[pa.Table], rejects: Rejects, timer: Timer
 ) -> None:
     """Upsert the clean rows and store the rejects, all in one transaction."""
     with engine.begin() as conn:
         report.batch_id = start_batch(conn, report)
-        out["batch_id"] = report.batch_id
         tz = locale_settings().timezone
         conn.exec_driver_sql("SELECT set_config('TimeZone', %s, true)", (tz,))
-        cols = list(out.columns)
-        conn.exec_driver_sql(
-            f"CREATE TEMP TABLE stage_points ON COMMIT DROP AS SELECT {', '.join(cols)} FROM {source.table} WITH NO DATA"
-        )
-        copy_frame(conn, "stage_points", out)
-        insert_cols = cols + list(source.derived)
-        select_exprs = cols + list(source.derived.values())
-        updates = [f"{c} = EXCLUDED.{c}" for c in insert_cols if c != source.id_field]
-        updates += [f"{c} = NULL" for c in source.reset_on_change]
-        inserted, updated = conn.exec_driver_sql(
-            f"""
-            WITH up AS (
-                INSERT INTO {source.table} AS t ({', '.join(insert_cols)})
-                SELECT {', '.join(select_exprs)} FROM stage_points
-                ON CONFLICT ({source.id_field}) DO UPDATE SET {', '.join(updates)}
-                WHERE t.row_hash IS DISTINCT FROM EXCLUDED.row_hash
-                RETURNING (xmax = 0) AS inserted
-            )
-            SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up
-            """
-        ).one()
-        report.inserted, report.updated = int(inserted), int(updated)
-        report.unchanged = len(out) - report.inserted - report.updated
+        # Writers to the same table queue here, so the emptiness check below stays true.
+        conn.exec_driver_sql(f"LOCK TABLE {source.table} IN SHARE ROW EXCLUSIVE MODE")
+        existing = conn.exec_driver_sql(f"SELECT count(*) FROM {source.table}").scalar_one()
+        incoming = int(report.rows_read)
+        rebuild = _drop_secondary_indexes(conn, source.table) if incoming >= BULK_FRACTION * existing else []
+        if existing == 0:
+            # Nothing to conflict with (ids are unique within the batch): COPY straight into the table.
+            # TRUNCATE of the (empty) table in this transaction lets PostgreSQL with wal_level=minimal
+            # skip WAL for the new data and index builds; it is still crash-safe (synced at commit).
+            conn.exec_driver_sql(f"TRUNCATE {source.table}")
+            target = source.table
+        else:
+            target = "stage_points"
+        rows, cols = 0, None
+        with ThreadPoolExecutor(max_workers=1) as copier:
+            pending = None
+            for chunk in chunks:  # built in this thread while the previous chunk is being copied
+                chunk = chunk.append_column("batch_id", pa.array(np.full(chunk.num_rows, report.batch_id, dtype=np.int64)))
+                if cols is None:
+                    cols = chunk.column_names
+                    if target == "stage_points":
+                        conn.exec_driver_sql(
+                            f"CREATE TEMP TABLE stage_points ON COMMIT DROP AS SELECT {', '.join(cols)} "
+                            f"FROM {source.table} WITH NO DATA"
+                        )
+                if pending is not None:
+                    pending.result()
+                pending = copier.submit(copy_frame, conn, target, chunk)
+                rows += chunk.num_rows
+            if pending is not None:
+                pending.result()
+        report.mark("build_and_copy_rows", timer)
+        if target == source.table:
+            report.inserted, report.updated = rows, 0
+        elif cols is not None:
+            report.inserted, report.updated = _upsert(conn, source, cols)
+        report.unchanged = rows - report.inserted - report.updated
+        report.mark("merge_rows", timer)
+        for statement in rebuild:
+            conn.exec_driver_sql(statement)
+        if rebuild:
+            conn.exec_driver_sql(f"ANALYZE {source.table}")
+            report.mark("rebuild_indexes", timer)
         store_rejects(conn, report, rejects)
         report.seconds = timer.elapsed
         finish_batch(conn, report)
+
+
+def _drop_secondary_indexes(conn, table: str) -> list[str]:
+    """Drop every index but the primary key; return the statements that recreate them."""
+    rows = conn.exec_driver_sql(
+        "SELECT i.indexname, i.indexdef FROM pg_indexes i"
+        " JOIN pg_class c ON c.relname = i.indexname"
+        " JOIN pg_index x ON x.indexrelid = c.oid"
+        " WHERE i.schemaname = current_schema() AND i.tablename = %s AND NOT x.indisprimary",
+        (table,),
+    ).all()
+    for name, _ in rows:
+        conn.exec_driver_sql(f'DROP INDEX "{name}"')
+    return [definition for _, definition in rows]
+
+
+def _upsert(conn, source: PointSource, cols: list[str]) -> tuple[int, int]:
+    """Merge the staged rows: new ids inserted, changed rows updated, identical ones left alone."""
+    updates = [f"{c} = EXCLUDED.{c}" for c in cols if c != source.id_field]
+    updates += [f"{c} = NULL" for c in source.reset_on_change]
+    inserted, updated = conn.exec_driver_sql(
+        f"""
+        WITH up AS (
+            INSERT INTO {source.table} AS t ({', '.join(cols)})
+            SELECT {', '.join(cols)} FROM stage_points
+            ON CONFLICT ({source.id_field}) DO UPDATE SET {', '.join(updates)}
+            WHERE t.row_hash IS DISTINCT FROM EXCLUDED.row_hash
+            RETURNING (xmax = 0) AS inserted
+        )
+        SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up
+        """
+    ).one()
+    return int(inserted), int(updated)

@@ -119,10 +119,10 @@ CREATE TABLE incidents (
     row_hash                   bigint NOT NULL,   -- hash of the source row: reloads skip unchanged rows
     batch_id                   bigint NOT NULL
 );
+-- Only the indexes queries need: space (tiles, bbox) and time (date filters). Per-area
+-- aggregates scan the time range anyway, and every extra index slows bulk loads.
 CREATE INDEX incidents_geom_idx ON incidents USING gist (geom);
 CREATE INDEX incidents_date_reported_idx ON incidents (date_reported);
-CREATE INDEX incidents_division_idx ON incidents (division_id);
-CREATE INDEX incidents_npa_idx ON incidents (npa_id);
 
 -- Calls for service (CAD events). p_violent/label/model_version are written by the classifier.
 CREATE TABLE calls (
@@ -147,10 +147,6 @@ CREATE TABLE calls (
 );
 CREATE INDEX calls_geom_idx ON calls USING gist (geom);
 CREATE INDEX calls_received_at_idx ON calls (received_at);
-CREATE INDEX calls_division_idx ON calls (division_id);
-CREATE INDEX calls_npa_idx ON calls (npa_id);
-CREATE INDEX calls_incident_idx ON calls (incident_report_id);
-CREATE INDEX calls_unlabelled_idx ON calls (call_id) WHERE model_version IS NULL;
 
 -- One row per trained classifier (filled by `hotspots train`).
 CREATE TABLE model_runs (
