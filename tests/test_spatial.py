@@ -63,7 +63,14 @@ def test_missing_and_far_points_are_unassigned(npas):
     assert list(got) == [None, None, None, None]
 
 
-def test_state_plane_conversion_matches_a_known_point():
-    # Charlotte's Trade & Tryon (the Square): about 35.2271 N, 80.8431 W = 1,456,000 E, 541,000 N ft.
-    lon, lat = state_plane_to_lonlat(np.array([1_456_148.0]), np.array([541_083.0]))
-    assert lon[0] == pytest.approx(-80.8431, abs=2e-3) and lat[0] == pytest.approx(35.2271, abs=2e-3)
+def test_state_plane_feet_land_in_the_same_division(data_dir, divisions):
+    # The shapefile is in EPSG:2264 feet: a point inside Central Division in those coordinates,
+    # converted by us, must fall inside Central Division in WGS84.
+    native = gpd.read_file(data_dir / "divisions" / "CMPD_Police_Divisions.shp")
+    central = native[native["DIVISION"] == "01"].geometry.make_valid().iloc[0]
+    inside = central.representative_point()
+    lon, lat = state_plane_to_lonlat(np.array([inside.x]), np.array([inside.y]))
+    assert 1_400_000 < inside.x < 1_500_000  # feet, not metres
+    index = AreaIndex(divisions.geometry, divisions["DIVISION"])
+    assert index.lookup(lon, lat)[0] == "01"
+    assert -81.0 < lon[0] < -80.7 and 35.1 < lat[0] < 35.35
