@@ -145,6 +145,15 @@ def load_reference_cmd(force: bool) -> None:
     _run_load(load_reference, _engine(), DataDir(data_settings().data_dir), force=force)
 
 
+@load.command("shapes")
+@_force
+def load_shapes_cmd(force: bool) -> None:
+    """Division and NPA polygons (with population) from HOTSPOTS_DATA_DIR."""
+    from geo.ingest.reference import DataDir, load_shapes
+
+    _run_load(load_shapes, _engine(), DataDir(data_settings().data_dir), force=force)
+
+
 @load.command("divisions")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--code-field", default="DIVISION", show_default=True, help="Field with the division code.")

@@ -252,18 +252,21 @@ def first_duplicates(ids: pd.Series, lines: np.ndarray) -> tuple[np.ndarray, np.
     return dup, first_line
 
 
-def division_code(values: pd.Series, short_names: dict[str, str]) -> pd.Series:
-    """A source division given as code ('1', '01') or name ('North Tryon', 'NORTH TRYON DIVISION') -> code."""
-    raw = strip(values)
+def division_code(values: pd.Series, short_names: dict[str, str]) -> np.ndarray:
+    """A source division given as code ('1', '01') or name ('North Tryon', 'NORTH TRYON DIVISION') -> code.
+
+    '' where the cell is empty, '?' where it names no known division.
+    """
+    codes_of_rows, uniques = pd.factorize(strip(values))
     by_name = {name.upper(): code for name, code in short_names.items()}
     by_name.update({f"{name.upper()} DIVISION": code for name, code in short_names.items()})
     codes = set(short_names.values())
-    mapping = {}
-    for u in raw.unique():
+    mapped = []
+    for u in uniques:
         if u == "":
-            mapping[u] = ""
+            mapped.append("")
         elif u.isdigit() and u.zfill(2) in codes:
-            mapping[u] = u.zfill(2)
+            mapped.append(u.zfill(2))
         else:
-            mapping[u] = by_name.get(re.sub(r"\s+", " ", u.upper()), "?")
-    return raw.map(mapping)
+            mapped.append(by_name.get(re.sub(r"\s+", " ", u.upper()), "?"))
+    return np.array(mapped + [""], dtype=object)[codes_of_rows]

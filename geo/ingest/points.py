@@ -263,12 +263,12 @@ def load_points(
     good = alive
     divisions_by_name = dict(zip(divisions["short_name"], divisions["division_id"]))
     if source.source_division:
-        src = pd.Series([""] * n)
-        for col in source.source_division:
+        src = np.full(n, "", dtype=object)
+        for col in source.source_division:  # the first column that names a division wins
             if col in frame.columns:
                 code = clean.division_code(frame[col], divisions_by_name)
-                src = src.where(src != "", code)
-        src_good = src.to_numpy(dtype=object)[good]
+                src = np.where(src == "", code, src)
+        src_good = src[good]
         assigned = division_id[good]
         known = (src_good != "") & (src_good != "?")
         report.notes["division_disagreements"] = int((known & (src_good != assigned)).sum())
@@ -310,6 +310,8 @@ def _write(
             # TRUNCATE of the (empty) table in this transaction lets PostgreSQL with wal_level=minimal
             # skip WAL for the new data and index builds; it is still crash-safe (synced at commit).
             conn.exec_driver_sql(f"TRUNCATE {source.table}")
+            # The ids are unique within the batch, so the key can be built once, sorted, at the end.
+            rebuild += _drop_primary_key(conn, source.table)
             target = source.table
         else:
             target = "stage_points"
@@ -360,6 +362,16 @@ def _drop_secondary_indexes(conn, table: str) -> list[str]:
     for name, _ in rows:
         conn.exec_driver_sql(f'DROP INDEX "{name}"')
     return [definition for _, definition in rows]
+
+
+def _drop_primary_key(conn, table: str) -> list[str]:
+    """Drop the table's primary key constraint; return the statement that adds it back."""
+    name, definition = conn.exec_driver_sql(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'",
+        (table,),
+    ).one()
+    conn.exec_driver_sql(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+    return [f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}']
 
 
 def _upsert(conn, source: PointSource, cols: list[str]) -> tuple[int, int]:

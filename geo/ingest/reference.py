@@ -52,11 +52,16 @@ class DataDir:
         )
 
 
-def load_reference(engine: Engine, data: DataDir, *, force: bool = False) -> list[LoadReport]:
-    """Load divisions, NPAs with population, and the violent offense counts from a data directory."""
-    data.require(["divisions", "npa", "population", "offenses"])
+def load_shapes(engine: Engine, data: DataDir, *, force: bool = False) -> list[LoadReport]:
+    """Load the division polygons and the NPA polygons with population from a data directory."""
+    data.require(["divisions", "npa", "population"])
     return [
         load_divisions(engine, data.path("divisions"), force=force),
         load_neighborhoods(engine, data.path("npa"), data.path("population"), force=force),
-        load_monthly_counts(engine, OFFENSES, data.path("offenses"), force=force),
     ]
+
+
+def load_reference(engine: Engine, data: DataDir, *, force: bool = False) -> list[LoadReport]:
+    """Load the polygons and the violent offense counts from a data directory."""
+    data.require(["divisions", "npa", "population", "offenses"])
+    return [*load_shapes(engine, data, force=force), load_monthly_counts(engine, OFFENSES, data.path("offenses"), force=force)]
