@@ -34,12 +34,18 @@ def _header(path: Path, encoding: str) -> list[str]:
     return [n.strip().lstrip("\ufeff").strip().upper() for n in names]
 
 
-def _find_line(path: Path, text: str, encoding: str, taken: set[int]) -> int:
+def _find_lines(path: Path, texts: list[str], encoding: str) -> list[int]:
+    """Line numbers of the given raw lines (in order of appearance; one pass over the file)."""
+    wanted: dict[str, list[int]] = {}
+    for i, text in enumerate(texts):
+        wanted.setdefault(text, []).append(i)
+    found = [-1] * len(texts)
     with open(path, encoding=encoding, newline="") as fh:
         for number, line in enumerate(fh, start=1):
-            if number not in taken and line.rstrip("\r\n") == text:
-                return number
-    return -1
+            slots = wanted.get(line.rstrip("\r\n"))
+            if slots:
+                found[slots.pop(0)] = number
+    return found
 
 
 def read_source_csv(path: Path, required: list[str]) -> SourceTable:
@@ -90,13 +96,13 @@ def read_source_csv(path: Path, required: list[str]) -> SourceTable:
         encoding = "cp1252"
         table = read(encoding)
 
-    taken: set[int] = set()
-    malformed = []
-    for number, text, detail in bad:
-        line = number if number is not None else _find_line(path, text, "utf-8-sig" if encoding == "utf-8" else encoding, taken)
-        taken.add(line)
-        malformed.append((line, text, detail))
-    malformed.sort()
+    # With multithreaded parsing Arrow may not know a bad row's line number: look those up.
+    unknown = [i for i, (number, _, _) in enumerate(bad) if number is None]
+    looked_up = _find_lines(path, [bad[i][1] for i in unknown], "utf-8-sig" if encoding == "utf-8" else encoding) if unknown else []
+    numbers = [number for number, _, _ in bad]
+    for i, line in zip(unknown, looked_up):
+        numbers[i] = line
+    malformed = sorted((numbers[i], text, detail) for i, (_, text, detail) in enumerate(bad))
     frame = table.to_pandas()
     frame = frame.astype({c: "object" for c in frame.columns}) if len(frame) == 0 else frame
     total = len(frame) + len(malformed)

@@ -1,0 +1,509 @@
+"""Demo data: SYNTHETIC calls for service and incidents in CMPD's real column layouts.
+
+CMPD's point-level calls and incidents are not available offline, so the demo makes its own.
+What is real is what they are calibrated on: violent incidents match CMPD's published monthly
+'Violent Crime' totals (scaled to the requested volume), follow the published offense mix, and
+are spread over the 462 Neighborhood Profile Areas in proportion to Mecklenburg County's per-NPA
+violent crime counts; property and disorder calls follow the per-NPA property-crime and
+disorder-call counts, the rest population. Everything else (addresses, times, call types, report
+numbers) is invented. No row describes a real person, place or event.
+
+Tables that drive the generator live in geo/data/: call_natures.csv (CAD call types, their share,
+which NPA measure spreads them, time-of-day profile, priority mix, how often they produce an
+incident report and with which NIBRS codes), violent_calls.csv (which call types violent offenses
+arrive as), hour_profiles.csv and nibrs_codes.csv.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from numpy.random import PCG64, Generator
+from pyproj import Transformer
+from tqdm import tqdm
+
+from geo.spatial import AreaIndex
+
+DATA = Path(__file__).with_name("data")
+BASE_CALLS_PER_YEAR = 500_000  # CMPD logged more than 514,000 interactions in 2020
+LOCAL_TZ = "America/New_York"
+
+INCIDENT_COLUMNS = [
+    "INCIDENT_REPORT_ID", "LOCATION", "CITY", "STATE", "ZIP", "X_COORD_PUBLIC", "Y_COORD_PUBLIC",
+    "LATITUDE_PUBLIC", "LONGITUDE_PUBLIC", "DIVISION_ID", "CMPD_PATROL_DIVISION", "NPA", "DATE_REPORTED",
+    "DATE_INCIDENT_BEGAN", "DATE_INCIDENT_END", "ADDRESS_DESCRIPTION", "LOCATION_TYPE_DESCRIPTION",
+    "PLACE_TYPE_DESCRIPTION", "PLACE_DETAIL_DESCRIPTION", "CLEARANCE_STATUS", "CLEARANCE_DETAIL_STATUS",
+    "CLEARANCE_DATE", "HIGHEST_NIBRS_CODE", "HIGHEST_NIBRS_DESCRIPTION", "OBJECTID", "YEAR",
+]
+CALL_COLUMNS = [
+    "CALL_ID", "DATE_RECEIVED", "CALL_TYPE", "PRIORITY", "ADDRESS", "CITY", "STATE", "ZIP", "LATITUDE",
+    "LONGITUDE", "X_COORD", "Y_COORD", "CMPD_PATROL_DIVISION", "INCIDENT_REPORT_ID",
+]
+OFFENSE_DETAILS = [
+    "Homicide", "Rape", "Attempted Rape", "Armed Robbery", "Strong Arm Robbery", "Aggravated Assault-Gun",
+    "Aggravated Assault-Knife", "Aggravated Assault-Other Weapon", "Aggravated Assault-Fists,Feet, etc.",
+]
+STREETS = [
+    "N TRYON ST", "S TRYON ST", "CENTRAL AV", "THE PLAZA", "BEATTIES FORD RD", "FREEDOM DR", "WILKINSON BLVD",
+    "SUGAR CREEK RD", "N GRAHAM ST", "STATESVILLE AV", "ALBEMARLE RD", "MONROE RD", "INDEPENDENCE BLVD",
+    "PROVIDENCE RD", "PARK RD", "SOUTH BLVD", "NATIONS FORD RD", "ARROWOOD RD", "TYVOLA RD", "WOODLAWN RD",
+    "SHARON AMITY RD", "EASTWAY DR", "MILTON RD", "HARRIS BLVD", "UNIVERSITY CITY BLVD", "MALLARD CREEK RD",
+    "BROOKSHIRE BLVD", "MOUNT HOLLY RD", "STEELE CREEK RD", "SOUTH TRYON ST", "ASHLEY RD", "WEST BLVD",
+    "REMOUNT RD", "LASALLE ST", "ROZZELLES FERRY RD", "OLD PINEVILLE RD", "ARCHDALE DR", "BALLANTYNE COMMONS PKWY",
+]
+ZIPS = ["28202", "28203", "28204", "28205", "28206", "28207", "28208", "28209", "28210", "28211", "28212",
+        "28213", "28214", "28215", "28216", "28217", "28226", "28227", "28262", "28269", "28273", "28277", "28278"]
+PLACES = {  # location type -> (place type, place detail) choices
+    "Residence/Home": [("Residential", "Single Family Home"), ("Residential", "Apartment/Duplex"), ("Residential", "Yard")],
+    "Highway/Road/Alley/Street/Sidewalk": [("Open Area", "Street"), ("Open Area", "Sidewalk")],
+    "Parking Lot/Garage": [("Commercial", "Parking Lot"), ("Commercial", "Parking Deck")],
+    "Convenience Store": [("Retail", "Convenience Store")],
+    "Department/Discount Store": [("Retail", "Department Store")],
+    "Restaurant": [("Commercial", "Restaurant")],
+    "Bar/Nightclub": [("Commercial", "Bar/Nightclub")],
+    "Hotel/Motel/Etc.": [("Commercial", "Hotel/Motel")],
+}
+CITY_VARIANTS = ["CHAROLTTE", "CHARLOTE", "CHARLOTTE, NC", " charlotte ", "CHARLTTE"]
+OUTSIDE_POINTS = [(35.7796, -78.6382), (36.0726, -79.7920), (35.2271, -81.3000), (34.0007, -81.0348)]
+BAD_DATES = ["N/A", "2021-02-30 10:00:00", "13/45/2021", "UNKNOWN", "2021-13-01 00:00:00"]
+DEFECTS = ["city_variant", "latlon_missing_xy_present", "coords_missing", "outside_county", "bad_date",
+           "duplicate_id", "zip_missing", "zip_text", "malformed_row", "division_disagrees"]
+# Share of rows given each defect (each dirty row gets exactly one).
+DEFECT_RATES = {
+    "incidents": {"city_variant": 0.02, "latlon_missing_xy_present": 0.01, "coords_missing": 0.03,
+                  "outside_county": 0.001, "bad_date": 0.001, "duplicate_id": 0.001, "zip_missing": 0.03,
+                  "zip_text": 0.001, "malformed_row": 0.0005, "division_disagrees": 0.01},
+    "calls": {"city_variant": 0.02, "latlon_missing_xy_present": 0.01, "coords_missing": 0.005,
+              "outside_county": 0.001, "bad_date": 0.001, "duplicate_id": 0.001, "zip_missing": 0.03,
+              "zip_text": 0.001, "malformed_row": 0.0005, "division_disagrees": 0.01},
+}
+# What the loader does with each defect.
+REJECT_REASON = {"coords_missing": "missing_coordinates", "outside_county": "outside_county",
+                 "bad_date": "bad_date", "duplicate_id": "duplicate_id", "malformed_row": "malformed_row"}
+
+
+@dataclass
+class SynthResult:
+    """Where the files went and how many data rows each has."""
+
+    calls_csv: Path
+    incidents_csv: Path
+    call_counts_csv: Path
+    manifest_json: Path
+    n_calls: int
+    n_incidents: int
+
+
+@dataclass
+class _World:
+    """The real reference data the generator is calibrated on."""
+
+    npa_ids: np.ndarray
+    npa_geoms: np.ndarray
+    drivers: dict[str, np.ndarray]  # measure -> weight per NPA
+    divisions: AreaIndex
+    division_names: dict[str, str]
+    offenses: pd.DataFrame          # city rows: year, month, category, count
+
+
+def _latest(path: Path, ids: np.ndarray) -> np.ndarray:
+    table = pd.read_csv(path, dtype=str, encoding="utf-8-sig").set_index("id")
+    years = sorted((c for c in table.columns if c.startswith("y_")), key=lambda c: int(c[2:]))
+    values = table[years].apply(pd.to_numeric, errors="coerce").ffill(axis=1)[years[-1]]
+    out = values.reindex([str(i) for i in ids]).to_numpy(dtype=float)
+    # A handful of NPAs have no value: give them the smallest observed weight, not zero.
+    return np.where(np.isfinite(out) & (out > 0), out, np.nanmin(out[out > 0]) if np.any(out > 0) else 1.0)
+
+
+def _world(data_dir: Path) -> _World:
+    npa = gpd.read_file(data_dir / "npa" / "npa.geojson").to_crs(4326)
+    npa["npa_id"] = npa["id"].astype(int)
+    npa = npa.sort_values("npa_id").reset_index(drop=True)
+    ids = npa["npa_id"].to_numpy()
+    metrics = data_dir / "npa_metrics"
+    drivers = {
+        "violent": _latest(metrics / "violent_crimes.csv", ids),
+        "property": _latest(metrics / "property_crimes.csv", ids),
+        "disorder": _latest(metrics / "disorder_calls.csv", ids),
+        "population": _latest(metrics / "population.csv", ids),
+    }
+    div = gpd.read_file(data_dir / "divisions" / "CMPD_Police_Divisions.shp").to_crs(4326)
+    div["geometry"] = div.geometry.make_valid()
+    div = div.sort_values("DIVISION").reset_index(drop=True)
+    names = dict(zip(div["DIVISION"], div["DNAME"].str.replace(r"\s+Division$", "", regex=True)))
+    offenses = pd.read_csv(data_dir / "offenses" / "Violent_Crime_Offenses.csv", encoding="utf-8-sig",
+                           dtype={"CALENDAR_MONTH": int, "CALENDAR_YEAR": int})
+    city = offenses[offenses["ROW_TYPE"] == "CMPD Jurisdiction"]
+    city = city.groupby(["CALENDAR_YEAR", "CALENDAR_MONTH", "OFFENSE_DESCRIPTION"], as_index=False)["OFFENSE_COUNT"].sum()
+    city.columns = ["year", "month", "category", "count"]
+    return _World(ids, npa.geometry.to_numpy(), drivers, AreaIndex(div.geometry, div["DIVISION"]), names, city)
+
+
+def _tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, str]]:
+    natures = pd.read_csv(DATA / "call_natures.csv", keep_default_na=False)
+    violent = pd.read_csv(DATA / "violent_calls.csv")
+    hours = pd.read_csv(DATA / "hour_profiles.csv").set_index("profile")
+    codes = pd.read_csv(DATA / "nibrs_codes.csv", dtype=str)
+    return natures, violent, hours, dict(zip(codes["code"], codes["description"]))
+
+
+def _addresses(rng: Generator, geoms: np.ndarray, per_npa: int) -> tuple[np.ndarray, np.ndarray]:
+    """`per_npa` uniform random points inside each polygon (vectorised rejection sampling)."""
+    lon = np.empty((len(geoms), per_npa))
+    lat = np.empty((len(geoms), per_npa))
+    shapely.prepare(geoms)
+    for i, g in enumerate(geoms):
+        xmin, ymin, xmax, ymax = g.bounds
+        got = 0
+        while got < per_npa:
+            x = rng.uniform(xmin, xmax, per_npa * 4)
+            y = rng.uniform(ymin, ymax, per_npa * 4)
+            inside = shapely.contains_xy(g, x, y)
+            take = min(per_npa - got, int(inside.sum()))
+            lon[i, got:got + take] = x[inside][:take]
+            lat[i, got:got + take] = y[inside][:take]
+            got += take
+    return lon, lat
+
+
+def _pick_weighted(rng: Generator, weights: np.ndarray, n: int) -> np.ndarray:
+    p = np.asarray(weights, dtype=float)
+    return rng.choice(len(p), size=n, p=p / p.sum())
+
+
+def _times(rng: Generator, days: pd.DatetimeIndex, day_weights: np.ndarray, profile: pd.Series, n: int) -> pd.DatetimeIndex:
+    """n local times: day by weight (weekends scaled by the profile), hour by the profile."""
+    weekend = days.day_of_week >= 4  # Friday-Sunday nights carry the weekend effect
+    w = day_weights * np.where(weekend, profile["weekend_factor"], 1.0)
+    day = _pick_weighted(rng, w, n)
+    hour_w = profile[[f"h{h:02d}" for h in range(24)]].to_numpy(dtype=float)
+    hour = _pick_weighted(rng, hour_w, n)
+    seconds = hour * 3600 + rng.integers(0, 3600, n)
+    return pd.DatetimeIndex(days.values[day] + seconds.astype("timedelta64[s]"))
+
+
+def _choose_codes(rng: Generator, spec: str, n: int) -> np.ndarray:
+    """NIBRS codes from 'CODE:weight;CODE:weight' ('' -> no report possible)."""
+    if not spec:
+        return np.full(n, "", dtype=object)
+    pairs = [p.split(":") for p in spec.split(";")]
+    codes = np.array([c for c, _ in pairs], dtype=object)
+    return codes[_pick_weighted(rng, np.array([float(w) for _, w in pairs]), n)]
+
+
+def _violent_plan(world: _World, days: pd.DatetimeIndex, rate: float) -> tuple[np.ndarray, pd.DataFrame]:
+    """Expected violent incidents per day, and the offense mix, from CMPD's published counts."""
+    off = world.offenses
+    years = set(off["year"])
+    by_month = off[off["category"] == "Violent Crime"].set_index(["year", "month"])["count"]
+    per_day = np.empty(len(days))
+    for i, d in enumerate(days):
+        year = d.year if (d.year, d.month) in by_month.index else 2021
+        per_day[i] = by_month[(year, d.month)] / d.days_in_month
+    used = sorted({d.year for d in days} & years) or [2021]
+    mix = off[off["year"].isin(used) & off["category"].isin(OFFENSE_DETAILS)].groupby("category")["count"].sum()
+    return per_day * rate, mix.reset_index()
+
+
+def generate(
+    data_dir: Path,
+    out_dir: Path,
+    *,
+    start: date = date(2021, 1, 1),
+    days: int = 365,
+    n_calls: int = 500_000,
+    seed: int = 2264,
+    dirty: bool = True,
+    progress: bool = False,
+) -> SynthResult:
+    """Write synthetic calls.csv, incidents.csv, call_counts.csv and manifest.json to out_dir."""
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = Generator(PCG64(seed))
+    bar = tqdm(total=7, desc="demo data", unit="step", disable=not progress)
+    world = _world(data_dir)
+    natures, violent_mix, hours, code_names = _tables()
+    period = pd.date_range(pd.Timestamp(start), periods=days, freq="D")
+    # How many of CMPD's calls per year this run stands for (1.0 at 500,000 calls a year).
+    rate = n_calls / (BASE_CALLS_PER_YEAR * days / 365.0)
+    lon_addr, lat_addr = _addresses(rng, world.npa_geoms, per_npa=60)
+    # Places repeat: Zipf-like weights over each NPA's addresses; violence concentrates harder.
+    rank = np.arange(1, 61)
+    weights_other = 1.0 / rank ** 0.8
+    weights_violent = 1.0 / rank ** 1.3
+    bar.update()
+
+    # --- violent incidents and their calls -------------------------------------------------
+    per_day, mix = _violent_plan(world, period, rate)
+    n_violent = int(round(per_day.sum())) if n_calls else 0
+    n_violent = min(n_violent, n_calls)
+    offense = mix["category"].to_numpy()[_pick_weighted(rng, mix["count"].to_numpy(), n_violent)]
+    v_npa = _pick_weighted(rng, world.drivers["violent"], n_violent)
+    v_addr = _pick_weighted(rng, weights_violent, n_violent)
+    v_time = _times(rng, period, per_day, hours.loc["night"], n_violent)
+    v_type = np.empty(n_violent, dtype=object)
+    v_code = np.empty(n_violent, dtype=object)
+    for name, group in violent_mix.groupby("offense", sort=True):
+        sel = np.flatnonzero(offense == name)
+        if len(sel):
+            v_type[sel] = group["call_type"].to_numpy()[_pick_weighted(rng, group["weight"].to_numpy(), len(sel))]
+            v_code[sel] = group["nibrs"].iloc[0]
+    bar.update()
+
+    # --- other calls -------------------------------------------------------------------------
+    n_other = n_calls - n_violent
+    nature_idx = _pick_weighted(rng, natures["share"].to_numpy(), n_other)
+    o_npa = np.empty(n_other, dtype=np.int64)
+    o_time = np.empty(n_other, dtype="datetime64[ns]")
+    o_code = np.full(n_other, "", dtype=object)
+    season = per_day / per_day.mean() if per_day.mean() > 0 else np.ones(len(period))
+    mild = 0.8 + 0.2 * season  # non-violent calls follow the season only mildly
+    for k, row in natures.iterrows():
+        sel = np.flatnonzero(nature_idx == k)
+        if not len(sel):
+            continue
+        o_npa[sel] = _pick_weighted(rng, world.drivers[row["driver"]], len(sel))
+        o_time[sel] = _times(rng, period, mild, hours.loc[row["hour_profile"]], len(sel)).values
+        linked = rng.random(len(sel)) < float(row["p_incident"])
+        o_code[sel[linked]] = _choose_codes(rng, row["nibrs_codes"], int(linked.sum()))
+    o_addr = _pick_weighted(rng, weights_other, n_other)
+    o_type = natures["call_type"].to_numpy()[nature_idx]
+    o_priority_w = np.array([[float(x) for x in p.split(";")] for p in natures["priority_weights"]])
+    bar.update()
+
+    # --- assemble calls ------------------------------------------------------------------------
+    call_type = np.r_[v_type, o_type].astype(object)
+    npa_pos = np.r_[v_npa, o_npa]
+    addr = np.r_[v_addr, o_addr]
+    when = pd.DatetimeIndex(np.r_[v_time.values, o_time])
+    code = np.r_[v_code, o_code].astype(object)
+    nature_of = {t: i for i, t in enumerate(natures["call_type"])}
+    pri_rows = o_priority_w[[nature_of[t] for t in call_type]]
+    priority = (pri_rows.cumsum(axis=1) < rng.random(len(call_type))[:, None]).sum(axis=1) + 1
+    priority = np.where(np.arange(len(call_type)) < n_violent, np.minimum(priority, 2), priority)
+    order = np.argsort(when.values, kind="stable")
+    call_type, npa_pos, addr, when, code, priority = (
+        call_type[order], npa_pos[order], addr[order], when[order], code[order], priority[order])
+    lon = lon_addr[npa_pos, addr].round(6)
+    lat = lat_addr[npa_pos, addr].round(6)
+    npa_id = world.npa_ids[npa_pos]
+    division = world.divisions.lookup(lon, lat)
+    division = np.where(pd.isna(division), "", division).astype(object)
+    to_sp = Transformer.from_crs(4326, 2264, always_xy=True)
+    x, y = to_sp.transform(lon, lat)
+    street_no = (addr * 100 + 100) % 9900 + 100
+    street = np.array(STREETS, dtype=object)[(npa_pos * 7 + addr) % len(STREETS)]
+    address = np.char.add(np.char.add(street_no.astype(str), " BLOCK OF "), street.astype(str)).astype(object)
+    zip_code = np.array(ZIPS, dtype=object)[(npa_pos * 3) % len(ZIPS)]
+    n = len(call_type)
+    call_ids = np.char.add(f"C{start.year}-", np.char.zfill(np.arange(1, n + 1).astype(str), 7)).astype(object)
+    calls = pd.DataFrame({
+        "CALL_ID": call_ids, "DATE_RECEIVED": when.strftime("%Y-%m-%d %H:%M:%S"), "CALL_TYPE": call_type,
+        "PRIORITY": priority.astype(str), "ADDRESS": address, "CITY": "CHARLOTTE", "STATE": "NC", "ZIP": zip_code,
+        "LATITUDE": lat, "LONGITUDE": lon, "X_COORD": np.round(x, 1), "Y_COORD": np.round(y, 1),
+        "CMPD_PATROL_DIVISION": [world.division_names.get(d, "") for d in division], "INCIDENT_REPORT_ID": "",
+    })
+    bar.update()
+
+    # --- incidents: one per linked call, plus reports that had no call ---------------------------
+    linked = np.flatnonzero(code != "")
+    walk_in = int(round(len(linked) / 9))  # about 10% of incidents have no call
+    w_npa = _pick_weighted(rng, world.drivers["property"], walk_in)
+    w_addr = _pick_weighted(rng, weights_other, walk_in)
+    w_time = _times(rng, period, mild, hours.loc["day"], walk_in)
+    w_code = _choose_codes(rng, "23H:0.35;26F:0.25;290:0.15;240:0.1;13C:0.1;899:0.05", walk_in)
+    began = np.r_[when.values[linked], w_time.values]
+    i_code = np.r_[code[linked], w_code].astype(object)
+    i_npa_pos = np.r_[npa_pos[linked], w_npa]
+    i_addr = np.r_[addr[linked], w_addr]
+    delay = rng.integers(10 * 60, 180 * 60, len(began)).astype("timedelta64[s]")
+    reported = began + delay
+    i_lon = lon_addr[i_npa_pos, i_addr].round(6)
+    i_lat = lat_addr[i_npa_pos, i_addr].round(6)
+    i_div = world.divisions.lookup(i_lon, i_lat)
+    i_div = np.where(pd.isna(i_div), "", i_div).astype(object)
+    ix, iy = to_sp.transform(i_lon, i_lat)
+    i_order = np.argsort(reported, kind="stable")
+    rep_local = pd.DatetimeIndex(reported)
+    stamp = rep_local.strftime("%Y%m%d-%H%M")
+    seq = pd.Series(stamp).groupby(stamp).cumcount().to_numpy() + 1
+    report_ids = np.char.add(np.char.add(stamp.to_numpy().astype(str), "-"), np.char.zfill(seq.astype(str), 2)).astype(object)
+    calls.loc[linked, "INCIDENT_REPORT_ID"] = report_ids[: len(linked)]
+    violent_code = np.isin(i_code, ["09A", "11A", "120", "13A"])
+    property_code = np.isin(i_code, ["220", "23C", "23D", "23F", "23G", "23H", "240", "290", "26A", "26B", "26F"])
+    p_clear = np.where(violent_code, 0.45, np.where(property_code, 0.12, 0.30))
+    cleared = rng.random(len(i_code)) < p_clear
+    arrest = cleared & (rng.random(len(i_code)) < 0.6)
+    status = np.where(cleared, "Closed/Cleared", np.where(rng.random(len(i_code)) < 0.15, "Further Investigation", "Open"))
+    detail = np.where(arrest, "Cleared by Arrest", np.where(cleared, "Exceptionally Cleared",
+                      np.where(status == "Further Investigation", "Further Investigation", "Open")))
+    cleared_at = reported + rng.integers(1, 60 * 86400, len(i_code)).astype("timedelta64[s]")
+    ended = np.where(rng.random(len(i_code)) < 0.6, began + rng.integers(60, 7200, len(i_code)).astype("timedelta64[s]"),
+                     np.datetime64("NaT"))
+    loc_types = np.array(list(PLACES), dtype=object)
+    loc_type = loc_types[_pick_weighted(rng, np.array([40, 25, 12, 5, 4, 5, 4, 5]), len(i_code))]
+    place = [PLACES[t][k % len(PLACES[t])] for t, k in zip(loc_type, rng.integers(0, 3, len(i_code)))]
+
+    def utc(values: np.ndarray) -> np.ndarray:
+        values = pd.DatetimeIndex(values)
+        # In the repeated autumn hour, read local times as standard time (as CAD systems tend to).
+        local = values.tz_localize(LOCAL_TZ, ambiguous=np.zeros(len(values), dtype=bool), nonexistent="shift_forward")
+        text = local.tz_convert("UTC").strftime("%Y/%m/%d %H:%M:%S+00")
+        return np.where(pd.isna(local), "", text).astype(object)
+
+    incidents = pd.DataFrame({
+        "INCIDENT_REPORT_ID": report_ids,
+        "LOCATION": np.r_[address[linked], np.char.add("100 BLOCK OF ", np.array(STREETS, dtype=str)[w_addr % len(STREETS)])].astype(object),
+        "CITY": "CHARLOTTE", "STATE": "NC",
+        "ZIP": np.array(ZIPS, dtype=object)[(i_npa_pos * 3) % len(ZIPS)],
+        "X_COORD_PUBLIC": np.round(ix, 1), "Y_COORD_PUBLIC": np.round(iy, 1),
+        "LATITUDE_PUBLIC": i_lat, "LONGITUDE_PUBLIC": i_lon,
+        "DIVISION_ID": i_div, "CMPD_PATROL_DIVISION": [world.division_names.get(d, "") for d in i_div],
+        "NPA": world.npa_ids[i_npa_pos].astype(str),
+        "DATE_REPORTED": utc(reported), "DATE_INCIDENT_BEGAN": utc(began), "DATE_INCIDENT_END": utc(ended),
+        "ADDRESS_DESCRIPTION": "", "LOCATION_TYPE_DESCRIPTION": loc_type,
+        "PLACE_TYPE_DESCRIPTION": [p[0] for p in place], "PLACE_DETAIL_DESCRIPTION": [p[1] for p in place],
+        "CLEARANCE_STATUS": status, "CLEARANCE_DETAIL_STATUS": detail,
+        "CLEARANCE_DATE": np.where(cleared, utc(cleared_at), ""),
+        "HIGHEST_NIBRS_CODE": i_code, "HIGHEST_NIBRS_DESCRIPTION": [code_names[c] for c in i_code],
+        "OBJECTID": "", "YEAR": rep_local.year.astype(str),
+    }).iloc[i_order].reset_index(drop=True)
+    incidents["OBJECTID"] = np.arange(1, len(incidents) + 1).astype(str)
+    bar.update()
+
+    call_counts = _call_counts(calls, npa_id)
+    manifest = {"synthetic": True, "seed": seed, "start": start.isoformat(), "days": days, "n_calls": n_calls,
+                "violent_incidents": int(violent_code.sum()), "files": {}}
+    if dirty:
+        calls = _dirty(rng, calls, "calls", "CALL_ID", "DATE_RECEIVED", ("LATITUDE", "LONGITUDE"), ("X_COORD", "Y_COORD"),
+                       "ADDRESS", ("CMPD_PATROL_DIVISION",), world, manifest)
+        incidents = _dirty(rng, incidents, "incidents", "INCIDENT_REPORT_ID", "DATE_REPORTED",
+                           ("LATITUDE_PUBLIC", "LONGITUDE_PUBLIC"), ("X_COORD_PUBLIC", "Y_COORD_PUBLIC"), "LOCATION",
+                           ("CMPD_PATROL_DIVISION", "DIVISION_ID"), world, manifest)
+    else:
+        for name, frame in (("calls", calls), ("incidents", incidents)):
+            manifest["files"][name] = {"rows": len(frame), "defects": {d: 0 for d in DEFECTS},
+                                       "expected_rejects": {}, "expected_loaded": len(frame)}
+    bar.update()
+
+    paths = {name: out_dir / f"{name}.csv" for name in ("calls", "incidents", "call_counts")}
+    _write_csv(calls, paths["calls"], CALL_COLUMNS)
+    _write_csv(incidents, paths["incidents"], INCIDENT_COLUMNS)
+    call_counts.to_csv(paths["call_counts"], index=False, lineterminator="\n")
+    manifest_path = out_dir / "manifest.json"
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    bar.update()
+    bar.close()
+    return SynthResult(paths["calls"], paths["incidents"], paths["call_counts"], manifest_path,
+                       n_calls=_data_rows(paths["calls"]), n_incidents=_data_rows(paths["incidents"]))
+
+
+def _data_rows(path: Path) -> int:
+    with open(path, "rb") as fh:
+        return sum(1 for _ in fh) - 1
+
+
+def _write_csv(frame: pd.DataFrame, path: Path, columns: list[str]) -> None:
+    """Write rows; a row whose '__raw__' is set is written verbatim (a malformed line)."""
+    raw = frame.pop("__raw__") if "__raw__" in frame.columns else pd.Series("", index=frame.index)
+    body = frame[columns].to_csv(index=False, header=False, lineterminator="\n").splitlines()
+    lines = [",".join(columns)] + [r if r else line for line, r in zip(body, raw.fillna(""))]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _call_counts(calls: pd.DataFrame, npa_id: np.ndarray) -> pd.DataFrame:
+    """CMPD-layout monthly counts of the clean calls, by city and NPA, per call type and in total."""
+    when = pd.to_datetime(calls["DATE_RECEIVED"])
+    base = pd.DataFrame({"year": when.dt.year, "month": when.dt.month, "npa": npa_id, "type": calls["CALL_TYPE"]})
+    city = base.groupby(["year", "month", "type"]).size().reset_index(name="n").assign(rt="CMPD Jurisdiction", g="CMPD", gid=0)
+    city_all = base.groupby(["year", "month"]).size().reset_index(name="n").assign(rt="CMPD Jurisdiction", g="CMPD", gid=0, type="All Calls")
+    npa = base.groupby(["npa", "year", "month", "type"]).size().reset_index(name="n").assign(rt="Neighborhood Profile Area")
+    npa_all = base.groupby(["npa", "year", "month"]).size().reset_index(name="n").assign(rt="Neighborhood Profile Area", type="All Calls")
+    for frame in (npa, npa_all):
+        frame["g"] = frame["npa"].astype(str)
+        frame["gid"] = frame["npa"]
+    rows = pd.concat([city_all, city, npa_all, npa], ignore_index=True)
+    return pd.DataFrame({
+        "OBJECTID": np.arange(1, len(rows) + 1), "ROW_TYPE": rows["rt"], "GEOGRAPHY": rows["g"],
+        "GEOGRAPHY_ID": rows["gid"].astype(int), "CALENDAR_YEAR": rows["year"],
+        "CALENDAR_MONTH": rows["month"].map("{:02d}".format), "CALL_DESCRIPTION": rows["type"], "CALL_COUNT": rows["n"],
+    })
+
+
+def _dirty(rng: Generator, frame: pd.DataFrame, name: str, id_col: str, date_col: str, latlon: tuple[str, str],
+           xy: tuple[str, str], address_col: str, division_cols: tuple[str, ...], world: _World, manifest: dict) -> pd.DataFrame:
+    """Give a few percent of rows exactly one defect each, the way real exports are dirty; count them."""
+    frame = frame.astype(str)  # defects put text into numeric columns
+    frame["__raw__"] = ""
+    n = len(frame)
+    rates = DEFECT_RATES[name]
+    counts = {d: int(round(rates[d] * n)) for d in DEFECTS}
+    if sum(counts.values()) > n:
+        counts = {d: 0 for d in DEFECTS}
+    rows = rng.permutation(n)
+    pos = 0
+    chosen = {}
+    for d in DEFECTS:
+        chosen[d] = np.sort(rows[pos:pos + counts[d]])
+        pos += counts[d]
+    lat_c, lon_c = latlon
+    x_c, y_c = xy
+    for d, idx in chosen.items():
+        if not len(idx):
+            continue
+        if d == "city_variant":
+            frame.loc[frame.index[idx], "CITY"] = np.array(CITY_VARIANTS, dtype=object)[np.arange(len(idx)) % len(CITY_VARIANTS)]
+        elif d == "latlon_missing_xy_present":
+            frame.loc[frame.index[idx], [lat_c, lon_c]] = ""
+        elif d == "coords_missing":
+            frame.loc[frame.index[idx], [lat_c, lon_c, x_c, y_c]] = ""
+        elif d == "outside_county":
+            pts = np.array(OUTSIDE_POINTS)[np.arange(len(idx)) % len(OUTSIDE_POINTS)]
+            frame.loc[frame.index[idx], lat_c] = pts[:, 0].astype(str)
+            frame.loc[frame.index[idx], lon_c] = pts[:, 1].astype(str)
+            frame.loc[frame.index[idx], [x_c, y_c]] = ""
+        elif d == "bad_date":
+            frame.loc[frame.index[idx], date_col] = np.array(BAD_DATES, dtype=object)[np.arange(len(idx)) % len(BAD_DATES)]
+        elif d == "zip_missing":
+            frame.loc[frame.index[idx], "ZIP"] = ""
+        elif d == "zip_text":
+            frame.loc[frame.index[idx], "ZIP"] = "CHARLOTTE"
+        elif d == "division_disagrees":
+            codes = sorted(world.division_names)
+            code_of = {v: k for k, v in world.division_names.items()}
+            for i in idx:
+                current = code_of.get(frame.iat[i, frame.columns.get_loc(division_cols[0])], "")
+                other = codes[(codes.index(current) + 1) % len(codes)] if current in codes else codes[0]
+                if "DIVISION_ID" in division_cols:
+                    frame.iat[i, frame.columns.get_loc("DIVISION_ID")] = other
+                frame.iat[i, frame.columns.get_loc(division_cols[0])] = world.division_names[other]
+        elif d == "malformed_row":
+            # An address with an unquoted comma: one field too many.
+            for i in idx:
+                values = [str(frame.iat[i, frame.columns.get_loc(c)]) for c in (CALL_COLUMNS if name == "calls" else INCIDENT_COLUMNS)]
+                col = (CALL_COLUMNS if name == "calls" else INCIDENT_COLUMNS).index(address_col)
+                values[col] = values[col] + ", APT 2"
+                frame.iat[i, frame.columns.get_loc("__raw__")] = ",".join(v.replace('"', "") for v in values)
+    dup_rows = []
+    if len(chosen["duplicate_id"]):
+        src = frame.iloc[chosen["duplicate_id"]].copy()
+        changed = np.arange(len(src)) % 2 == 1  # half identical repeats, half with a changed field
+        src.loc[src.index[changed], "ZIP"] = "28299"
+        src["__raw__"] = ""
+        dup_rows.append(src)
+    # The duplicated originals themselves stay clean; the repeats go right after them.
+    if dup_rows:
+        frame = pd.concat([frame, *dup_rows]).sort_index(kind="stable").reset_index(drop=True)
+    expected = {REJECT_REASON[d]: counts[d] for d in REJECT_REASON if counts[d]}
+    manifest["files"][name] = {
+        "rows": len(frame), "defects": counts, "expected_rejects": expected,
+        "expected_loaded": len(frame) - sum(expected.values()),
+    }
+    return frame

@@ -1,0 +1,165 @@
+"""The synthetic demo data: CMPD layouts, determinism, calibration on the real counts, counted dirt."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import date
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+from scipy.stats import spearmanr
+
+from geo.synth import CALL_COLUMNS, INCIDENT_COLUMNS, generate
+
+VIOLENT = ["09A", "11A", "120", "13A"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("synth")
+    result = generate(data_dir, out, n_calls=120_000, seed=11)
+    calls = pd.read_csv(result.calls_csv, dtype=str, keep_default_na=False, on_bad_lines="skip")
+    incidents = pd.read_csv(result.incidents_csv, dtype=str, keep_default_na=False, on_bad_lines="skip")
+    return result, calls, incidents, json.loads(result.manifest_json.read_text())
+
+
+@pytest.fixture(scope="module")
+def clean_demo(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("synth_clean")
+    result = generate(data_dir, out, n_calls=60_000, seed=5, dirty=False)
+    calls = pd.read_csv(result.calls_csv, dtype=str, keep_default_na=False)
+    incidents = pd.read_csv(result.incidents_csv, dtype=str, keep_default_na=False)
+    return result, calls, incidents
+
+
+def test_published_column_layouts(demo):
+    result, calls, incidents, _ = demo
+    with open(result.calls_csv) as fh:
+        assert next(csv.reader(fh)) == CALL_COLUMNS
+    with open(result.incidents_csv) as fh:
+        assert next(csv.reader(fh)) == INCIDENT_COLUMNS
+    assert INCIDENT_COLUMNS == (
+        "INCIDENT_REPORT_ID LOCATION CITY STATE ZIP X_COORD_PUBLIC Y_COORD_PUBLIC LATITUDE_PUBLIC LONGITUDE_PUBLIC "
+        "DIVISION_ID CMPD_PATROL_DIVISION NPA DATE_REPORTED DATE_INCIDENT_BEGAN DATE_INCIDENT_END ADDRESS_DESCRIPTION "
+        "LOCATION_TYPE_DESCRIPTION PLACE_TYPE_DESCRIPTION PLACE_DETAIL_DESCRIPTION CLEARANCE_STATUS "
+        "CLEARANCE_DETAIL_STATUS CLEARANCE_DATE HIGHEST_NIBRS_CODE HIGHEST_NIBRS_DESCRIPTION OBJECTID YEAR"
+    ).split()
+    assert json.loads(result.manifest_json.read_text())["synthetic"] is True
+
+
+def test_same_seed_same_bytes(tmp_path, data_dir):
+    a = generate(data_dir, tmp_path / "a", n_calls=5_000, days=30, seed=3)
+    b = generate(data_dir, tmp_path / "b", n_calls=5_000, days=30, seed=3)
+    c = generate(data_dir, tmp_path / "c", n_calls=5_000, days=30, seed=4)
+    for name in ("calls_csv", "incidents_csv", "call_counts_csv"):
+        assert getattr(a, name).read_bytes() == getattr(b, name).read_bytes()
+    assert a.calls_csv.read_bytes() != c.calls_csv.read_bytes()
+
+
+def test_violent_incidents_follow_cmpd_totals_and_mix(clean_demo, data_dir):
+    _, _, incidents = clean_demo
+    offenses = pd.read_csv(data_dir / "offenses" / "Violent_Crime_Offenses.csv", encoding="utf-8-sig")
+    city21 = offenses[(offenses["ROW_TYPE"] == "CMPD Jurisdiction") & (offenses["CALENDAR_YEAR"] == 2021)]
+    rollup = city21[city21["OFFENSE_DESCRIPTION"] == "Violent Crime"]["OFFENSE_COUNT"].sum()
+    violent = incidents[incidents["HIGHEST_NIBRS_CODE"].isin(VIOLENT)]
+    # 60,000 calls a year stand for 60,000/500,000 of CMPD's volume.
+    assert len(violent) == pytest.approx(rollup * 60_000 / 500_000, abs=1)
+    share_13a = (violent["HIGHEST_NIBRS_CODE"] == "13A").mean()
+    real_13a = city21[city21["OFFENSE_DESCRIPTION"].str.startswith("Aggravated Assault")]["OFFENSE_COUNT"].sum() / rollup
+    assert share_13a == pytest.approx(real_13a, abs=0.04)
+
+
+def test_violent_places_follow_real_npa_counts(demo, data_dir):
+    _, _, incidents, _ = demo
+    violent = incidents[incidents["HIGHEST_NIBRS_CODE"].isin(VIOLENT) & (incidents["NPA"] != "")]
+    got = violent["NPA"].astype(int).value_counts()
+    real = pd.read_csv(data_dir / "npa_metrics" / "violent_crimes.csv").set_index("id")["y_2021"].dropna()
+    common = real.index.intersection(got.index.union(real.index))
+    rho = spearmanr(real.loc[common], got.reindex(common, fill_value=0)).statistic
+    assert rho > 0.7
+
+
+def test_time_of_day_cycles(clean_demo):
+    _, calls, incidents = clean_demo
+    hour = pd.to_datetime(calls["DATE_RECEIVED"]).dt.hour
+    violent_ids = set(incidents.loc[incidents["HIGHEST_NIBRS_CODE"].isin(VIOLENT), "INCIDENT_REPORT_ID"])
+    violent_hours = hour[calls["INCIDENT_REPORT_ID"].isin(violent_ids)]
+    night = violent_hours.isin([21, 22, 23, 0, 1, 2]).mean()
+    morning = violent_hours.isin([5, 6, 7, 8, 9, 10]).mean()
+    assert night > 2 * morning
+    crash = hour[calls["CALL_TYPE"] == "TRAFFIC CRASH"]
+    assert crash.isin([16, 17, 18]).mean() > 3 * crash.isin([2, 3, 4]).mean()
+
+
+def test_clean_points_inside_their_npa_and_division(clean_demo, data_dir):
+    _, _, incidents = clean_demo
+    npa = gpd.read_file(data_dir / "npa" / "npa.geojson").set_index("id")
+    sample = incidents.sample(2_000, random_state=1)
+    pts = shapely.points(sample["LONGITUDE_PUBLIC"].astype(float), sample["LATITUDE_PUBLIC"].astype(float))
+    geoms = npa.geometry.loc[sample["NPA"]].to_numpy()
+    assert shapely.intersects(geoms, pts).all()
+    div = gpd.read_file(data_dir / "divisions" / "CMPD_Police_Divisions.shp").to_crs(4326)
+    div["geometry"] = div.geometry.make_valid()
+    joined = gpd.sjoin(gpd.GeoDataFrame(sample.reset_index(), geometry=pts, crs=4326), div, how="left", predicate="within")
+    assert (joined["DIVISION_ID"] == joined["DIVISION"].fillna("")).mean() > 0.999
+
+
+def test_linked_incidents_come_after_their_call_at_the_same_place(clean_demo):
+    _, calls, incidents = clean_demo
+    linked = calls[calls["INCIDENT_REPORT_ID"] != ""].merge(incidents, on="INCIDENT_REPORT_ID")
+    assert len(linked) > 0.15 * len(calls)
+    received = pd.to_datetime(linked["DATE_RECEIVED"]).dt.tz_localize("America/New_York", ambiguous=False, nonexistent="shift_forward")
+    reported = pd.to_datetime(linked["DATE_REPORTED"].str.replace("+00", "", regex=False)).dt.tz_localize("UTC")
+    assert (reported >= received).all()
+    assert (linked["LATITUDE"] == linked["LATITUDE_PUBLIC"]).all()
+    assert incidents["INCIDENT_REPORT_ID"].is_unique and calls["CALL_ID"].is_unique
+
+
+def test_manifest_counts_the_dirt_that_is_in_the_files(demo):
+    result, calls, incidents, manifest = demo
+    for name, frame, path, lat in (("calls", calls, result.calls_csv, "LATITUDE"),
+                                   ("incidents", incidents, result.incidents_csv, "LATITUDE_PUBLIC")):
+        info = manifest["files"][name]
+        with open(path, newline="") as fh:
+            rows = list(csv.reader(fh))[1:]
+        width = len(rows[0])
+        assert len(rows) == info["rows"]
+        assert sum(len(r) != width for r in rows) == info["defects"]["malformed_row"]
+        x = "X_COORD" if name == "calls" else "X_COORD_PUBLIC"
+        assert ((frame[lat] == "") & (frame[x] == "")).sum() == info["defects"]["coords_missing"]
+        assert ((frame[lat] == "") & (frame[x] != "")).sum() == info["defects"]["latlon_missing_xy_present"]
+        assert (frame["CITY"] != "CHARLOTTE").sum() == info["defects"]["city_variant"]
+        id_col = frame.columns[0]
+        assert frame[id_col].duplicated().sum() == info["defects"]["duplicate_id"]
+        assert info["expected_loaded"] == info["rows"] - sum(info["expected_rejects"].values())
+        assert 0.02 < sum(info["defects"].values()) / info["rows"] < 0.12
+
+
+def test_clean_mode_has_no_defects(clean_demo):
+    result, calls, incidents = clean_demo
+    manifest = json.loads(result.manifest_json.read_text())
+    assert all(v == 0 for f in manifest["files"].values() for v in f["defects"].values())
+    assert (calls["CITY"] == "CHARLOTTE").all() and (calls["LATITUDE"] != "").all()
+    assert calls["CALL_ID"].is_unique
+
+
+def test_call_counts_add_up(clean_demo):
+    result, calls, _ = clean_demo
+    counts = pd.read_csv(result.call_counts_csv, dtype={"CALENDAR_MONTH": str})
+    city_all = counts[(counts["ROW_TYPE"] == "CMPD Jurisdiction") & (counts["CALL_DESCRIPTION"] == "All Calls")]
+    assert city_all["CALL_COUNT"].sum() == len(calls)
+    assert set(city_all["CALENDAR_MONTH"]) == {f"{m:02d}" for m in range(1, 13)}
+    npa_all = counts[(counts["ROW_TYPE"] == "Neighborhood Profile Area") & (counts["CALL_DESCRIPTION"] == "All Calls")]
+    assert npa_all["CALL_COUNT"].sum() == len(calls)
+
+
+def test_other_periods_fall_back_to_2021_by_month(tmp_path, data_dir):
+    result = generate(data_dir, tmp_path, start=date(2024, 6, 1), days=30, n_calls=10_000, seed=1, dirty=False)
+    incidents = pd.read_csv(result.incidents_csv, dtype=str, keep_default_na=False)
+    calls = pd.read_csv(result.calls_csv, dtype=str)
+    assert calls["DATE_RECEIVED"].str.startswith("2024-06").all()
+    assert (incidents["HIGHEST_NIBRS_CODE"].isin(VIOLENT)).sum() > 0
