@@ -17,7 +17,7 @@ from geo.ingest.counts import CALL_COUNTS, load_monthly_counts
 from geo.ingest.incidents import load_incidents
 from geo.ingest.reference import DataDir, load_reference
 from geo.migrate import migrate
-from geo.settings import data_settings, database_settings
+from geo.settings import data_settings, database_settings, locale_settings
 
 SYNTH_INPUTS = ["divisions", "npa", "population", "violent_crimes", "property_crimes", "disorder_calls", "offenses"]
 
@@ -74,8 +74,12 @@ def summary_lines(engine: Engine) -> list[str]:
         for t in tables:
             n = conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one()
             lines.append(f"  {t:16} {n:>10,} rows")
+        tz = locale_settings().timezone
         for t, col in (("calls", "received_at"), ("incidents", "date_reported")):
-            lo, hi = conn.execute(sa.text(f"SELECT min({col})::date, max({col})::date FROM {t}")).one()
+            lo, hi = conn.execute(
+                sa.text(f"SELECT (min({col}) AT TIME ZONE :tz)::date, (max({col}) AT TIME ZONE :tz)::date FROM {t}"),
+                {"tz": tz},
+            ).one()
             if lo:
                 lines.append(f"  {t} from {lo} to {hi}")
         violent = conn.execute(

@@ -143,7 +143,16 @@ def _world(data_dir: Path) -> _World:
     city = offenses[offenses["ROW_TYPE"] == "CMPD Jurisdiction"]
     city = city.groupby(["CALENDAR_YEAR", "CALENDAR_MONTH", "OFFENSE_DESCRIPTION"], as_index=False)["OFFENSE_COUNT"].sum()
     city.columns = ["year", "month", "category", "count"]
-    return _World(ids, npa.geometry.to_numpy(), drivers, AreaIndex(div.geometry, div["DIVISION"]), names, city)
+    # CMPD's calls come from its own jurisdiction: places are drawn from the part of each NPA inside a
+    # CMPD division, and NPAs (almost) wholly policed by the towns' own departments get no calls.
+    jurisdiction = shapely.union_all(div.geometry.to_numpy())
+    npa_geoms = npa.geometry.to_numpy()
+    covered = shapely.intersection(npa_geoms, jurisdiction)
+    share = shapely.area(covered) / shapely.area(npa_geoms)
+    policed = share > 0.05
+    drivers = {k: np.where(policed, v, 0.0) for k, v in drivers.items()}
+    geoms = np.where(policed, covered, npa_geoms)
+    return _World(ids, geoms, drivers, AreaIndex(div.geometry, div["DIVISION"]), names, city)
 
 
 def _tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, str]]:
