@@ -7,6 +7,7 @@ from typing import Iterator
 from pathlib import Path
 
 import binascii
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -316,6 +317,13 @@ def _write(
         else:
             target = "stage_points"
         rows, cols = 0, None
+        copy_seconds = []
+
+        def timed_copy(chunk: pa.Table) -> None:
+            t0 = time.perf_counter()
+            copy_frame(conn, target, chunk)
+            copy_seconds.append(time.perf_counter() - t0)
+
         with ThreadPoolExecutor(max_workers=1) as copier:
             pending = None
             for chunk in chunks:  # built in this thread while the previous chunk is being copied
@@ -329,11 +337,13 @@ def _write(
                         )
                 if pending is not None:
                     pending.result()
-                pending = copier.submit(copy_frame, conn, target, chunk)
+                pending = copier.submit(timed_copy, chunk)
                 rows += chunk.num_rows
             if pending is not None:
                 pending.result()
         report.mark("build_and_copy_rows", timer)
+        # Of which PostgreSQL spent this long receiving rows (overlapping the building of the next chunk).
+        report.notes["copy_seconds_in_postgres"] = round(sum(copy_seconds), 2)
         if target == source.table:
             report.inserted, report.updated = rows, 0
         elif cols is not None:
