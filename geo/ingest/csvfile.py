@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -48,19 +49,19 @@ def _find_lines(path: Path, texts: list[str], encoding: str) -> list[int]:
     return found
 
 
-def read_source_csv(path: Path, required: list[str]) -> SourceTable:
-    """Read `path` with every column as text; fail naming the missing columns if any are absent.
-
-    Line numbers assume one record per physical line (true of CMPD's exports); a row with the
-    wrong number of fields becomes a malformed row, not a failure of the whole file.
-    """
+def _columns(path: Path, required: list[str]) -> tuple[list[str], str]:
+    """Header names (upper-case, BOM stripped) and the file's encoding; fail naming missing columns."""
     path = Path(path)
     if not path.is_file():
         raise IngestError(f"{path}: no such file")
     encoding = "utf-8"
     try:
         names = _header(path, "utf-8-sig")
+        with open(path, encoding="utf-8") as fh:
+            for _ in iter(lambda: fh.read(1 << 22), ""):
+                pass
     except UnicodeDecodeError:
+        # Exports saved from Excel on Windows are often cp1252, not UTF-8.
         encoding = "cp1252"
         names = _header(path, encoding)
     missing = [c for c in required if c not in names]
@@ -71,44 +72,85 @@ def read_source_csv(path: Path, required: list[str]) -> SourceTable:
         )
     if len(set(names)) != len(names):
         raise IngestError(f"{path}: duplicate column names in header: {names}")
+    return names, encoding
 
+
+def _options(names: list[str], encoding: str, on_invalid, include: list[str] | None = None, threads: bool = True):
+    read = pacsv.ReadOptions(column_names=names, skip_rows=1, encoding=encoding, block_size=16 << 20, use_threads=threads)
+    parse = pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=False)
+    convert = pacsv.ConvertOptions(
+        column_types={n: pa.string() for n in names}, strings_can_be_null=False, quoted_strings_can_be_null=False,
+        include_columns=include,
+    )
+    return read, parse, convert
+
+
+def _read(path: Path, names: list[str], encoding: str, include: list[str] | None) -> tuple[pa.Table, list[tuple[int, str, str]]]:
     bad: list[tuple[int | None, str, str]] = []
 
     def on_invalid(row) -> str:
         bad.append((row.number, row.text, f"expected {row.expected_columns} fields, found {row.actual_columns}"))
         return "skip"
 
-    def read(enc: str) -> pa.Table:
-        bad.clear()
-        return pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, encoding=enc, block_size=8 << 20),
-            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=False),
-            convert_options=pacsv.ConvertOptions(
-                column_types={n: pa.string() for n in names}, strings_can_be_null=False, quoted_strings_can_be_null=False
-            ),
-        )
-
-    try:
-        table = read(encoding)
-    except (pa.ArrowInvalid, UnicodeDecodeError):
-        # Exports saved from Excel on Windows are often cp1252, not UTF-8.
-        encoding = "cp1252"
-        table = read(encoding)
-
+    table = pacsv.read_csv(path, *_options(names, encoding, on_invalid, include))
     # With multithreaded parsing Arrow may not know a bad row's line number: look those up.
     unknown = [i for i, (number, _, _) in enumerate(bad) if number is None]
-    looked_up = _find_lines(path, [bad[i][1] for i in unknown], "utf-8-sig" if encoding == "utf-8" else encoding) if unknown else []
+    text_encoding = "utf-8-sig" if encoding == "utf-8" else encoding
+    looked_up = _find_lines(path, [bad[i][1] for i in unknown], text_encoding) if unknown else []
     numbers = [number for number, _, _ in bad]
     for i, line in zip(unknown, looked_up):
         numbers[i] = line
-    malformed = sorted((numbers[i], text, detail) for i, (_, text, detail) in enumerate(bad))
+    return table, sorted((numbers[i], text, detail) for i, (_, text, detail) in enumerate(bad))
+
+
+def _lines(n_rows: int, malformed: list[tuple[int, str, str]]) -> np.ndarray:
+    """Line numbers of the well-formed rows: every data line but the malformed ones."""
+    all_lines = np.arange(2, n_rows + len(malformed) + 2, dtype=np.int64)
+    return np.setdiff1d(all_lines, np.array([m[0] for m in malformed], dtype=np.int64), assume_unique=True)[:n_rows]
+
+
+def read_source_csv(path: Path, required: list[str]) -> SourceTable:
+    """Read `path` with every column as text; fail naming the missing columns if any are absent.
+
+    Line numbers assume one record per physical line (true of CMPD's exports); a row with the
+    wrong number of fields becomes a malformed row, not a failure of the whole file.
+    """
+    names, encoding = _columns(path, required)
+    table, malformed = _read(Path(path), names, encoding, None)
     frame = table.to_pandas()
     frame = frame.astype({c: "object" for c in frame.columns}) if len(frame) == 0 else frame
-    total = len(frame) + len(malformed)
-    all_lines = np.arange(2, total + 2, dtype=np.int64)
-    lines = np.setdiff1d(all_lines, np.array([m[0] for m in malformed], dtype=np.int64), assume_unique=True)
-    return SourceTable(frame=frame, lines=lines[: len(frame)], malformed=malformed, encoding=encoding)
+    return SourceTable(frame=frame, lines=_lines(len(frame), malformed), malformed=malformed, encoding=encoding)
+
+
+@dataclass
+class SourceScan:
+    """First pass over a large file: the id column, line numbers and malformed rows."""
+
+    names: list[str]
+    encoding: str
+    ids: pd.Series
+    lines: np.ndarray
+    malformed: list[tuple[int, str, str]]
+
+
+def scan_source_csv(path: Path, required: list[str], id_column: str) -> SourceScan:
+    """Read only the id column (every row is still parsed, so malformed rows are found)."""
+    names, encoding = _columns(path, required)
+    table, malformed = _read(Path(path), names, encoding, [id_column])
+    ids = table.column(id_column).to_pandas()
+    return SourceScan(names, encoding, ids, _lines(len(ids), malformed), malformed)
+
+
+def iter_source_batches(path: Path, scan: SourceScan) -> Iterator[pd.DataFrame]:
+    """The well-formed rows again, every column as text, in record batches of about 16 MB.
+
+    The same parser options skip the same malformed rows as the scan, so batch rows line up with
+    `scan.ids` and `scan.lines` by position.
+    """
+    reader = pacsv.open_csv(path, *_options(scan.names, scan.encoding, lambda row: "skip"))
+    for batch in reader:
+        if batch.num_rows:
+            yield batch.to_pandas()
 
 
 def raw_rows(frame: pd.DataFrame, mask: np.ndarray) -> list[str]:

@@ -30,9 +30,9 @@ from geo.ingest.batch import (
     start_batch,
     store_rejects,
 )
-from geo.ingest.csvfile import raw_rows, read_source_csv
+from geo.ingest.csvfile import iter_source_batches, raw_rows, scan_source_csv
 from geo.settings import locale_settings
-from geo.spatial import assign_points, read_divisions, read_neighborhoods
+from geo.spatial import AreaIndex, read_divisions, read_neighborhoods
 
 
 @dataclass(frozen=True)
@@ -86,11 +86,6 @@ def row_hashes(frame: pd.DataFrame, mask: np.ndarray) -> np.ndarray:
     return hashed.to_numpy().view(np.int64)
 
 
-# Rows are built and sent in chunks: building chunk k+1 (Python) overlaps the COPY of chunk k
-# (PostgreSQL), which keeps both cores busy.
-CHUNK_ROWS = 200_000
-
-
 @dataclass
 class _Parts:
     """Everything the output rows are built from, aligned on the source rows."""
@@ -102,12 +97,6 @@ class _Parts:
     division_id: np.ndarray
     lon: np.ndarray
     lat: np.ndarray
-
-    def slice(self, lo: int, hi: int) -> "_Parts":
-        return _Parts(
-            self.frame.iloc[lo:hi], self.good[lo:hi], {k: v.iloc[lo:hi] for k, v in self.times.items()},
-            self.npa_id[lo:hi], self.division_id[lo:hi], self.lon[lo:hi], self.lat[lo:hi],
-        )
 
 
 def _count(mask: pa.Array | pa.ChunkedArray) -> int:
@@ -149,7 +138,7 @@ def _build_rows(source: PointSource, parts: _Parts, report: LoadReport) -> pa.Ta
         zips = pc.filter(clean.arrow_text(zips), keep)
         columns[source.text[source.zip]] = zips
         report.fixes["zip_not_a_zip_cleared"] += _count(pc.and_(pc.equal(zips, ""), pc.not_equal(kept(source.zip), "")))
-        report.notes["zip_missing"] = report.notes.get("zip_missing", 0) + _count(pc.equal(zips, ""))
+        _add(report.notes, "zip_missing", _count(pc.equal(zips, "")))
     # Empty text and times are NULL in the tables, not ''.
     for dest in [*source.text.values(), *parts.times]:
         columns[dest] = clean.empty_to_null(columns[dest])
@@ -165,7 +154,12 @@ def _build_rows(source: PointSource, parts: _Parts, report: LoadReport) -> pa.Ta
 def load_points(
     engine: Engine, source: PointSource, path: Path, *, force: bool = False, progress: bool = False
 ) -> LoadReport:
-    """Load one CSV of point records in a single transaction and return the counts."""
+    """Load one CSV of point records in a single transaction and return the counts.
+
+    A first pass reads the id column (duplicates, line numbers, malformed rows); the second
+    streams the file in record batches that are cleaned, assigned to areas and sent to
+    PostgreSQL while the next batch is being prepared.
+    """
     timer = Timer()
     path = Path(path)
     report = LoadReport(kind=source.kind, source_file=str(path), sha256=file_sha256(path))
@@ -174,8 +168,6 @@ def load_points(
         if prior is not None:
             report.already_loaded_batch = prior
             return report
-
-    steps = tqdm(total=6, desc=f"load {source.kind}", unit="step", disable=not progress, leave=False)
     npas = read_neighborhoods(engine)
     divisions = read_divisions(engine)
     if npas.empty or divisions.empty:
@@ -183,22 +175,62 @@ def load_points(
             "no division or NPA polygons loaded: run `hotspots load shapes` first "
             "(calls and incidents are assigned to them)"
         )
-
-    table = read_source_csv(path, source.required_columns)
-    frame, lines = table.frame, table.lines
-    report.rows_read = len(frame) + len(table.malformed)
-    report.mark("read", timer)
-    if table.encoding != "utf-8":
-        report.notes["encoding"] = table.encoding
-    rejects = Rejects()
-    rejects.add(
-        np.array([m[0] for m in table.malformed], dtype=np.int64),
-        [m[1] for m in table.malformed],
-        "malformed_row",
-        [m[2] for m in table.malformed],
+    areas = _Areas(
+        npa=AreaIndex(npas.geometry, npas["npa_id"]),
+        division=AreaIndex(divisions.geometry, divisions["division_id"]),
+        division_codes=dict(zip(divisions["short_name"], divisions["division_id"])),
     )
-    steps.update()
+    scan = scan_source_csv(path, source.required_columns, source.id_column)
+    report.rows_read = len(scan.ids) + len(scan.malformed)
+    if scan.encoding != "utf-8":
+        report.notes["encoding"] = scan.encoding
+    rejects = Rejects()
+    rejects.add(np.array([m[0] for m in scan.malformed], dtype=np.int64), [m[1] for m in scan.malformed],
+                "malformed_row", [m[2] for m in scan.malformed])
+    # The first row carrying an id is the record; later rows with the same id are rejected.
+    ids = clean.strip(scan.ids)
+    named = (ids != "").to_numpy()
+    dup = np.zeros(len(ids), dtype=bool)
+    dup[named] = ids[named].duplicated(keep="first").to_numpy()
+    first_line = np.full(len(ids), -1, dtype=np.int64)
+    if dup.any():
+        first_line[named] = pd.Series(scan.lines[named]).groupby(ids[named].to_numpy()).transform("min").to_numpy()
+    report.mark("scan", timer)
 
+    bar = tqdm(total=len(ids), desc=f"load {source.kind}", unit="row", unit_scale=True, disable=not progress, leave=False)
+
+    def chunks() -> Iterator[pa.Table]:
+        start = 0
+        for frame in iter_source_batches(path, scan):
+            stop = start + len(frame)
+            frame.index = pd.RangeIndex(len(frame))
+            yield _prepare_batch(source, frame, scan.lines[start:stop], dup[start:stop], first_line[start:stop],
+                                 areas, report, rejects)
+            bar.update(len(frame))
+            start = stop
+        if start != len(ids):
+            raise IngestError(f"{path}: the file changed while it was being loaded ({start} rows, expected {len(ids)})")
+
+    _write(engine, source, report, chunks(), rejects, timer)
+    bar.close()
+    report.fixes = +report.fixes  # drop zero counts
+    return report
+
+
+@dataclass
+class _Areas:
+    """The polygon indexes every batch is assigned against."""
+
+    npa: AreaIndex
+    division: AreaIndex
+    division_codes: dict[str, str]  # short name -> code
+
+
+def _prepare_batch(
+    source: PointSource, frame: pd.DataFrame, lines: np.ndarray, dup: np.ndarray, first_line: np.ndarray,
+    areas: _Areas, report: LoadReport, rejects: Rejects,
+) -> pa.Table:
+    """Validate, repair and assign one batch; rejected rows go to `rejects`, the rest come back as rows."""
     n = len(frame)
     alive = np.ones(n, dtype=bool)
 
@@ -213,6 +245,7 @@ def load_points(
 
     ids = clean.strip(frame[source.id_column])
     reject((ids == "").to_numpy(), "missing_id", f"{source.id_column} is empty")
+    reject(dup, "duplicate_id", lambda mask: [f"{source.id_column} repeats the row at line {fl}" for fl in first_line[mask]])
 
     times: dict[str, pd.Series] = {}
     for col, dest in source.times.items():
@@ -229,62 +262,46 @@ def load_points(
         reject(empty_time, "missing_value", f"{source.required_time} is empty")
     for col in source.required_text:
         reject((clean.strip(frame[col]) == "").to_numpy(), "missing_value", f"{col} is empty")
-    steps.update()
 
     coords = clean.coordinates(
         *(frame[c] if c and c in frame.columns else None for c in (source.lat, source.lon, source.x, source.y))
     )
-    report.fixes["coordinates_from_state_plane"] = coords.from_state_plane
-    report.fixes["coordinates_swapped"] = coords.swapped
+    report.fixes["coordinates_from_state_plane"] += coords.from_state_plane
+    report.fixes["coordinates_swapped"] += coords.swapped
     have_xy = np.isfinite(coords.lon) & np.isfinite(coords.lat)
     reject(~have_xy, "missing_coordinates", "no latitude/longitude and no State Plane X/Y")
     in_box = clean.in_box(coords.lon, coords.lat)
     reject(~in_box, "outside_county", lambda mask: [f"point ({a:.6f}, {b:.6f}) is outside Mecklenburg County"
                                                     for a, b in zip(coords.lon[mask], coords.lat[mask])])
 
-    report.mark("clean", timer)
-    # Areas are assigned only for points that are still candidates (spatial join is the costly step).
+    # Areas are assigned only for points that are still candidates.
     npa_id = np.full(n, None, dtype=object)
     division_id = np.full(n, None, dtype=object)
     cand = np.flatnonzero(alive)
-    npa_id[cand] = assign_points(coords.lon[cand], coords.lat[cand], npas.geometry, npas["npa_id"])
-    steps.update()
+    npa_id[cand] = areas.npa.lookup(coords.lon[cand], coords.lat[cand])
     no_npa = alive & pd.isna(npa_id)
     reject(no_npa, "outside_county", lambda mask: [f"point ({a:.6f}, {b:.6f}) is in no Neighborhood Profile Area"
                                                    for a, b in zip(coords.lon[mask], coords.lat[mask])])
     cand = np.flatnonzero(alive)
-    division_id[cand] = assign_points(coords.lon[cand], coords.lat[cand], divisions.geometry, divisions["division_id"])
-    steps.update()
-
-    report.mark("assign_areas", timer)
-    dup, first_line = clean.first_duplicates(ids.where(alive, None), lines)
-    dup &= alive & ids.notna().to_numpy()
-    reject(dup, "duplicate_id", lambda mask: [f"{source.id_column} repeats the row at line {fl}" for fl in first_line[mask]])
+    division_id[cand] = areas.division.lookup(coords.lon[cand], coords.lat[cand])
 
     good = alive
-    divisions_by_name = dict(zip(divisions["short_name"], divisions["division_id"]))
     if source.source_division:
         src = np.full(n, "", dtype=object)
         for col in source.source_division:  # the first column that names a division wins
             if col in frame.columns:
-                code = clean.division_code(frame[col], divisions_by_name)
+                code = clean.division_code(frame[col], areas.division_codes)
                 src = np.where(src == "", code, src)
         src_good = src[good]
-        assigned = division_id[good]
         known = (src_good != "") & (src_good != "?")
-        report.notes["division_disagreements"] = int((known & (src_good != assigned)).sum())
-        report.notes["source_division_unrecognised"] = int((src_good == "?").sum())
-    report.notes["outside_cmpd_divisions"] = int(pd.isna(division_id[good]).sum())
-    steps.update()
+        _add(report.notes, "division_disagreements", int((known & (src_good != division_id[good])).sum()))
+        _add(report.notes, "source_division_unrecognised", int((src_good == "?").sum()))
+    _add(report.notes, "outside_cmpd_divisions", int(pd.isna(division_id[good]).sum()))
+    return _build_rows(source, _Parts(frame, good, times, npa_id, division_id, coords.lon, coords.lat), report)
 
-    report.mark("checks", timer)
-    parts = _Parts(frame, good, times, npa_id, division_id, coords.lon, coords.lat)
-    chunks = (_build_rows(source, parts.slice(lo, lo + CHUNK_ROWS), report) for lo in range(0, n, CHUNK_ROWS))
-    _write(engine, source, report, chunks, rejects, timer)
-    report.fixes = +report.fixes  # drop zero counts
-    steps.update()
-    steps.close()
-    return report
+
+def _add(counter: dict, key: str, value: int) -> None:
+    counter[key] = counter.get(key, 0) + value
 
 
 # A batch at least this large relative to the table is loaded with its secondary indexes dropped
@@ -341,7 +358,7 @@ def _write(
                 rows += chunk.num_rows
             if pending is not None:
                 pending.result()
-        report.mark("build_and_copy_rows", timer)
+        report.mark("prepare_and_copy_rows", timer)
         # Of which PostgreSQL spent this long receiving rows (overlapping the building of the next chunk).
         report.notes["copy_seconds_in_postgres"] = round(sum(copy_seconds), 2)
         if target == source.table:
