@@ -296,6 +296,36 @@ def summary_cmd() -> None:
         click.echo(line)
 
 
+@main.command("taxonomy")
+@click.option("--apply", "apply_", is_flag=True, help="Recompute the stored categories of all calls and incidents.")
+@click.option("--kind", type=click.Choice(["all", "call_type", "nibrs"]), default="all", show_default=True)
+def taxonomy_cmd(apply_: bool, kind: str) -> None:
+    """Print how CAD call types and NIBRS codes map to categories (geo/taxonomy.csv).
+
+    Categories are stored with each call and incident when loaded; after editing the table,
+    --apply recomputes them. Codes the table does not know are 'unknown' and are counted.
+    """
+    from geo.taxonomy import apply_taxonomy, load_taxonomy
+
+    taxonomy = load_taxonomy()
+    for category, description in taxonomy.categories.items():
+        click.echo(f"{category}: {description}")
+        if kind in ("all", "call_type"):
+            types = sorted(t for t, c in taxonomy.call_types.items() if c == category)
+            if types:
+                click.echo("  call types:  " + ", ".join(types))
+        if kind in ("all", "nibrs"):
+            codes = sorted(code for code, (c, _) in taxonomy.nibrs.items() if c == category)
+            codes += [f"{p}xx (other CMPD local codes)" for p, c, _ in taxonomy.prefixes if c == category]
+            if codes:
+                click.echo("  NIBRS codes: " + ", ".join(codes))
+    non_crime = sorted(code for code, (_, crime) in taxonomy.nibrs.items() if not crime)
+    click.echo("\nNot counted as crimes: " + ", ".join(non_crime) + ", and CMPD's 800-series report codes")
+    if apply_:
+        changed = apply_taxonomy(_engine(), taxonomy)
+        click.echo(f"\nrecategorised: {changed['calls']:,} calls, {changed['incidents']:,} incidents")
+
+
 # --- statistics ------------------------------------------------------------------------------
 @main.group()
 def stats() -> None:

@@ -119,6 +119,14 @@ def run_demo(echo: Callable[[str], None] = print) -> None:
     for report in generate_and_load(engine=engine, data_dir=data.root):
         for line in report.summary_lines():
             echo("  " + line)
+    # Rows loaded before categories existed (an older schema) get them now.
+    with engine.connect() as conn:
+        missing = conn.execute(sa.text("SELECT count(*) FROM calls WHERE category IS NULL")).scalar()
+    if missing:
+        from geo.taxonomy import apply_taxonomy
+
+        changed = apply_taxonomy(engine)
+        echo(f"Categorised {changed['calls']:,} calls and {changed['incidents']:,} incidents loaded before categories existed.")
     echo("Database now holds:")
     for line in summary_lines(engine):
         echo(line)

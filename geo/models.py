@@ -120,6 +120,8 @@ incidents = Table(
     Column("npa_id", Integer),
     Column("row_hash", BigInteger, nullable=False),
     Column("batch_id", BigInteger, nullable=False),
+    Column("category", Text),
+    Column("is_crime", Boolean),
 )
 
 calls = Table(
@@ -142,6 +144,7 @@ calls = Table(
     Column("labelled_at", TS),
     Column("row_hash", BigInteger, nullable=False),
     Column("batch_id", BigInteger, nullable=False),
+    Column("category", Text),
 )
 
 model_runs = Table(

@@ -89,3 +89,35 @@ def load_taxonomy(path: Path = TAXONOMY_CSV) -> Taxonomy:
         if row["kind"] != "category" and row["category"] not in categories:
             raise ValueError(f"{path}:{line}: category {row['category']!r} is not declared; declared: {sorted(categories)}")
     return Taxonomy(categories, nibrs, tuple(prefixes), call_types)
+
+
+def apply_taxonomy(engine, taxonomy: Taxonomy | None = None) -> dict[str, int]:
+    """Recompute the stored categories of calls and incidents (after taxonomy.csv changed).
+
+    Only distinct values are categorised in Python; the update itself is one set-based
+    statement per table that touches only rows whose category changes.
+    """
+    import sqlalchemy as sa
+
+    from geo.ingest.batch import copy_frame
+
+    taxonomy = taxonomy or load_taxonomy()
+    changed = {}
+    with engine.begin() as conn:
+        types = pd.Series([r[0] for r in conn.execute(sa.text("SELECT DISTINCT call_type FROM calls"))], dtype=object)
+        codes = pd.Series([r[0] for r in conn.execute(sa.text("SELECT DISTINCT highest_nibrs_code FROM incidents"))], dtype=object)
+        conn.exec_driver_sql("CREATE TEMP TABLE tax_call (call_type text, category text) ON COMMIT DROP")
+        conn.exec_driver_sql("CREATE TEMP TABLE tax_code (code text, category text, is_crime boolean) ON COMMIT DROP")
+        if len(types):
+            copy_frame(conn, "tax_call", pd.DataFrame({"call_type": types, "category": taxonomy.categorise_call_types(types)}))
+        if len(codes):
+            cats, crime = taxonomy.categorise_codes(codes)
+            copy_frame(conn, "tax_code", pd.DataFrame({"code": codes, "category": cats, "is_crime": crime}))
+        changed["calls"] = conn.execute(sa.text(
+            "UPDATE calls c SET category = t.category FROM tax_call t"
+            " WHERE c.call_type = t.call_type AND c.category IS DISTINCT FROM t.category")).rowcount
+        changed["incidents"] = conn.execute(sa.text(
+            "UPDATE incidents i SET category = t.category, is_crime = t.is_crime FROM tax_code t"
+            " WHERE i.highest_nibrs_code IS NOT DISTINCT FROM t.code"
+            " AND (i.category IS DISTINCT FROM t.category OR i.is_crime IS DISTINCT FROM t.is_crime)")).rowcount
+    return changed

@@ -62,3 +62,22 @@ def test_generated_call_types_and_codes_are_covered(taxonomy):
         codes = [row["code"] for row in csv.DictReader(fh)]
     cats, _ = taxonomy.categorise_codes(pd.Series(codes))
     assert codes and (cats != UNKNOWN).all(), [c for c, k in zip(codes, cats) if k == UNKNOWN]
+
+
+def test_apply_recategorises_only_changed_rows(engine, tmp_path, data_dir):
+    from datetime import date
+
+    import sqlalchemy as sa
+
+    from geo.demo import generate_and_load
+    from geo.taxonomy import Taxonomy, apply_taxonomy
+
+    generate_and_load(n_calls=3_000, start=date(2021, 3, 1), days=30, seed=2, out=tmp_path / "d", engine=engine,
+                      data_dir=data_dir, progress=False, dirty=False)
+    base = load_taxonomy()
+    assert apply_taxonomy(engine, base) == {"calls": 0, "incidents": 0}
+    edited = Taxonomy(base.categories, base.nibrs, base.prefixes, {**base.call_types, "NOISE COMPLAINT": "service_other"})
+    with engine.connect() as conn:
+        noise = conn.execute(sa.text("SELECT count(*) FROM calls WHERE call_type = 'NOISE COMPLAINT'")).scalar()
+    assert noise > 0
+    assert apply_taxonomy(engine, edited) == {"calls": noise, "incidents": 0}

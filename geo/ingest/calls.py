@@ -35,6 +35,8 @@ CALLS = PointSource(
     source_division=("CMPD_PATROL_DIVISION",),
     # A changed call must be scored again by the classifier.
     reset_on_change=("p_violent", "label", "model_version", "labelled_at"),
+    category_from="CALL_TYPE",
+    category_kind="call_type",
 )
 
 

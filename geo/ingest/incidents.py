@@ -51,6 +51,8 @@ INCIDENTS = PointSource(
     city="CITY",
     zip="ZIP",
     source_division=("DIVISION_ID", "CMPD_PATROL_DIVISION"),
+    category_from="HIGHEST_NIBRS_CODE",
+    category_kind="nibrs",
 )
 
 

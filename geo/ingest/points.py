@@ -32,6 +32,7 @@ from geo.ingest.batch import (
 )
 from geo.ingest.csvfile import iter_source_batches, raw_rows, scan_source_csv
 from geo.settings import locale_settings
+from geo.taxonomy import UNKNOWN, load_taxonomy
 from geo.spatial import AreaIndex, read_divisions, read_neighborhoods
 
 
@@ -57,6 +58,8 @@ class PointSource:
     zip: str | None = None
     source_division: tuple[str, ...] = ()  # source columns naming a division (code or name)
     reset_on_change: tuple[str, ...] = ()  # table columns cleared when a record changes
+    category_from: str | None = None       # source column categorised by geo/taxonomy.csv
+    category_kind: str = "call_type"       # "call_type" or "nibrs"
 
     @property
     def required_columns(self) -> list[str]:
@@ -145,6 +148,17 @@ def _build_rows(source: PointSource, parts: _Parts, report: LoadReport) -> pa.Ta
     columns["npa_id"] = pa.array(parts.npa_id[good], type=pa.int64())
     columns["division_id"] = pa.array(parts.division_id[good], type=pa.large_string())
     columns["geom"] = pa.array(ewkb_points_hex(parts.lon[good], parts.lat[good]), type=pa.string())
+    if source.category_from and source.category_from in frame.columns:
+        taxonomy = load_taxonomy()
+        values = frame[source.category_from][good]
+        if source.category_kind == "nibrs":
+            category, is_crime = taxonomy.categorise_codes(values)
+            columns["is_crime"] = pa.array(is_crime)
+        else:
+            category = taxonomy.categorise_call_types(values)
+        columns["category"] = pa.array(category, type=pa.large_string())
+        unknown = (category == UNKNOWN) & (clean.strip(values).to_numpy(dtype=object) != "")
+        _add(report.notes, f"unknown_{source.category_kind}_values", int(unknown.sum()))
     # The hash covers the source cells, so a reload updates a record only when its source changed.
     columns["row_hash"] = pa.array(hashes.result())
     hasher.shutdown()

@@ -247,12 +247,30 @@ def test_calls_loader_and_relabel_on_change(engine, tmp_path, places):
     assert got["C-3"].incident_report_id is None
     assert report.notes["division_disagreements"] == 0
 
+    with engine.connect() as conn:
+        categories = dict(conn.execute(sa.text("SELECT call_id, category FROM calls")).all())
+    assert categories == {"C-1": "violent_crime", "C-3": "violent_crime", "C-4": "violent_crime"}
+
     rows[0] = call("C-1", lon, lat, CALL_TYPE="ASSAULT", CMPD_PATROL_DIVISION=name)
     again = load_calls(engine, write_csv(tmp_path / "calls2.csv", CALL_COLUMNS, rows))
     assert (again.inserted, again.updated, again.unchanged) == (0, 1, 2)
     with engine.connect() as conn:
         labels = dict(conn.execute(sa.text("SELECT call_id, model_version FROM calls")).all())
     assert labels == {"C-1": None, "C-3": "m1", "C-4": "m1"}
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT category FROM calls WHERE call_id = 'C-1'")).scalar() == "crimes_against_persons"
+
+
+def test_incident_categories_and_unknown_codes(engine, tmp_path, places):
+    lon, lat, _, _ = places[2]
+    rows = [incident("K-1", lon, lat, HIGHEST_NIBRS_CODE="13A"), incident("K-2", lon, lat, HIGHEST_NIBRS_CODE="899"),
+            incident("K-3", lon, lat, HIGHEST_NIBRS_CODE="ZZ9"), incident("K-4", lon, lat, HIGHEST_NIBRS_CODE="23h")]
+    report = load_incidents(engine, write_csv(tmp_path / "k.csv", INCIDENT_COLUMNS, rows))
+    assert report.notes["unknown_nibrs_values"] == 1
+    with engine.connect() as conn:
+        got = {r[0]: (r[1], r[2]) for r in conn.execute(sa.text("SELECT incident_report_id, category, is_crime FROM incidents"))}
+    assert got == {"K-1": ("violent_crime", True), "K-2": ("service_other", False),
+                   "K-3": ("unknown", False), "K-4": ("property", True)}
 
 
 def _snapshot(engine) -> dict:
