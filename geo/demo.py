@@ -40,12 +40,12 @@ def generate_and_load(
     progress: bool = True,
 ) -> list[LoadReport]:
     """Write the synthetic CSVs (reusing them when the parameters match) and load them."""
-    from geo.synth import generate
+    from geo.synth import GENERATOR_VERSION, generate
 
     data = DataDir(Path(data_dir or data_settings().data_dir))
     data.require(SYNTH_INPUTS)
     out = Path(out or data_settings().demo_dir)
-    params = {"n_calls": n_calls, "start": start.isoformat(), "days": days, "seed": seed, "dirty": dirty,
+    params = {"generator_version": GENERATOR_VERSION, "n_calls": n_calls, "start": start.isoformat(), "days": days, "seed": seed, "dirty": dirty,
               "data_dir": str(data.root.resolve())}
     files = {name: out / f"{name}.csv" for name in ("incidents", "calls", "call_counts")}
     reuse = _params_file(out).exists() and json.loads(_params_file(out).read_text()) == params and all(

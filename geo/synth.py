@@ -32,6 +32,8 @@ from tqdm import tqdm
 from geo.spatial import AreaIndex
 
 DATA = Path(__file__).with_name("data")
+# Bump when the generator's output changes, so `make demo` regenerates instead of reusing old files.
+GENERATOR_VERSION = 2
 BASE_CALLS_PER_YEAR = 500_000  # CMPD logged more than 514,000 interactions in 2020
 LOCAL_TZ = "America/New_York"
 
@@ -388,7 +390,7 @@ def generate(
     bar.update()
 
     call_counts = _call_counts(calls, npa_id)
-    manifest = {"synthetic": True, "seed": seed, "start": start.isoformat(), "days": days, "n_calls": n_calls,
+    manifest = {"synthetic": True, "generator_version": GENERATOR_VERSION, "seed": seed, "start": start.isoformat(), "days": days, "n_calls": n_calls,
                 "violent_incidents": int(violent_code.sum()), "files": {}}
     if dirty:
         calls = _dirty(rng, calls, "calls", "CALL_ID", "DATE_RECEIVED", ("LATITUDE", "LONGITUDE"), ("X_COORD", "Y_COORD"),

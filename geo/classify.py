@@ -1,0 +1,427 @@
+"""The violent-call classifier: features known when a call comes in, time-based evaluation, labelling.
+
+Ground truth: a call is violent when the incident report it produced carries an FBI violent-crime
+NIBRS code (geo/taxonomy.csv). Features are only what a dispatcher knows when the call arrives:
+call type, priority, hour and weekday, and where it is (division, NPA, and the NPA's violent
+rate computed from the training months only). Nothing recorded later (the NIBRS code, clearance,
+incident dates) is ever a feature: the project this one replaces scored 100% by feeding the
+label's own code to the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import joblib
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import sqlalchemy as sa
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    confusion_matrix,
+    precision_recall_curve,
+    roc_auc_score,
+)
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+from sqlalchemy.engine import Engine
+from tqdm import tqdm
+
+from geo.settings import data_settings, locale_settings
+from geo.taxonomy import TAXONOMY_CSV, load_taxonomy
+
+FEATURES = ["call_type", "priority", "hour", "weekday", "npa_id", "division_id", "npa_violent_rate"]
+CATEGORICAL = ["call_type", "priority", "hour", "weekday", "npa_id", "division_id"]
+# Everything recorded after the call came in (or derived from the outcome): never a feature.
+POST_CALL_FIELDS = frozenset({
+    "incident_report_id", "highest_nibrs_code", "highest_nibrs_description", "clearance_status",
+    "clearance_detail_status", "clearance_date", "date_reported", "date_incident_began", "date_incident_end",
+    "is_crime", "category", "violent", "p_violent", "label", "model_version", "labelled_at",
+    "location_type_description", "place_type_description", "place_detail_description",
+})
+# Smoothing for the NPA violent rate: an NPA with few training calls is pulled toward the city rate.
+RATE_PRIOR_CALLS = 50.0
+
+
+class ModelError(RuntimeError):
+    """No model trained, the artifact is missing or altered, or too little data to train."""
+
+
+# --- data -------------------------------------------------------------------------------------
+def _read_query(conn, sql: str, params: dict, text_columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Run a SELECT through COPY ... TO STDOUT and parse it with Arrow (much faster than row fetches)."""
+    raw = conn.connection.driver_connection
+    cursor = raw.cursor()
+    try:
+        statement = cursor.mogrify(sql, params).decode()
+        buf = io.BytesIO()
+        cursor.copy_expert(f"COPY ({statement}) TO STDOUT WITH (FORMAT csv, HEADER true)", buf)
+    finally:
+        cursor.close()
+    buf.seek(0)
+    if buf.getbuffer().nbytes == 0:
+        return pd.DataFrame()
+    # Codes such as division '01' must stay text, not become the number 1.
+    convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in text_columns})
+    return pacsv.read_csv(buf, convert_options=convert).to_pandas()
+
+
+_CALLS_SQL = """
+SELECT c.call_id,
+       extract(epoch FROM c.received_at)::bigint AS received_epoch,
+       c.call_type,
+       c.priority,
+       extract(hour FROM c.received_at AT TIME ZONE %(tz)s)::int AS hour,
+       (extract(isodow FROM c.received_at AT TIME ZONE %(tz)s)::int - 1) AS weekday,
+       c.npa_id,
+       c.division_id
+       {truth}
+FROM calls c
+{join}
+WHERE {where}
+ORDER BY c.call_id
+{limit}
+"""
+
+
+def read_calls(engine: Engine, *, with_truth: bool, where: str = "TRUE", params: dict | None = None,
+               limit: int | None = None) -> pd.DataFrame:
+    """Calls with the raw inputs of the features (and, for training, the ground truth)."""
+    params = dict(params or {})
+    params["tz"] = locale_settings().timezone
+    truth = join = ""
+    if with_truth:
+        params["violent"] = sorted(load_taxonomy().violent_codes)
+        truth = ", coalesce(i.highest_nibrs_code = ANY(%(violent)s::text[]), false)::int AS violent"
+        join = "LEFT JOIN incidents i ON i.incident_report_id = c.incident_report_id"
+    sql = _CALLS_SQL.format(truth=truth, join=join, where=where, limit=f"LIMIT {int(limit)}" if limit else "")
+    with engine.connect() as conn:
+        frame = _read_query(conn, sql, params, text_columns=("call_id", "call_type", "division_id"))
+    if frame.empty:
+        return frame
+    frame["received_at"] = pd.to_datetime(frame["received_epoch"], unit="s", utc=True)
+    if with_truth:
+        frame["violent"] = frame["violent"].astype(bool)
+    return frame
+
+
+@dataclass
+class AreaRates:
+    """Violent share of calls per NPA in the training data, smoothed toward the city rate."""
+
+    by_npa: dict[int, float]
+    city: float
+
+    @classmethod
+    def fit(cls, npa_id: pd.Series, violent: pd.Series) -> "AreaRates":
+        city = float(violent.mean())
+        grouped = pd.DataFrame({"npa": npa_id, "v": violent.astype(float)}).groupby("npa")["v"].agg(["sum", "count"])
+        rate = (grouped["sum"] + RATE_PRIOR_CALLS * city) / (grouped["count"] + RATE_PRIOR_CALLS)
+        return cls({int(k): float(v) for k, v in rate.items()}, city)
+
+    def apply(self, npa_id: pd.Series) -> np.ndarray:
+        return npa_id.map(self.by_npa).fillna(self.city).to_numpy(dtype=float)
+
+
+def make_features(calls: pd.DataFrame, rates: AreaRates) -> pd.DataFrame:
+    """The model's input: exactly FEATURES, from fields known when the call comes in."""
+    feats = pd.DataFrame({
+        "call_type": calls["call_type"].fillna("").astype(str).str.upper().str.strip(),
+        "priority": calls["priority"].map(lambda p: "?" if pd.isna(p) else str(int(p))),
+        "hour": calls["hour"].astype(int).astype(str),
+        "weekday": calls["weekday"].astype(int).astype(str),
+        "npa_id": calls["npa_id"].map(lambda v: "?" if pd.isna(v) else str(int(v))),
+        "division_id": calls["division_id"].fillna("none").astype(str),
+        # log-odds scale: the rates span two orders of magnitude across NPAs
+        "npa_violent_rate": np.log(np.clip(rates.apply(calls["npa_id"]), 1e-4, 1)),
+    })
+    return feats[FEATURES]
+
+
+# --- models -----------------------------------------------------------------------------------
+def logistic_pipeline(columns: list[str] | None = None, C: float = 1.0) -> Pipeline:
+    """ColumnTransformer (one-hot categories, scaled rate) + balanced LogisticRegression."""
+    columns = columns or FEATURES
+    parts = []
+    cats = [c for c in CATEGORICAL if c in columns]
+    if cats:
+        parts.append(("categories", OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=20), cats))
+    if "npa_violent_rate" in columns:
+        parts.append(("rate", StandardScaler(), ["npa_violent_rate"]))
+    return Pipeline([
+        ("features", ColumnTransformer(parts, remainder="drop")),
+        ("model", LogisticRegression(class_weight="balanced", C=C, max_iter=2000)),
+    ])
+
+
+def boosting_pipeline(seed: int = 0) -> Pipeline:
+    """The stronger comparison: gradient-boosted trees with native categorical splits.
+
+    The NPA enters through its violent rate only: trees split on at most 255 categories.
+    """
+    cats = [c for c in CATEGORICAL if c != "npa_id"]
+    enc = ColumnTransformer(
+        [("categories", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
+                                       encoded_missing_value=-1), cats),
+         ("rate", "passthrough", ["npa_violent_rate"])],
+        remainder="drop",
+    )
+    model = HistGradientBoostingClassifier(
+        categorical_features=list(range(len(cats))), class_weight="balanced", max_iter=200,
+        learning_rate=0.1, random_state=seed, early_stopping=False,
+    )
+    return Pipeline([("features", enc), ("model", model)])
+
+
+def evaluate(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
+    """ROC-AUC, PR-AUC, recall at 90% precision, Brier, calibration bins, confusion at the threshold."""
+    y = np.asarray(y, dtype=bool)
+    p = np.asarray(p, dtype=float)
+    precision, recall, _ = precision_recall_curve(y, p)
+    at90 = recall[precision >= 0.9]
+    predicted = p >= threshold
+    tn, fp, fn, tp = confusion_matrix(y, predicted, labels=[False, True]).ravel()
+    bins = np.clip((p * 10).astype(int), 0, 9)
+    calibration = [
+        {"bin": f"{b / 10:.1f}-{(b + 1) / 10:.1f}", "n": int((bins == b).sum()),
+         "mean_predicted": round(float(p[bins == b].mean()), 4), "observed": round(float(y[bins == b].mean()), 4)}
+        for b in range(10) if (bins == b).any()
+    ]
+    return {
+        "n": int(len(y)), "positives": int(y.sum()), "base_rate": round(float(y.mean()), 5),
+        "roc_auc": round(float(roc_auc_score(y, p)), 4), "pr_auc": round(float(average_precision_score(y, p)), 4),
+        "recall_at_90_precision": round(float(at90.max()) if len(at90) else 0.0, 4),
+        "brier": round(float(brier_score_loss(y, p)), 5), "threshold": round(float(threshold), 4),
+        "confusion": {"tp": int(tp), "fp": int(fp), "fn": int(fn), "tn": int(tn)},
+        "precision": round(float(tp / (tp + fp)) if tp + fp else 0.0, 4),
+        "recall": round(float(tp / (tp + fn)) if tp + fn else 0.0, 4),
+        "expected_vs_observed": [round(float(p.sum()), 1), int(y.sum())],
+        "calibration": calibration,
+    }
+
+
+def best_f1_threshold(y: np.ndarray, p: np.ndarray) -> float:
+    """The probability cut that maximises F1 on the given (held-out) data."""
+    precision, recall, thresholds = precision_recall_curve(y, p)
+    f1 = 2 * precision[:-1] * recall[:-1] / np.clip(precision[:-1] + recall[:-1], 1e-12, None)
+    return float(thresholds[int(np.argmax(f1))]) if len(thresholds) else 0.5
+
+
+@dataclass
+class TrainResult:
+    """What `hotspots train` stored."""
+
+    version: str
+    path: Path
+    sha256: str
+    threshold: float
+    metrics: dict
+    params: dict
+
+
+def _split_by_month(calls: pd.DataFrame, test_months: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    month = calls["received_at"].dt.tz_convert(locale_settings().timezone).dt.strftime("%Y-%m")
+    months = sorted(month.unique())
+    if len(months) < test_months + 2:
+        raise ModelError(f"need at least {test_months + 2} months of calls to train and test; found {months}")
+    test = month.isin(months[-test_months:]).to_numpy()
+    train_months = months[:-test_months]
+    # Calibration and threshold come from the last training month(s), held out from the fit.
+    n_cal = max(1, len(train_months) // 5)
+    cal = month.isin(train_months[-n_cal:]).to_numpy()
+    fit = ~test & ~cal
+    return fit, cal, test, months
+
+
+def train(engine: Engine, *, test_months: int = 3, seed: int = 0, models_dir: Path | None = None,
+          echo: Callable[[str], None] = lambda s: None) -> TrainResult:
+    """Fit, calibrate, evaluate on later months, store the artifact and a model_runs row."""
+    started = datetime.now(timezone.utc)
+    calls = read_calls(engine, with_truth=True)
+    if calls.empty or calls["violent"].sum() < 20:
+        raise ModelError("too few calls with violent outcomes to train; load calls and incidents first")
+    fit, cal, test, months = _split_by_month(calls, test_months)
+    y = calls["violent"].to_numpy(dtype=bool)
+    rates = AreaRates.fit(calls.loc[fit, "npa_id"], calls.loc[fit, "violent"])
+    X = make_features(calls, rates)
+    echo(f"training on {fit.sum():,} calls ({months[0]}..), calibrating on {cal.sum():,}, testing on {test.sum():,} "
+         f"({', '.join(months[-test_months:])})")
+
+    base = logistic_pipeline().fit(X[fit], y[fit])
+    model = CalibratedClassifierCV(FrozenEstimator(base), method="sigmoid").fit(X[cal], y[cal])
+    threshold = best_f1_threshold(y[cal], model.predict_proba(X[cal])[:, 1])
+    metrics = {"model": evaluate(y[test], model.predict_proba(X[test])[:, 1], threshold)}
+
+    # The same recipe restricted to call type, the baseline the model must beat.
+    baseline = logistic_pipeline(["call_type"]).fit(X[fit], y[fit])
+    baseline_cal = CalibratedClassifierCV(FrozenEstimator(baseline), method="sigmoid").fit(X[cal], y[cal])
+    b_threshold = best_f1_threshold(y[cal], baseline_cal.predict_proba(X[cal])[:, 1])
+    metrics["call_type_baseline"] = evaluate(y[test], baseline_cal.predict_proba(X[test])[:, 1], b_threshold)
+
+    boost = boosting_pipeline(seed).fit(X[fit], y[fit])
+    boost_cal = CalibratedClassifierCV(FrozenEstimator(boost), method="sigmoid").fit(X[cal], y[cal])
+    h_threshold = best_f1_threshold(y[cal], boost_cal.predict_proba(X[cal])[:, 1])
+    metrics["gradient_boosting"] = evaluate(y[test], boost_cal.predict_proba(X[test])[:, 1], h_threshold)
+
+    # Control: with labels shuffled there is nothing to learn, so ROC-AUC must sit near 0.5.
+    shuffled = np.random.default_rng(seed).permutation(y[fit])
+    control = logistic_pipeline().fit(X[fit], shuffled)
+    metrics["shuffled_label_control"] = {"roc_auc": round(float(roc_auc_score(y[test], control.predict_proba(X[test])[:, 1])), 4)}
+
+    version = "lr-" + started.strftime("%Y%m%dT%H%M%S")
+    models_dir = Path(models_dir or (data_settings().var_dir / "models"))
+    models_dir.mkdir(parents=True, exist_ok=True)
+    path = (models_dir / f"{version}.joblib").resolve()
+    params = {
+        "features": FEATURES, "test_months": test_months, "seed": seed, "calibration": "sigmoid on held-out months",
+        "threshold_rule": "max F1 on the calibration months", "rate_prior_calls": RATE_PRIOR_CALLS,
+        "taxonomy_sha256": hashlib.sha256(TAXONOMY_CSV.read_bytes()).hexdigest(),
+        "train_rows": int(fit.sum()), "calibration_rows": int(cal.sum()), "test_rows": int(test.sum()),
+        "train_seconds": round((datetime.now(timezone.utc) - started).total_seconds(), 1),
+    }
+    joblib.dump({"version": version, "model": model, "base": base, "rates": rates, "threshold": threshold,
+                 "features": FEATURES}, path)
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    when = calls["received_at"]
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE model_runs SET is_current = false WHERE is_current"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO model_runs (model_version, algorithm, train_start, train_end, test_start, test_end, params,"
+                " metrics, threshold, artifact_path, artifact_sha256, is_current) VALUES (:v, :a, :ts, :te, :xs, :xe,"
+                " CAST(:p AS jsonb), CAST(:m AS jsonb), :t, :path, :sha, true)"
+            ),
+            {"v": version, "a": "LogisticRegression(balanced) + sigmoid calibration",
+             "ts": when[fit | cal].min().to_pydatetime(), "te": when[fit | cal].max().to_pydatetime(),
+             "xs": when[test].min().to_pydatetime(), "xe": when[test].max().to_pydatetime(),
+             "p": json.dumps(params), "m": json.dumps(metrics), "t": threshold, "path": str(path), "sha": sha},
+        )
+    return TrainResult(version, path, sha, threshold, metrics, params)
+
+
+# --- using a stored model ---------------------------------------------------------------------
+@dataclass
+class StoredModel:
+    """A trained model loaded from its artifact, checksum verified."""
+
+    version: str
+    model: CalibratedClassifierCV
+    base: Pipeline
+    rates: AreaRates
+    threshold: float
+    metrics: dict
+    params: dict
+
+    def score(self, calls: pd.DataFrame) -> np.ndarray:
+        """Probability that each call turns out violent."""
+        return self.model.predict_proba(make_features(calls, self.rates))[:, 1]
+
+
+def load_model(engine: Engine, version: str | None = None) -> StoredModel:
+    """The current (or a named) model; refuses an artifact whose checksum does not match."""
+    with engine.connect() as conn:
+        where = "model_version = :v" if version else "is_current"
+        row = conn.execute(
+            sa.text(f"SELECT model_version, artifact_path, artifact_sha256, threshold, metrics, params FROM model_runs WHERE {where}"),
+            {"v": version},
+        ).mappings().first()
+    if row is None:
+        raise ModelError(f"no model {version or '(current)'} in model_runs; run `hotspots train` first")
+    path = Path(row["artifact_path"])
+    if not path.exists():
+        raise ModelError(f"model file {path} is missing; run `hotspots train` again")
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    if sha != row["artifact_sha256"]:
+        raise ModelError(f"model file {path} does not match its recorded checksum; refusing to load it")
+    blob = joblib.load(path)
+    return StoredModel(row["model_version"], blob["model"], blob["base"], blob["rates"], float(row["threshold"]),
+                       row["metrics"], row["params"])
+
+
+_PLAIN = {"call_type": "call type", "priority": "priority", "hour": "hour of day", "weekday": "weekday (0=Monday)",
+          "npa_id": "NPA", "division_id": "division"}
+
+
+def top_coefficients(stored: StoredModel, n: int = 10) -> list[tuple[str, float]]:
+    """The largest effects of the logistic model, as (plain-words feature, odds ratio)."""
+    names = stored.base.named_steps["features"].get_feature_names_out()
+    coefs = stored.base.named_steps["model"].coef_[0]
+    words = []
+    for name, coef in zip(names, coefs):
+        group, _, value = name.partition("__")
+        if group == "rate":
+            text = "one standard deviation more of the NPA's past violent rate (log scale)"
+        else:
+            column = next(c for c in CATEGORICAL if value.startswith(c + "_"))
+            level = value[len(column) + 1:]
+            text = f"{_PLAIN[column]} is rare (grouped)" if level.startswith("infrequent") else f"{_PLAIN[column]} = {level}"
+        words.append((text, float(np.exp(coef))))
+    words.sort(key=lambda item: abs(np.log(item[1])), reverse=True)
+    return words[:n]
+
+
+@dataclass
+class LabelResult:
+    """Counts from one `hotspots label` run."""
+
+    version: str
+    labelled: int
+    violent: int
+    seconds: float
+
+
+def label_calls(engine: Engine, *, relabel: bool = False, chunk_rows: int = 250_000, progress: bool = False,
+                version: str | None = None) -> LabelResult:
+    """Score unlabelled calls (or, with relabel, those scored by another model) in chunks.
+
+    Each chunk commits on its own, so an interrupted run keeps what it finished and the next run
+    continues where it stopped.
+    """
+    started = datetime.now(timezone.utc)
+    stored = load_model(engine, version)
+    todo_where = "c.model_version IS DISTINCT FROM %(version)s" if relabel else "c.model_version IS NULL"
+    with engine.connect() as conn:
+        total = conn.execute(
+            sa.text("SELECT count(*) FROM calls c WHERE " + todo_where.replace("%(version)s", ":version")),
+            {"version": stored.version},
+        ).scalar_one()
+    bar = tqdm(total=total, desc="label calls", unit="call", unit_scale=True, disable=not progress)
+    labelled = violent = 0
+    last = ""
+    while True:
+        calls = read_calls(engine, with_truth=False, where=f"{todo_where} AND c.call_id > %(last)s",
+                           params={"version": stored.version, "last": last}, limit=chunk_rows)
+        if calls.empty:
+            break
+        p = stored.score(calls)
+        out = pd.DataFrame({"call_id": calls["call_id"], "p": p.astype(np.float32), "label": p >= stored.threshold})
+        with engine.begin() as conn:
+            from geo.ingest.batch import copy_frame
+
+            conn.exec_driver_sql("CREATE TEMP TABLE scored (call_id text PRIMARY KEY, p real, label boolean) ON COMMIT DROP")
+            copy_frame(conn, "scored", out)
+            conn.execute(
+                sa.text("UPDATE calls c SET p_violent = s.p, label = s.label, model_version = :v, labelled_at = now()"
+                        " FROM scored s WHERE c.call_id = s.call_id"),
+                {"v": stored.version},
+            )
+        labelled += len(out)
+        violent += int(out["label"].sum())
+        last = str(calls["call_id"].iloc[-1])
+        bar.update(len(out))
+    bar.close()
+    return LabelResult(stored.version, labelled, violent, (datetime.now(timezone.utc) - started).total_seconds())
