@@ -296,6 +296,92 @@ def summary_cmd() -> None:
         click.echo(line)
 
 
+# --- classifier ------------------------------------------------------------------------------
+@main.command("train")
+@click.option("--test-months", default=3, show_default=True, help="Latest months held out for testing.")
+@click.option("--seed", default=0, show_default=True)
+def train_cmd(test_months: int, seed: int) -> None:
+    """Train the violent-call classifier on earlier months, test on later ones, store it.
+
+    Ground truth: the call's incident carries an FBI violent NIBRS code. Features: call type,
+    priority, hour, weekday, NPA, division and the NPA's violent rate (training months only).
+    Stores the model (joblib, checksummed) and a model_runs row that becomes the current model.
+    """
+    from geo.classify import ModelError, train
+
+    try:
+        result = train(_engine(), test_months=test_months, seed=seed, echo=click.echo)
+    except ModelError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"model {result.version} stored at {result.path} (sha256 {result.sha256[:12]}...)")
+    _print_metrics(result.metrics)
+
+
+def _print_metrics(metrics: dict) -> None:
+    click.echo(f"\n{'':26}{'ROC-AUC':>8}{'PR-AUC':>8}{'R@90%P':>8}{'Brier':>9}{'thresh':>8}{'prec':>7}{'recall':>7}")
+    for name in ("model", "gradient_boosting", "call_type_baseline"):
+        m = metrics.get(name)
+        if m:
+            click.echo(f"{name:26}{m['roc_auc']:>8.3f}{m['pr_auc']:>8.3f}{m['recall_at_90_precision']:>8.3f}"
+                       f"{m['brier']:>9.4f}{m['threshold']:>8.3f}{m['precision']:>7.3f}{m['recall']:>7.3f}")
+    control = metrics.get("shuffled_label_control", {})
+    if control:
+        click.echo(f"{'shuffled-label control':26}{control['roc_auc']:>8.3f}   (must be near 0.5)")
+    m = metrics.get("model")
+    if m:
+        c = m["confusion"]
+        click.echo(f"\nheld-out calls: {m['n']:,}, violent: {m['positives']:,} ({m['base_rate']:.2%})")
+        click.echo(f"at threshold {m['threshold']:.3f}: {c['tp']:,} violent calls flagged, {c['fp']:,} false alarms, "
+                   f"{c['fn']:,} violent calls missed, {c['tn']:,} correctly not flagged")
+        expected, observed = m["expected_vs_observed"]
+        click.echo(f"calibration: sum of probabilities {expected:,.0f} vs {observed:,} violent calls observed")
+        for b in m["calibration"]:
+            click.echo(f"  p in {b['bin']}: {b['n']:>8,} calls, mean p {b['mean_predicted']:.3f}, observed {b['observed']:.3f}")
+
+
+@main.group()
+def model() -> None:
+    """Inspect trained classifiers."""
+
+
+@model.command("report")
+@click.option("--version", help="A model version (default: the current model).")
+@click.option("--top", default=12, show_default=True, help="How many effects to list.")
+def model_report_cmd(version: str | None, top: int) -> None:
+    """Metrics of a stored model and its strongest effects in plain words."""
+    from geo.classify import ModelError, load_model, top_coefficients
+
+    try:
+        stored = load_model(_engine(), version)
+    except ModelError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"model {stored.version}: {stored.params.get('train_rows', 0):,} training calls, "
+               f"threshold {stored.threshold:.3f}, trained in {stored.params.get('train_seconds', '?')} s")
+    _print_metrics(stored.metrics)
+    click.echo("\nStrongest effects (odds of a violent outcome, relative to the reference level):")
+    for text, odds in top_coefficients(stored, top):
+        direction = "raises" if odds > 1 else "lowers"
+        factor = odds if odds > 1 else 1 / odds
+        click.echo(f"  {text}: {direction} the odds {factor:,.1f}x")
+
+
+@main.command("label")
+@click.option("--relabel", is_flag=True, help="Also rescore calls labelled by another model version.")
+@click.option("--chunk", default=250_000, show_default=True, help="Calls per transaction.")
+def label_cmd(relabel: bool, chunk: int) -> None:
+    """Score calls with the current model: probability, label and model version (unlabelled calls only)."""
+    from geo.classify import ModelError, label_calls
+
+    try:
+        result = label_calls(_engine(), relabel=relabel, chunk_rows=chunk, progress=True)
+    except ModelError as exc:
+        raise click.ClickException(str(exc)) from exc
+    rate = f", {result.labelled / result.seconds:,.0f} calls/s" if result.seconds and result.labelled else ""
+    click.echo(f"labelled {result.labelled:,} calls with {result.version} ({result.violent:,} labelled violent{rate})")
+    if not result.labelled:
+        click.echo("nothing to do: every call already has a label (use --relabel after training a new model)")
+
+
 @main.command("taxonomy")
 @click.option("--apply", "apply_", is_flag=True, help="Recompute the stored categories of all calls and incidents.")
 @click.option("--kind", type=click.Choice(["all", "call_type", "nibrs"]), default="all", show_default=True)

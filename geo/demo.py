@@ -22,6 +22,18 @@ from geo.settings import data_settings, database_settings, locale_settings
 SYNTH_INPUTS = ["divisions", "npa", "population", "violent_crimes", "property_crimes", "disorder_calls", "offenses"]
 
 
+def _generator_fingerprint() -> str:
+    """Checksum of the generator's code and tables: files made by another version are not reused."""
+    import hashlib
+
+    import geo.synth
+
+    digest = hashlib.sha256(Path(geo.synth.__file__).read_bytes())
+    for table in sorted((Path(geo.synth.__file__).parent / "data").glob("*.csv")):
+        digest.update(table.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _params_file(out: Path) -> Path:
     return out / "params.json"
 
@@ -40,12 +52,12 @@ def generate_and_load(
     progress: bool = True,
 ) -> list[LoadReport]:
     """Write the synthetic CSVs (reusing them when the parameters match) and load them."""
-    from geo.synth import GENERATOR_VERSION, generate
+    from geo.synth import generate
 
     data = DataDir(Path(data_dir or data_settings().data_dir))
     data.require(SYNTH_INPUTS)
     out = Path(out or data_settings().demo_dir)
-    params = {"generator_version": GENERATOR_VERSION, "n_calls": n_calls, "start": start.isoformat(), "days": days, "seed": seed, "dirty": dirty,
+    params = {"generator": _generator_fingerprint(), "n_calls": n_calls, "start": start.isoformat(), "days": days, "seed": seed, "dirty": dirty,
               "data_dir": str(data.root.resolve())}
     files = {name: out / f"{name}.csv" for name in ("incidents", "calls", "call_counts")}
     reuse = _params_file(out).exists() and json.loads(_params_file(out).read_text()) == params and all(
