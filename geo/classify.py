@@ -141,12 +141,18 @@ class AreaRates:
 
 def make_features(calls: pd.DataFrame, rates: AreaRates) -> pd.DataFrame:
     """The model's input: exactly FEATURES, from fields known when the call comes in."""
+    def code(values: pd.Series) -> np.ndarray:
+        # whole numbers as text categories, '?' when missing
+        filled = pd.to_numeric(values, errors="coerce").fillna(-1).astype(np.int64).astype(str).to_numpy(dtype=object)
+        filled[filled == "-1"] = "?"
+        return filled
+
     feats = pd.DataFrame({
         "call_type": calls["call_type"].fillna("").astype(str).str.upper().str.strip(),
-        "priority": calls["priority"].map(lambda p: "?" if pd.isna(p) else str(int(p))),
+        "priority": code(calls["priority"]),
         "hour": calls["hour"].astype(int).astype(str),
         "weekday": calls["weekday"].astype(int).astype(str),
-        "npa_id": calls["npa_id"].map(lambda v: "?" if pd.isna(v) else str(int(v))),
+        "npa_id": code(calls["npa_id"]),
         "division_id": calls["division_id"].fillna("none").astype(str),
         # log-odds scale: the rates span two orders of magnitude across NPAs
         "npa_violent_rate": np.log(np.clip(rates.apply(calls["npa_id"]), 1e-4, 1)),
