@@ -256,10 +256,12 @@ def _split_by_month(calls: pd.DataFrame, test_months: int) -> tuple[np.ndarray, 
 
 
 def train(engine: Engine, *, test_months: int = 3, seed: int = 0, models_dir: Path | None = None,
-          echo: Callable[[str], None] = lambda s: None) -> TrainResult:
+          echo: Callable[[str], None] = lambda s: None, progress: bool = False) -> TrainResult:
     """Fit, calibrate, evaluate on later months, store the artifact and a model_runs row."""
     started = datetime.now(timezone.utc)
+    steps = tqdm(total=5, desc="train", unit="step", disable=not progress, leave=False)
     calls = read_calls(engine, with_truth=True)
+    steps.update()
     if calls.empty or calls["violent"].sum() < 20:
         raise ModelError("too few calls with violent outcomes to train; load calls and incidents first")
     fit, cal, test, months = _split_by_month(calls, test_months)
@@ -273,17 +275,20 @@ def train(engine: Engine, *, test_months: int = 3, seed: int = 0, models_dir: Pa
     model = CalibratedClassifierCV(FrozenEstimator(base), method="sigmoid").fit(X[cal], y[cal])
     threshold = best_f1_threshold(y[cal], model.predict_proba(X[cal])[:, 1])
     metrics = {"model": evaluate(y[test], model.predict_proba(X[test])[:, 1], threshold)}
+    steps.update()
 
     # The same recipe restricted to call type, the baseline the model must beat.
     baseline = logistic_pipeline(["call_type"]).fit(X[fit], y[fit])
     baseline_cal = CalibratedClassifierCV(FrozenEstimator(baseline), method="sigmoid").fit(X[cal], y[cal])
     b_threshold = best_f1_threshold(y[cal], baseline_cal.predict_proba(X[cal])[:, 1])
     metrics["call_type_baseline"] = evaluate(y[test], baseline_cal.predict_proba(X[test])[:, 1], b_threshold)
+    steps.update()
 
     boost = boosting_pipeline(seed).fit(X[fit], y[fit])
     boost_cal = CalibratedClassifierCV(FrozenEstimator(boost), method="sigmoid").fit(X[cal], y[cal])
     h_threshold = best_f1_threshold(y[cal], boost_cal.predict_proba(X[cal])[:, 1])
     metrics["gradient_boosting"] = evaluate(y[test], boost_cal.predict_proba(X[test])[:, 1], h_threshold)
+    steps.update()
 
     # Control: with labels shuffled there is nothing to learn, so ROC-AUC must sit near 0.5. The NPA
     # rate is a function of the labels too, so it is recomputed from the shuffled ones. One shuffle
@@ -298,6 +303,8 @@ def train(engine: Engine, *, test_months: int = 3, seed: int = 0, models_dir: Pa
         control_aucs.append(roc_auc_score(y[test], control.predict_proba(X_shuffled[test])[:, 1]))
     metrics["shuffled_label_control"] = {"roc_auc": round(float(np.mean(control_aucs)), 4),
                                          "runs": [round(float(a), 4) for a in control_aucs]}
+    steps.update()
+    steps.close()
 
     version = "lr-" + started.strftime("%Y%m%dT%H%M%S")
     models_dir = Path(models_dir or (data_settings().var_dir / "models"))

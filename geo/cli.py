@@ -310,7 +310,7 @@ def train_cmd(test_months: int, seed: int) -> None:
     from geo.classify import ModelError, train
 
     try:
-        result = train(_engine(), test_months=test_months, seed=seed, echo=click.echo)
+        result = train(_engine(), test_months=test_months, seed=seed, echo=click.echo, progress=True)
     except ModelError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"model {result.version} stored at {result.path} (sha256 {result.sha256[:12]}...)")

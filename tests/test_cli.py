@@ -21,7 +21,8 @@ def run(engine, tmp_path):
 
 
 @pytest.mark.parametrize("command", [[], ["db"], ["load"], ["load", "incidents"], ["load", "calls"], ["demo-data"],
-                                     ["stats", "offenses"], ["rejects"], ["demo"], ["db", "up"]])
+                                     ["stats", "offenses"], ["rejects"], ["demo"], ["db", "up"],
+                                     ["train"], ["label"], ["model", "report"], ["taxonomy"]])
 def test_every_command_explains_itself(command):
     result = CliRunner().invoke(main, [*command, "--help"])
     assert result.exit_code == 0
@@ -64,3 +65,16 @@ def test_load_reference_again_is_a_no_op(run, data_dir):
 def test_no_database_says_how_to_get_one(tmp_path):
     result = CliRunner().invoke(main, ["summary"], env={"DATABASE_URL": None, "HOTSPOTS_VAR_DIR": str(tmp_path)})
     assert result.exit_code == 1 and "hotspots db up" in result.output
+
+
+def test_model_commands_without_a_model_say_what_to_do(run):
+    for command in (["model", "report"], ["label"]):
+        result = run(*command)
+        assert result.exit_code == 1 and "hotspots train" in result.output
+
+
+def test_taxonomy_command_lists_categories(run):
+    result = run("taxonomy", "--kind", "nibrs")
+    assert result.exit_code == 0
+    assert "violent_crime:" in result.output and "09A, 11A, 11B, 11C, 120, 13A" in result.output
+    assert "Not counted as crimes:" in result.output
