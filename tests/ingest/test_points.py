@@ -198,6 +198,33 @@ def test_failure_mid_file_leaves_database_as_before(engine, incident_file, monke
         assert conn.execute(sa.text("SELECT count(*) FROM ingest_batches WHERE kind='incidents'")).scalar() == 0
 
 
+def test_failure_in_a_later_batch_undoes_the_earlier_ones(engine, tmp_path, places, monkeypatch):
+    """The file streams in batches, each COPYed as it is ready; a failure in batch 3 undoes batches 1-2."""
+    from geo.ingest import csvfile
+
+    lon, lat, _, _ = places[9]
+    rows = [incident(f"B-{i}", lon, lat) for i in range(300)]
+    path = write_csv(tmp_path / "big.csv", INCIDENT_COLUMNS, rows)
+    monkeypatch.setattr(csvfile, "BLOCK_BYTES", 4096)  # about 15 rows per batch
+    real = points_mod._prepare_batch
+    calls = []
+
+    def fail_on_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("connection lost in batch 3")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(points_mod, "_prepare_batch", fail_on_third)
+    before = _snapshot(engine)
+    with pytest.raises(RuntimeError, match="batch 3"):
+        load_incidents(engine, path)
+    assert _snapshot(engine) == before
+    monkeypatch.setattr(points_mod, "_prepare_batch", real)
+    report = load_incidents(engine, path)
+    assert report.inserted == 300 and len(calls) == 3
+
+
 def test_missing_columns_fail_naming_them(engine, tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("INCIDENT_REPORT_ID,LOCATION\nA,B\n")
