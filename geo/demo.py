@@ -71,11 +71,35 @@ def generate_and_load(
     if not load:
         return []
     assert engine is not None
+    if not reuse:
+        remove_demo_data(engine, out)
     return [
         load_incidents(engine, files["incidents"], progress=progress),
         load_calls(engine, files["calls"], progress=progress),
         load_monthly_counts(engine, CALL_COUNTS, files["call_counts"]),
     ]
+
+
+def remove_demo_data(engine: Engine, out: Path) -> int:
+    """Delete what earlier demo files in `out` loaded (rows, rejects, batches), before loading new ones.
+
+    Demo data made by other parameters or another generator version must not mix with the new
+    set. Models trained on it stop being current. Returns the number of batches removed.
+    """
+    # Paths were recorded as given: match the folder both as given and absolute.
+    prefixes = sorted({str(Path(out)) + "/", str(Path(out).resolve()) + "/"})
+    with engine.begin() as conn:
+        batches = [r[0] for r in conn.execute(
+            sa.text("SELECT batch_id FROM ingest_batches WHERE kind IN ('calls', 'incidents', 'call_counts')"
+                    " AND (starts_with(source_file, :a) OR starts_with(source_file, :b))"),
+            {"a": prefixes[0], "b": prefixes[-1]})]
+        if not batches:
+            return 0
+        for table in ("calls", "incidents", "call_counts", "ingest_rejects"):
+            conn.execute(sa.text(f"DELETE FROM {table} WHERE batch_id = ANY(:b)"), {"b": batches})
+        conn.execute(sa.text("DELETE FROM ingest_batches WHERE batch_id = ANY(:b)"), {"b": batches})
+        conn.execute(sa.text("UPDATE model_runs SET is_current = false WHERE is_current"))
+    return len(batches)
 
 
 def summary_lines(engine: Engine) -> list[str]:
@@ -98,6 +122,12 @@ def summary_lines(engine: Engine) -> list[str]:
             sa.text("SELECT count(*) FROM incidents WHERE highest_nibrs_code IN ('09A', '11A', '120', '13A')")
         ).scalar_one()
         lines.append(f"  violent incidents (NIBRS 09A, 11A, 120, 13A): {violent:,}")
+        scored = conn.execute(sa.text(
+            "SELECT count(*) FILTER (WHERE model_version IS NOT NULL), count(*) FILTER (WHERE label),"
+            " coalesce(sum(p_violent), 0) FROM calls")).one()
+        if scored[0]:
+            lines.append(f"  calls scored by the classifier: {scored[0]:,}; labelled violent: {scored[1]:,}; "
+                         f"expected violent (sum of probabilities): {scored[2]:,.0f}")
         by_div = conn.execute(
             sa.text(
                 "SELECT coalesce(d.short_name, '(outside CMPD divisions)'), count(*) FROM calls c"
@@ -139,6 +169,21 @@ def run_demo(echo: Callable[[str], None] = print) -> None:
 
         changed = apply_taxonomy(engine)
         echo(f"Categorised {changed['calls']:,} calls and {changed['incidents']:,} incidents loaded before categories existed.")
+    # Label the calls with the violent-call classifier (trained once; reused on later runs).
+    from geo.classify import label_calls, train
+
+    with engine.connect() as conn:
+        has_model = conn.execute(sa.text("SELECT count(*) FROM model_runs WHERE is_current")).scalar()
+    if not has_model:
+        echo("Training the violent-call classifier on the demo calls:")
+        result = train(engine, echo=lambda line: echo("  " + line), progress=True)
+        m = result.metrics["model"]
+        echo(f"  model {result.version}: held-out ROC-AUC {m['roc_auc']:.3f}, PR-AUC {m['pr_auc']:.3f} "
+             f"(call type alone: {result.metrics['call_type_baseline']['roc_auc']:.3f}, "
+             f"{result.metrics['call_type_baseline']['pr_auc']:.3f})")
+    labelled = label_calls(engine, progress=True)
+    if labelled.labelled:
+        echo(f"Labelled {labelled.labelled:,} calls with {labelled.version} ({labelled.violent:,} labelled violent).")
     echo("Database now holds:")
     for line in summary_lines(engine):
         echo(line)

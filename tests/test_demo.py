@@ -43,3 +43,20 @@ def test_demo_data_loads_with_exactly_the_expected_rejects(engine, tmp_path, dat
     assert all(r.already_loaded_batch is not None for r in again)
     lines = summary_lines(engine)
     assert any(line.split()[:2] == ["calls", f"{n_calls:,}"] for line in lines)
+
+
+def test_regenerated_demo_data_replaces_the_old_set(engine, tmp_path, data_dir):
+    out = tmp_path / "demo"
+    generate_and_load(n_calls=4_000, start=date(2021, 1, 1), days=60, seed=1, out=out, engine=engine,
+                      data_dir=data_dir, progress=False)
+    reports = generate_and_load(n_calls=3_000, start=date(2021, 1, 1), days=60, seed=2, out=out, engine=engine,
+                                data_dir=data_dir, progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    with engine.connect() as conn:
+        calls, incidents, batches = conn.execute(sa.text(
+            "SELECT (SELECT count(*) FROM calls), (SELECT count(*) FROM incidents),"
+            " (SELECT count(*) FROM ingest_batches WHERE kind IN ('calls', 'incidents', 'call_counts'))")).one()
+    calls_info = manifest["files"].get("calls") or manifest["files"]["calls.csv"]
+    inc_info = manifest["files"].get("incidents") or manifest["files"]["incidents.csv"]
+    assert calls == calls_info["expected_loaded"] and incidents == inc_info["expected_loaded"]
+    assert batches == 3 and all(r.inserted for r in reports)
