@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import click
@@ -416,6 +416,88 @@ def taxonomy_cmd(apply_: bool, kind: str) -> None:
 @main.group()
 def stats() -> None:
     """Reports from the loaded data."""
+
+
+def _period(start: str | None, end: str | None):
+    from geo.metrics import Period
+
+    try:
+        first = date.fromisoformat(start) if start else date(date.today().year, 1, 1)
+        last = date.fromisoformat(end) if end else date.today()
+    except ValueError:
+        raise click.BadParameter("dates are YYYY-MM-DD", param_hint="--from/--to") from None
+    if last < first:
+        raise click.BadParameter(f"--to {last} is before --from {first}", param_hint="--to")
+    return Period(first, last + timedelta(days=1))
+
+
+_from = click.option("--from", "start", help="First day, YYYY-MM-DD (default: 1 January this year).")
+_to = click.option("--to", "end", help="Last day, YYYY-MM-DD, included (default: today).")
+
+
+@stats.command("calls")
+@_from
+@_to
+@click.option("--by", type=click.Choice(["city", "division", "npa"]), default="division", show_default=True)
+@click.option("--division", help="Only this division code.")
+def stats_calls_cmd(start: str | None, end: str | None, by: str, division: str | None) -> None:
+    """Calls per area and category with each category's share, and the violent share (model labels)."""
+    from geo.metrics import call_counts
+
+    table = call_counts(_engine(), _period(start, end), by, division=division)
+    if table.empty:
+        click.echo("no calls in that period")
+        return
+    for area, rows in table.groupby("area", sort=True):
+        first = rows.iloc[0]
+        click.echo(f"{by} {area}: {int(first.total):,} calls, {int(first.area_labelled_violent):,} labelled violent "
+                   f"({first.violent_share:.1%}), expected violent {first.area_expected_violent:,.1f}")
+        for r in rows.sort_values("calls", ascending=False).itertuples():
+            click.echo(f"    {r.category:24} {r.calls:>9,} {r.share:>7.1%}")
+
+
+@stats.command("hours")
+@_from
+@_to
+@click.option("--division", help="Only this division code.")
+@click.option("--category", help="Only this category (see `hotspots taxonomy`).")
+@click.option("--violent-only", is_flag=True, help="Only calls the model labelled violent.")
+def stats_hours_cmd(start: str | None, end: str | None, division: str | None, category: str | None, violent_only: bool) -> None:
+    """Calls by weekday and hour of day (local time): the 7x24 matrix."""
+    from geo.metrics import hour_weekday
+
+    matrix = hour_weekday(_engine(), _period(start, end), division=division, category=category, violent_only=violent_only)
+    click.echo("     " + "".join(f"{h:>6}" for h in range(24)))
+    for day, row in matrix.iterrows():
+        click.echo(f"{day:5}" + "".join(f"{int(v):>6,}" for v in row))
+
+
+@stats.command("compstat")
+@click.option("--as-of", help="Report date, YYYY-MM-DD; windows end the day before (default: today).")
+@click.option("--by", type=click.Choice(["city", "division", "npa"]), default="city", show_default=True)
+@click.option("--category", help="Only this category.")
+@click.option("--violent-only", is_flag=True, help="Only calls the model labelled violent.")
+def stats_compstat_cmd(as_of: str | None, by: str, category: str | None, violent_only: bool) -> None:
+    """Last 7 / 28 days, year to date and 365 days against the prior period, with a Poisson test."""
+    from geo.metrics import compstat
+
+    try:
+        day = date.fromisoformat(as_of) if as_of else date.today()
+    except ValueError:
+        raise click.BadParameter("use YYYY-MM-DD", param_hint="--as-of") from None
+    table = compstat(_engine(), day, by=by, category=category, violent_only=violent_only)
+    if table.empty:
+        click.echo("no calls in those windows")
+        return
+    click.echo(f"{'window':13} {'area':8} {'current':>9} {'prior':>9} {'change':>8} {'p':>7}  note")
+    for r in table.itertuples():
+        if not r.data_covers_both:
+            note, change = "data do not cover both periods", "  n/a"
+        else:
+            note = "significant" if r.significant else "within noise"
+            change = f"{r.pct_change:+.1f}%"
+        p_text = f"{r.p_value:.3f}" if r.p_value == r.p_value else "n/a"
+        click.echo(f"{r.window:13} {str(r.area):8} {r.current:>9,} {r.prior:>9,} {change:>8} {p_text:>7}  {note}")
 
 
 @stats.command("offenses")

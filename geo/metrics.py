@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date, timedelta
 
 import pandas as pd
 import sqlalchemy as sa
@@ -72,3 +73,160 @@ def offense_totals(engine: Engine, geography: str = "CMPD", years: tuple[int, in
     by_category = by_category.sort_values("total", ascending=False)
     by_category.columns = [str(c) for c in by_category.columns]
     return OffenseTotals(row_type=row_type, geography=geo, by_year=by_year, by_category=by_category)
+
+
+# --- calls: counts, shares, time patterns, CompStat -------------------------------------------
+AREA_COLUMNS = {"city": None, "division": "division_id", "npa": "npa_id"}
+
+
+@dataclass(frozen=True)
+class Period:
+    """A half-open local-date range [start, end)."""
+
+    start: date
+    end: date
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days
+
+
+def _area_expr(by: str) -> str:
+    if by not in AREA_COLUMNS:
+        raise ValueError(f"by must be one of {', '.join(AREA_COLUMNS)}, not {by!r}")
+    column = AREA_COLUMNS[by]
+    return "'CMPD'" if column is None else f"coalesce({column}::text, '(none)')"
+
+
+def _where(period: Period, category: str | None, division: str | None) -> tuple[str, dict]:
+    clauses = ["received_at >= (CAST(:start AS timestamp) AT TIME ZONE :tz)",
+               "received_at < (CAST(:end AS timestamp) AT TIME ZONE :tz)"]
+    params = {"start": period.start, "end": period.end, "tz": _tz()}
+    if category:
+        clauses.append("category = :category")
+        params["category"] = category
+    if division:
+        clauses.append("division_id = :division")
+        params["division"] = division
+    return " AND ".join(clauses), params
+
+
+def _tz() -> str:
+    from geo.settings import locale_settings
+
+    return locale_settings().timezone
+
+
+def call_counts(engine: Engine, period: Period, by: str = "division", *, division: str | None = None) -> pd.DataFrame:
+    """Calls per area and category, each category's share of the area's calls, and violent shares.
+
+    Columns: area, category, calls, share (of the area's calls), plus per area: total,
+    labelled_violent (model label), expected_violent (sum of probabilities).
+    """
+    where, params = _where(period, None, division)
+    sql = f"""
+        SELECT {_area_expr(by)} AS area, coalesce(category, 'unknown') AS category, count(*) AS calls,
+               count(*) FILTER (WHERE label) AS labelled_violent, coalesce(sum(p_violent), 0) AS expected_violent
+        FROM calls WHERE {where} GROUP BY 1, 2 ORDER BY 1, 2
+    """
+    with engine.connect() as conn:
+        rows = pd.read_sql(sa.text(sql), conn, params=params)
+    if rows.empty:
+        return rows.assign(share=[], total=[])
+    totals = rows.groupby("area")[["calls", "labelled_violent", "expected_violent"]].transform("sum")
+    rows["total"] = totals["calls"]
+    rows["share"] = rows["calls"] / rows["total"]
+    rows["area_labelled_violent"] = totals["labelled_violent"]
+    rows["area_expected_violent"] = totals["expected_violent"].round(3)
+    rows["violent_share"] = rows["area_labelled_violent"] / rows["total"]
+    return rows
+
+
+def hour_weekday(engine: Engine, period: Period, *, division: str | None = None, category: str | None = None,
+                 violent_only: bool = False) -> pd.DataFrame:
+    """A 7x24 matrix of calls by local weekday (rows, Monday first) and hour (columns)."""
+    where, params = _where(period, category, division)
+    if violent_only:
+        where += " AND label"
+    sql = f"""
+        SELECT extract(isodow FROM received_at AT TIME ZONE :tz)::int - 1 AS weekday,
+               extract(hour FROM received_at AT TIME ZONE :tz)::int AS hour, count(*) AS calls
+        FROM calls WHERE {where} GROUP BY 1, 2
+    """
+    with engine.connect() as conn:
+        rows = pd.read_sql(sa.text(sql), conn, params=params)
+    matrix = rows.pivot_table(index="weekday", columns="hour", values="calls", aggfunc="sum", fill_value=0)
+    matrix = matrix.reindex(index=range(7), columns=range(24), fill_value=0).astype(int)
+    matrix.index = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+    return matrix
+
+
+def compstat_windows(as_of: date) -> dict[str, tuple[Period, Period]]:
+    """CompStat periods ending the day before `as_of` and the prior periods they are compared with.
+
+    7 and 28 days against the 7/28 days before them; year to date against the same dates last
+    year; the last 365 days against the 365 before.
+    """
+    def back(days: int) -> tuple[Period, Period]:
+        current = Period(as_of - timedelta(days=days), as_of)
+        return current, Period(current.start - timedelta(days=days), current.start)
+
+    year_start = date(as_of.year, 1, 1)
+    last_year = date(as_of.year - 1, 1, 1)
+    try:
+        same_day_last_year = as_of.replace(year=as_of.year - 1)
+    except ValueError:  # 29 February
+        same_day_last_year = as_of.replace(year=as_of.year - 1, day=28)
+    return {
+        "7 days": back(7),
+        "28 days": back(28),
+        "year to date": (Period(year_start, as_of), Period(last_year, same_day_last_year)),
+        "365 days": back(365),
+    }
+
+
+def poisson_change_test(current: int, prior: int, current_days: int, prior_days: int) -> float:
+    """Two-sided p-value that two Poisson counts have the same daily rate.
+
+    Conditional test: given the total n, the current count is Binomial(n, t1 / (t1 + t2)) under
+    equal rates. Small counts swing a lot; this keeps noise from being reported as change.
+    """
+    from scipy.stats import binomtest
+
+    n = current + prior
+    if n == 0:
+        return 1.0
+    return float(binomtest(current, n, current_days / (current_days + prior_days)).pvalue)
+
+
+def compstat(engine: Engine, as_of: date, *, by: str = "city", category: str | None = None,
+             violent_only: bool = False, alpha: float = 0.05) -> pd.DataFrame:
+    """Current versus prior period counts per area for each CompStat window, with % change and p-value."""
+    out = []
+    with engine.connect() as conn:
+        first, last = conn.execute(sa.text(
+            "SELECT (min(received_at) AT TIME ZONE :tz)::date, (max(received_at) AT TIME ZONE :tz)::date FROM calls"),
+            {"tz": _tz()}).one()
+    for name, (current, prior) in compstat_windows(as_of).items():
+        # A window the data does not cover is reported as such, not as a 100% change.
+        covered = first is not None and first <= prior.start and last >= current.end - timedelta(days=1)
+        counts = {}
+        for label, period in (("current", current), ("prior", prior)):
+            where, params = _where(period, category, None)
+            if violent_only:
+                where += " AND label"
+            sql = f"SELECT {_area_expr(by)} AS area, count(*) AS n FROM calls WHERE {where} GROUP BY 1"
+            with engine.connect() as conn:
+                counts[label] = dict(conn.execute(sa.text(sql), params).all())
+        for area in sorted(set(counts["current"]) | set(counts["prior"])):
+            c, p = int(counts["current"].get(area, 0)), int(counts["prior"].get(area, 0))
+            p_value = poisson_change_test(c, p, current.days, prior.days) if covered else float("nan")
+            # Rates per day, so unequal windows (year to date vs a leap year) compare fairly.
+            rate_c, rate_p = c / current.days, p / prior.days
+            change = (rate_c - rate_p) / rate_p * 100 if rate_p and covered else float("nan")
+            out.append({"window": name, "area": area, "current": c, "prior": p,
+                        "current_period": f"{current.start}..{current.end - timedelta(days=1)}",
+                        "prior_period": f"{prior.start}..{prior.end - timedelta(days=1)}",
+                        "pct_change": round(change, 1), "p_value": round(p_value, 4),
+                        "significant": bool(covered and p_value < alpha), "data_covers_both": covered})
+    return pd.DataFrame(out)

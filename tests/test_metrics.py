@@ -1,0 +1,121 @@
+"""Counts, shares, the 7x24 matrix and CompStat on hand-made calls whose answers are known."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from scipy.stats import poisson
+
+from geo.metrics import Period, call_counts, compstat, compstat_windows, hour_weekday, poisson_change_test
+
+
+def add_calls(engine, rows):
+    """rows: (local datetime, division, category, label, p)"""
+    with engine.begin() as conn:
+        for i, (when, division, category, label, p) in enumerate(rows):
+            conn.execute(sa.text(
+                "INSERT INTO calls (call_id, received_at, call_type, geom, division_id, category, label, p_violent,"
+                " row_hash, batch_id) VALUES (:id, CAST(:t AS timestamp) AT TIME ZONE 'America/New_York', 'X',"
+                " ST_SetSRID(ST_Point(-80.84, 35.22), 4326), :d, :c, :l, :p, 0, 0)"),
+                {"id": f"T{i}", "t": when, "d": division, "c": category, "l": label, "p": p})
+
+
+def test_counts_and_shares_per_division(engine):
+    add_calls(engine, [
+        (datetime(2021, 5, 3, 10), "01", "traffic", False, 0.01),
+        (datetime(2021, 5, 3, 11), "01", "traffic", False, 0.01),
+        (datetime(2021, 5, 3, 23), "01", "violent_crime", True, 0.80),
+        (datetime(2021, 5, 4, 1), "02", "property", False, 0.05),
+        (datetime(2021, 6, 1, 0, 30), "02", "property", False, 0.05),  # outside the period
+    ])
+    rows = call_counts(engine, Period(date(2021, 5, 1), date(2021, 6, 1)), "division")
+    got = {(r.area, r.category): (r.calls, round(r.share, 4)) for r in rows.itertuples()}
+    assert got == {("01", "traffic"): (2, 0.6667), ("01", "violent_crime"): (1, 0.3333), ("02", "property"): (1, 1.0)}
+    one = rows[rows["area"] == "01"].iloc[0]
+    assert one.total == 3 and one.area_labelled_violent == 1 and one.area_expected_violent == pytest.approx(0.82)
+    city = call_counts(engine, Period(date(2021, 5, 1), date(2021, 6, 1)), "city")
+    assert set(city["area"]) == {"CMPD"} and city["calls"].sum() == 4
+
+
+def test_hour_by_weekday_matrix_in_local_time(engine):
+    # 2021-03-14 is a Sunday and the day clocks spring forward; 23:30 local is still Sunday 23h.
+    add_calls(engine, [
+        (datetime(2021, 3, 14, 23, 30), "01", "traffic", False, 0.0),
+        (datetime(2021, 3, 15, 0, 10), "01", "traffic", False, 0.0),
+        (datetime(2021, 3, 15, 0, 50), "01", "violent_crime", True, 0.9),
+        (datetime(2021, 3, 20, 13, 0), "02", "traffic", False, 0.0),
+    ])
+    m = hour_weekday(engine, Period(date(2021, 3, 1), date(2021, 4, 1)))
+    assert m.shape == (7, 24) and int(m.to_numpy().sum()) == 4
+    assert m.loc["Sun", 23] == 1 and m.loc["Mon", 0] == 2 and m.loc["Sat", 13] == 1
+    violent = hour_weekday(engine, Period(date(2021, 3, 1), date(2021, 4, 1)), violent_only=True)
+    assert int(violent.to_numpy().sum()) == 1 and violent.loc["Mon", 0] == 1
+    assert int(hour_weekday(engine, Period(date(2021, 3, 1), date(2021, 4, 1)), division="02").to_numpy().sum()) == 1
+
+
+def test_compstat_windows():
+    w = compstat_windows(date(2021, 3, 1))
+    assert w["7 days"][0] == Period(date(2021, 2, 22), date(2021, 3, 1))
+    assert w["7 days"][1] == Period(date(2021, 2, 15), date(2021, 2, 22))
+    assert w["28 days"][1].end == w["28 days"][0].start and w["28 days"][0].days == 28
+    assert w["year to date"] == (Period(date(2021, 1, 1), date(2021, 3, 1)), Period(date(2020, 1, 1), date(2020, 3, 1)))
+    assert w["365 days"][0].days == w["365 days"][1].days == 365
+    assert compstat_windows(date(2024, 2, 29))["year to date"][1].end == date(2023, 2, 28)
+
+
+def test_poisson_test_tells_noise_from_change():
+    assert poisson_change_test(12, 10, 7, 7) > 0.5          # 12 vs 10: noise
+    assert poisson_change_test(60, 30, 28, 28) < 0.01       # doubled on 30 a period: real
+    assert poisson_change_test(0, 0, 7, 7) == 1.0
+    # Agrees with the exact conditional binomial computed by hand for a small case.
+    from math import comb
+    exact = sum(comb(6, k) * 0.5 ** 6 for k in range(6 + 1) if comb(6, k) <= comb(6, 5))
+    assert poisson_change_test(5, 1, 7, 7) == pytest.approx(exact)
+
+
+def test_compstat_counts_change_and_significance(engine):
+    as_of = date(2021, 7, 1)
+    rows = []
+    # 28-day window: 40 calls in the current 28 days, 20 in the prior 28 days; data covers a year back.
+    for i in range(40):
+        rows.append((datetime(2021, 6, 3) + timedelta(hours=15 * i), "01", "traffic", False, 0.0))
+    for i in range(20):
+        rows.append((datetime(2021, 5, 6) + timedelta(hours=30 * i), "01", "traffic", False, 0.0))
+    rows.append((datetime(2020, 1, 1, 12), "01", "traffic", False, 0.0))
+    rows.append((datetime(2021, 6, 30, 12), "01", "traffic", False, 0.0))
+    add_calls(engine, rows)
+    table = compstat(engine, as_of).set_index("window")
+    four = table.loc["28 days"]
+    assert (four.current, four.prior) == (41, 20)
+    assert four["pct_change"] == pytest.approx(105.0)
+    assert four["significant"] and four["p_value"] < 0.01
+    seven = table.loc["7 days"]
+    assert seven["significant"] == (seven["p_value"] < 0.05)
+    # The data start in January 2020, so the prior 365 days are not covered: no change is claimed.
+    year = table.loc["365 days"]
+    assert not year["data_covers_both"] and not year["significant"] and year["pct_change"] != year["pct_change"]
+
+
+def test_stats_commands_print_the_same_numbers(engine):
+    from click.testing import CliRunner
+
+    from geo.cli import main
+
+    add_calls(engine, [
+        (datetime(2021, 5, 3, 10), "01", "traffic", False, 0.01),
+        (datetime(2021, 5, 3, 23), "01", "violent_crime", True, 0.8),
+        (datetime(2021, 5, 4, 1), "02", "property", False, 0.05),
+    ])
+    env = {"DATABASE_URL": engine.url.render_as_string(hide_password=False)}
+    run = CliRunner().invoke
+    out = run(main, ["stats", "calls", "--from", "2021-05-01", "--to", "2021-05-31"], env=env).output
+    assert "division 01: 2 calls, 1 labelled violent (50.0%)" in out and "division 02: 1 calls" in out
+    out = run(main, ["stats", "hours", "--from", "2021-05-01", "--to", "2021-05-31"], env=env).output
+    mon = next(line for line in out.splitlines() if line.startswith("Mon"))
+    assert mon.split()[1 + 10] == "1" and mon.split()[1 + 23] == "1"
+    bad = run(main, ["stats", "calls", "--from", "2021-05-31", "--to", "2021-05-01"], env=env)
+    assert bad.exit_code == 2 and "--to" in bad.output
+    out = run(main, ["stats", "compstat", "--as-of", "2021-05-10"], env=env).output
+    assert "data do not cover both periods" in out
