@@ -500,6 +500,29 @@ def stats_compstat_cmd(as_of: str | None, by: str, category: str | None, violent
         click.echo(f"{r.window:13} {str(r.area):8} {r.current:>9,} {r.prior:>9,} {change:>8} {p_text:>7}  {note}")
 
 
+@main.command("hotspots")
+@_from
+@_to
+@click.option("--measure", type=click.Choice(["labelled", "expected"]), default="labelled", show_default=True,
+              help="Count calls labelled violent, or sum the model's probabilities (expected violent calls).")
+@click.option("--permutations", default=999, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), help="Also write the NPAs with their classes (.geojson, .gpkg).")
+def hotspots_cmd(start: str | None, end: str | None, measure: str, permutations: int, out: Path | None) -> None:
+    """Getis-Ord Gi* hot and cold spots of violent calls over the 462 NPAs (FDR-corrected)."""
+    from geo.hotspots import npa_hotspots
+
+    result = npa_hotspots(_engine(), _period(start, end), measure=measure, permutations=permutations)
+    counts = result["hotspot_class"].value_counts()
+    for name, n in counts.items():
+        click.echo(f"{name:28} {n:>4} NPAs, {result.loc[result['hotspot_class'] == name, 'value'].sum():>10,.1f} violent calls")
+    hot = result[result["hotspot_class"].str.startswith("Hot")].sort_values("gi_z", ascending=False)
+    if len(hot):
+        click.echo("\nhottest NPAs: " + ", ".join(f"{int(r.npa_id)} (z {r.gi_z:.1f}, {r.value:,.0f})" for r in hot.head(10).itertuples()))
+    if out:
+        result.to_file(out)
+        click.echo(f"wrote {out}")
+
+
 @stats.command("offenses")
 @click.option("--area", default="CMPD", show_default=True, help="CMPD, an NPA number, or a CMPD hotspot area name.")
 @click.option("--years", help="Year range, e.g. 2019-2021 or 2020.")
