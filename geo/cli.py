@@ -501,23 +501,49 @@ def stats_compstat_cmd(as_of: str | None, by: str, category: str | None, violent
 
 
 @main.command("hotspots")
+@click.option("--source", type=click.Choice(["calls", "offenses"]), default="calls", show_default=True,
+              help="Model-labelled calls, or CMPD's published violent offense counts per NPA (real data).")
 @_from
 @_to
 @click.option("--measure", type=click.Choice(["labelled", "expected"]), default="labelled", show_default=True,
-              help="Count calls labelled violent, or sum the model's probabilities (expected violent calls).")
+              help="calls: count calls labelled violent, or sum the model's probabilities (expected violent calls).")
+@click.option("--years", default="2019-2021", show_default=True, help="offenses: year range.")
+@click.option("--category", multiple=True, help="offenses: detail categories (default: the Violent Crime roll-up).")
 @click.option("--permutations", default=999, show_default=True)
+@click.option("--save", is_flag=True, help="Store the result as an analysis run (for the map and exports).")
 @click.option("--out", type=click.Path(path_type=Path), help="Also write the NPAs with their classes (.geojson, .gpkg).")
-def hotspots_cmd(start: str | None, end: str | None, measure: str, permutations: int, out: Path | None) -> None:
-    """Getis-Ord Gi* hot and cold spots of violent calls over the 462 NPAs (FDR-corrected)."""
-    from geo.hotspots import npa_hotspots
+def hotspots_cmd(source: str, start: str | None, end: str | None, measure: str, years: str, category: tuple[str, ...],
+                 permutations: int, save: bool, out: Path | None) -> None:
+    """Getis-Ord Gi* hot and cold spots of violent crime over the 462 NPAs (FDR-corrected)."""
+    from geo.hotspots import npa_hotspots, offense_hotspots, save_npa_results
 
-    result = npa_hotspots(_engine(), _period(start, end), measure=measure, permutations=permutations)
-    counts = result["hotspot_class"].value_counts()
-    for name, n in counts.items():
-        click.echo(f"{name:28} {n:>4} NPAs, {result.loc[result['hotspot_class'] == name, 'value'].sum():>10,.1f} violent calls")
+    engine = _engine()
+    model_version = None
+    if source == "calls":
+        period = _period(start, end)
+        result = npa_hotspots(engine, period, measure=measure, permutations=permutations)
+        params = {"period": [str(period.start), str(period.end)], "measure": measure, "permutations": permutations}
+        with engine.connect() as conn:
+            model_version = conn.execute(sa.text("SELECT model_version FROM model_runs WHERE is_current")).scalar()
+    else:
+        try:
+            parts = [int(p) for p in years.split("-")]
+        except ValueError:
+            raise click.BadParameter("use YYYY or YYYY-YYYY", param_hint="--years") from None
+        try:
+            result = offense_hotspots(engine, (parts[0], parts[-1]), list(category) or None, permutations=permutations)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        params = {"years": [parts[0], parts[-1]], "categories": list(category) or ["Violent Crime"], "permutations": permutations}
+    for name, n in result["hotspot_class"].value_counts().items():
+        total = result.loc[result["hotspot_class"] == name, "value"].sum()
+        click.echo(f"{name:28} {n:>4} NPAs, {total:>10,.1f} violent")
     hot = result[result["hotspot_class"].str.startswith("Hot")].sort_values("gi_z", ascending=False)
     if len(hot):
         click.echo("\nhottest NPAs: " + ", ".join(f"{int(r.npa_id)} (z {r.gi_z:.1f}, {r.value:,.0f})" for r in hot.head(10).itertuples()))
+    if save:
+        run_id = save_npa_results(engine, f"{source}_npa_hotspots", params, result, model_version)
+        click.echo(f"saved as analysis run {run_id}")
     if out:
         result.to_file(out)
         click.echo(f"wrote {out}")

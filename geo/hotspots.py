@@ -82,6 +82,60 @@ def gi_star(areas: gpd.GeoDataFrame | gpd.GeoSeries, values: np.ndarray, *, perm
     return GiStar(z=z, p=p, q=q, p_sim=np.asarray(g.p_sim, dtype=float), classes=classify(z, q))
 
 
+def _with_gi(npas: gpd.GeoDataFrame, values: pd.DataFrame, permutations: int, seed: int) -> gpd.GeoDataFrame:
+    npas = npas.merge(values, on="npa_id", how="left")
+    npas["value"] = npas["value"].fillna(0.0).astype(float)
+    result = gi_star(npas, npas["value"].to_numpy(), permutations=permutations, seed=seed)
+    npas["gi_z"] = result.z
+    npas["gi_p"] = result.p
+    npas["gi_q"] = result.q
+    npas["gi_p_sim"] = result.p_sim
+    npas["hotspot_class"] = result.classes
+    return npas
+
+
+def offense_hotspots(engine: Engine, years: tuple[int, int], categories: list[str] | None = None, *,
+                     permutations: int = 999, seed: int = 0) -> gpd.GeoDataFrame:
+    """Gi* on CMPD's published violent offense counts per NPA (real data), for a range of years.
+
+    Without categories the roll-up 'Violent Crime' rows are used; with categories, the sum of
+    those detail rows (Non-Fatal Gunshot Injury is a subset of aggravated assault: do not combine them).
+    """
+    from geo.metrics import OVERLAPPING, ROLLUP
+
+    if categories:
+        overlap = set(categories) & set(OVERLAPPING)
+        if overlap and len(categories) > 1:
+            raise ValueError(f"{', '.join(overlap)} overlaps other categories; analyse it on its own")
+    wanted = categories or [ROLLUP]
+    with engine.connect() as conn:
+        values = pd.read_sql(sa.text(
+            "SELECT geography_id AS npa_id, sum(offense_count)::float AS value FROM offense_counts"
+            " WHERE row_type = 'Neighborhood Profile Area' AND geography_id > 0"
+            " AND calendar_year BETWEEN :a AND :b AND offense_description = ANY(:c) GROUP BY 1"),
+            conn, params={"a": years[0], "b": years[1], "c": wanted})
+    if values.empty:
+        raise ValueError(f"no offense counts for {wanted} in {years[0]}-{years[1]}; load them with `hotspots load offenses`")
+    return _with_gi(read_neighborhoods(engine), values, permutations, seed)
+
+
+def save_npa_results(engine: Engine, kind: str, params: dict, result: gpd.GeoDataFrame,
+                     model_version: str | None = None) -> int:
+    """Store an NPA Gi* result under a new analysis run; returns its run_id."""
+    import json
+
+    from geo.ingest.batch import copy_frame
+
+    with engine.begin() as conn:
+        run_id = conn.execute(sa.text(
+            "INSERT INTO analysis_runs (kind, params, model_version) VALUES (:k, CAST(:p AS jsonb), :m) RETURNING run_id"),
+            {"k": kind, "p": json.dumps(params, default=str), "m": model_version}).scalar_one()
+        rows = pd.DataFrame(result[["npa_id", "value", "gi_z", "gi_p", "gi_q", "gi_p_sim", "hotspot_class"]])
+        rows.insert(0, "run_id", run_id)
+        copy_frame(conn, "hotspot_npa_results", rows)
+    return run_id
+
+
 def npa_hotspots(engine: Engine, period: Period, *, measure: str = "labelled", permutations: int = 999,
                  seed: int = 0) -> gpd.GeoDataFrame:
     """Gi* over the 462 NPAs for violent calls in a period.
@@ -99,12 +153,4 @@ def npa_hotspots(engine: Engine, period: Period, *, measure: str = "labelled", p
             " WHERE received_at >= (CAST(:s AS timestamp) AT TIME ZONE :tz)"
             " AND received_at < (CAST(:e AS timestamp) AT TIME ZONE :tz) AND npa_id IS NOT NULL GROUP BY 1"),
             conn, params={"s": period.start, "e": period.end, "tz": _tz()})
-    npas = npas.merge(counts, on="npa_id", how="left")
-    npas["value"] = npas["value"].fillna(0.0).astype(float)
-    result = gi_star(npas, npas["value"].to_numpy(), permutations=permutations, seed=seed)
-    npas["gi_z"] = result.z
-    npas["gi_p"] = result.p
-    npas["gi_q"] = result.q
-    npas["gi_p_sim"] = result.p_sim
-    npas["hotspot_class"] = result.classes
-    return npas
+    return _with_gi(npas, counts, permutations, seed)

@@ -163,3 +163,24 @@ model_runs = Table(
     Column("artifact_sha256", Text),
     Column("is_current", Boolean, nullable=False),
 )
+
+analysis_runs = Table(
+    "analysis_runs", metadata,
+    Column("run_id", BigInteger, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("params", JSONB, nullable=False),
+    Column("model_version", Text),
+    Column("created_at", TS, nullable=False),
+)
+
+hotspot_npa_results = Table(
+    "hotspot_npa_results", metadata,
+    Column("run_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("npa_id", Integer, primary_key=True, autoincrement=False),
+    Column("value", Float, nullable=False),
+    Column("gi_z", Float, nullable=False),
+    Column("gi_p", Float, nullable=False),
+    Column("gi_q", Float, nullable=False),
+    Column("gi_p_sim", Float),
+    Column("hotspot_class", Text, nullable=False),
+)

@@ -78,3 +78,14 @@ def test_taxonomy_command_lists_categories(run):
     assert result.exit_code == 0
     assert "violent_crime:" in result.output and "09A, 11A, 11B, 11C, 120, 13A" in result.output
     assert "Not counted as crimes:" in result.output
+
+
+def test_hotspots_command_on_published_offenses(run, tmp_path):
+    out = tmp_path / "hot.geojson"
+    result = run("hotspots", "--source", "offenses", "--years", "2020", "--permutations", "99", "--save", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "Hot spot, 99% confidence" in result.output and "saved as analysis run" in result.output
+    import geopandas as gpd
+
+    written = gpd.read_file(out)
+    assert len(written) == 462 and written.crs.to_epsg() == 4326 and "hotspot_class" in written.columns

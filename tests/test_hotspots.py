@@ -80,3 +80,27 @@ def test_npa_hotspots_on_labelled_calls(engine, tmp_path, data_dir):
     assert hot["value"].mean() > 3 * result["value"].mean()
     expected = npa_hotspots(engine, Period(date(2021, 1, 1), date(2021, 5, 1)), measure="expected", permutations=99)
     assert expected["value"].sum() > 0
+
+
+def test_offense_hotspots_on_real_counts_and_saved_runs(engine):
+    import sqlalchemy as sa
+
+    from geo.hotspots import offense_hotspots, save_npa_results
+
+    result = offense_hotspots(engine, (2019, 2021), permutations=99)
+    with engine.connect() as conn:
+        published = conn.execute(sa.text(
+            "SELECT sum(offense_count) FROM offense_counts WHERE row_type = 'Neighborhood Profile Area'"
+            " AND geography_id > 0 AND calendar_year BETWEEN 2019 AND 2021 AND offense_description = 'Violent Crime'")).scalar()
+    # Every published NPA count is used once (the roll-up, not the overlapping details).
+    assert result["value"].sum() == published
+    hot = result[result["hotspot_class"].str.startswith("Hot")]
+    assert len(hot) >= 5 and hot["value"].mean() > 2 * result["value"].mean()
+    with pytest.raises(ValueError, match="overlaps"):
+        offense_hotspots(engine, (2019, 2021), ["Non-Fatal Gunshot Injury", "Aggravated Assault-Gun"])
+    run_id = save_npa_results(engine, "offense_hotspots", {"years": [2019, 2021]}, result)
+    with engine.connect() as conn:
+        n, n_hot, kind = conn.execute(sa.text(
+            "SELECT count(*), count(*) FILTER (WHERE hotspot_class LIKE 'Hot%'), max(r.kind)"
+            " FROM hotspot_npa_results h JOIN analysis_runs r USING (run_id) WHERE run_id = :r"), {"r": run_id}).one()
+    assert (n, n_hot, kind) == (462, len(hot), "offense_hotspots")
