@@ -230,3 +230,47 @@ def compstat(engine: Engine, as_of: date, *, by: str = "city", category: str | N
                         "pct_change": round(change, 1), "p_value": round(p_value, 4),
                         "significant": bool(covered and p_value < alpha), "data_covers_both": covered})
     return pd.DataFrame(out)
+
+
+def npa_rates(engine: Engine, period: Period) -> pd.DataFrame:
+    """Calls and violent calls per NPA with rates per 1,000 residents (NPA population, latest year)."""
+    where, params = _where(period, None, None)
+    sql = f"""
+        SELECT n.npa_id, n.population, n.population_year,
+               coalesce(c.calls, 0) AS calls, coalesce(c.labelled_violent, 0) AS labelled_violent,
+               coalesce(c.expected_violent, 0) AS expected_violent
+        FROM neighborhoods n
+        LEFT JOIN (SELECT npa_id, count(*) AS calls, count(*) FILTER (WHERE label) AS labelled_violent,
+                          sum(p_violent) AS expected_violent
+                   FROM calls WHERE {where} GROUP BY 1) c USING (npa_id)
+        ORDER BY n.npa_id
+    """
+    with engine.connect() as conn:
+        rows = pd.read_sql(sa.text(sql), conn, params=params)
+    # NPAs with no residents (parks, the airport) get no rate rather than a division by zero.
+    per_1000 = 1000.0 / rows["population"].where(rows["population"] > 0)
+    rows["calls_per_1000"] = (rows["calls"] * per_1000).round(2)
+    rows["violent_per_1000"] = (rows["labelled_violent"] * per_1000).round(3)
+    rows["expected_violent_per_1000"] = (rows["expected_violent"] * per_1000).round(3)
+    return rows
+
+
+def clearance_rates(engine: Engine, period: Period, by: str = "division") -> pd.DataFrame:
+    """Share of crime incidents (not 800-series reports) cleared, per area and category.
+
+    Cleared means CLEARANCE_STATUS 'Closed/Cleared' or a detail status of cleared by arrest or
+    exceptionally cleared; reports in the period are counted by DATE_REPORTED.
+    """
+    sql = f"""
+        SELECT {_area_expr(by)} AS area, coalesce(category, 'unknown') AS category, count(*) AS incidents,
+               count(*) FILTER (WHERE clearance_status ILIKE 'closed/cleared'
+                                   OR clearance_detail_status IN ('Cleared by Arrest', 'Exceptionally Cleared')) AS cleared
+        FROM incidents
+        WHERE is_crime AND date_reported >= (CAST(:start AS timestamp) AT TIME ZONE :tz)
+          AND date_reported < (CAST(:end AS timestamp) AT TIME ZONE :tz)
+        GROUP BY 1, 2 ORDER BY 1, 2
+    """
+    with engine.connect() as conn:
+        rows = pd.read_sql(sa.text(sql), conn, params={"start": period.start, "end": period.end, "tz": _tz()})
+    rows["clearance_rate"] = (rows["cleared"] / rows["incidents"]).round(4)
+    return rows

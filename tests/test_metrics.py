@@ -119,3 +119,38 @@ def test_stats_commands_print_the_same_numbers(engine):
     assert bad.exit_code == 2 and "--to" in bad.output
     out = run(main, ["stats", "compstat", "--as-of", "2021-05-10"], env=env).output
     assert "data do not cover both periods" in out
+
+
+def test_rates_per_1000_residents(engine):
+    add_calls(engine, [(datetime(2021, 5, 3, 10), "01", "traffic", False, 0.1)] * 1)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE calls SET npa_id = 3"))
+        pop = conn.execute(sa.text("SELECT population FROM neighborhoods WHERE npa_id = 3")).scalar()
+        conn.execute(sa.text("UPDATE neighborhoods SET population = 0 WHERE npa_id = 2"))
+    from geo.metrics import npa_rates
+
+    rates = npa_rates(engine, Period(date(2021, 5, 1), date(2021, 6, 1))).set_index("npa_id")
+    assert len(rates) == 462 and rates.loc[3, "calls"] == 1
+    assert rates.loc[3, "calls_per_1000"] == pytest.approx(round(1000 / pop, 2))
+    assert rates.loc[2, "calls_per_1000"] != rates.loc[2, "calls_per_1000"]  # no residents: no rate (NaN)
+
+
+def test_clearance_rates(engine):
+    from geo.metrics import clearance_rates
+
+    with engine.begin() as conn:
+        for i, (status, detail, crime, cat) in enumerate([
+            ("Closed/Cleared", "Cleared by Arrest", True, "violent_crime"),
+            ("Open", "Open", True, "violent_crime"),
+            ("Open", "Open", True, "violent_crime"),
+            ("Closed/Cleared", "Exceptionally Cleared", True, "property"),
+            ("Closed/Cleared", "Cleared by Arrest", False, "service_other"),  # 800-series: not a crime
+        ]):
+            conn.execute(sa.text(
+                "INSERT INTO incidents (incident_report_id, date_reported, clearance_status, clearance_detail_status,"
+                " is_crime, category, division_id, geom, row_hash, batch_id) VALUES (:i, '2021-05-05 12:00-04', :s, :d,"
+                " :c, :k, '01', ST_SetSRID(ST_Point(-80.84, 35.22), 4326), 0, 0)"),
+                {"i": f"R{i}", "s": status, "d": detail, "c": crime, "k": cat})
+    rows = clearance_rates(engine, Period(date(2021, 5, 1), date(2021, 6, 1)))
+    got = {(r.area, r.category): (r.incidents, r.cleared, r.clearance_rate) for r in rows.itertuples()}
+    assert got == {("01", "property"): (1, 1, 1.0), ("01", "violent_crime"): (3, 1, 0.3333)}
