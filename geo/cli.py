@@ -500,6 +500,33 @@ def stats_compstat_cmd(as_of: str | None, by: str, category: str | None, violent
         click.echo(f"{r.window:13} {str(r.area):8} {r.current:>9,} {r.prior:>9,} {change:>8} {p_text:>7}  {note}")
 
 
+@main.command("allocate")
+@click.option("--officers", type=int, required=True, help="Officers to distribute over divisions and shifts.")
+@_from
+@_to
+@click.option("--config", "config_path", type=click.Path(exists=True, path_type=Path),
+              help="Weights file (default: geo/allocation.toml, which documents every weight).")
+def allocate_cmd(officers: int, start: str | None, end: str | None, config_path: Path | None) -> None:
+    """Officers per division and shift in proportion to workload, with minimums, and suggested units and gear."""
+    from geo.allocate import AllocationConfig, allocate
+
+    config = AllocationConfig.load(config_path) if config_path else AllocationConfig.load()
+    try:
+        table, reasons = allocate(_engine(), officers, _period(start, end), config)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--officers") from exc
+    pivot = table.pivot_table(index=["division_id", "short_name"], columns="shift", values="officers", aggfunc="sum")
+    pivot = pivot[list(config.shifts)]
+    pivot["total"] = pivot.sum(axis=1)
+    click.echo(f"{'division':24}" + "".join(f"{s:>9}" for s in pivot.columns))
+    for (code, name), row in pivot.iterrows():
+        click.echo(f"{code} {name:21}" + "".join(f"{int(v):>9}" for v in row))
+    click.echo(f"{'total':24}" + "".join(f"{int(v):>9}" for v in pivot.sum()))
+    click.echo("")
+    for code, text in sorted(reasons.items()):
+        click.echo(f"{code}: {text}")
+
+
 @main.command("hotspots")
 @click.option("--source", type=click.Choice(["calls", "offenses"]), default="calls", show_default=True,
               help="Model-labelled calls, or CMPD's published violent offense counts per NPA (real data).")

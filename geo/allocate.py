@@ -1,0 +1,115 @@
+"""Officer allocation: divisions x shifts in proportion to workload, with minimums, plus unit suggestions.
+
+Workload is calls times expected service minutes for their category (geo/allocation.toml), with
+calls the model labels violent needing two officers. Every division-shift first gets the minimum;
+the rest is shared by workload with the largest-remainder method, so the total is exactly N.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from geo.metrics import Period, _tz
+
+ALLOCATION_TOML = Path(__file__).with_name("allocation.toml")
+
+
+@dataclass
+class AllocationConfig:
+    """Weights read from allocation.toml."""
+
+    shifts: dict[str, tuple[int, int]]
+    minimum: int
+    officers_default: int
+    officers_violent: int
+    minutes: dict[str, float]
+    suggestions: dict[str, dict]
+
+    @classmethod
+    def load(cls, path: Path = ALLOCATION_TOML) -> "AllocationConfig":
+        raw = tomllib.loads(Path(path).read_text())
+        shifts = {name: (int(a), int(b)) for name, (a, b) in raw["shifts"].items()}
+        hours = sorted(h for a, b in shifts.values() for h in _hours(a, b))
+        if hours != list(range(24)):
+            raise ValueError(f"{path}: shifts must cover each hour of the day exactly once; they cover {hours}")
+        return cls(shifts, int(raw["minimums"]["per_division_shift"]), int(raw["officers_per_call"]["default"]),
+                   int(raw["officers_per_call"]["violent"]), {k: float(v) for k, v in raw["service_minutes"].items()},
+                   raw.get("suggestions", {}))
+
+
+def _hours(start: int, end: int) -> list[int]:
+    return list(range(start, end)) if start < end else list(range(start, 24)) + list(range(0, end))
+
+
+def largest_remainder(weights: np.ndarray, seats: int) -> np.ndarray:
+    """Integer shares of `seats` proportional to weights, summing exactly to `seats` (Hamilton's method)."""
+    weights = np.asarray(weights, dtype=float)
+    if seats <= 0:
+        return np.zeros(len(weights), dtype=int)
+    if weights.sum() <= 0:
+        weights = np.ones(len(weights))
+    quotas = weights / weights.sum() * seats
+    base = np.floor(quotas).astype(int)
+    left = seats - base.sum()
+    order = np.argsort(-(quotas - base), kind="stable")
+    base[order[:left]] += 1
+    return base
+
+
+def workload(engine: Engine, period: Period, config: AllocationConfig) -> pd.DataFrame:
+    """Officer-minutes of work per division, shift and category over the period."""
+    with engine.connect() as conn:
+        rows = pd.read_sql(sa.text(
+            "SELECT division_id, coalesce(category, 'unknown') AS category,"
+            " extract(hour FROM received_at AT TIME ZONE :tz)::int AS hour,"
+            " count(*) AS calls, count(*) FILTER (WHERE label) AS violent FROM calls"
+            " WHERE division_id IS NOT NULL AND received_at >= (CAST(:s AS timestamp) AT TIME ZONE :tz)"
+            " AND received_at < (CAST(:e AS timestamp) AT TIME ZONE :tz) GROUP BY 1, 2, 3"),
+            conn, params={"s": period.start, "e": period.end, "tz": _tz()})
+    shift_of = {h: name for name, (a, b) in config.shifts.items() for h in _hours(a, b)}
+    rows["shift"] = rows["hour"].map(shift_of)
+    minutes = rows["category"].map(config.minutes).fillna(config.minutes.get("unknown", 30.0))
+    officers = (rows["calls"] - rows["violent"]) * config.officers_default + rows["violent"] * config.officers_violent
+    rows["officer_minutes"] = minutes * officers
+    return rows.groupby(["division_id", "shift", "category"], as_index=False)[["calls", "violent", "officer_minutes"]].sum()
+
+
+def allocate(engine: Engine, officers: int, period: Period, config: AllocationConfig | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Officers per division and shift, and the reasoning (with unit and gear suggestions) per division."""
+    config = config or AllocationConfig.load()
+    work = workload(engine, period, config)
+    with engine.connect() as conn:
+        divisions = pd.read_sql(sa.text("SELECT division_id, short_name FROM divisions ORDER BY division_id"), conn)
+    cells = pd.MultiIndex.from_product([divisions["division_id"], list(config.shifts)], names=["division_id", "shift"])
+    load = work.groupby(["division_id", "shift"])["officer_minutes"].sum().reindex(cells, fill_value=0.0)
+    floor = config.minimum * len(cells)
+    if officers < floor:
+        raise ValueError(f"--officers {officers} is below the minimum of {config.minimum} per division and shift "
+                         f"({len(divisions)} divisions x {len(config.shifts)} shifts = {floor})")
+    extra = largest_remainder(load.to_numpy(), officers - floor)
+    table = pd.DataFrame({"workload_hours": (load / 60).round(1), "officers": extra + config.minimum}).reset_index()
+    table = table.merge(divisions, on="division_id")
+    reasons = {}
+    city_load = load.sum()
+    for division, rows in work.groupby("division_id"):
+        calls = rows.groupby("category")["calls"].sum()
+        share = calls / calls.sum()
+        top = ", ".join(f"{c} {s:.0%}" for c, s in share.sort_values(ascending=False).head(3).items())
+        notes = [f"{s['unit']} ({category.replace('_', ' ')} is {share.get(category, 0):.0%} of calls"
+                 f"{'; gear: ' + s['gear'] if s.get('gear') else ''})"
+                 for category, s in config.suggestions.items() if share.get(category, 0) > float(s["share"])]
+        assigned = table.loc[table["division_id"] == division, "officers"].sum()
+        reasons[division] = (
+            f"{int(calls.sum()):,} calls, {rows['officer_minutes'].sum() / 60:,.0f} officer-hours "
+            f"({rows['officer_minutes'].sum() / city_load:.1%} of the city's workload) -> {assigned} officers. "
+            f"Call mix: {top}. " + ("Suggest: " + "; ".join(notes) + "." if notes else "No specialised units suggested.")
+        )
+    return table, reasons

@@ -1,0 +1,52 @@
+"""Officer allocation: sums to N, respects minimums, follows workload; config is checked."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import numpy as np
+import pytest
+
+from geo.allocate import AllocationConfig, allocate, largest_remainder
+from geo.metrics import Period
+from tests.test_metrics import add_calls
+
+
+def test_largest_remainder_sums_exactly():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        weights = rng.uniform(0, 10, rng.integers(1, 40))
+        seats = int(rng.integers(0, 500))
+        out = largest_remainder(weights, seats)
+        assert out.sum() == seats and (out >= 0).all()
+        assert np.all(np.abs(out - weights / weights.sum() * seats) < 1 + 1e-9)
+    assert list(largest_remainder(np.array([1.0, 1.0, 2.0]), 4)) == [1, 1, 2]
+
+
+def test_allocation_follows_workload_and_keeps_minimums(engine):
+    rows = []
+    # Division 01: 30 violent calls at night (2 officers x 120 min each); 02: 30 alarm calls by day.
+    rows += [(datetime(2021, 5, 1 + i % 20, 23), "01", "violent_crime", True, 0.9) for i in range(30)]
+    rows += [(datetime(2021, 5, 1 + i % 20, 10), "02", "alarms", False, 0.0) for i in range(30)]
+    add_calls(engine, rows)
+    config = AllocationConfig.load()
+    table, reasons = allocate(engine, 120, Period(date(2021, 5, 1), date(2021, 6, 1)), config)
+    assert table["officers"].sum() == 120
+    assert (table["officers"] >= config.minimum).all()
+    assert len(table) == 14 * len(config.shifts)
+    by = table.set_index(["division_id", "shift"])["officers"]
+    # Workload: 01 night = 30 x 2 x 120 = 7,200 min; 02 day = 30 x 15 = 450 min; everything else 0.
+    spare = 120 - config.minimum * len(table)
+    assert by[("01", "night")] == config.minimum + round(spare * 7200 / 7650)
+    assert by[("02", "day")] == config.minimum + spare - round(spare * 7200 / 7650)
+    assert "two-officer cars" in reasons["01"] and "false-alarm" in reasons["02"]
+    with pytest.raises(ValueError, match="below the minimum"):
+        allocate(engine, 10, Period(date(2021, 5, 1), date(2021, 6, 1)), config)
+
+
+def test_config_must_cover_the_day(tmp_path):
+    text = (AllocationConfig.load.__globals__["ALLOCATION_TOML"]).read_text().replace("night = [22, 6]", "night = [22, 5]")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    with pytest.raises(ValueError, match="exactly once"):
+        AllocationConfig.load(bad)
