@@ -534,19 +534,27 @@ def allocate_cmd(officers: int, start: str | None, end: str | None, config_path:
 @_to
 @click.option("--measure", type=click.Choice(["labelled", "expected"]), default="labelled", show_default=True,
               help="calls: count calls labelled violent, or sum the model's probabilities (expected violent calls).")
+@click.option("--grid-ft", type=float, help="calls: square cells of this many feet (EPSG:2264) instead of NPAs.")
 @click.option("--years", default="2019-2021", show_default=True, help="offenses: year range.")
 @click.option("--category", multiple=True, help="offenses: detail categories (default: the Violent Crime roll-up).")
 @click.option("--permutations", default=999, show_default=True)
 @click.option("--save", is_flag=True, help="Store the result as an analysis run (for the map and exports).")
 @click.option("--out", type=click.Path(path_type=Path), help="Also write the NPAs with their classes (.geojson, .gpkg).")
-def hotspots_cmd(source: str, start: str | None, end: str | None, measure: str, years: str, category: tuple[str, ...],
-                 permutations: int, save: bool, out: Path | None) -> None:
-    """Getis-Ord Gi* hot and cold spots of violent crime over the 462 NPAs (FDR-corrected)."""
-    from geo.hotspots import npa_hotspots, offense_hotspots, save_npa_results
+def hotspots_cmd(source: str, start: str | None, end: str | None, measure: str, grid_ft: float | None, years: str,
+                 category: tuple[str, ...], permutations: int, save: bool, out: Path | None) -> None:
+    """Getis-Ord Gi* hot and cold spots of violent crime over the 462 NPAs or grid cells (FDR-corrected)."""
+    from geo.hotspots import grid_hotspots, npa_hotspots, offense_hotspots, save_cell_results, save_npa_results
 
     engine = _engine()
     model_version = None
-    if source == "calls":
+    if source == "calls" and grid_ft:
+        period = _period(start, end)
+        result = grid_hotspots(engine, period, cell_ft=grid_ft, measure=measure, permutations=permutations)
+        params = {"period": [str(period.start), str(period.end)], "measure": measure, "cell_ft": grid_ft,
+                  "permutations": permutations}
+        with engine.connect() as conn:
+            model_version = conn.execute(sa.text("SELECT model_version FROM model_runs WHERE is_current")).scalar()
+    elif source == "calls":
         period = _period(start, end)
         result = npa_hotspots(engine, period, measure=measure, permutations=permutations)
         params = {"period": [str(period.start), str(period.end)], "measure": measure, "permutations": permutations}
@@ -564,11 +572,14 @@ def hotspots_cmd(source: str, start: str | None, end: str | None, measure: str, 
         params = {"years": [parts[0], parts[-1]], "categories": list(category) or ["Violent Crime"], "permutations": permutations}
     for name, n in result["hotspot_class"].value_counts().items():
         total = result.loc[result["hotspot_class"] == name, "value"].sum()
-        click.echo(f"{name:28} {n:>4} NPAs, {total:>10,.1f} violent")
+        click.echo(f"{name:28} {n:>5} {'cells' if grid_ft else 'NPAs'}, {total:>10,.1f} violent")
     hot = result[result["hotspot_class"].str.startswith("Hot")].sort_values("gi_z", ascending=False)
-    if len(hot):
+    if len(hot) and not grid_ft:
         click.echo("\nhottest NPAs: " + ", ".join(f"{int(r.npa_id)} (z {r.gi_z:.1f}, {r.value:,.0f})" for r in hot.head(10).itertuples()))
-    if save:
+    if save and grid_ft:
+        run_id = save_cell_results(engine, "calls_grid_hotspots", params, result, grid_ft, model_version)
+        click.echo(f"saved as analysis run {run_id}")
+    elif save:
         run_id = save_npa_results(engine, f"{source}_npa_hotspots", params, result, model_version)
         click.echo(f"saved as analysis run {run_id}")
     if out:

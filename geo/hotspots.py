@@ -136,6 +136,28 @@ def save_npa_results(engine: Engine, kind: str, params: dict, result: gpd.GeoDat
     return run_id
 
 
+def save_cell_results(engine: Engine, kind: str, params: dict, result: gpd.GeoDataFrame, cell_ft: float,
+                      model_version: str | None = None) -> int:
+    """Store a grid Gi* result (cells in EPSG:4326) under a new analysis run; returns its run_id."""
+    import json
+
+    import shapely
+
+    from geo.ingest.batch import copy_frame
+
+    cells = result.to_crs(4326)
+    with engine.begin() as conn:
+        run_id = conn.execute(sa.text(
+            "INSERT INTO analysis_runs (kind, params, model_version) VALUES (:k, CAST(:p AS jsonb), :m) RETURNING run_id"),
+            {"k": kind, "p": json.dumps(params, default=str), "m": model_version}).scalar_one()
+        rows = pd.DataFrame(cells[["col", "row", "value", "gi_z", "gi_p", "gi_q", "gi_p_sim", "hotspot_class"]])
+        rows.insert(0, "run_id", run_id)
+        rows.insert(3, "cell_ft", cell_ft)
+        rows["geom"] = shapely.to_wkb(shapely.set_srid(cells.geometry.values, 4326), hex=True, include_srid=True)
+        copy_frame(conn, "hotspot_cell_results", rows)
+    return run_id
+
+
 def npa_hotspots(engine: Engine, period: Period, *, measure: str = "labelled", permutations: int = 999,
                  seed: int = 0) -> gpd.GeoDataFrame:
     """Gi* over the 462 NPAs for violent calls in a period.
@@ -154,3 +176,155 @@ def npa_hotspots(engine: Engine, period: Period, *, measure: str = "labelled", p
             " AND received_at < (CAST(:e AS timestamp) AT TIME ZONE :tz) AND npa_id IS NOT NULL GROUP BY 1"),
             conn, params={"s": period.start, "e": period.end, "tz": _tz()})
     return _with_gi(npas, counts, permutations, seed)
+
+
+# --- grid cells and kernel density (EPSG:2264, US feet) ---------------------------------------
+@dataclass
+class Grid:
+    """A square grid in NC State Plane feet: cell (col, row) spans x0 + col*size .. +size."""
+
+    x0: float
+    y0: float
+    size: float
+    ncols: int
+    nrows: int
+
+    @classmethod
+    def covering(cls, bounds: tuple[float, float, float, float], size: float) -> "Grid":
+        xmin, ymin, xmax, ymax = bounds
+        x0 = np.floor(xmin / size) * size
+        y0 = np.floor(ymin / size) * size
+        return cls(x0, y0, size, int(np.ceil((xmax - x0) / size)), int(np.ceil((ymax - y0) / size)))
+
+    def cell_of(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (np.floor((x - self.x0) / self.size).astype(np.int64), np.floor((y - self.y0) / self.size).astype(np.int64))
+
+    def polygons(self, cols: np.ndarray, rows: np.ndarray):
+        import shapely
+
+        x = self.x0 + cols * self.size
+        y = self.y0 + rows * self.size
+        return shapely.box(x, y, x + self.size, y + self.size)
+
+
+def _county_2264(engine: Engine):
+    import shapely
+
+    npas = read_neighborhoods(engine).to_crs(2264)
+    return shapely.union_all(npas.geometry.to_numpy())
+
+
+def _points_2264(engine: Engine, period: Period, measure: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Projected coordinates (feet) and weights of violent calls in the period."""
+    weight = "1.0" if measure == "labelled" else "p_violent"
+    where = "label" if measure == "labelled" else "p_violent > 0"
+    with engine.connect() as conn:
+        rows = pd.read_sql(sa.text(
+            f"SELECT ST_X(g) AS x, ST_Y(g) AS y, {weight} AS w FROM ("
+            f"  SELECT ST_Transform(geom, 2264) AS g, p_violent FROM calls WHERE {where}"
+            "   AND received_at >= (CAST(:s AS timestamp) AT TIME ZONE :tz)"
+            "   AND received_at < (CAST(:e AS timestamp) AT TIME ZONE :tz)) t"),
+            conn, params={"s": period.start, "e": period.end, "tz": _tz()})
+    return rows["x"].to_numpy(), rows["y"].to_numpy(), rows["w"].to_numpy(dtype=float)
+
+
+def grid_gi_star(x: np.ndarray, y: np.ndarray, w: np.ndarray, study_area, cell_ft: float = 1000.0, *,
+                 permutations: int = 999, seed: int = 0) -> gpd.GeoDataFrame:
+    """Gi* over square cells of `cell_ft` feet covering the study area (cells whose centre is inside).
+
+    Neighbours are the 8 surrounding cells (queen contiguity on the lattice) plus the cell itself.
+    Empty cells inside the study area count as zeros: where nothing happens is part of the map.
+    """
+    import shapely
+    from esda.getisord import G_Local
+    from libpysal.weights import W
+
+    grid = Grid.covering(shapely.bounds(study_area), cell_ft)
+    cols, rows = np.meshgrid(np.arange(grid.ncols), np.arange(grid.nrows))
+    cols, rows = cols.ravel(), rows.ravel()
+    centres_x = grid.x0 + (cols + 0.5) * cell_ft
+    centres_y = grid.y0 + (rows + 0.5) * cell_ft
+    shapely.prepare(study_area)
+    inside = shapely.contains_xy(study_area, centres_x, centres_y)
+    cols, rows = cols[inside], rows[inside]
+    index = -np.ones((grid.nrows, grid.ncols), dtype=np.int64)
+    index[rows, cols] = np.arange(len(cols))
+    values = np.zeros(len(cols))
+    pc, pr = grid.cell_of(np.asarray(x), np.asarray(y))
+    ok = (pc >= 0) & (pc < grid.ncols) & (pr >= 0) & (pr < grid.nrows)
+    target = index[pr[ok], pc[ok]]
+    np.add.at(values, target[target >= 0], np.asarray(w, dtype=float)[ok][target >= 0])
+    neighbours = {}
+    for i, (c, r) in enumerate(zip(cols, rows)):
+        around = index[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2].ravel()
+        neighbours[i] = [int(j) for j in around if j >= 0 and j != i]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        weights = W(neighbours, silence_warnings=True)
+        g = G_Local(values, weights, transform="B", star=True, permutations=permutations, seed=seed, n_jobs=1,
+                    keep_simulations=False)
+    z = np.nan_to_num(np.asarray(g.Zs, dtype=float))
+    p = 2 * norm.sf(np.abs(z))
+    q = benjamini_hochberg(p)
+    frame = gpd.GeoDataFrame({
+        "col": cols, "row": rows, "value": values, "gi_z": z, "gi_p": p, "gi_q": q,
+        "gi_p_sim": np.asarray(g.p_sim, dtype=float), "hotspot_class": classify(z, q),
+    }, geometry=grid.polygons(cols, rows), crs=2264)
+    frame.attrs["grid"] = grid
+    return frame
+
+
+def grid_hotspots(engine: Engine, period: Period, *, cell_ft: float = 1000.0, measure: str = "labelled",
+                  permutations: int = 999, seed: int = 0) -> gpd.GeoDataFrame:
+    """Gi* of violent calls over square cells covering Mecklenburg County; cells returned in EPSG:4326."""
+    x, y, w = _points_2264(engine, period, measure)
+    return grid_gi_star(x, y, w, _county_2264(engine), cell_ft, permutations=permutations, seed=seed).to_crs(4326)
+
+
+# Kernel density: quartic (biweight) kernel, the one ArcGIS and CrimeStat use for crime maps.
+DEFAULT_BANDWIDTH_FT = 1500.0  # about a quarter mile: a few blocks, the scale of patrol hot spots
+DEFAULT_KDE_CELL_FT = 250.0
+
+
+@dataclass
+class Density:
+    """A density raster in EPSG:2264: values are events per square mile, row 0 at the south edge."""
+
+    grid: Grid
+    values: np.ndarray
+    bandwidth_ft: float
+
+
+def kernel_density(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, bounds: tuple[float, float, float, float], *,
+                   bandwidth_ft: float = DEFAULT_BANDWIDTH_FT, cell_ft: float = DEFAULT_KDE_CELL_FT) -> Density:
+    """Quartic-kernel density of weighted points on a `cell_ft` grid, in events per square mile.
+
+    Points are binned to the grid, then convolved with the kernel sampled on the same grid (FFT),
+    so the cost depends on the grid, not on the number of points.
+    """
+    from scipy.signal import fftconvolve
+
+    grid = Grid.covering(bounds, cell_ft)
+    counts = np.zeros((grid.nrows, grid.ncols))
+    c, r = grid.cell_of(np.asarray(x), np.asarray(y))
+    ok = (c >= 0) & (c < grid.ncols) & (r >= 0) & (r < grid.nrows)
+    weights = np.ones(len(c)) if w is None else np.asarray(w, dtype=float)
+    np.add.at(counts, (r[ok], c[ok]), weights[ok])
+    k = int(np.ceil(bandwidth_ft / cell_ft))
+    offsets = np.arange(-k, k + 1) * cell_ft
+    dx, dy = np.meshgrid(offsets, offsets)
+    u2 = (dx ** 2 + dy ** 2) / bandwidth_ft ** 2
+    kernel = np.where(u2 < 1, (1 - u2) ** 2, 0.0)
+    kernel /= kernel.sum() * cell_ft ** 2          # integrates to 1 over the plane (per square foot)
+    density = fftconvolve(counts, kernel, mode="same")
+    density = np.clip(density, 0, None) * 5280.0 ** 2  # per square mile
+    return Density(grid, density, bandwidth_ft)
+
+
+def violent_density(engine: Engine, period: Period, *, measure: str = "labelled",
+                    bandwidth_ft: float = DEFAULT_BANDWIDTH_FT, cell_ft: float = DEFAULT_KDE_CELL_FT) -> Density:
+    """Kernel density of violent calls (labelled, or weighted by probability) over the county."""
+    import shapely
+
+    x, y, w = _points_2264(engine, period, measure)
+    return kernel_density(x, y, w, shapely.bounds(_county_2264(engine)), bandwidth_ft=bandwidth_ft, cell_ft=cell_ft)

@@ -184,3 +184,18 @@ hotspot_npa_results = Table(
     Column("gi_p_sim", Float),
     Column("hotspot_class", Text, nullable=False),
 )
+
+hotspot_cell_results = Table(
+    "hotspot_cell_results", metadata,
+    Column("run_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("col", Integer, primary_key=True, autoincrement=False),
+    Column("row", Integer, primary_key=True, autoincrement=False),
+    Column("cell_ft", Float, nullable=False),
+    Column("value", Float, nullable=False),
+    Column("gi_z", Float, nullable=False),
+    Column("gi_p", Float, nullable=False),
+    Column("gi_q", Float, nullable=False),
+    Column("gi_p_sim", Float),
+    Column("hotspot_class", Text, nullable=False),
+    Column("geom", Geometry("POLYGON", srid=4326, spatial_index=False), nullable=False),
+)

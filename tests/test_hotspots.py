@@ -104,3 +104,70 @@ def test_offense_hotspots_on_real_counts_and_saved_runs(engine):
             "SELECT count(*), count(*) FILTER (WHERE hotspot_class LIKE 'Hot%'), max(r.kind)"
             " FROM hotspot_npa_results h JOIN analysis_runs r USING (run_id) WHERE run_id = :r"), {"r": run_id}).one()
     assert (n, n_hot, kind) == (462, len(hot), "offense_hotspots")
+
+
+def test_grid_gi_star_finds_a_planted_point_cluster():
+    from shapely.geometry import box as sbox
+
+    from geo.hotspots import grid_gi_star
+
+    rng = np.random.default_rng(2)
+    area = sbox(0, 0, 40_000, 40_000)  # 40,000 ft square, 1,000 ft cells
+    x = rng.uniform(0, 40_000, 3_000)
+    y = rng.uniform(0, 40_000, 3_000)
+    cx = rng.normal(20_500, 900, 400)
+    cy = rng.normal(20_500, 900, 400)
+    result = grid_gi_star(np.r_[x, cx], np.r_[y, cy], np.ones(3_400), area, 1000, permutations=99)
+    assert len(result) == 1600 and result["value"].sum() == 3_400
+    centre = result[(result["col"] == 20) & (result["row"] == 20)].iloc[0]
+    assert centre["hotspot_class"] == "Hot spot, 99% confidence"
+    hot = result[result["hotspot_class"].str.startswith("Hot")]
+    assert ((hot["col"] - 20).abs().max() <= 4) and ((hot["row"] - 20).abs().max() <= 4)
+    # The same number of points spread evenly: no hot cells.
+    flat = grid_gi_star(rng.uniform(0, 40_000, 3_400), rng.uniform(0, 40_000, 3_400), np.ones(3_400), area, 1000,
+                        permutations=99)
+    assert (flat["hotspot_class"] != "Not significant").sum() <= 3
+
+
+def test_kernel_density_mass_and_peak():
+    from geo.hotspots import kernel_density
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(25_000, 500, 2_000)
+    y = rng.normal(25_000, 500, 2_000)
+    d = kernel_density(x, y, None, (0, 0, 50_000, 50_000), bandwidth_ft=1500, cell_ft=250)
+    # Density in events per square mile integrates back to the number of events.
+    cell_sq_mi = (250 / 5280) ** 2
+    assert d.values.sum() * cell_sq_mi == pytest.approx(2_000, rel=1e-3)
+    peak_row, peak_col = np.unravel_index(np.argmax(d.values), d.values.shape)
+    assert abs(d.grid.x0 + (peak_col + 0.5) * 250 - 25_000) <= 500
+    assert abs(d.grid.y0 + (peak_row + 0.5) * 250 - 25_000) <= 500
+    # Weights scale the surface.
+    half = kernel_density(x, y, np.full(2_000, 0.5), (0, 0, 50_000, 50_000), bandwidth_ft=1500, cell_ft=250)
+    assert half.values.sum() == pytest.approx(d.values.sum() / 2)
+
+
+def test_grid_hotspots_over_the_county_are_saved_with_geometry(engine):
+    import sqlalchemy as sa
+
+    from geo.hotspots import grid_hotspots, save_cell_results
+    from tests.test_metrics import add_calls
+
+    # 40 violent calls at one corner of uptown (add_calls puts every call at -80.84, 35.22).
+    add_calls(engine, [(datetime_(2021, 5, 1 + i % 20, 22), "01", "violent_crime", True, 0.9) for i in range(40)])
+    result = grid_hotspots(engine, Period(date(2021, 5, 1), date(2021, 6, 1)), cell_ft=5000, permutations=99)
+    assert result.crs.to_epsg() == 4326 and result["value"].sum() == 40
+    hot = result[result["hotspot_class"].str.startswith("Hot")]
+    assert len(hot) >= 1 and hot.geometry.union_all().contains(__import__("shapely").Point(-80.84, 35.22))
+    run_id = save_cell_results(engine, "calls_grid_hotspots", {"cell_ft": 5000}, result, 5000)
+    with engine.connect() as conn:
+        n, valid, cells_ft = conn.execute(sa.text(
+            "SELECT count(*), bool_and(ST_IsValid(geom)), max(cell_ft) FROM hotspot_cell_results WHERE run_id = :r"),
+            {"r": run_id}).one()
+    assert (n, valid, cells_ft) == (len(result), True, 5000)
+
+
+def datetime_(*args):
+    from datetime import datetime
+
+    return datetime(*args)
