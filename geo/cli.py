@@ -527,6 +527,22 @@ def allocate_cmd(officers: int, start: str | None, end: str | None, config_path:
         click.echo(f"{code}: {text}")
 
 
+@main.command("emerging")
+@_from
+@_to
+@click.option("--measure", type=click.Choice(["labelled", "expected"]), default="labelled", show_default=True)
+def emerging_cmd(start: str | None, end: str | None, measure: str) -> None:
+    """Emerging hot spots per NPA: monthly Gi* plus a Mann-Kendall trend (new, intensifying, persistent, ...)."""
+    from geo.hotspots import EMERGING_CLASSES, npa_emerging
+
+    result = npa_emerging(_engine(), _period(start, end), measure=measure)
+    counts = result["emerging_class"].value_counts()
+    for name, meaning in EMERGING_CLASSES.items():
+        ids = result.loc[result["emerging_class"] == name, "npa_id"].astype(int).tolist()
+        listed = (": NPAs " + ", ".join(map(str, ids[:12])) + (" ..." if len(ids) > 12 else "")) if ids and name != "no pattern" else ""
+        click.echo(f"{name:13} {counts.get(name, 0):>4}  ({meaning}){listed}")
+
+
 @main.command("hotspots")
 @click.option("--source", type=click.Choice(["calls", "offenses"]), default="calls", show_default=True,
               help="Model-labelled calls, or CMPD's published violent offense counts per NPA (real data).")

@@ -79,7 +79,8 @@ def gi_star(areas: gpd.GeoDataFrame | gpd.GeoSeries, values: np.ndarray, *, perm
     z = np.nan_to_num(np.asarray(g.Zs, dtype=float))
     p = 2 * norm.sf(np.abs(z))
     q = benjamini_hochberg(p) if fdr else p
-    return GiStar(z=z, p=p, q=q, p_sim=np.asarray(g.p_sim, dtype=float), classes=classify(z, q))
+    p_sim = np.asarray(g.p_sim, dtype=float) if permutations else np.full(len(z), np.nan)
+    return GiStar(z=z, p=p, q=q, p_sim=p_sim, classes=classify(z, q))
 
 
 def _with_gi(npas: gpd.GeoDataFrame, values: pd.DataFrame, permutations: int, seed: int) -> gpd.GeoDataFrame:
@@ -328,3 +329,85 @@ def violent_density(engine: Engine, period: Period, *, measure: str = "labelled"
 
     x, y, w = _points_2264(engine, period, measure)
     return kernel_density(x, y, w, shapely.bounds(_county_2264(engine)), bandwidth_ft=bandwidth_ft, cell_ft=cell_ft)
+
+
+# --- emerging hot spots -----------------------------------------------------------------------
+def mann_kendall(series: np.ndarray) -> tuple[float, float]:
+    """Mann-Kendall trend test: (z, two-sided p). Ties corrected; no trend gives z near 0."""
+    x = np.asarray(series, dtype=float)
+    n = len(x)
+    if n < 3:
+        return 0.0, 1.0
+    diffs = np.sign(x[None, :] - x[:, None])
+    s = float(np.triu(diffs, k=1).sum())
+    _, counts = np.unique(x, return_counts=True)
+    var = (n * (n - 1) * (2 * n + 5) - np.sum(counts * (counts - 1) * (2 * counts + 5))) / 18.0
+    if var <= 0:
+        return 0.0, 1.0
+    z = (s - np.sign(s)) / np.sqrt(var)  # continuity correction
+    return float(z), float(2 * norm.sf(abs(z)))
+
+
+EMERGING_CLASSES = {
+    "new": "hot in the latest period and in no earlier one",
+    "intensifying": "hot in at least 90% of periods including the latest, counts rising significantly (Mann-Kendall)",
+    "persistent": "hot in at least 90% of periods including the latest, no significant trend",
+    "diminishing": "hot in at least 90% of periods including the latest, counts falling significantly",
+    "sporadic": "hot in the latest period and some earlier ones, but in less than 90% of them",
+    "historical": "not hot in the latest period, but hot in at least 90% of the earlier ones",
+    "no pattern": "none of the above",
+}
+
+
+def emerging_class(hot: np.ndarray, trend_z: float, trend_p: float, alpha: float = 0.05) -> str:
+    """Classify one area from its per-period hot flags (oldest first) and the trend of its counts."""
+    hot = np.asarray(hot, dtype=bool)
+    latest, earlier = hot[-1], hot[:-1]
+    share = hot.mean()
+    if latest and not earlier.any():
+        return "new"
+    if latest and share >= 0.9:
+        if trend_p < alpha:
+            return "intensifying" if trend_z > 0 else "diminishing"
+        return "persistent"
+    if latest and earlier.any():
+        return "sporadic"
+    if not latest and len(earlier) and earlier.mean() >= 0.9:
+        return "historical"
+    return "no pattern"
+
+
+def emerging_hotspots(areas: gpd.GeoDataFrame, counts: np.ndarray, *, alpha: float = 0.05) -> pd.DataFrame:
+    """Emerging hot-spot classes from a (periods x areas) count matrix, oldest period first.
+
+    Each period gets its own Gi* (FDR-corrected); an area is hot in a period when it is a hot spot
+    at 95% or more. The trend is Mann-Kendall over the area's counts.
+    """
+    counts = np.asarray(counts, dtype=float)
+    hot = np.zeros(counts.shape, dtype=bool)
+    for t in range(counts.shape[0]):
+        result = gi_star(areas, counts[t], permutations=0)
+        hot[t] = (result.z > 0) & (result.q < 0.05)
+    rows = []
+    for i in range(counts.shape[1]):
+        z, p = mann_kendall(counts[:, i])
+        rows.append({"trend_z": z, "trend_p": p, "hot_periods": int(hot[:, i].sum()),
+                     "emerging_class": emerging_class(hot[:, i], z, p, alpha)})
+    return pd.DataFrame(rows)
+
+
+def npa_emerging(engine: Engine, period: Period, *, measure: str = "labelled") -> gpd.GeoDataFrame:
+    """Emerging hot-spot classes of violent calls per NPA, with calendar months as the time steps."""
+    value = "count(*) FILTER (WHERE label)" if measure == "labelled" else "coalesce(sum(p_violent), 0)"
+    npas = read_neighborhoods(engine)
+    with engine.connect() as conn:
+        rows = pd.read_sql(sa.text(
+            f"SELECT npa_id, to_char(received_at AT TIME ZONE :tz, 'YYYY-MM') AS month, {value} AS value FROM calls"
+            " WHERE npa_id IS NOT NULL AND received_at >= (CAST(:s AS timestamp) AT TIME ZONE :tz)"
+            " AND received_at < (CAST(:e AS timestamp) AT TIME ZONE :tz) GROUP BY 1, 2"),
+            conn, params={"s": period.start, "e": period.end, "tz": _tz()})
+    months = pd.period_range(period.start, period.end - pd.Timedelta(days=1), freq="M").strftime("%Y-%m")
+    matrix = rows.pivot_table(index="month", columns="npa_id", values="value", aggfunc="sum", fill_value=0)
+    matrix = matrix.reindex(index=months, columns=npas["npa_id"], fill_value=0)
+    classes = emerging_hotspots(npas, matrix.to_numpy(dtype=float))
+    return gpd.GeoDataFrame(pd.concat([npas.reset_index(drop=True), classes], axis=1), geometry="geom", crs=npas.crs)

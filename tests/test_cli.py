@@ -89,3 +89,12 @@ def test_hotspots_command_on_published_offenses(run, tmp_path):
 
     written = gpd.read_file(out)
     assert len(written) == 462 and written.crs.to_epsg() == 4326 and "hotspot_class" in written.columns
+
+
+def test_emerging_command_lists_every_class(run):
+    result = run("emerging", "--from", "2021-01-01", "--to", "2021-06-30")
+    assert result.exit_code == 0, result.output
+    for name in ("new", "intensifying", "persistent", "diminishing", "sporadic", "historical", "no pattern"):
+        assert any(line.startswith(name) for line in result.output.splitlines()), name
+    # No calls in the test database: every NPA has no pattern.
+    assert "no pattern     462" in result.output

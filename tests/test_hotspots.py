@@ -171,3 +171,51 @@ def datetime_(*args):
     from datetime import datetime
 
     return datetime(*args)
+
+
+def test_mann_kendall_on_planted_trends():
+    from geo.hotspots import mann_kendall
+
+    rising = np.array([1, 2, 2, 4, 5, 7, 8, 9, 11, 12, 14, 15], dtype=float)
+    z, p = mann_kendall(rising)
+    assert z > 3 and p < 0.01
+    z, p = mann_kendall(rising[::-1])
+    assert z < -3 and p < 0.01
+    z, p = mann_kendall(np.array([5, 6, 5, 4, 6, 5, 5, 6, 4, 5, 6, 5], dtype=float))
+    assert p > 0.3
+    assert mann_kendall(np.full(12, 3.0)) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("hot,z,p,expected", [
+    ([0] * 11 + [1], 0.0, 1.0, "new"),
+    ([1] * 12, 3.0, 0.001, "intensifying"),
+    ([1] * 12, 0.5, 0.6, "persistent"),
+    ([1] * 12, -3.0, 0.001, "diminishing"),
+    ([1, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 1], 0.0, 1.0, "sporadic"),
+    ([1] * 11 + [0], 0.0, 1.0, "historical"),
+    ([0] * 12, 0.0, 1.0, "no pattern"),
+])
+def test_emerging_classes(hot, z, p, expected):
+    from geo.hotspots import emerging_class
+
+    assert emerging_class(np.array(hot, dtype=bool), z, p) == expected
+
+
+def test_emerging_hotspots_on_a_planted_growing_cluster(grid):
+    from geo.hotspots import emerging_hotspots
+
+    rng = np.random.default_rng(8)
+    months = 12
+    counts = rng.poisson(2.0, (months, 400)).astype(float)
+    block = [y * 20 + x for y in range(7, 12) for x in range(7, 12)]
+    growing = [y * 20 + x for y in range(2, 6) for x in range(2, 6)]
+    for t in range(months):
+        counts[t, block] = rng.poisson(7.0, len(block))                 # always hot, flat
+        counts[t, growing] = rng.poisson(2.0 + 1.0 * t, len(growing))   # heats up over the year
+    result = emerging_hotspots(grid, counts)
+    centre = 9 * 20 + 9
+    assert result.loc[centre, "emerging_class"] == "persistent"
+    assert result.loc[3 * 20 + 3, "emerging_class"] in ("intensifying", "new", "sporadic")
+    assert result.loc[3 * 20 + 3, "trend_z"] > 2 and result.loc[3 * 20 + 3, "trend_p"] < 0.05
+    far = 18 * 20 + 18
+    assert result.loc[far, "emerging_class"] == "no pattern"
