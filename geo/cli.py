@@ -603,6 +603,43 @@ def hotspots_cmd(source: str, start: str | None, end: str | None, measure: str, 
         click.echo(f"wrote {out}")
 
 
+@stats.command("indicators")
+@_from
+@_to
+def stats_indicators_cmd(start: str | None, end: str | None) -> None:
+    """Call categories that go with more violent incidents the next month, across NPAs (association, not cause)."""
+    from geo.metrics import leading_indicators
+
+    table = leading_indicators(_engine(), _period(start, end))
+    if table.empty:
+        click.echo("not enough calls in that period")
+        return
+    click.echo(f"{'category':26}{'rho':>8}{'p':>10}{'q (FDR)':>10}{'NPA-months':>12}{'calls':>10}")
+    for r in table.itertuples():
+        flag = "  <- associated" if r.q_value < 0.05 and r.rho > 0 else ""
+        click.echo(f"{r.category:26}{r.rho:>8.3f}{r.p_value:>10.4f}{r.q_value:>10.4f}{r.n_pairs:>12,}{r.calls:>10,}{flag}")
+    click.echo("\nRank correlation of each NPA's monthly calls (relative to its own average) with its violent incidents"
+               " the following month. An association says where to look; it does not show that the calls cause"
+               " anything, nor that fewer of them would mean less violence.")
+
+
+@stats.command("outreach")
+@_from
+@_to
+@click.option("--by", type=click.Choice(["division", "npa"]), default="npa", show_default=True)
+def stats_outreach_cmd(start: str | None, end: str | None, by: str) -> None:
+    """Areas where mental health, welfare, domestic or disorder calls dominate: candidates for non-police responses."""
+    from geo.metrics import outreach_flags
+
+    table = outreach_flags(_engine(), _period(start, end), by)
+    if table.empty:
+        click.echo("no area stands out")
+        return
+    click.echo(f"{by:10}{'category':24}{'calls':>8}{'of all':>9}{'share':>8}{'city':>8}{'x city':>8}")
+    for r in table.itertuples():
+        click.echo(f"{str(r.area):10}{r.category:24}{r.calls:>8,}{r.total:>9,}{r.share:>8.1%}{r.city_share:>8.1%}{r.ratio_to_city:>8.2f}")
+
+
 @stats.command("offenses")
 @click.option("--area", default="CMPD", show_default=True, help="CMPD, an NPA number, or a CMPD hotspot area name.")
 @click.option("--years", help="Year range, e.g. 2019-2021 or 2020.")

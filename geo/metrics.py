@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -274,3 +275,84 @@ def clearance_rates(engine: Engine, period: Period, by: str = "division") -> pd.
         rows = pd.read_sql(sa.text(sql), conn, params={"start": period.start, "end": period.end, "tz": _tz()})
     rows["clearance_rate"] = (rows["cleared"] / rows["incidents"]).round(4)
     return rows
+
+
+# --- leading indicators and outreach ---------------------------------------------------------
+def leading_indicators(engine: Engine, period: Period, *, min_calls: int = 200) -> pd.DataFrame:
+    """Which call categories in one month go with more violent incidents in the next month, across NPAs.
+
+    For every NPA and month, the count of calls in each category is paired with the NPA's violent
+    incidents (FBI violent NIBRS codes) in the following month. Both are taken relative to the
+    NPA's own monthly average, so a big NPA having more of everything does not count as a signal.
+    Spearman's rank correlation per category, with Benjamini-Hochberg q-values across categories.
+    This is association, not cause: it says where to look, not what would happen if calls changed.
+    """
+    from scipy.stats import spearmanr
+
+    from geo.taxonomy import load_taxonomy
+
+    params = {"s": period.start, "e": period.end, "tz": _tz(), "violent": sorted(load_taxonomy().violent_codes)}
+    month = "date_trunc('month', {} AT TIME ZONE :tz)::date"
+    with engine.connect() as conn:
+        calls = pd.read_sql(sa.text(
+            f"SELECT npa_id, {month.format('received_at')} AS month, coalesce(category, 'unknown') AS category,"
+            " count(*) AS n FROM calls WHERE npa_id IS NOT NULL"
+            " AND received_at >= (CAST(:s AS timestamp) AT TIME ZONE :tz)"
+            " AND received_at < (CAST(:e AS timestamp) AT TIME ZONE :tz) GROUP BY 1, 2, 3"), conn, params=params)
+        violent = pd.read_sql(sa.text(
+            f"SELECT npa_id, {month.format('date_reported')} AS month, count(*) AS violent FROM incidents"
+            " WHERE npa_id IS NOT NULL AND highest_nibrs_code = ANY(:violent)"
+            " AND date_reported >= (CAST(:s AS timestamp) AT TIME ZONE :tz)"
+            " AND date_reported < (CAST(:e AS timestamp) AT TIME ZONE :tz) + interval '1 month' GROUP BY 1, 2"),
+            conn, params=params)
+    if calls.empty:
+        return pd.DataFrame(columns=["category", "rho", "p_value", "q_value", "n_pairs", "calls"])
+    wide = calls.pivot_table(index=["npa_id", "month"], columns="category", values="n", aggfunc="sum", fill_value=0)
+    npas = wide.index.get_level_values("npa_id").unique()
+    months = sorted(calls["month"].unique())
+    full = pd.MultiIndex.from_product([npas, months], names=["npa_id", "month"])
+    wide = wide.reindex(full, fill_value=0)
+    nxt = violent.set_index(["npa_id", "month"])["violent"]
+    next_month = {m: (pd.Timestamp(m) + pd.offsets.MonthBegin(1)).date() for m in months}
+    target = np.array([nxt.get((n, next_month[m]), 0) for n, m in wide.index], dtype=float)
+    # Within-NPA deviations: subtract each NPA's mean over the months.
+    groups = wide.index.get_level_values("npa_id")
+    target_dev = target - pd.Series(target).groupby(np.asarray(groups)).transform("mean").to_numpy()
+    out = []
+    for category in wide.columns:
+        x = wide[category].to_numpy(dtype=float)
+        if x.sum() < min_calls:
+            continue
+        x_dev = x - pd.Series(x).groupby(np.asarray(groups)).transform("mean").to_numpy()
+        rho, p = spearmanr(x_dev, target_dev)
+        out.append({"category": category, "rho": float(rho), "p_value": float(p), "n_pairs": len(x), "calls": int(x.sum())})
+    result = pd.DataFrame(out)
+    if result.empty:
+        return result
+    from geo.hotspots import benjamini_hochberg
+
+    result["q_value"] = benjamini_hochberg(result["p_value"].to_numpy())
+    return result.sort_values("rho", ascending=False).reset_index(drop=True)
+
+
+# Categories that are candidates for a non-police (or co-responder) response.
+OUTREACH_CATEGORIES = ("mental_health_welfare", "domestic_violence", "disorder")
+
+
+def outreach_flags(engine: Engine, period: Period, by: str = "npa", *, ratio: float = 1.25,
+                   min_calls: int = 50) -> pd.DataFrame:
+    """Areas where mental health, welfare, domestic or disorder calls dominate the workload.
+
+    An area is flagged for a category when that category's share of the area's calls is at least
+    `ratio` times the city's share and the area has at least `min_calls` such calls.
+    """
+    rows = call_counts(engine, period, by)
+    if rows.empty:
+        return rows
+    city = rows.groupby("category")["calls"].sum() / rows["calls"].sum()
+    rows = rows[rows["category"].isin(OUTREACH_CATEGORIES)].copy()
+    rows["city_share"] = rows["category"].map(city)
+    rows["ratio_to_city"] = (rows["share"] / rows["city_share"]).round(2)
+    flagged = rows[(rows["ratio_to_city"] >= ratio) & (rows["calls"] >= min_calls)]
+    return flagged[["area", "category", "calls", "total", "share", "city_share", "ratio_to_city"]] \
+        .sort_values(["ratio_to_city", "calls"], ascending=False).reset_index(drop=True)

@@ -154,3 +154,49 @@ def test_clearance_rates(engine):
     rows = clearance_rates(engine, Period(date(2021, 5, 1), date(2021, 6, 1)))
     got = {(r.area, r.category): (r.incidents, r.cleared, r.clearance_rate) for r in rows.itertuples()}
     assert got == {("01", "property"): (1, 1, 1.0), ("01", "violent_crime"): (3, 1, 0.3333)}
+
+
+def test_leading_indicator_finds_a_planted_relation(engine):
+    """Disorder calls in one month are followed by violent incidents the next; traffic calls are not."""
+    from geo.metrics import leading_indicators
+
+    rng = __import__("numpy").random.default_rng(4)
+    calls, incidents = [], []
+    for npa in (2, 3, 9, 10, 11, 12):
+        for month in range(1, 11):
+            disorder = int(rng.integers(0, 8))
+            traffic = int(rng.integers(0, 8))
+            calls += [(datetime(2021, month, 5, 12), npa, "disorder")] * disorder
+            calls += [(datetime(2021, month, 6, 12), npa, "traffic")] * traffic
+            incidents += [(datetime(2021, month + 1, 10, 12), npa)] * disorder
+    with engine.begin() as conn:
+        for i, (when, npa, category) in enumerate(calls):
+            conn.execute(sa.text(
+                "INSERT INTO calls (call_id, received_at, call_type, geom, npa_id, category, row_hash, batch_id)"
+                " VALUES (:id, CAST(:t AS timestamp) AT TIME ZONE 'America/New_York', 'X',"
+                " ST_SetSRID(ST_Point(-80.84, 35.22), 4326), :n, :c, 0, 0)"), {"id": f"L{i}", "t": when, "n": npa, "c": category})
+        for i, (when, npa) in enumerate(incidents):
+            conn.execute(sa.text(
+                "INSERT INTO incidents (incident_report_id, date_reported, highest_nibrs_code, npa_id, geom, row_hash,"
+                " batch_id) VALUES (:id, CAST(:t AS timestamp) AT TIME ZONE 'America/New_York', '13A', :n,"
+                " ST_SetSRID(ST_Point(-80.84, 35.22), 4326), 0, 0)"), {"id": f"V{i}", "t": when, "n": npa})
+    result = leading_indicators(engine, Period(date(2021, 1, 1), date(2021, 11, 1)), min_calls=10).set_index("category")
+    assert result.loc["disorder", "rho"] > 0.9 and result.loc["disorder", "q_value"] < 0.001
+    assert abs(result.loc["traffic", "rho"]) < 0.3 and result.loc["traffic", "q_value"] > 0.05
+    assert result.loc["disorder", "n_pairs"] == 60
+
+
+def test_outreach_flags(engine):
+    from geo.metrics import outreach_flags
+
+    rows = [(datetime(2021, 5, 3, 10), "01", "mental_health_welfare", False, 0.0)] * 60
+    rows += [(datetime(2021, 5, 3, 10), "01", "traffic", False, 0.0)] * 40
+    rows += [(datetime(2021, 5, 3, 10), "02", "traffic", False, 0.0)] * 300
+    rows += [(datetime(2021, 5, 3, 10), "02", "mental_health_welfare", False, 0.0)] * 20
+    add_calls(engine, rows)
+    flags = outreach_flags(engine, Period(date(2021, 5, 1), date(2021, 6, 1)), by="division")
+    assert list(flags["area"]) == ["01"]
+    one = flags.iloc[0]
+    assert one["category"] == "mental_health_welfare" and one["calls"] == 60
+    assert one["share"] == pytest.approx(0.6) and one["city_share"] == pytest.approx(80 / 420)
+    assert one["ratio_to_city"] == pytest.approx(round(0.6 / (80 / 420), 2))
