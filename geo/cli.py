@@ -543,6 +543,22 @@ def emerging_cmd(start: str | None, end: str | None, measure: str) -> None:
         click.echo(f"{name:13} {counts.get(name, 0):>4}  ({meaning}){listed}")
 
 
+@main.command("stability")
+@_from
+@_to
+def stability_cmd(start: str | None, end: str | None) -> None:
+    """NPAs that stay violent-call hot spots across classifier probability thresholds 0.1-0.6."""
+    from geo.hotspots import threshold_stability
+
+    result = threshold_stability(_engine(), _period(start, end))
+    stable = result[result["stability"] == 1.0]
+    some = result[(result["stability"] > 0) & (result["stability"] < 1.0)]
+    click.echo(f"hot at every threshold ({len(stable)} NPAs): " + ", ".join(str(int(n)) for n in stable["npa_id"]))
+    click.echo(f"hot at some thresholds only ({len(some)} NPAs):")
+    for r in some.sort_values("stability", ascending=False).itertuples():
+        click.echo(f"  NPA {int(r.npa_id)}: hot at p >= {r.hot_at}")
+
+
 @main.command("hotspots")
 @click.option("--source", type=click.Choice(["calls", "offenses"]), default="calls", show_default=True,
               help="Model-labelled calls, or CMPD's published violent offense counts per NPA (real data).")

@@ -411,3 +411,30 @@ def npa_emerging(engine: Engine, period: Period, *, measure: str = "labelled") -
     matrix = matrix.reindex(index=months, columns=npas["npa_id"], fill_value=0)
     classes = emerging_hotspots(npas, matrix.to_numpy(dtype=float))
     return gpd.GeoDataFrame(pd.concat([npas.reset_index(drop=True), classes], axis=1), geometry="geom", crs=npas.crs)
+
+
+def threshold_stability(engine: Engine, period: Period, thresholds: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6),
+                        ) -> gpd.GeoDataFrame:
+    """Which NPAs stay hot spots whatever probability cut turns the classifier's output into labels.
+
+    For each threshold, calls with p_violent >= threshold count as violent and Gi* runs on the
+    NPAs; `stability` is the share of thresholds at which the NPA is a hot spot (95% or more,
+    FDR-corrected). NPAs hot at every threshold do not depend on where the line is drawn.
+    """
+    npas = read_neighborhoods(engine)
+    cases = ", ".join(f"count(*) FILTER (WHERE p_violent >= {float(t)!r}) AS t{i}" for i, t in enumerate(thresholds))
+    with engine.connect() as conn:
+        counts = pd.read_sql(sa.text(
+            f"SELECT npa_id, {cases} FROM calls WHERE npa_id IS NOT NULL AND p_violent IS NOT NULL"
+            " AND received_at >= (CAST(:s AS timestamp) AT TIME ZONE :tz)"
+            " AND received_at < (CAST(:e AS timestamp) AT TIME ZONE :tz) GROUP BY 1"),
+            conn, params={"s": period.start, "e": period.end, "tz": _tz()})
+    merged = npas[["npa_id"]].merge(counts, on="npa_id", how="left").fillna(0)
+    hot = np.zeros((len(thresholds), len(npas)), dtype=bool)
+    for i in range(len(thresholds)):
+        result = gi_star(npas, merged[f"t{i}"].to_numpy(dtype=float), permutations=0)
+        hot[i] = (result.z > 0) & (result.q < 0.05)
+    out = npas.copy()
+    out["hot_at"] = [",".join(f"{t:g}" for t, h in zip(thresholds, hot[:, j]) if h) for j in range(len(npas))]
+    out["stability"] = hot.mean(axis=0)
+    return out

@@ -219,3 +219,27 @@ def test_emerging_hotspots_on_a_planted_growing_cluster(grid):
     assert result.loc[3 * 20 + 3, "trend_z"] > 2 and result.loc[3 * 20 + 3, "trend_p"] < 0.05
     far = 18 * 20 + 18
     assert result.loc[far, "emerging_class"] == "no pattern"
+
+
+def test_threshold_stability(engine):
+    import sqlalchemy as sa
+
+    from geo.hotspots import threshold_stability
+    from tests.test_metrics import add_calls
+
+    # Many high-probability calls in NPA 3's area (the default call point lies in it), spread elsewhere low ones.
+    add_calls(engine, [(datetime_(2021, 5, 2, 22), "01", "violent_crime", True, 0.95)] * 120)
+    with engine.begin() as conn:
+        point_npa = conn.execute(sa.text(
+            "SELECT npa_id FROM neighborhoods WHERE ST_Contains(geom, ST_SetSRID(ST_Point(-80.84, 35.22), 4326))")).scalar()
+        conn.execute(sa.text("UPDATE calls SET npa_id = :n"), {"n": point_npa})
+        others = [r[0] for r in conn.execute(sa.text("SELECT npa_id FROM neighborhoods ORDER BY npa_id"))]
+        for i, npa in enumerate(others):
+            conn.execute(sa.text(
+                "INSERT INTO calls (call_id, received_at, call_type, geom, npa_id, p_violent, row_hash, batch_id)"
+                " VALUES (:id, '2021-05-03 12:00-04', 'X', ST_SetSRID(ST_Point(-80.84, 35.22), 4326), :n, 0.15, 0, 0)"),
+                {"id": f"S{i}", "n": npa})
+    result = threshold_stability(engine, Period(date(2021, 5, 1), date(2021, 6, 1)))
+    row = result.set_index("npa_id").loc[point_npa]
+    assert row["stability"] == 1.0 and row["hot_at"] == "0.1,0.2,0.3,0.4,0.5,0.6"
+    assert (result["stability"] > 0).sum() <= 10  # only the cluster and its neighbours
