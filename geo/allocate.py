@@ -17,7 +17,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from geo.metrics import Period, _tz
+from geo.metrics import Period, period_filter
 
 ALLOCATION_TOML = Path(__file__).with_name("allocation.toml")
 
@@ -66,14 +66,13 @@ def largest_remainder(weights: np.ndarray, seats: int) -> np.ndarray:
 
 def workload(engine: Engine, period: Period, config: AllocationConfig) -> pd.DataFrame:
     """Officer-minutes of work per division, shift and category over the period."""
+    where, params = period_filter(period)
     with engine.connect() as conn:
         rows = pd.read_sql(sa.text(
             "SELECT division_id, coalesce(category, 'unknown') AS category,"
             " extract(hour FROM received_at AT TIME ZONE :tz)::int AS hour,"
             " count(*) AS calls, count(*) FILTER (WHERE label) AS violent FROM calls"
-            " WHERE division_id IS NOT NULL AND received_at >= (CAST(:s AS timestamp) AT TIME ZONE :tz)"
-            " AND received_at < (CAST(:e AS timestamp) AT TIME ZONE :tz) GROUP BY 1, 2, 3"),
-            conn, params={"s": period.start, "e": period.end, "tz": _tz()})
+            f" WHERE division_id IS NOT NULL AND {where} GROUP BY 1, 2, 3"), conn, params=params)
     shift_of = {h: name for name, (a, b) in config.shifts.items() for h in _hours(a, b)}
     rows["shift"] = rows["hour"].map(shift_of)
     minutes = rows["category"].map(config.minutes).fillna(config.minutes.get("unknown", 30.0))

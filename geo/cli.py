@@ -559,6 +559,11 @@ def stability_cmd(start: str | None, end: str | None) -> None:
         click.echo(f"  NPA {int(r.npa_id)}: hot at p >= {r.hot_at}")
 
 
+def _current_model(engine) -> str | None:
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT model_version FROM model_runs WHERE is_current")).scalar()
+
+
 @main.command("hotspots")
 @click.option("--source", type=click.Choice(["calls", "offenses"]), default="calls", show_default=True,
               help="Model-labelled calls, or CMPD's published violent offense counts per NPA (real data).")
@@ -584,14 +589,12 @@ def hotspots_cmd(source: str, start: str | None, end: str | None, measure: str, 
         result = grid_hotspots(engine, period, cell_ft=grid_ft, measure=measure, permutations=permutations)
         params = {"period": [str(period.start), str(period.end)], "measure": measure, "cell_ft": grid_ft,
                   "permutations": permutations}
-        with engine.connect() as conn:
-            model_version = conn.execute(sa.text("SELECT model_version FROM model_runs WHERE is_current")).scalar()
+        model_version = _current_model(engine)
     elif source == "calls":
         period = _period(start, end)
         result = npa_hotspots(engine, period, measure=measure, permutations=permutations)
         params = {"period": [str(period.start), str(period.end)], "measure": measure, "permutations": permutations}
-        with engine.connect() as conn:
-            model_version = conn.execute(sa.text("SELECT model_version FROM model_runs WHERE is_current")).scalar()
+        model_version = _current_model(engine)
     else:
         try:
             parts = [int(p) for p in years.split("-")]

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from scipy.stats import norm
 from sqlalchemy.engine import Engine
 
-from geo.metrics import Period, _tz
+from geo.metrics import Period, period_filter
 from geo.spatial import read_neighborhoods
 
 CLASSES = [
@@ -120,17 +120,22 @@ def offense_hotspots(engine: Engine, years: tuple[int, int], categories: list[st
     return _with_gi(read_neighborhoods(engine), values, permutations, seed)
 
 
+def _start_run(conn, kind: str, params: dict, model_version: str | None) -> int:
+    """A new analysis_runs row (inside the caller's transaction); returns its run_id."""
+    import json
+
+    return conn.execute(sa.text(
+        "INSERT INTO analysis_runs (kind, params, model_version) VALUES (:k, CAST(:p AS jsonb), :m) RETURNING run_id"),
+        {"k": kind, "p": json.dumps(params, default=str), "m": model_version}).scalar_one()
+
+
 def save_npa_results(engine: Engine, kind: str, params: dict, result: gpd.GeoDataFrame,
                      model_version: str | None = None) -> int:
     """Store an NPA Gi* result under a new analysis run; returns its run_id."""
-    import json
-
     from geo.ingest.batch import copy_frame
 
     with engine.begin() as conn:
-        run_id = conn.execute(sa.text(
-            "INSERT INTO analysis_runs (kind, params, model_version) VALUES (:k, CAST(:p AS jsonb), :m) RETURNING run_id"),
-            {"k": kind, "p": json.dumps(params, default=str), "m": model_version}).scalar_one()
+        run_id = _start_run(conn, kind, params, model_version)
         rows = pd.DataFrame(result[["npa_id", "value", "gi_z", "gi_p", "gi_q", "gi_p_sim", "hotspot_class"]])
         rows.insert(0, "run_id", run_id)
         copy_frame(conn, "hotspot_npa_results", rows)
@@ -140,17 +145,13 @@ def save_npa_results(engine: Engine, kind: str, params: dict, result: gpd.GeoDat
 def save_cell_results(engine: Engine, kind: str, params: dict, result: gpd.GeoDataFrame, cell_ft: float,
                       model_version: str | None = None) -> int:
     """Store a grid Gi* result (cells in EPSG:4326) under a new analysis run; returns its run_id."""
-    import json
-
     import shapely
 
     from geo.ingest.batch import copy_frame
 
     cells = result.to_crs(4326)
     with engine.begin() as conn:
-        run_id = conn.execute(sa.text(
-            "INSERT INTO analysis_runs (kind, params, model_version) VALUES (:k, CAST(:p AS jsonb), :m) RETURNING run_id"),
-            {"k": kind, "p": json.dumps(params, default=str), "m": model_version}).scalar_one()
+        run_id = _start_run(conn, kind, params, model_version)
         rows = pd.DataFrame(cells[["col", "row", "value", "gi_z", "gi_p", "gi_q", "gi_p_sim", "hotspot_class"]])
         rows.insert(0, "run_id", run_id)
         rows.insert(3, "cell_ft", cell_ft)
@@ -170,12 +171,11 @@ def npa_hotspots(engine: Engine, period: Period, *, measure: str = "labelled", p
         raise ValueError(f"measure must be 'labelled' or 'expected', not {measure!r}")
     value = "count(*) FILTER (WHERE label)" if measure == "labelled" else "coalesce(sum(p_violent), 0)"
     npas = read_neighborhoods(engine)
+    where, params = period_filter(period)
     with engine.connect() as conn:
         counts = pd.read_sql(sa.text(
-            f"SELECT npa_id, {value} AS value FROM calls"
-            " WHERE received_at >= (CAST(:s AS timestamp) AT TIME ZONE :tz)"
-            " AND received_at < (CAST(:e AS timestamp) AT TIME ZONE :tz) AND npa_id IS NOT NULL GROUP BY 1"),
-            conn, params={"s": period.start, "e": period.end, "tz": _tz()})
+            f"SELECT npa_id, {value} AS value FROM calls WHERE {where} AND npa_id IS NOT NULL GROUP BY 1"),
+            conn, params=params)
     return _with_gi(npas, counts, permutations, seed)
 
 
@@ -219,13 +219,12 @@ def _points_2264(engine: Engine, period: Period, measure: str) -> tuple[np.ndarr
     """Projected coordinates (feet) and weights of violent calls in the period."""
     weight = "1.0" if measure == "labelled" else "p_violent"
     where = "label" if measure == "labelled" else "p_violent > 0"
+    in_period, params = period_filter(period)
     with engine.connect() as conn:
         rows = pd.read_sql(sa.text(
             f"SELECT ST_X(g) AS x, ST_Y(g) AS y, {weight} AS w FROM ("
-            f"  SELECT ST_Transform(geom, 2264) AS g, p_violent FROM calls WHERE {where}"
-            "   AND received_at >= (CAST(:s AS timestamp) AT TIME ZONE :tz)"
-            "   AND received_at < (CAST(:e AS timestamp) AT TIME ZONE :tz)) t"),
-            conn, params={"s": period.start, "e": period.end, "tz": _tz()})
+            f"  SELECT ST_Transform(geom, 2264) AS g, p_violent FROM calls WHERE {where} AND {in_period}) t"),
+            conn, params=params)
     return rows["x"].to_numpy(), rows["y"].to_numpy(), rows["w"].to_numpy(dtype=float)
 
 
@@ -400,12 +399,11 @@ def npa_emerging(engine: Engine, period: Period, *, measure: str = "labelled") -
     """Emerging hot-spot classes of violent calls per NPA, with calendar months as the time steps."""
     value = "count(*) FILTER (WHERE label)" if measure == "labelled" else "coalesce(sum(p_violent), 0)"
     npas = read_neighborhoods(engine)
+    where, params = period_filter(period)
     with engine.connect() as conn:
         rows = pd.read_sql(sa.text(
             f"SELECT npa_id, to_char(received_at AT TIME ZONE :tz, 'YYYY-MM') AS month, {value} AS value FROM calls"
-            " WHERE npa_id IS NOT NULL AND received_at >= (CAST(:s AS timestamp) AT TIME ZONE :tz)"
-            " AND received_at < (CAST(:e AS timestamp) AT TIME ZONE :tz) GROUP BY 1, 2"),
-            conn, params={"s": period.start, "e": period.end, "tz": _tz()})
+            f" WHERE npa_id IS NOT NULL AND {where} GROUP BY 1, 2"), conn, params=params)
     months = pd.period_range(period.start, period.end - pd.Timedelta(days=1), freq="M").strftime("%Y-%m")
     matrix = rows.pivot_table(index="month", columns="npa_id", values="value", aggfunc="sum", fill_value=0)
     matrix = matrix.reindex(index=months, columns=npas["npa_id"], fill_value=0)
@@ -423,12 +421,11 @@ def threshold_stability(engine: Engine, period: Period, thresholds: tuple[float,
     """
     npas = read_neighborhoods(engine)
     cases = ", ".join(f"count(*) FILTER (WHERE p_violent >= {float(t)!r}) AS t{i}" for i, t in enumerate(thresholds))
+    where, params = period_filter(period)
     with engine.connect() as conn:
         counts = pd.read_sql(sa.text(
-            f"SELECT npa_id, {cases} FROM calls WHERE npa_id IS NOT NULL AND p_violent IS NOT NULL"
-            " AND received_at >= (CAST(:s AS timestamp) AT TIME ZONE :tz)"
-            " AND received_at < (CAST(:e AS timestamp) AT TIME ZONE :tz) GROUP BY 1"),
-            conn, params={"s": period.start, "e": period.end, "tz": _tz()})
+            f"SELECT npa_id, {cases} FROM calls WHERE npa_id IS NOT NULL AND p_violent IS NOT NULL AND {where}"
+            " GROUP BY 1"), conn, params=params)
     merged = npas[["npa_id"]].merge(counts, on="npa_id", how="left").fillna(0)
     hot = np.zeros((len(thresholds), len(npas)), dtype=bool)
     for i in range(len(thresholds)):

@@ -99,7 +99,8 @@ def _area_expr(by: str) -> str:
     return "'CMPD'" if column is None else f"coalesce({column}::text, '(none)')"
 
 
-def _where(period: Period, category: str | None, division: str | None) -> tuple[str, dict]:
+def period_filter(period: Period, category: str | None = None, division: str | None = None) -> tuple[str, dict]:
+    """SQL condition on calls for a local-date period (and optional category/division), with its parameters."""
     clauses = ["received_at >= (CAST(:start AS timestamp) AT TIME ZONE :tz)",
                "received_at < (CAST(:end AS timestamp) AT TIME ZONE :tz)"]
     params = {"start": period.start, "end": period.end, "tz": _tz()}
@@ -124,7 +125,7 @@ def call_counts(engine: Engine, period: Period, by: str = "division", *, divisio
     Columns: area, category, calls, share (of the area's calls), plus per area: total,
     labelled_violent (model label), expected_violent (sum of probabilities).
     """
-    where, params = _where(period, None, division)
+    where, params = period_filter(period, None, division)
     sql = f"""
         SELECT {_area_expr(by)} AS area, coalesce(category, 'unknown') AS category, count(*) AS calls,
                count(*) FILTER (WHERE label) AS labelled_violent, coalesce(sum(p_violent), 0) AS expected_violent
@@ -146,7 +147,7 @@ def call_counts(engine: Engine, period: Period, by: str = "division", *, divisio
 def hour_weekday(engine: Engine, period: Period, *, division: str | None = None, category: str | None = None,
                  violent_only: bool = False) -> pd.DataFrame:
     """A 7x24 matrix of calls by local weekday (rows, Monday first) and hour (columns)."""
-    where, params = _where(period, category, division)
+    where, params = period_filter(period, category, division)
     if violent_only:
         where += " AND label"
     sql = f"""
@@ -213,7 +214,7 @@ def compstat(engine: Engine, as_of: date, *, by: str = "city", category: str | N
         covered = first is not None and first <= prior.start and last >= current.end - timedelta(days=1)
         counts = {}
         for label, period in (("current", current), ("prior", prior)):
-            where, params = _where(period, category, None)
+            where, params = period_filter(period, category, None)
             if violent_only:
                 where += " AND label"
             sql = f"SELECT {_area_expr(by)} AS area, count(*) AS n FROM calls WHERE {where} GROUP BY 1"
@@ -235,7 +236,7 @@ def compstat(engine: Engine, as_of: date, *, by: str = "city", category: str | N
 
 def npa_rates(engine: Engine, period: Period) -> pd.DataFrame:
     """Calls and violent calls per NPA with rates per 1,000 residents (NPA population, latest year)."""
-    where, params = _where(period, None, None)
+    where, params = period_filter(period)
     sql = f"""
         SELECT n.npa_id, n.population, n.population_year,
                coalesce(c.calls, 0) AS calls, coalesce(c.labelled_violent, 0) AS labelled_violent,
