@@ -173,16 +173,23 @@ analysis_runs = Table(
     Column("created_at", TS, nullable=False),
 )
 
+def _gi_columns() -> list[Column]:
+    """The Gi* result columns shared by NPA and grid-cell results."""
+    return [
+        Column("value", Float, nullable=False),
+        Column("gi_z", Float, nullable=False),
+        Column("gi_p", Float, nullable=False),
+        Column("gi_q", Float, nullable=False),
+        Column("gi_p_sim", Float),
+        Column("hotspot_class", Text, nullable=False),
+    ]
+
+
 hotspot_npa_results = Table(
     "hotspot_npa_results", metadata,
     Column("run_id", BigInteger, primary_key=True, autoincrement=False),
     Column("npa_id", Integer, primary_key=True, autoincrement=False),
-    Column("value", Float, nullable=False),
-    Column("gi_z", Float, nullable=False),
-    Column("gi_p", Float, nullable=False),
-    Column("gi_q", Float, nullable=False),
-    Column("gi_p_sim", Float),
-    Column("hotspot_class", Text, nullable=False),
+    *_gi_columns(),
 )
 
 hotspot_cell_results = Table(
@@ -191,11 +198,6 @@ hotspot_cell_results = Table(
     Column("col", Integer, primary_key=True, autoincrement=False),
     Column("row", Integer, primary_key=True, autoincrement=False),
     Column("cell_ft", Float, nullable=False),
-    Column("value", Float, nullable=False),
-    Column("gi_z", Float, nullable=False),
-    Column("gi_p", Float, nullable=False),
-    Column("gi_q", Float, nullable=False),
-    Column("gi_p_sim", Float),
-    Column("hotspot_class", Text, nullable=False),
+    *_gi_columns(),
     Column("geom", Geometry("POLYGON", srid=4326, spatial_index=False), nullable=False),
 )
