@@ -59,21 +59,21 @@ class AreaIndex:
         rings = shapely.segmentize(shapely.boundary(self.polygons), step)
         xy = shapely.get_coordinates(rings)
         cx, cy = self._cell(xy[:, 0], xy[:, 1])
-        grid = np.zeros((self.ny + 2, self.nx + 2), dtype=bool)
-        grid[cy + 1, cx + 1] = True
-        dilated = np.zeros_like(grid)
-        for oy in (-1, 0, 1):
-            for ox in (-1, 0, 1):
-                dilated[1:-1, 1:-1] |= grid[1 + oy:self.ny + 1 + oy, 1 + ox:self.nx + 1 + ox]
-        boundary = dilated[1:-1, 1:-1]
+        grid = np.zeros((self.ny, self.nx), dtype=bool)
+        grid[cy, cx] = True
+        dilated = ndimage.binary_dilation(grid, structure=np.ones((3, 3), dtype=bool))
+        boundary = dilated
         self.boundary = boundary.ravel()
         # No boundary separates two edge-adjacent interior cells, so each connected region of
         # interior cells lies in one polygon (or none): test one centre per region.
         regions, n_regions = ndimage.label(~boundary)
         flat = regions.ravel()
-        cells_sorted = np.argsort(flat, kind="stable")
-        starts = np.searchsorted(flat[cells_sorted], np.arange(1, n_regions + 1))
-        sample = cells_sorted[starts]
+        # One cell per region without sorting: with repeated indices the last write wins, so
+        # writing in reverse leaves each region's first cell.
+        inner = np.flatnonzero(flat)
+        first = np.zeros(n_regions + 1, dtype=np.int64)
+        first[flat[inner][::-1]] = inner[::-1]
+        sample = first[1:]
         centres_x = self.x0 + (sample % self.nx + 0.5) * self.dx
         centres_y = self.y0 + (sample // self.nx + 0.5) * self.dy
         region_label = np.r_[-1, self._exact(centres_x, centres_y)].astype(np.int32)
