@@ -431,6 +431,17 @@ def _period(start: str | None, end: str | None):
     return Period(first, last + timedelta(days=1))
 
 
+_save = click.option("--save", is_flag=True, help="Also store the result as an analysis run (for the map and exports).")
+
+
+def _save_table(kind: str, params: dict, table) -> None:
+    from geo.metrics import save_table
+
+    engine = _engine()
+    run_id = save_table(engine, kind, params, table, _current_model(engine))
+    click.echo(f"saved as analysis run {run_id}")
+
+
 _from = click.option("--from", "start", help="First day, YYYY-MM-DD (default: 1 January this year).")
 _to = click.option("--to", "end", help="Last day, YYYY-MM-DD, included (default: today).")
 
@@ -440,11 +451,15 @@ _to = click.option("--to", "end", help="Last day, YYYY-MM-DD, included (default:
 @_to
 @click.option("--by", type=click.Choice(["city", "division", "npa"]), default="division", show_default=True)
 @click.option("--division", help="Only this division code.")
-def stats_calls_cmd(start: str | None, end: str | None, by: str, division: str | None) -> None:
+@_save
+def stats_calls_cmd(start: str | None, end: str | None, by: str, division: str | None, save: bool) -> None:
     """Calls per area and category with each category's share, and the violent share (model labels)."""
     from geo.metrics import call_counts
 
-    table = call_counts(_engine(), _period(start, end), by, division=division)
+    period = _period(start, end)
+    table = call_counts(_engine(), period, by, division=division)
+    if save:
+        _save_table("call_counts", {"period": [period.start, period.end], "by": by, "division": division}, table)
     if table.empty:
         click.echo("no calls in that period")
         return
@@ -462,11 +477,17 @@ def stats_calls_cmd(start: str | None, end: str | None, by: str, division: str |
 @click.option("--division", help="Only this division code.")
 @click.option("--category", help="Only this category (see `hotspots taxonomy`).")
 @click.option("--violent-only", is_flag=True, help="Only calls the model labelled violent.")
-def stats_hours_cmd(start: str | None, end: str | None, division: str | None, category: str | None, violent_only: bool) -> None:
+@_save
+def stats_hours_cmd(start: str | None, end: str | None, division: str | None, category: str | None, violent_only: bool,
+                    save: bool) -> None:
     """Calls by weekday and hour of day (local time): the 7x24 matrix."""
     from geo.metrics import hour_weekday
 
-    matrix = hour_weekday(_engine(), _period(start, end), division=division, category=category, violent_only=violent_only)
+    period = _period(start, end)
+    matrix = hour_weekday(_engine(), period, division=division, category=category, violent_only=violent_only)
+    if save:
+        _save_table("hour_weekday", {"period": [period.start, period.end], "division": division, "category": category,
+                                     "violent_only": violent_only}, matrix)
     click.echo("     " + "".join(f"{h:>6}" for h in range(24)))
     for day, row in matrix.iterrows():
         click.echo(f"{day:5}" + "".join(f"{int(v):>6,}" for v in row))
@@ -477,7 +498,8 @@ def stats_hours_cmd(start: str | None, end: str | None, division: str | None, ca
 @click.option("--by", type=click.Choice(["city", "division", "npa"]), default="city", show_default=True)
 @click.option("--category", help="Only this category.")
 @click.option("--violent-only", is_flag=True, help="Only calls the model labelled violent.")
-def stats_compstat_cmd(as_of: str | None, by: str, category: str | None, violent_only: bool) -> None:
+@_save
+def stats_compstat_cmd(as_of: str | None, by: str, category: str | None, violent_only: bool, save: bool) -> None:
     """Last 7 / 28 days, year to date and 365 days against the prior period, with a Poisson test."""
     from geo.metrics import compstat
 
@@ -486,6 +508,8 @@ def stats_compstat_cmd(as_of: str | None, by: str, category: str | None, violent
     except ValueError:
         raise click.BadParameter("use YYYY-MM-DD", param_hint="--as-of") from None
     table = compstat(_engine(), day, by=by, category=category, violent_only=violent_only)
+    if save:
+        _save_table("compstat", {"as_of": day, "by": by, "category": category, "violent_only": violent_only}, table)
     if table.empty:
         click.echo("no calls in those windows")
         return
@@ -506,7 +530,8 @@ def stats_compstat_cmd(as_of: str | None, by: str, category: str | None, violent
 @_to
 @click.option("--config", "config_path", type=click.Path(exists=True, path_type=Path),
               help="Weights file (default: geo/allocation.toml, which documents every weight).")
-def allocate_cmd(officers: int, start: str | None, end: str | None, config_path: Path | None) -> None:
+@_save
+def allocate_cmd(officers: int, start: str | None, end: str | None, config_path: Path | None, save: bool) -> None:
     """Officers per division and shift in proportion to workload, with minimums, and suggested units and gear."""
     from geo.allocate import AllocationConfig, allocate
 
@@ -515,6 +540,10 @@ def allocate_cmd(officers: int, start: str | None, end: str | None, config_path:
         table, reasons = allocate(_engine(), officers, _period(start, end), config)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--officers") from exc
+    if save:
+        table = table.assign(reasoning=table["division_id"].map(reasons))
+        _save_table("allocation", {"officers": officers, "from": start, "to": end,
+                                   "config": str(config_path or "geo/allocation.toml")}, table)
     pivot = table.pivot_table(index=["division_id", "short_name"], columns="shift", values="officers", aggfunc="sum")
     pivot = pivot[list(config.shifts)]
     pivot["total"] = pivot.sum(axis=1)
@@ -625,11 +654,15 @@ def hotspots_cmd(source: str, start: str | None, end: str | None, measure: str, 
 @stats.command("indicators")
 @_from
 @_to
-def stats_indicators_cmd(start: str | None, end: str | None) -> None:
+@_save
+def stats_indicators_cmd(start: str | None, end: str | None, save: bool) -> None:
     """Call categories that go with more violent incidents the next month, across NPAs (association, not cause)."""
     from geo.metrics import leading_indicators
 
-    table = leading_indicators(_engine(), _period(start, end))
+    period = _period(start, end)
+    table = leading_indicators(_engine(), period)
+    if save:
+        _save_table("leading_indicators", {"period": [period.start, period.end]}, table)
     if table.empty:
         click.echo("not enough calls in that period")
         return
@@ -646,11 +679,15 @@ def stats_indicators_cmd(start: str | None, end: str | None) -> None:
 @_from
 @_to
 @click.option("--by", type=click.Choice(["division", "npa"]), default="npa", show_default=True)
-def stats_outreach_cmd(start: str | None, end: str | None, by: str) -> None:
+@_save
+def stats_outreach_cmd(start: str | None, end: str | None, by: str, save: bool) -> None:
     """Areas where mental health, welfare, domestic or disorder calls dominate: candidates for non-police responses."""
     from geo.metrics import outreach_flags
 
-    table = outreach_flags(_engine(), _period(start, end), by)
+    period = _period(start, end)
+    table = outreach_flags(_engine(), period, by)
+    if save:
+        _save_table("outreach_flags", {"period": [period.start, period.end], "by": by}, table)
     if table.empty:
         click.echo("no area stands out")
         return

@@ -201,3 +201,10 @@ hotspot_cell_results = Table(
     *_gi_columns(),
     Column("geom", Geometry("POLYGON", srid=4326, spatial_index=False), nullable=False),
 )
+
+analysis_rows = Table(
+    "analysis_rows", metadata,
+    Column("run_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("row_no", Integer, primary_key=True, autoincrement=False),
+    Column("data", JSONB, nullable=False),
+)

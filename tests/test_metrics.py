@@ -119,6 +119,16 @@ def test_stats_commands_print_the_same_numbers(engine):
     assert bad.exit_code == 2 and "--to" in bad.output
     out = run(main, ["stats", "compstat", "--as-of", "2021-05-10"], env=env).output
     assert "data do not cover both periods" in out
+    out = run(main, ["stats", "calls", "--from", "2021-05-01", "--to", "2021-05-31", "--save"], env=env).output
+    assert "saved as analysis run" in out
+    out = run(main, ["allocate", "--officers", "100", "--from", "2021-05-01", "--to", "2021-05-31", "--save"], env=env)
+    assert out.exit_code == 0 and "saved as analysis run" in out.output
+    with engine.connect() as conn:
+        kinds = sorted(r[0] for r in conn.execute(sa.text("SELECT kind FROM analysis_runs")))
+        reasoning = conn.execute(sa.text(
+            "SELECT data->>'reasoning' FROM analysis_rows r JOIN analysis_runs a USING (run_id)"
+            " WHERE a.kind = 'allocation' AND data->>'division_id' = '01' LIMIT 1")).scalar()
+    assert kinds == ["allocation", "call_counts"] and "officers" in reasoning
 
 
 def test_rates_per_1000_residents(engine):
@@ -200,3 +210,23 @@ def test_outreach_flags(engine):
     assert one["category"] == "mental_health_welfare" and one["calls"] == 60
     assert one["share"] == pytest.approx(0.6) and one["city_share"] == pytest.approx(80 / 420)
     assert one["ratio_to_city"] == pytest.approx(round(0.6 / (80 / 420), 2))
+
+
+def test_result_tables_are_saved_with_their_run(engine):
+    from geo.metrics import load_table, save_table
+
+    add_calls(engine, [(datetime(2021, 5, 3, 10), "01", "traffic", False, 0.01),
+                       (datetime(2021, 5, 3, 23), "01", "violent_crime", True, 0.8)])
+    period = Period(date(2021, 5, 1), date(2021, 6, 1))
+    counts = call_counts(engine, period, "division")
+    run_id = save_table(engine, "call_counts", {"period": [str(period.start), str(period.end)], "by": "division"},
+                        counts, model_version="m1")
+    back = load_table(engine, run_id)
+    assert list(back["category"]) == list(counts["category"]) and list(back["calls"]) == list(counts["calls"])
+    matrix_run = save_table(engine, "hour_weekday", {}, hour_weekday(engine, period))
+    matrix = load_table(engine, matrix_run)
+    assert len(matrix) == 7 and matrix.iloc[0]["index"] == "Mon" and int(matrix.iloc[0]["23"]) == 1
+    with engine.connect() as conn:
+        kind, params, version = conn.execute(sa.text(
+            "SELECT kind, params, model_version FROM analysis_runs WHERE run_id = :r"), {"r": run_id}).one()
+    assert (kind, params["by"], version) == ("call_counts", "division", "m1")
