@@ -29,8 +29,13 @@ db-up: setup
 db-down: setup
 	$(BIN)/hotspots db down
 
+# Benchmarks write their figures to var/bench/*.json; bench/RESULTS.md records them with dates.
 bench: setup
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,bench]'
 	$(BIN)/python bench/load_calls.py
+	$(BIN)/python bench/classifier.py
+	$(BIN)/python bench/recompute.py
+	$(BIN)/python bench/assign_points.py
 
 clean:
 	-$(BIN)/hotspots db down
