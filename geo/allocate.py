@@ -45,6 +45,24 @@ class AllocationConfig:
                    raw.get("suggestions", {}))
 
 
+def parse_shifts(text: str) -> dict[str, tuple[int, int]]:
+    """'day=6-14,evening=14-22,night=22-6' -> {'day': (6, 14), ...}; hours are local, end excluded."""
+    shifts = {}
+    for part in text.split(","):
+        name, _, span = part.partition("=")
+        try:
+            start, end = (int(h) for h in span.split("-"))
+        except ValueError:
+            raise ValueError(f"shift {part!r} is not NAME=START-END with whole hours, e.g. night=22-6") from None
+        if not name.strip() or not (0 <= start < 24 and 0 <= end <= 24) or start == end:
+            raise ValueError(f"shift {part!r} needs a name and hours 0-24 with start != end")
+        shifts[name.strip()] = (start, end % 24)
+    hours = sorted(h for a, b in shifts.values() for h in _hours(a, b))
+    if hours != list(range(24)):
+        raise ValueError(f"shifts {text!r} must cover each hour of the day exactly once")
+    return shifts
+
+
 def _hours(start: int, end: int) -> list[int]:
     return list(range(start, end)) if start < end else list(range(start, 24)) + list(range(0, end))
 

@@ -530,12 +530,19 @@ def stats_compstat_cmd(as_of: str | None, by: str, category: str | None, violent
 @_to
 @click.option("--config", "config_path", type=click.Path(exists=True, path_type=Path),
               help="Weights file (default: geo/allocation.toml, which documents every weight).")
+@click.option("--shifts", help="Override the config's shifts, e.g. day=6-14,evening=14-22,night=22-6 (local hours).")
 @_save
-def allocate_cmd(officers: int, start: str | None, end: str | None, config_path: Path | None, save: bool) -> None:
+def allocate_cmd(officers: int, start: str | None, end: str | None, config_path: Path | None, shifts: str | None,
+                 save: bool) -> None:
     """Officers per division and shift in proportion to workload, with minimums, and suggested units and gear."""
-    from geo.allocate import AllocationConfig, allocate
+    from geo.allocate import AllocationConfig, allocate, parse_shifts
 
     config = AllocationConfig.load(config_path) if config_path else AllocationConfig.load()
+    if shifts:
+        try:
+            config.shifts = parse_shifts(shifts)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--shifts") from exc
     try:
         table, reasons = allocate(_engine(), officers, _period(start, end), config)
     except ValueError as exc:

@@ -50,3 +50,30 @@ def test_config_must_cover_the_day(tmp_path):
     bad.write_text(text)
     with pytest.raises(ValueError, match="exactly once"):
         AllocationConfig.load(bad)
+
+
+def test_shifts_option_parses_and_checks_cover():
+    from geo.allocate import parse_shifts
+
+    assert parse_shifts("early=5-13,late=13-21,overnight=21-5") == {"early": (5, 13), "late": (13, 21), "overnight": (21, 5)}
+    for bad in ("day=6-14,night=14-5", "day=six-14", "=0-24"):
+        with pytest.raises(ValueError):
+            parse_shifts(bad)
+
+
+def test_allocate_command_with_two_shifts(engine):
+    from click.testing import CliRunner
+
+    from geo.cli import main
+
+    add_calls(engine, [(datetime(2021, 5, 3, 10), "01", "traffic", False, 0.0)] * 10)
+    env = {"DATABASE_URL": engine.url.render_as_string(hide_password=False)}
+    result = CliRunner().invoke(main, ["allocate", "--officers", "80", "--from", "2021-05-01", "--to", "2021-05-31",
+                                       "--shifts", "days=7-19,nights=19-7"], env=env)
+    assert result.exit_code == 0, result.output
+    header, *rows = result.output.splitlines()
+    assert header.split()[1:] == ["days", "nights", "total"]
+    total = next(line for line in rows if line.startswith("total"))
+    assert total.split()[-1] == "80"
+    bad = CliRunner().invoke(main, ["allocate", "--officers", "80", "--shifts", "days=7-19"], env=env)
+    assert bad.exit_code == 2 and "--shifts" in bad.output
