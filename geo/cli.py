@@ -658,6 +658,25 @@ def hotspots_cmd(source: str, start: str | None, end: str | None, measure: str, 
         click.echo(f"wrote {out}")
 
 
+@stats.command("monthly")
+@_from
+@_to
+@click.option("--by", type=click.Choice(["city", "division", "npa"]), default="city", show_default=True)
+@click.option("--category", help="Only this category.")
+@_save
+def stats_monthly_cmd(start: str | None, end: str | None, by: str, category: str | None, save: bool) -> None:
+    """Monthly trend: calls, labelled-violent and expected-violent calls per month and area."""
+    from geo.metrics import monthly_trend
+
+    period = _period(start, end)
+    table = monthly_trend(_engine(), period, by, category=category)
+    if save:
+        _save_table("monthly_trend", {"period": [period.start, period.end], "by": by, "category": category}, table)
+    click.echo(f"{by:10}{'month':>9}{'calls':>10}{'violent':>9}{'expected':>10}")
+    for r in table.itertuples():
+        click.echo(f"{str(r.area):10}{r.month:>9}{r.calls:>10,}{r.labelled_violent:>9,}{r.expected_violent:>10,.1f}")
+
+
 @stats.command("indicators")
 @_from
 @_to

@@ -382,3 +382,16 @@ def load_table(engine: Engine, run_id: int) -> pd.DataFrame:
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT data FROM analysis_rows WHERE run_id = :r ORDER BY row_no"), {"r": run_id})
         return pd.DataFrame([r[0] for r in rows])
+
+
+def monthly_trend(engine: Engine, period: Period, by: str = "city", *, category: str | None = None) -> pd.DataFrame:
+    """Calls, labelled-violent and expected-violent calls per local calendar month and area."""
+    where, params = period_filter(period, category, None)
+    sql = f"""
+        SELECT {_area_expr(by)} AS area, to_char(received_at AT TIME ZONE :tz, 'YYYY-MM') AS month,
+               count(*) AS calls, count(*) FILTER (WHERE label) AS labelled_violent,
+               round(coalesce(sum(p_violent), 0)::numeric, 2)::float AS expected_violent
+        FROM calls WHERE {where} GROUP BY 1, 2 ORDER BY 1, 2
+    """
+    with engine.connect() as conn:
+        return pd.read_sql(sa.text(sql), conn, params=params)

@@ -230,3 +230,18 @@ def test_result_tables_are_saved_with_their_run(engine):
         kind, params, version = conn.execute(sa.text(
             "SELECT kind, params, model_version FROM analysis_runs WHERE run_id = :r"), {"r": run_id}).one()
     assert (kind, params["by"], version) == ("call_counts", "division", "m1")
+
+
+def test_monthly_trend_uses_local_months(engine):
+    from geo.metrics import monthly_trend
+
+    add_calls(engine, [
+        (datetime(2021, 4, 30, 23, 30), "01", "traffic", False, 0.1),   # 03:30 UTC on 1 May: still April locally
+        (datetime(2021, 5, 1, 0, 30), "01", "violent_crime", True, 0.7),
+        (datetime(2021, 5, 20, 12, 0), "02", "traffic", False, 0.1),
+    ])
+    city = monthly_trend(engine, Period(date(2021, 4, 1), date(2021, 6, 1)))
+    assert [(r.month, r.calls, r.labelled_violent) for r in city.itertuples()] == [("2021-04", 1, 0), ("2021-05", 2, 1)]
+    by_div = monthly_trend(engine, Period(date(2021, 4, 1), date(2021, 6, 1)), "division")
+    assert [(r.area, r.month, r.calls) for r in by_div.itertuples()] == [("01", "2021-04", 1), ("01", "2021-05", 1), ("02", "2021-05", 1)]
+    assert by_div["expected_violent"].sum() == pytest.approx(0.9)
