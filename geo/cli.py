@@ -567,13 +567,25 @@ def allocate_cmd(officers: int, start: str | None, end: str | None, config_path:
 @_from
 @_to
 @click.option("--measure", type=click.Choice(["labelled", "expected"]), default="labelled", show_default=True)
-def emerging_cmd(start: str | None, end: str | None, measure: str) -> None:
-    """Emerging hot spots per NPA: monthly Gi* plus a Mann-Kendall trend (new, intensifying, persistent, ...)."""
-    from geo.hotspots import EMERGING_CLASSES, npa_emerging
+@click.option("--grid-ft", type=float, help="Square cells of this many feet (EPSG:2264) instead of NPAs.")
+@click.option("--out", type=click.Path(path_type=Path), help="Also write the areas with their classes (.geojson, .gpkg).")
+def emerging_cmd(start: str | None, end: str | None, measure: str, grid_ft: float | None, out: Path | None) -> None:
+    """Emerging hot spots per NPA or grid cell: monthly Gi* plus a Mann-Kendall trend (new, intensifying, ...)."""
+    from geo.hotspots import EMERGING_CLASSES, grid_emerging, npa_emerging
 
-    result = npa_emerging(_engine(), _period(start, end), measure=measure)
+    if grid_ft:
+        result = grid_emerging(_engine(), _period(start, end), cell_ft=grid_ft, measure=measure)
+        unit = "cells"
+    else:
+        result = npa_emerging(_engine(), _period(start, end), measure=measure)
+        unit = "NPAs"
     counts = result["emerging_class"].value_counts()
+    if out:
+        result.to_file(out)
     for name, meaning in EMERGING_CLASSES.items():
+        if unit == "cells":
+            click.echo(f"{name:13} {counts.get(name, 0):>6} {unit} ({meaning})")
+            continue
         ids = result.loc[result["emerging_class"] == name, "npa_id"].astype(int).tolist()
         listed = (": NPAs " + ", ".join(map(str, ids[:12])) + (" ..." if len(ids) > 12 else "")) if ids and name != "no pattern" else ""
         click.echo(f"{name:13} {counts.get(name, 0):>4}  ({meaning}){listed}")

@@ -63,17 +63,27 @@ class GiStar:
     classes: np.ndarray
 
 
-def gi_star(areas: gpd.GeoDataFrame | gpd.GeoSeries, values: np.ndarray, *, permutations: int = 999,
-            seed: int = 0, fdr: bool = True) -> GiStar:
-    """Getis-Ord Gi* with queen-contiguity neighbours (binary weights, each area its own neighbour)."""
-    from esda.getisord import G_Local
+def queen_weights(areas: gpd.GeoDataFrame | gpd.GeoSeries):
+    """Queen-contiguity neighbours of polygons (libpysal W), in the order given."""
     from libpysal.weights import Queen
 
     geoms = areas if isinstance(areas, gpd.GeoSeries) else areas.geometry
-    frame = gpd.GeoDataFrame(geometry=geoms.reset_index(drop=True))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # islands are reported below, not as warnings
-        w = Queen.from_dataframe(frame, use_index=False)
+        warnings.simplefilter("ignore")  # islands simply have no neighbours but themselves
+        return Queen.from_dataframe(gpd.GeoDataFrame(geometry=geoms.reset_index(drop=True)), use_index=False)
+
+
+def gi_star(areas: gpd.GeoDataFrame | gpd.GeoSeries | None, values: np.ndarray, *, permutations: int = 999,
+            seed: int = 0, fdr: bool = True, weights=None) -> GiStar:
+    """Getis-Ord Gi* with queen-contiguity neighbours (binary weights, each area its own neighbour).
+
+    Pass `weights` (a libpysal W) to reuse neighbours computed once, e.g. for many time steps.
+    """
+    from esda.getisord import G_Local
+
+    w = weights if weights is not None else queen_weights(areas)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         g = G_Local(np.asarray(values, dtype=float), w, transform="B", star=True, permutations=permutations,
                     seed=seed, n_jobs=1, keep_simulations=False)
     z = np.nan_to_num(np.asarray(g.Zs, dtype=float))
@@ -228,6 +238,48 @@ def _points_2264(engine: Engine, period: Period, measure: str) -> tuple[np.ndarr
     return rows["x"].to_numpy(), rows["y"].to_numpy(), rows["w"].to_numpy(dtype=float)
 
 
+@dataclass
+class Lattice:
+    """The grid cells inside a study area, their neighbours, and a point-to-cell lookup."""
+
+    grid: Grid
+    cols: np.ndarray
+    rows: np.ndarray
+    index: np.ndarray  # (nrows, ncols) -> cell position, -1 outside the study area
+    weights: object    # libpysal W, queen neighbours on the lattice
+
+    @classmethod
+    def over(cls, study_area, cell_ft: float) -> "Lattice":
+        import shapely
+        from libpysal.weights import W
+
+        grid = Grid.covering(shapely.bounds(study_area), cell_ft)
+        cols, rows = np.meshgrid(np.arange(grid.ncols), np.arange(grid.nrows))
+        cols, rows = cols.ravel(), rows.ravel()
+        shapely.prepare(study_area)
+        inside = shapely.contains_xy(study_area, grid.x0 + (cols + 0.5) * cell_ft, grid.y0 + (rows + 0.5) * cell_ft)
+        cols, rows = cols[inside], rows[inside]
+        index = -np.ones((grid.nrows, grid.ncols), dtype=np.int64)
+        index[rows, cols] = np.arange(len(cols))
+        neighbours = {}
+        for i, (c, r) in enumerate(zip(cols, rows)):
+            around = index[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2].ravel()
+            neighbours[i] = [int(j) for j in around if j >= 0 and j != i]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            weights = W(neighbours, silence_warnings=True)
+        return cls(grid, cols, rows, index, weights)
+
+    def sums(self, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Sum of weights of the points falling in each cell (points outside the area are ignored)."""
+        values = np.zeros(len(self.cols))
+        pc, pr = self.grid.cell_of(np.asarray(x), np.asarray(y))
+        ok = (pc >= 0) & (pc < self.grid.ncols) & (pr >= 0) & (pr < self.grid.nrows)
+        target = self.index[pr[ok], pc[ok]]
+        np.add.at(values, target[target >= 0], np.asarray(w, dtype=float)[ok][target >= 0])
+        return values
+
+
 def grid_gi_star(x: np.ndarray, y: np.ndarray, w: np.ndarray, study_area, cell_ft: float = 1000.0, *,
                  permutations: int = 999, seed: int = 0) -> gpd.GeoDataFrame:
     """Gi* over square cells of `cell_ft` feet covering the study area (cells whose centre is inside).
@@ -235,40 +287,14 @@ def grid_gi_star(x: np.ndarray, y: np.ndarray, w: np.ndarray, study_area, cell_f
     Neighbours are the 8 surrounding cells (queen contiguity on the lattice) plus the cell itself.
     Empty cells inside the study area count as zeros: where nothing happens is part of the map.
     """
-    import shapely
-    from esda.getisord import G_Local
-    from libpysal.weights import W
-
-    grid = Grid.covering(shapely.bounds(study_area), cell_ft)
-    cols, rows = np.meshgrid(np.arange(grid.ncols), np.arange(grid.nrows))
-    cols, rows = cols.ravel(), rows.ravel()
-    centres_x = grid.x0 + (cols + 0.5) * cell_ft
-    centres_y = grid.y0 + (rows + 0.5) * cell_ft
-    shapely.prepare(study_area)
-    inside = shapely.contains_xy(study_area, centres_x, centres_y)
-    cols, rows = cols[inside], rows[inside]
-    index = -np.ones((grid.nrows, grid.ncols), dtype=np.int64)
-    index[rows, cols] = np.arange(len(cols))
-    values = np.zeros(len(cols))
-    pc, pr = grid.cell_of(np.asarray(x), np.asarray(y))
-    ok = (pc >= 0) & (pc < grid.ncols) & (pr >= 0) & (pr < grid.nrows)
-    target = index[pr[ok], pc[ok]]
-    np.add.at(values, target[target >= 0], np.asarray(w, dtype=float)[ok][target >= 0])
-    neighbours = {}
-    for i, (c, r) in enumerate(zip(cols, rows)):
-        around = index[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2].ravel()
-        neighbours[i] = [int(j) for j in around if j >= 0 and j != i]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        weights = W(neighbours, silence_warnings=True)
-        g = G_Local(values, weights, transform="B", star=True, permutations=permutations, seed=seed, n_jobs=1,
-                    keep_simulations=False)
-    z = np.nan_to_num(np.asarray(g.Zs, dtype=float))
-    p = 2 * norm.sf(np.abs(z))
-    q = benjamini_hochberg(p)
+    lattice = Lattice.over(study_area, cell_ft)
+    values = lattice.sums(x, y, w)
+    result = gi_star(None, values, permutations=permutations, seed=seed, weights=lattice.weights)
+    grid, cols, rows = lattice.grid, lattice.cols, lattice.rows
+    z, p, q = result.z, result.p, result.q
     frame = gpd.GeoDataFrame({
         "col": cols, "row": rows, "value": values, "gi_z": z, "gi_p": p, "gi_q": q,
-        "gi_p_sim": np.asarray(g.p_sim, dtype=float), "hotspot_class": classify(z, q),
+        "gi_p_sim": result.p_sim, "hotspot_class": result.classes,
     }, geometry=grid.polygons(cols, rows), crs=2264)
     frame.attrs["grid"] = grid
     return frame
@@ -376,7 +402,8 @@ def emerging_class(hot: np.ndarray, trend_z: float, trend_p: float, alpha: float
     return "no pattern"
 
 
-def emerging_hotspots(areas: gpd.GeoDataFrame, counts: np.ndarray, *, alpha: float = 0.05) -> pd.DataFrame:
+def emerging_hotspots(areas: gpd.GeoDataFrame | None, counts: np.ndarray, *, alpha: float = 0.05,
+                      weights=None) -> pd.DataFrame:
     """Emerging hot-spot classes from a (periods x areas) count matrix, oldest period first.
 
     Each period gets its own Gi* (FDR-corrected); an area is hot in a period when it is a hot spot
@@ -384,8 +411,9 @@ def emerging_hotspots(areas: gpd.GeoDataFrame, counts: np.ndarray, *, alpha: flo
     """
     counts = np.asarray(counts, dtype=float)
     hot = np.zeros(counts.shape, dtype=bool)
+    weights = weights if weights is not None else queen_weights(areas)
     for t in range(counts.shape[0]):
-        result = gi_star(areas, counts[t], permutations=0)
+        result = gi_star(None, counts[t], permutations=0, weights=weights)
         hot[t] = (result.z > 0) & (result.q < 0.05)
     rows = []
     for i in range(counts.shape[1]):
@@ -435,3 +463,23 @@ def threshold_stability(engine: Engine, period: Period, thresholds: tuple[float,
     out["hot_at"] = [",".join(f"{t:g}" for t, h in zip(thresholds, hot[:, j]) if h) for j in range(len(npas))]
     out["stability"] = hot.mean(axis=0)
     return out
+
+
+def grid_emerging(engine: Engine, period: Period, *, cell_ft: float = 1000.0, measure: str = "labelled") -> gpd.GeoDataFrame:
+    """Emerging hot-spot classes per square grid cell (EPSG:2264 feet), months as time steps; cells in EPSG:4326."""
+    weight = "1.0" if measure == "labelled" else "p_violent"
+    where = "label" if measure == "labelled" else "p_violent > 0"
+    in_period, params = period_filter(period)
+    with engine.connect() as conn:
+        rows = pd.read_sql(sa.text(
+            f"SELECT ST_X(g) AS x, ST_Y(g) AS y, {weight} AS w, month FROM ("
+            f"  SELECT ST_Transform(geom, 2264) AS g, p_violent, to_char(received_at AT TIME ZONE :tz, 'YYYY-MM') AS month"
+            f"  FROM calls WHERE {where} AND {in_period}) t"), conn, params=params)
+    lattice = Lattice.over(_county_2264(engine), cell_ft)
+    months = pd.period_range(period.start, period.end - pd.Timedelta(days=1), freq="M").strftime("%Y-%m")
+    counts = np.vstack([lattice.sums(*(rows.loc[rows["month"] == m, c].to_numpy() for c in ("x", "y", "w")))
+                        for m in months])
+    classes = emerging_hotspots(None, counts, weights=lattice.weights)
+    cells = gpd.GeoDataFrame({"col": lattice.cols, "row": lattice.rows}, geometry=lattice.grid.polygons(lattice.cols, lattice.rows),
+                             crs=2264)
+    return gpd.GeoDataFrame(pd.concat([cells, classes], axis=1), geometry="geometry", crs=2264).to_crs(4326)

@@ -243,3 +243,20 @@ def test_threshold_stability(engine):
     row = result.set_index("npa_id").loc[point_npa]
     assert row["stability"] == 1.0 and row["hot_at"] == "0.1,0.2,0.3,0.4,0.5,0.6"
     assert (result["stability"] > 0).sum() <= 10  # only the cluster and its neighbours
+
+
+def test_grid_emerging_marks_a_growing_cell_intensifying(engine):
+    import shapely
+
+    from geo.hotspots import grid_emerging
+    from tests.test_metrics import add_calls
+
+    rows = []
+    for month, n in zip(range(1, 7), (1, 2, 4, 8, 16, 32)):
+        rows += [(datetime_(2021, month, 10, 22), "01", "violent_crime", True, 0.9)] * n
+    add_calls(engine, rows)
+    result = grid_emerging(engine, Period(date(2021, 1, 1), date(2021, 7, 1)), cell_ft=5000)
+    cell = result[result.geometry.contains(shapely.Point(-80.84, 35.22))].iloc[0]
+    assert cell["emerging_class"] == "intensifying" and cell["hot_periods"] == 6 and cell["trend_p"] < 0.01
+    others = result[~result.geometry.contains(shapely.Point(-80.84, 35.22))]
+    assert (others["emerging_class"] == "no pattern").mean() > 0.95
