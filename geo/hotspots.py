@@ -225,16 +225,22 @@ def _county_2264(engine: Engine):
     return shapely.union_all(npas.geometry.to_numpy())
 
 
-def _points_2264(engine: Engine, period: Period, measure: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Projected coordinates (feet) and weights of violent calls in the period."""
+def _violent_points(engine: Engine, period: Period, measure: str) -> pd.DataFrame:
+    """Violent calls in the period: x, y in EPSG:2264 feet, weight w (1, or the probability), local month."""
     weight = "1.0" if measure == "labelled" else "p_violent"
     where = "label" if measure == "labelled" else "p_violent > 0"
     in_period, params = period_filter(period)
     with engine.connect() as conn:
-        rows = pd.read_sql(sa.text(
-            f"SELECT ST_X(g) AS x, ST_Y(g) AS y, {weight} AS w FROM ("
-            f"  SELECT ST_Transform(geom, 2264) AS g, p_violent FROM calls WHERE {where} AND {in_period}) t"),
-            conn, params=params)
+        return pd.read_sql(sa.text(
+            f"SELECT ST_X(g) AS x, ST_Y(g) AS y, {weight} AS w, month FROM ("
+            "  SELECT ST_Transform(geom, 2264) AS g, p_violent,"
+            "         to_char(received_at AT TIME ZONE :tz, 'YYYY-MM') AS month"
+            f"  FROM calls WHERE {where} AND {in_period}) t"), conn, params=params)
+
+
+def _points_2264(engine: Engine, period: Period, measure: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Projected coordinates (feet) and weights of violent calls in the period."""
+    rows = _violent_points(engine, period, measure)
     return rows["x"].to_numpy(), rows["y"].to_numpy(), rows["w"].to_numpy(dtype=float)
 
 
@@ -467,14 +473,7 @@ def threshold_stability(engine: Engine, period: Period, thresholds: tuple[float,
 
 def grid_emerging(engine: Engine, period: Period, *, cell_ft: float = 1000.0, measure: str = "labelled") -> gpd.GeoDataFrame:
     """Emerging hot-spot classes per square grid cell (EPSG:2264 feet), months as time steps; cells in EPSG:4326."""
-    weight = "1.0" if measure == "labelled" else "p_violent"
-    where = "label" if measure == "labelled" else "p_violent > 0"
-    in_period, params = period_filter(period)
-    with engine.connect() as conn:
-        rows = pd.read_sql(sa.text(
-            f"SELECT ST_X(g) AS x, ST_Y(g) AS y, {weight} AS w, month FROM ("
-            f"  SELECT ST_Transform(geom, 2264) AS g, p_violent, to_char(received_at AT TIME ZONE :tz, 'YYYY-MM') AS month"
-            f"  FROM calls WHERE {where} AND {in_period}) t"), conn, params=params)
+    rows = _violent_points(engine, period, measure)
     lattice = Lattice.over(_county_2264(engine), cell_ft)
     months = pd.period_range(period.start, period.end - pd.Timedelta(days=1), freq="M").strftime("%Y-%m")
     counts = np.vstack([lattice.sums(*(rows.loc[rows["month"] == m, c].to_numpy() for c in ("x", "y", "w")))
