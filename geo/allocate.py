@@ -7,7 +7,6 @@ the rest is shared by workload with the largest-remainder method, so the total i
 
 from __future__ import annotations
 
-import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path

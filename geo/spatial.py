@@ -128,11 +128,6 @@ class AreaIndex:
         return out
 
 
-def assign_points(lon: np.ndarray, lat: np.ndarray, polygons: gpd.GeoSeries, ids: pd.Series | np.ndarray) -> np.ndarray:
-    """Id of the polygon containing each point (object array, None where no polygon does)."""
-    return AreaIndex(polygons, ids).lookup(lon, lat)
-
-
 def read_divisions(engine: Engine) -> gpd.GeoDataFrame:
     """Division polygons from PostGIS (EPSG:4326), ordered by division_id."""
     return gpd.read_postgis(

@@ -6,7 +6,6 @@ from datetime import date, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from scipy.stats import poisson
 
 from geo.metrics import Period, call_counts, compstat, compstat_windows, hour_weekday, poisson_change_test
 

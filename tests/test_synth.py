@@ -7,7 +7,6 @@ import json
 from datetime import date
 
 import geopandas as gpd
-import numpy as np
 import pandas as pd
 import pytest
 import shapely

@@ -187,6 +187,27 @@ def copy_frame(conn: Connection, table: str, frame: pd.DataFrame | pa.Table) -> 
         cursor.close()
 
 
+def merge_staged(conn: Connection, table: str, stage: str, key: str, cols: list[str], *, changed_if: str,
+                 also_set: list[str] = ()) -> tuple[int, int]:
+    """INSERT the staged rows; on a key conflict update only rows for which `changed_if` holds.
+
+    Returns (inserted, updated); rows neither inserted nor updated were identical.
+    """
+    sets = [f"{c} = EXCLUDED.{c}" for c in cols if c != key] + list(also_set)
+    inserted, updated = conn.exec_driver_sql(
+        f"""
+        WITH up AS (
+            INSERT INTO {table} AS t ({', '.join(cols)})
+            SELECT {', '.join(cols)} FROM {stage}
+            ON CONFLICT ({key}) DO UPDATE SET {', '.join(sets)} WHERE {changed_if}
+            RETURNING (xmax = 0) AS inserted
+        )
+        SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up
+        """
+    ).one()
+    return int(inserted), int(updated)
+
+
 def store_rejects(conn: Connection, report: LoadReport, rejects: Rejects) -> None:
     """Insert rejects for this batch; a reload of the same file adds none twice."""
     frame = rejects.frame()

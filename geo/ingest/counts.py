@@ -17,6 +17,7 @@ from geo.ingest.batch import (
     copy_frame,
     file_sha256,
     finish_batch,
+    merge_staged,
     previous_batch,
     start_batch,
     store_rejects,
@@ -104,20 +105,9 @@ def load_monthly_counts(engine: Engine, source: CountSource, path: Path, *, forc
             f"CREATE TEMP TABLE stage_counts ON COMMIT DROP AS SELECT {', '.join(cols)}, batch_id FROM {source.table} WITH NO DATA"
         )
         copy_frame(conn, "stage_counts", out)
-        sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols[1:] + ["batch_id"])
         changed_if = " OR ".join(f"t.{c} IS DISTINCT FROM EXCLUDED.{c}" for c in cols[1:])
-        inserted, updated = conn.exec_driver_sql(
-            f"""
-            WITH up AS (
-                INSERT INTO {source.table} AS t ({', '.join(cols)}, batch_id)
-                SELECT {', '.join(cols)}, batch_id FROM stage_counts
-                ON CONFLICT (objectid) DO UPDATE SET {sets} WHERE {changed_if}
-                RETURNING (xmax = 0) AS inserted
-            )
-            SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up
-            """
-        ).one()
-        report.inserted, report.updated = int(inserted), int(updated)
+        report.inserted, report.updated = merge_staged(
+            conn, source.table, "stage_counts", "objectid", [*cols, "batch_id"], changed_if=changed_if)
         report.unchanged = len(out) - report.inserted - report.updated
         store_rejects(conn, report, rejects)
         report.seconds = timer.elapsed

@@ -26,6 +26,7 @@ from geo.ingest.batch import (
     copy_frame,
     file_sha256,
     finish_batch,
+    merge_staged,
     previous_batch,
     start_batch,
     store_rejects,
@@ -203,12 +204,7 @@ def load_points(
                 "malformed_row", [m[2] for m in scan.malformed])
     # The first row carrying an id is the record; later rows with the same id are rejected.
     ids = clean.strip(scan.ids)
-    named = (ids != "").to_numpy()
-    dup = np.zeros(len(ids), dtype=bool)
-    dup[named] = ids[named].duplicated(keep="first").to_numpy()
-    first_line = np.full(len(ids), -1, dtype=np.int64)
-    if dup.any():
-        first_line[named] = pd.Series(scan.lines[named]).groupby(ids[named].to_numpy()).transform("min").to_numpy()
+    dup, first_line = clean.first_duplicates(ids.where(ids != "", None), scan.lines)
     report.mark("scan", timer)
 
     bar = tqdm(total=len(ids), desc=f"load {source.kind}", unit="row", unit_scale=True, disable=not progress, leave=False)
@@ -417,18 +413,6 @@ def _drop_primary_key(conn, table: str) -> list[str]:
 
 def _upsert(conn, source: PointSource, cols: list[str]) -> tuple[int, int]:
     """Merge the staged rows: new ids inserted, changed rows updated, identical ones left alone."""
-    updates = [f"{c} = EXCLUDED.{c}" for c in cols if c != source.id_field]
-    updates += [f"{c} = NULL" for c in source.reset_on_change]
-    inserted, updated = conn.exec_driver_sql(
-        f"""
-        WITH up AS (
-            INSERT INTO {source.table} AS t ({', '.join(cols)})
-            SELECT {', '.join(cols)} FROM stage_points
-            ON CONFLICT ({source.id_field}) DO UPDATE SET {', '.join(updates)}
-            WHERE t.row_hash IS DISTINCT FROM EXCLUDED.row_hash
-            RETURNING (xmax = 0) AS inserted
-        )
-        SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up
-        """
-    ).one()
-    return int(inserted), int(updated)
+    return merge_staged(conn, source.table, "stage_points", source.id_field, cols,
+                        changed_if="t.row_hash IS DISTINCT FROM EXCLUDED.row_hash",
+                        also_set=[f"{c} = NULL" for c in source.reset_on_change])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import geopandas as gpd
@@ -79,7 +78,7 @@ def _quote(v: str) -> str:
 @pytest.fixture
 def incident_file(tmp_path, places):
     """A file with good rows and one row per reject reason, at known lines."""
-    (lon2, lat2, div2, name2), (lon3, lat3, div3, _) = places[2], places[3]
+    (lon2, lat2, div2, name2), (lon3, lat3, _, _) = places[2], places[3]
     lon9, lat9, _, _ = places[9]
     x2, y2 = TO_STATE_PLANE.transform(lon2, lat2)
     rows = [
