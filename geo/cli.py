@@ -277,14 +277,52 @@ def demo_data_cmd(n_calls: int, start: str, days: int, seed: int, out: Path | No
 
 
 @main.command("demo")
-def demo_cmd() -> None:
-    """Everything `make demo` does: start the database, migrate, load reference and demo data, summarise."""
+@click.option("--serve/--no-serve", default=True, show_default=True, help="Start the web server at the end.")
+def demo_cmd(serve: bool) -> None:
+    """Everything `make demo` does: database, reference and demo data, model, hot spots, then the server."""
     from geo.demo import run_demo
 
     try:
         run_demo(echo=click.echo)
     except (IngestError, dbmod.ClusterError, dbmod.DatabaseNotConfigured) as exc:
         raise click.ClickException(str(exc)) from exc
+    if serve:
+        _serve(None, None, None)
+
+
+def _serve(host: str | None, port: int | None, workers: int | None) -> None:
+    """Replace this process with gunicorn serving web:create_app() (geo itself never imports Flask)."""
+    import os
+    import shutil
+    import sys
+
+    from geo.settings import server_settings
+
+    s = server_settings()
+    host, port, workers = host or s.host, port or s.port, workers or s.workers
+    # Resolve the database now, so a stopped cluster is reported here rather than per request.
+    try:
+        os.environ.setdefault("DATABASE_URL", dbmod.resolve_url())
+    except dbmod.DatabaseNotConfigured as exc:
+        raise click.ClickException(str(exc)) from exc
+    gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    if not gunicorn:
+        raise click.ClickException("gunicorn is not installed in this environment (pip install -e .)")
+    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
+    click.echo(f"Serving the map at http://{shown}:{port}/  (OGC API: /ogc, tiles: /tiles, API docs: /api; Ctrl-C stops)")
+    sys.stdout.flush()
+    os.execv(gunicorn, [gunicorn, "--bind", f"{host}:{port}", "--workers", str(workers), "--worker-class", "gthread",
+                        "--threads", str(s.threads), "--timeout", "120", "--access-logfile", "-",
+                        "web:create_app()"])
+
+
+@main.command("serve")
+@click.option("--host", help="Address to listen on [HOTSPOTS_HOST, default 127.0.0.1].")
+@click.option("--port", type=int, help="Port [HOTSPOTS_PORT, default 8000].")
+@click.option("--workers", type=int, help="gunicorn worker processes [HOTSPOTS_WORKERS, default 2].")
+def serve_cmd(host: str | None, port: int | None, workers: int | None) -> None:
+    """Run the web app (map, OGC API - Features, tiles, exports, live ingest) under gunicorn."""
+    _serve(host, port, workers)
 
 
 @main.command("summary")

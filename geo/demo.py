@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Callable
 
@@ -139,6 +139,34 @@ def summary_lines(engine: Engine) -> list[str]:
     return lines
 
 
+def save_demo_hotspots(engine: Engine, cell_ft: float = 1500.0) -> dict[str, int]:
+    """Gi* over NPAs and grid cells for the whole call period, saved for the map, unless already
+    saved for the current model and data. Returns {kind: run_id} of what was computed now."""
+    from geo.catalog import data_versions
+    from geo.hotspots import grid_hotspots, npa_hotspots, save_cell_results, save_npa_results
+    from geo.metrics import Period
+
+    with engine.connect() as conn:
+        model = conn.execute(sa.text("SELECT model_version FROM model_runs WHERE is_current")).scalar()
+        lo, hi = conn.execute(sa.text("SELECT (min(received_at) AT TIME ZONE :tz)::date, (max(received_at) AT TIME ZONE :tz)::date"
+                                      " FROM calls"), {"tz": locale_settings().timezone}).one()
+        done = {k for (k,) in conn.execute(sa.text(
+            "SELECT kind FROM analysis_runs WHERE model_version IS NOT DISTINCT FROM :m AND (params->>'calls_version')::bigint = :v"),
+            {"m": model, "v": data_versions(conn)["calls"]})}
+    if lo is None or model is None:
+        return {}
+    period = Period(lo, hi + timedelta(days=1))
+    params = {"period": [period.start, period.end], "calls_version": data_versions(engine)["calls"], "measure": "labelled"}
+    saved = {}
+    if "calls_npa_hotspots" not in done:
+        saved["calls_npa_hotspots"] = save_npa_results(engine, "calls_npa_hotspots", params, npa_hotspots(engine, period), model)
+    if "calls_grid_hotspots" not in done:
+        cells = grid_hotspots(engine, period, cell_ft=cell_ft, permutations=99)
+        saved["calls_grid_hotspots"] = save_cell_results(engine, "calls_grid_hotspots", {**params, "cell_ft": cell_ft}, cells,
+                                                         cell_ft, model)
+    return saved
+
+
 def run_demo(echo: Callable[[str], None] = print) -> None:
     """Start (or reuse) the database, load reference and synthetic data, and print a summary."""
     if database_settings().database_url:
@@ -184,6 +212,9 @@ def run_demo(echo: Callable[[str], None] = print) -> None:
     labelled = label_calls(engine, progress=True)
     if labelled.labelled:
         echo(f"Labelled {labelled.labelled:,} calls with {labelled.version} ({labelled.violent:,} labelled violent).")
+    saved = save_demo_hotspots(engine)
+    if saved:
+        echo("Saved hot spot runs for the map: " + ", ".join(f"{k} (run {v})" for k, v in saved.items()))
     echo("Database now holds:")
     for line in summary_lines(engine):
         echo(line)

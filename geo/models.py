@@ -15,6 +15,7 @@ from sqlalchemy import (
     SmallInteger,
     Table,
     Text,
+    func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -207,4 +208,12 @@ analysis_rows = Table(
     Column("run_id", BigInteger, primary_key=True, autoincrement=False),
     Column("row_no", Integer, primary_key=True, autoincrement=False),
     Column("data", JSONB, nullable=False),
+)
+
+# Bumped by statement triggers on each served table (migration 006): keys tile and analysis caches.
+data_versions = Table(
+    "data_versions", metadata,
+    Column("layer", Text, primary_key=True),
+    Column("version", BigInteger, nullable=False, server_default="1"),
+    Column("changed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )

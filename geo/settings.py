@@ -46,6 +46,33 @@ class LocaleSettings(BaseSettings):
     timezone: str = Field(default="America/New_York", alias="HOTSPOTS_TIMEZONE")
 
 
+class ServerSettings(BaseSettings):
+    """How `hotspots serve` (and gunicorn in docker compose) runs the web app."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+
+    host: str = Field(default="127.0.0.1", alias="HOTSPOTS_HOST")
+    port: int = Field(default=8000, alias="HOTSPOTS_PORT")
+    workers: int = Field(default=2, alias="HOTSPOTS_WORKERS")
+    threads: int = Field(default=8, alias="HOTSPOTS_THREADS")
+    # An XYZ raster basemap for the map page, e.g. a city tile server; empty: data layers only
+    # (the machines may have no internet, and the data layers never need one).
+    basemap_url: str = Field(default="", alias="HOTSPOTS_BASEMAP_URL")
+    basemap_attribution: str = Field(default="", alias="HOTSPOTS_BASEMAP_ATTRIBUTION")
+    # Write tokens, comma-separated entries NAME:SHA256HEX[:EXPIRES] (`hotspots token new` makes one).
+    # Only hashes are configured, so the environment never holds a usable secret.
+    api_tokens: str = Field(default="", alias="HOTSPOTS_API_TOKENS")
+    # When true, read endpoints (map data, items, tiles, exports) need a token as well.
+    require_read_token: bool = Field(default=False, alias="HOTSPOTS_REQUIRE_READ_TOKEN")
+    # Every query a request runs is cut off after this long (PostgreSQL statement_timeout).
+    request_timeout_ms: int = Field(default=15000, alias="HOTSPOTS_REQUEST_TIMEOUT_MS")
+    tile_cache_mb: int = Field(default=256, alias="HOTSPOTS_TILE_CACHE_MB")
+    # POST /api/calls bodies above this size get 413.
+    max_body_bytes: int = Field(default=5_000_000, alias="HOTSPOTS_MAX_BODY_BYTES")
+    # OGC items: larger `limit` values are clamped to this (QGIS asks for 1,000; GDAL more).
+    items_max_limit: int = Field(default=10_000, alias="HOTSPOTS_ITEMS_MAX_LIMIT")
+
+
 def database_settings() -> DatabaseSettings:
     """Database settings from the current environment."""
     return DatabaseSettings()
@@ -59,3 +86,8 @@ def data_settings() -> DataSettings:
 def locale_settings() -> LocaleSettings:
     """Time-zone settings from the current environment."""
     return LocaleSettings()
+
+
+def server_settings() -> ServerSettings:
+    """Web-server settings from the current environment."""
+    return ServerSettings()

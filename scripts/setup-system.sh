@@ -33,9 +33,16 @@ if [ ! -f "/usr/share/postgresql/$major/extension/postgis.control" ]; then
   apt_install "postgresql-$major-postgis-3"
 fi
 
+# Headless Chromium drives the map-page test (tests/web/test_map_page.py): a real browser, offline.
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "setup-system: installing chromium (headless browser for the map test)"
+  apt_install chromium
+fi
+
 # The embedded cluster runs as `postgres` when we are root; Debian's server package creates that user.
 if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
   echo "setup-system: the postgres user is missing (reinstall postgresql-common)" >&2
   exit 1
 fi
 echo "setup-system: PostgreSQL $major with PostGIS $(sed -n "s/^default_version *= *'\(.*\)'/\1/p" /usr/share/postgresql/$major/extension/postgis.control) ready"
+echo "setup-system: $(chromium --version 2>/dev/null || echo chromium missing)"

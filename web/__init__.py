@@ -1,18 +1,57 @@
-"""The Flask application factory; blueprints are registered here, nothing runs at import time."""
+"""The Flask application factory: settings, database, error handlers and one blueprint per feature.
+
+Nothing happens at import time; `create_app()` builds an app from the environment (geo.settings)
+and `test_config` overrides. Under gunicorn: `gunicorn 'web:create_app()'`.
+"""
 
 from __future__ import annotations
 
 from flask import Flask
 
+from geo.settings import server_settings
+
 
 def create_app(test_config: dict | None = None) -> Flask:
-    """Build the app. `test_config` overrides settings (e.g. DATABASE_URL) for tests."""
+    """Build the app. `test_config` overrides settings (e.g. DATABASE_URL, API_TOKENS) for tests."""
     app = Flask(__name__, instance_relative_config=False)
-    app.config.from_mapping(DATABASE_URL=None)
+    s = server_settings()
+    app.config.from_mapping(
+        DATABASE_URL=None,                      # None: geo.db.resolve_url() (DATABASE_URL or embedded cluster)
+        BASEMAP_URL=s.basemap_url,
+        BASEMAP_ATTRIBUTION=s.basemap_attribution,
+        API_TOKENS=s.api_tokens,
+        REQUIRE_READ_TOKEN=s.require_read_token,
+        REQUEST_TIMEOUT_MS=s.request_timeout_ms,
+        TILE_CACHE_MB=s.tile_cache_mb,
+        MAX_CONTENT_LENGTH=s.max_body_bytes,    # Flask answers 413 above this
+        ITEMS_MAX_LIMIT=s.items_max_limit,
+        VERSION_TTL_S=1.0,                      # how long a worker trusts its copy of data_versions
+        JSON_SORT_KEYS=False,
+    )
+    app.json.sort_keys = False
     if test_config:
         app.config.update(test_config)
+
+    from web import database, errors
+
+    database.init_app(app)
+    errors.init_app(app)
 
     from web import health
 
     app.register_blueprint(health.bp)
+    for name in ("maps", "features", "tiles", "exports", "ingest_api", "openapi"):
+        _register_if_present(app, name)
     return app
+
+
+def _register_if_present(app: Flask, name: str) -> None:
+    import importlib
+
+    try:
+        module = importlib.import_module(f"web.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"web.{name}":
+            raise
+        return
+    app.register_blueprint(module.bp)

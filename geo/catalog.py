@@ -1,0 +1,262 @@
+"""The served layers: which tables, columns and filters each collection, tile layer and export exposes.
+
+Identifiers reach SQL only from this catalog (never from a request): a request names a collection
+or a property, and it is looked up here or refused. Columns marked `private` stay in the database
+and never leave it through items, tiles or exports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+
+@dataclass(frozen=True)
+class Property:
+    """One served attribute: its public name, the SQL that computes it, and its JSON Schema type."""
+
+    name: str
+    sql: str
+    type: str                  # JSON Schema type: string, integer, number, boolean
+    description: str = ""
+    format: str | None = None  # e.g. date-time
+    private: bool = False      # kept out of items, tiles and exports
+    queryable: bool = False    # can be used as `name=value` in an items request
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A served table or view: OGC collection, tile layer and export share this definition."""
+
+    id: str
+    title: str
+    description: str
+    source: str                 # FROM clause: a table name, or a subquery aliased `src` (run-selected results)
+    id_sql: str                 # the feature id (unique within the layer)
+    id_type: str                # JSON type of the id
+    geom: str = "geom"          # geometry column of `source`, EPSG:4326
+    geometry_type: str = "Point"
+    filter_table: str | None = None   # 'calls' / 'incidents': the shared filters apply (geo.filters)
+    time_property: str | None = None  # the property `datetime` filters on
+    version_layer: str = ""     # data_versions row whose bump makes cached tiles/pages stale
+    properties: tuple[Property, ...] = field(default_factory=tuple)
+    run_kinds: tuple[str, ...] = ()   # analysis-run kinds for result layers (latest run unless `run` given)
+
+    @property
+    def public(self) -> tuple[Property, ...]:
+        """Properties that may leave the database."""
+        return tuple(p for p in self.properties if not p.private)
+
+    def property(self, name: str) -> Property | None:
+        """A public property by name, or None."""
+        return next((p for p in self.public if p.name == name), None)
+
+
+def _p(name, sql=None, type="string", description="", **kw) -> Property:
+    return Property(name, sql or name, type, description, **kw)
+
+
+_GI = (
+    _p("value", type="number", description="the counted measure in the area (violent calls or expected violent calls)"),
+    _p("gi_z", type="number", description="Getis-Ord Gi* z-score"),
+    _p("gi_p", type="number", description="two-sided p-value (normal approximation)"),
+    _p("gi_q", type="number", description="p-value after Benjamini-Hochberg FDR correction"),
+    _p("hotspot_class", type="string", description="ArcGIS-style class: Hot/Cold Spot with 99/95/90% confidence, or Not Significant",
+       queryable=True),
+)
+
+LAYERS: dict[str, Layer] = {
+    layer.id: layer
+    for layer in (
+        Layer(
+            id="calls",
+            title="Calls for service",
+            description="CAD calls for service with the classifier's violent probability and label "
+                        "(the demo's calls are synthetic, generated in CMPD's layout).",
+            source="calls",
+            id_sql="call_id",
+            id_type="string",
+            filter_table="calls",
+            time_property="received_at",
+            version_layer="calls",
+            properties=(
+                _p("call_id", description="CAD event number"),
+                _p("received_at", type="string", format="date-time", description="when the call was received (UTC)"),
+                _p("call_type", description="CAD call type (nature code)", queryable=True),
+                _p("priority", type="integer", description="dispatch priority", queryable=True),
+                _p("category", description="taxonomy category (geo/taxonomy.csv)"),
+                _p("division_id", description="CMPD division code from the spatial join"),
+                _p("npa_id", type="integer", description="Neighborhood Profile Area from the spatial join", queryable=True),
+                _p("p_violent", type="number", description="model probability that the call is violent"),
+                _p("violent", "label", type="boolean", description="label at the model's threshold"),
+                _p("model_version", description="classifier that scored the call"),
+                _p("city"),
+                _p("zip", queryable=True),
+                _p("incident_report_id", description="linked incident report, if any"),
+                # Street addresses of callers stay in the database (issue 7: private fields).
+                _p("address", private=True),
+            ),
+        ),
+        Layer(
+            id="incidents",
+            title="Incident reports",
+            description="Incident reports in CMPD's published layout, with the project's category and spatial join.",
+            source="incidents",
+            id_sql="incident_report_id",
+            id_type="string",
+            filter_table="incidents",
+            time_property="date_reported",
+            version_layer="incidents",
+            properties=(
+                _p("incident_report_id"),
+                _p("date_reported", type="string", format="date-time"),
+                _p("date_incident_began", type="string", format="date-time"),
+                _p("highest_nibrs_code", queryable=True),
+                _p("highest_nibrs_description"),
+                _p("category"),
+                _p("is_crime", type="boolean"),
+                _p("clearance_status", queryable=True),
+                _p("location", description="block-level location as CMPD publishes it"),
+                _p("city"),
+                _p("zip", queryable=True),
+                _p("location_type_description"),
+                _p("place_type_description"),
+                _p("division_id"),
+                _p("npa_id", type="integer", queryable=True),
+            ),
+        ),
+        Layer(
+            id="divisions",
+            title="CMPD patrol divisions",
+            description="The 14 CMPD patrol division polygons (City of Charlotte open data).",
+            source="divisions",
+            id_sql="division_id",
+            id_type="string",
+            geometry_type="MultiPolygon",
+            version_layer="divisions",
+            properties=(
+                _p("division_id", queryable=True),
+                _p("name", queryable=True),
+                _p("short_name"),
+            ),
+        ),
+        Layer(
+            id="neighborhoods",
+            title="Neighborhood Profile Areas",
+            description="The 462 Charlotte-Mecklenburg Neighborhood Profile Areas with their latest population.",
+            source="neighborhoods",
+            id_sql="npa_id",
+            id_type="integer",
+            geometry_type="MultiPolygon",
+            version_layer="neighborhoods",
+            properties=(
+                _p("npa_id", type="integer", queryable=True),
+                _p("population", type="integer"),
+                _p("population_year", type="integer"),
+            ),
+        ),
+        Layer(
+            id="hotspot_cells",
+            title="Hot spot grid cells (Gi*)",
+            description="Getis-Ord Gi* on square State Plane grid cells of violent calls, from the latest saved run "
+                        "(`hotspots hotspots --grid-ft N --save`), or the run named by `run`.",
+            source=("(SELECT r.run_id, r.col, r.\"row\", r.cell_ft, r.value, r.gi_z, r.gi_p, r.gi_q, r.hotspot_class, r.geom"
+                    " FROM hotspot_cell_results r WHERE r.run_id = :run_id) src"),
+            id_sql="(col::text || '_' || \"row\"::text)",
+            id_type="string",
+            geometry_type="Polygon",
+            version_layer="hotspot_cells",
+            run_kinds=("calls_grid_hotspots",),
+            properties=(
+                _p("run_id", type="integer"),
+                _p("col", type="integer"),
+                _p("row", '"row"', type="integer"),
+                _p("cell_ft", type="number", description="cell side in US survey feet (EPSG:2264)"),
+                *_GI,
+            ),
+        ),
+        Layer(
+            id="hotspot_npas",
+            title="Hot spot neighborhoods (Gi*)",
+            description="Getis-Ord Gi* over the 462 NPAs, from the latest saved run (`hotspots hotspots --save`), "
+                        "or the run named by `run`.",
+            source=("(SELECT r.run_id, r.npa_id, n.population, r.value, r.gi_z, r.gi_p, r.gi_q, r.hotspot_class, n.geom"
+                    " FROM hotspot_npa_results r JOIN neighborhoods n USING (npa_id) WHERE r.run_id = :run_id) src"),
+            id_sql="npa_id",
+            id_type="integer",
+            geometry_type="MultiPolygon",
+            version_layer="hotspot_npas",
+            run_kinds=("calls_npa_hotspots", "offenses_npa_hotspots"),
+            properties=(
+                _p("run_id", type="integer"),
+                _p("npa_id", type="integer", queryable=True),
+                _p("population", type="integer"),
+                *_GI,
+            ),
+        ),
+    )
+}
+
+
+class UnknownLayer(KeyError):
+    """A layer name that is not in the catalog."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+    def __str__(self) -> str:
+        return f"unknown layer {self.name!r}; one of {', '.join(LAYERS)}"
+
+
+def layer(name: str) -> Layer:
+    """The catalog entry for `name`, or UnknownLayer listing the valid names."""
+    try:
+        return LAYERS[name]
+    except KeyError:
+        raise UnknownLayer(name) from None
+
+
+def latest_run(conn: Connection, lyr: Layer) -> int | None:
+    """The newest analysis run feeding a result layer (None when nothing was saved)."""
+    return conn.execute(
+        sa.text("SELECT max(run_id) FROM analysis_runs WHERE kind = ANY(:k)"), {"k": list(lyr.run_kinds)}
+    ).scalar()
+
+
+def run_exists(conn: Connection, lyr: Layer, run_id: int) -> bool:
+    """Whether `run_id` is a saved run of this layer's kinds."""
+    return bool(conn.execute(
+        sa.text("SELECT 1 FROM analysis_runs WHERE run_id = :r AND kind = ANY(:k)"),
+        {"r": run_id, "k": list(lyr.run_kinds)}).scalar())
+
+
+def data_versions(conn: Connection | Engine) -> dict[str, int]:
+    """Current version of every served layer (bumped by triggers on each change; migration 006)."""
+    if isinstance(conn, Engine):
+        with conn.connect() as c:
+            return data_versions(c)
+    return {k: int(v) for k, v in conn.execute(sa.text("SELECT layer, version FROM data_versions"))}
+
+
+def division_names(conn: Connection | Engine) -> dict[str, str]:
+    """Every accepted spelling of a division (code, name, short name; lower case) -> division code."""
+    if isinstance(conn, Engine):
+        with conn.connect() as c:
+            return division_names(c)
+    out: dict[str, str] = {}
+    for code, name, short in conn.execute(sa.text("SELECT division_id, name, short_name FROM divisions")):
+        for spelling in (code, name, short):
+            if spelling:
+                out[str(spelling).lower()] = code
+    return out
+
+
+def latest_call_date(conn: Connection | Engine, tz: str):
+    """The local date of the newest call (the anchor of the map's 7/28/365-day presets)."""
+    if isinstance(conn, Engine):
+        with conn.connect() as c:
+            return latest_call_date(c, tz)
+    return conn.execute(sa.text("SELECT (max(received_at) AT TIME ZONE :tz)::date FROM calls"), {"tz": tz}).scalar()

@@ -1,0 +1,288 @@
+"""The filters every served layer shares (dates, division, category, violent, probability, bbox).
+
+One parser and one SQL builder, used by the OGC items, the tiles, the exports, the map's panels
+and the command line, so a filter means the same thing everywhere. Values are always bound
+parameters; the only identifiers written into SQL are the column names of `TABLE_COLUMNS`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Callable, Mapping
+from zoneinfo import ZoneInfo
+
+from geo.settings import locale_settings
+from geo.taxonomy import load_taxonomy
+
+# Relative windows a supervisor picks on the map: days back from the "as of" date (inclusive).
+PRESETS = {"7d": 7, "28d": 28, "365d": 365, "ytd": None}
+TRUE_WORDS = {"true", "1", "yes", "y", "t"}
+FALSE_WORDS = {"false", "0", "no", "n", "f"}
+# Parameters a filter reads; anything else in a request is the caller's business.
+FILTER_PARAMETERS = ("start", "end", "preset", "datetime", "division", "category", "violent", "min_p", "bbox")
+
+
+class ParameterError(ValueError):
+    """A request parameter that cannot be used: names the parameter and what would be valid."""
+
+    def __init__(self, parameter: str, message: str):
+        super().__init__(f"{parameter}: {message}")
+        self.parameter = parameter
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Where a table keeps the filtered fields (None: the filter does not apply to it)."""
+
+    time: str
+    division: str | None = "division_id"
+    category: str | None = "category"
+    violent: str | None = None       # SQL boolean expression ({p}: the table alias and dot)
+    probability: str | None = None
+    geom: str = "geom"
+
+
+TABLE_COLUMNS = {
+    "calls": Columns(time="received_at", violent="{p}label", probability="p_violent"),
+    "incidents": Columns(time="date_reported", violent="{p}category = 'violent_crime'"),
+}
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A parsed filter: half-open UTC-aware time bounds, area, category, violence, probability, bbox."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    division: str | None = None
+    category: str | None = None
+    violent: bool | None = None
+    min_p: float | None = None
+    bbox: tuple[float, float, float, float] | None = None
+    # How the request named it (for echoing back, e.g. in links and the map's URL).
+    given: dict = field(default_factory=dict, compare=False)
+
+    def where(self, table: str = "calls", alias: str = "") -> tuple[str, dict]:
+        """SQL condition (never empty: 'TRUE' when nothing is filtered) and its bound parameters."""
+        cols = TABLE_COLUMNS[table]
+        p = f"{alias}." if alias else ""
+        clauses: list[str] = []
+        params: dict = {}
+        if self.start is not None:
+            clauses.append(f"{p}{cols.time} >= :f_start")
+            params["f_start"] = self.start
+        if self.end is not None:
+            clauses.append(f"{p}{cols.time} < :f_end")
+            params["f_end"] = self.end
+        if self.division is not None:
+            clauses.append(f"{p}{cols.division} = :f_division")
+            params["f_division"] = self.division
+        if self.category is not None:
+            clauses.append(f"{p}{cols.category} = :f_category")
+            params["f_category"] = self.category
+        if self.violent is not None:
+            expr = cols.violent.format(p=p)
+            clauses.append(f"coalesce({expr}, false)" if self.violent else f"NOT coalesce({expr}, false)")
+        if self.min_p is not None:
+            clauses.append(f"{p}{cols.probability} >= :f_min_p")
+            params["f_min_p"] = self.min_p
+        if self.bbox is not None:
+            # && uses the GiST index; the envelope is built from bound numbers in WGS84.
+            clauses.append(f"{p}{cols.geom} && ST_MakeEnvelope(:f_xmin, :f_ymin, :f_xmax, :f_ymax, 4326)")
+            params.update(f_xmin=self.bbox[0], f_ymin=self.bbox[1], f_xmax=self.bbox[2], f_ymax=self.bbox[3])
+        return (" AND ".join(clauses) or "TRUE"), params
+
+    def key(self) -> str:
+        """A short stable digest of the filter's meaning, for cache keys and ETags."""
+        d = asdict(self)
+        d.pop("given")
+        return hashlib.sha256(json.dumps(d, default=str, sort_keys=True).encode()).hexdigest()[:16]
+
+    def without_bbox(self) -> "Filter":
+        """The same filter with no bounding box (tiles bring their own envelope)."""
+        return Filter(self.start, self.end, self.division, self.category, self.violent, self.min_p, None, dict(self.given))
+
+    def local_period(self) -> tuple[date | None, date | None]:
+        """The filter's time bounds as local dates [start, end) (None where open)."""
+        tz = ZoneInfo(locale_settings().timezone)
+        lo = self.start.astimezone(tz).date() if self.start else None
+        hi = None
+        if self.end:
+            e = self.end.astimezone(tz)
+            hi = e.date() if e.timetz().replace(tzinfo=None) == time(0) else e.date() + timedelta(days=1)
+        return lo, hi
+
+
+def _get(args: Mapping, name: str) -> str | None:
+    value = args.get(name)
+    if value is None:
+        return None
+    value = str(value).strip()
+    return value or None
+
+
+def parse_bool(name: str, value: str) -> bool:
+    """'true'/'false' (and 1/0, yes/no) as a boolean, else a ParameterError naming `name`."""
+    v = value.strip().lower()
+    if v in TRUE_WORDS:
+        return True
+    if v in FALSE_WORDS:
+        return False
+    raise ParameterError(name, f"{value!r} is not a boolean; use true or false")
+
+
+def parse_float(name: str, value: str, lo: float | None = None, hi: float | None = None) -> float:
+    """A finite number within [lo, hi], else a ParameterError naming `name`."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ParameterError(name, f"{value!r} is not a number") from None
+    if not math.isfinite(x):
+        raise ParameterError(name, f"{value!r} is not a finite number")
+    if (lo is not None and x < lo) or (hi is not None and x > hi):
+        raise ParameterError(name, f"{value} is outside [{lo}, {hi}]")
+    return x
+
+
+def parse_bbox(value: str, name: str = "bbox") -> tuple[float, float, float, float]:
+    """'minlon,minlat,maxlon,maxlat' (or the 6-number 3D form) in WGS84 degrees."""
+    parts = [s for s in value.split(",")]
+    if len(parts) not in (4, 6):
+        raise ParameterError(name, f"expected 4 (or 6) comma-separated numbers minlon,minlat,maxlon,maxlat; got {len(parts)}")
+    nums = [parse_float(name, s) for s in parts]
+    if len(nums) == 6:
+        nums = [nums[0], nums[1], nums[3], nums[4]]
+    xmin, ymin, xmax, ymax = nums
+    for x in (xmin, xmax):
+        if not -180 <= x <= 180:
+            raise ParameterError(name, f"longitude {x} is outside [-180, 180]")
+    for y in (ymin, ymax):
+        if not -90 <= y <= 90:
+            raise ParameterError(name, f"latitude {y} is outside [-90, 90]")
+    if ymin > ymax:
+        raise ParameterError(name, f"minimum latitude {ymin} is above maximum {ymax}")
+    if xmin > xmax:
+        raise ParameterError(name, f"minimum longitude {xmin} is east of maximum {xmax} (boxes across the antimeridian are not supported)")
+    return xmin, ymin, xmax, ymax
+
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def parse_instant(name: str, value: str, *, end_of_day: bool = False) -> datetime:
+    """An RFC 3339 date-time (offset or Z; none means local time) or a local date, as an aware datetime.
+
+    A bare date means local midnight, or the following local midnight when `end_of_day` (so an
+    inclusive end date covers its whole day).
+    """
+    tz = ZoneInfo(locale_settings().timezone)
+    v = value.strip()
+    try:
+        if _DATE.match(v):
+            d = date.fromisoformat(v)
+            if end_of_day:
+                d += timedelta(days=1)
+            return datetime.combine(d, time(0), tz)
+        dt = datetime.fromisoformat(v.replace("z", "Z").replace("Z", "+00:00").replace(" ", "T", 1))
+    except ValueError:
+        raise ParameterError(name, f"{value!r} is not a date (YYYY-MM-DD) or RFC 3339 date-time") from None
+    if not 1900 <= dt.year <= 2200:
+        raise ParameterError(name, f"{value!r} is outside the years 1900-2200")
+    return dt if dt.tzinfo else dt.replace(tzinfo=tz)
+
+
+def parse_datetime_param(value: str, name: str = "datetime") -> tuple[datetime | None, datetime | None]:
+    """OGC API `datetime`: an instant, or an interval 'a/b' with '..' or '' for an open end.
+
+    An instant matches that moment only (a date: that whole local day). Returns half-open bounds.
+    """
+    v = value.strip()
+    if "/" not in v:
+        if _DATE.match(v):
+            return parse_instant(name, v), parse_instant(name, v, end_of_day=True)
+        t = parse_instant(name, v)
+        return t, t + timedelta(microseconds=1)
+    if v.count("/") != 1:
+        raise ParameterError(name, f"{value!r} has more than one '/'; use START/END with '..' for an open end")
+    a, b = (s.strip() for s in v.split("/"))
+    if a in ("", "..") and b in ("", ".."):
+        raise ParameterError(name, "an interval needs at least one end")
+    lo = None if a in ("", "..") else parse_instant(name, a)
+    hi = None if b in ("", "..") else parse_instant(name, b, end_of_day=True)
+    if hi is not None and not _DATE.match(b):
+        hi = hi + timedelta(microseconds=1)   # an end instant is inclusive in OGC API
+    if lo is not None and hi is not None and lo >= hi:
+        raise ParameterError(name, f"interval {value!r} ends before it starts")
+    return lo, hi
+
+
+def parse_filter(
+    args: Mapping,
+    *,
+    table: str = "calls",
+    divisions: Mapping[str, str] | None = None,
+    as_of: Callable[[], date | None] | None = None,
+) -> Filter:
+    """Read the shared filter parameters from a request-like mapping; ParameterError on bad input.
+
+    `divisions` maps every accepted spelling (code, name, short name; lower case) to a division
+    code. `as_of` gives the latest local date with data, the anchor of presets when no `end` is given.
+    """
+    cols = TABLE_COLUMNS[table]
+    given = {k: _get(args, k) for k in FILTER_PARAMETERS if _get(args, k) is not None}
+    start = end = None
+    if "datetime" in given and ("start" in given or "end" in given or "preset" in given):
+        raise ParameterError("datetime", "give either datetime or start/end/preset, not both")
+    if "datetime" in given:
+        start, end = parse_datetime_param(given["datetime"])
+    if "end" in given:
+        end = parse_instant("end", given["end"], end_of_day=True)
+    if "start" in given:
+        start = parse_instant("start", given["start"])
+    if "preset" in given:
+        preset = given["preset"].lower()
+        if preset not in PRESETS:
+            raise ParameterError("preset", f"{given['preset']!r} is not one of {', '.join(PRESETS)}")
+        if "start" in given:
+            raise ParameterError("preset", "give either preset or start, not both")
+        tz = ZoneInfo(locale_settings().timezone)
+        if end is None:
+            last = as_of() if as_of else None
+            last = last or datetime.now(tz).date()
+            end = datetime.combine(last + timedelta(days=1), time(0), tz)
+        last_day = (end.astimezone(tz) - timedelta(microseconds=1)).date()
+        days = PRESETS[preset]
+        first = date(last_day.year, 1, 1) if days is None else last_day - timedelta(days=days - 1)
+        start = datetime.combine(first, time(0), tz)
+    if start is not None and end is not None and start >= end:
+        raise ParameterError("start", f"start {given.get('start') or start.date()} is not before end {given.get('end') or end.date()}")
+
+    division = None
+    if "division" in given:
+        key = given["division"].lower()
+        if divisions is None or key not in divisions:
+            valid = sorted(set(divisions.values())) if divisions else []
+            raise ParameterError("division", f"unknown division {given['division']!r}; use a code or name ({', '.join(valid)})")
+        division = divisions[key]
+
+    category = None
+    if "category" in given:
+        categories = load_taxonomy().categories
+        category = given["category"].lower()
+        if category not in categories:
+            raise ParameterError("category", f"unknown category {given['category']!r}; one of {', '.join(categories)}")
+
+    violent = parse_bool("violent", given["violent"]) if "violent" in given else None
+    min_p = None
+    if "min_p" in given:
+        if cols.probability is None:
+            raise ParameterError("min_p", f"{table} have no model probability; min_p applies to calls")
+        min_p = parse_float("min_p", given["min_p"], 0.0, 1.0)
+    bbox = parse_bbox(given["bbox"]) if "bbox" in given else None
+    return Filter(start, end, division, category, violent, min_p, bbox, given)

@@ -1,0 +1,94 @@
+"""App-wide behaviour: JSON errors, the shared filter parser, data versions bumped by writes."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from geo.catalog import data_versions
+from geo.filters import ParameterError, parse_bbox, parse_datetime_param, parse_filter
+
+
+def test_unknown_route_is_a_json_404(client):
+    r = client.get("/no/such/page")
+    assert r.status_code == 404
+    assert r.get_json()["code"] == "NotFound"
+
+
+@pytest.mark.parametrize("args, parameter", [
+    ({"bbox": "1,2,3"}, "bbox"),
+    ({"bbox": "-80,36,-81,35"}, "bbox"),
+    ({"bbox": "-80,95,-79,96"}, "bbox"),
+    ({"bbox": "a,b,c,d"}, "bbox"),
+    ({"start": "2021-13-01"}, "start"),
+    ({"start": "2021-02-01", "end": "2021-01-01"}, "start"),
+    ({"datetime": "2021-01-01/2021-02-01/2021-03-01"}, "datetime"),
+    ({"datetime": "../.."}, "datetime"),
+    ({"preset": "9d"}, "preset"),
+    ({"division": "Atlantis"}, "division"),
+    ({"category": "jaywalking"}, "category"),
+    ({"violent": "maybe"}, "violent"),
+    ({"min_p": "1.5"}, "min_p"),
+    ({"min_p": "nan"}, "min_p"),
+])
+def test_bad_filters_name_the_parameter(args, parameter):
+    with pytest.raises(ParameterError) as err:
+        parse_filter(args, divisions={"01": "01", "central": "01"})
+    assert err.value.parameter == parameter
+
+
+def test_filter_sql_binds_every_value():
+    f = parse_filter({"start": "2021-03-01", "end": "2021-03-31", "division": "Central", "category": "violent_crime",
+                      "violent": "true", "min_p": "0.4", "bbox": "-81,35,-80,36"},
+                     divisions={"01": "01", "central": "01"})
+    sql, params = f.where("calls", "c")
+    assert "Central" not in sql and "0.4" not in sql and "violent_crime" not in sql
+    assert params["f_division"] == "01" and params["f_min_p"] == 0.4 and params["f_category"] == "violent_crime"
+    # An inclusive end date covers its whole local day: [Mar 1 00:00 EST, Apr 1 00:00 EDT).
+    assert params["f_start"].astimezone(timezone.utc) == datetime(2021, 3, 1, 5, tzinfo=timezone.utc)
+    assert params["f_end"].astimezone(timezone.utc) == datetime(2021, 4, 1, 4, tzinfo=timezone.utc)
+    assert "c.label" in sql and "c.geom &&" in sql
+
+
+def test_presets_anchor_on_the_latest_data():
+    from datetime import date
+
+    f = parse_filter({"preset": "28d"}, as_of=lambda: date(2021, 12, 31))
+    assert f.local_period() == (date(2021, 12, 4), date(2022, 1, 1))
+    f = parse_filter({"preset": "ytd", "end": "2021-06-30"})
+    assert f.local_period() == (date(2021, 1, 1), date(2021, 7, 1))
+
+
+def test_ogc_datetime_forms():
+    lo, hi = parse_datetime_param("2021-05-01T12:00:00Z")
+    assert (hi - lo).total_seconds() < 1e-3
+    lo, hi = parse_datetime_param("../2021-05-01T00:00:00Z")
+    assert lo is None and hi > datetime(2021, 5, 1, tzinfo=timezone.utc)
+    lo, hi = parse_datetime_param("2021-05-01/..")
+    assert hi is None and lo.date().isoformat() == "2021-05-01"
+    assert parse_bbox("-81,35,0,-80,36,100") == (-81, 35, -80, 36)
+
+
+def test_writes_bump_the_layer_version(engine):
+    before = data_versions(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM calls WHERE false"))
+    after = data_versions(engine)
+    assert after["calls"] == before["calls"] + 1 and after["incidents"] == before["incidents"]
+
+
+def test_server_errors_hide_the_trace(web_url):
+    from web import create_app
+
+    app = create_app({"DATABASE_URL": web_url})
+
+    @app.get("/_boom")
+    def _boom():
+        raise RuntimeError("secret internals")
+
+    r = app.test_client().get("/_boom")
+    assert r.status_code == 500
+    assert "secret" not in r.get_data(as_text=True) and "Traceback" not in r.get_data(as_text=True)
+    assert r.get_json()["code"] == "ServerError"

@@ -1,0 +1,88 @@
+"""JSON errors for every failure: the bad parameter named, never a stack trace in a response."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import sqlalchemy.exc
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from geo.catalog import UnknownLayer
+from geo.filters import ParameterError
+
+log = logging.getLogger("web")
+
+# OGC API exception codes by status (the `code` member of the error document).
+CODES = {400: "InvalidParameterValue", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
+         405: "MethodNotAllowed", 406: "NotAcceptable", 413: "PayloadTooLarge", 415: "UnsupportedMediaType",
+         500: "ServerError", 503: "ServiceUnavailable"}
+
+
+class ApiError(Exception):
+    """An error a blueprint raises on purpose: status, message and (optionally) the parameter at fault."""
+
+    def __init__(self, status: int, description: str, parameter: str | None = None, headers: dict | None = None):
+        super().__init__(description)
+        self.status = status
+        self.description = description
+        self.parameter = parameter
+        self.headers = headers or {}
+
+
+def error_response(status: int, description: str, parameter: str | None = None, headers: dict | None = None):
+    """The JSON error document every endpoint uses."""
+    body = {"code": CODES.get(status, "Error"), "description": description}
+    if parameter:
+        body["parameter"] = parameter
+    resp = jsonify(body)
+    resp.status_code = status
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    return resp
+
+
+def _statement_timeout(exc: Exception) -> bool:
+    return getattr(getattr(exc, "orig", None), "pgcode", None) == "57014"
+
+
+def init_app(app: Flask) -> None:
+    """Register the handlers."""
+
+    @app.errorhandler(ParameterError)
+    def _bad_parameter(exc: ParameterError):
+        return error_response(400, str(exc), exc.parameter)
+
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        return error_response(exc.status, exc.description, exc.parameter, exc.headers)
+
+    @app.errorhandler(UnknownLayer)
+    def _unknown_layer(exc: UnknownLayer):
+        return error_response(404, str(exc), "layer")
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        headers = {}
+        valid = getattr(exc, "valid_methods", None)
+        if valid:
+            headers["Allow"] = ", ".join(valid)
+        return error_response(exc.code or 500, exc.description or exc.name, None, headers)
+
+    @app.errorhandler(sqlalchemy.exc.DBAPIError)
+    def _database(exc: sqlalchemy.exc.DBAPIError):
+        if _statement_timeout(exc):
+            ms = app.config["REQUEST_TIMEOUT_MS"]
+            return error_response(503, f"the query took longer than the {ms} ms limit; narrow the filter "
+                                       "(dates, bbox, division)", None, {"Retry-After": "5"})
+        if isinstance(exc, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)) or exc.connection_invalidated:
+            log.warning("database unavailable: %s", type(exc.orig).__name__ if exc.orig else exc)
+            return error_response(503, "the database is unavailable; try again shortly", None, {"Retry-After": "5"})
+        return _unexpected(exc)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        ref = uuid.uuid4().hex[:12]
+        log.exception("unhandled error (ref %s)", ref)
+        return error_response(500, f"internal error (reference {ref}; details are in the server log)")
