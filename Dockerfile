@@ -5,5 +5,8 @@ COPY geo ./geo
 COPY web ./web
 COPY sql ./sql
 RUN pip install --no-cache-dir -e .
+ENV HOTSPOTS_HOST=0.0.0.0
+EXPOSE 8000
 ENTRYPOINT []
-CMD ["hotspots", "--help"]
+# docker-compose.yml migrates first; a bare `docker run` serves an already migrated DATABASE_URL.
+CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "4", "--worker-class", "gthread", "--threads", "8", "web:create_app()"]
