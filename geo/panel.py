@@ -1,0 +1,377 @@
+"""The map's numbers: areas with their call counts, Gi* on NPAs, and the side panel of one area.
+
+Every count here goes through the shared filter (geo.filters), so the map, its side panel, the
+OGC items and the tiles agree on what "violent calls in Central last month" means. Identifiers
+come from the layer catalog (geo.catalog) and the fixed level table below; values are bound.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from geo import catalog
+from geo.filters import Filter
+from geo.metrics import Period, compstat_windows, poisson_change_test
+
+
+@dataclass(frozen=True)
+class Level:
+    """An area level of the map: its polygon layer, and the calls column holding the area's id."""
+
+    name: str
+    layer: str          # catalog layer with the polygons
+    calls_column: str   # column of `calls` assigned by the loader's spatial join
+    metrics_by: str     # the `by` of geo.metrics functions
+
+
+LEVELS = {
+    "division": Level("division", "divisions", "division_id", "division"),
+    "npa": Level("npa", "neighborhoods", "npa_id", "npa"),
+}
+# Simplification for the browser, in degrees (about 10 m at Charlotte's latitude): invisible at
+# city zooms; it cuts the divisions' 55k vertices to under 7k (the NPAs are already coarse).
+SIMPLIFY_DEG = 0.0001
+WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+
+
+class UnknownArea(LookupError):
+    """An area id that the level does not have."""
+
+    def __init__(self, level: str, area_id: str):
+        super().__init__(f"no {level} {area_id!r}")
+        self.level = level
+        self.area_id = area_id
+
+
+def level(name: str) -> Level:
+    """The level called `name` ('division' or 'npa'); ValueError listing the valid ones."""
+    try:
+        return LEVELS[name]
+    except KeyError:
+        raise ValueError(f"unknown level {name!r}; one of {', '.join(LEVELS)}") from None
+
+
+def _tz() -> str:
+    from geo.settings import locale_settings
+
+    return locale_settings().timezone
+
+
+def _ident(lvl: Level) -> tuple[str, str]:
+    lyr = catalog.layer(lvl.layer)
+    calls = {p.name for p in catalog.layer("calls").properties}
+    assert lvl.calls_column in calls  # the level table may only name catalogued columns
+    return lyr.source, lyr.id_sql
+
+
+# --- areas -------------------------------------------------------------------------------------
+def area_shapes(engine: Engine, level_name: str, tolerance: float = SIMPLIFY_DEG) -> list[dict]:
+    """Every area of a level: id, name, population (NPAs), division (NPAs) and simplified GeoJSON geometry text."""
+    lvl = level(level_name)
+    table, id_col = _ident(lvl)
+    # Topology-preserving simplification keeps every polygon valid and non-empty.
+    geometry = "ST_AsGeoJSON(ST_SimplifyPreserveTopology(a.geom, :tol), 5)"
+    if lvl.name == "division":
+        sql = (f"SELECT a.{id_col} AS id, a.name, a.short_name, NULL::int AS population, NULL::text AS division_id,"
+               f" {geometry} AS geometry FROM {table} a ORDER BY 1")
+    else:
+        # An NPA's division: the one holding a point guaranteed inside the NPA (divisions follow
+        # NPA edges closely, so this is the division most of the NPA lies in).
+        sql = (f"SELECT a.{id_col} AS id, 'NPA ' || a.{id_col} AS name, NULL AS short_name, a.population,"
+               " (SELECT d.division_id FROM divisions d WHERE ST_Contains(d.geom, ST_PointOnSurface(a.geom))"
+               "  ORDER BY d.division_id LIMIT 1) AS division_id,"
+               f" {geometry} AS geometry FROM {table} a ORDER BY 1")
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(sa.text(sql), {"tol": tolerance})]
+
+
+def area_counts(engine: Engine, level_name: str, flt: Filter) -> dict:
+    """Calls, labelled-violent calls and expected violent calls (sum of probabilities) per area under the filter."""
+    lvl = level(level_name)
+    where, params = flt.where("calls", "c")
+    sql = (f"SELECT c.{lvl.calls_column} AS id, count(*) AS calls, count(*) FILTER (WHERE c.label) AS violent,"
+           f" coalesce(sum(c.p_violent), 0) AS expected FROM calls c"
+           f" WHERE c.{lvl.calls_column} IS NOT NULL AND {where} GROUP BY 1")
+    with engine.connect() as conn:
+        return {r.id: (int(r.calls), int(r.violent), float(r.expected)) for r in conn.execute(sa.text(sql), params)}
+
+
+def per_1000(count: float, population: int | None) -> float | None:
+    """A count per 1,000 residents; None where nobody lives (parks, the airport)."""
+    if not population or population <= 0:
+        return None
+    return round(count / population * 1000.0, 3)
+
+
+def area_features(shapes: list[dict], counts: dict) -> str:
+    """GeoJSON FeatureCollection text of the areas with their counts and rates (geometry text spliced in)."""
+    parts = []
+    for s in shapes:
+        calls, violent, expected = counts.get(s["id"], (0, 0, 0.0))
+        props = {"id": s["id"], "name": s["name"], "calls": calls, "violent": violent,
+                 "expected_violent": round(expected, 2),
+                 "violent_share": round(violent / calls, 4) if calls else None}
+        if s["short_name"] is not None:
+            props["short_name"] = s["short_name"]
+        if s["population"] is not None or s["division_id"] is not None:
+            props.update(population=s["population"], division_id=s["division_id"],
+                         calls_per_1000=per_1000(calls, s["population"]),
+                         violent_per_1000=per_1000(violent, s["population"]))
+        parts.append(f'{{"type":"Feature","id":{json.dumps(s["id"])},"geometry":{s["geometry"]},'
+                     f'"properties":{json.dumps(props)}}}')
+    return '{"type":"FeatureCollection","features":[' + ",".join(parts) + "]}"
+
+
+# --- Gi* on NPAs -------------------------------------------------------------------------------
+MEASURES = {"violent": "count(*) FILTER (WHERE c.label)", "calls": "count(*)",
+            "expected": "coalesce(sum(c.p_violent), 0)"}
+
+
+def npa_weights(engine: Engine):
+    """Queen-contiguity weights of the NPAs in npa_id order, and that order."""
+    from geo.hotspots import queen_weights
+    from geo.spatial import read_neighborhoods
+
+    npas = read_neighborhoods(engine)
+    return queen_weights(npas), npas["npa_id"].to_numpy()
+
+
+def npa_gi_star(engine: Engine, flt: Filter, weights, npa_ids: np.ndarray, measure: str = "violent") -> pd.DataFrame:
+    """Gi* of a measure per NPA under the filter: npa_id, value, gi_z, gi_p, gi_q, hotspot_class.
+
+    No permutations: the classes come from the normal approximation with the FDR correction (as
+    in geo.hotspots), which is what the map shows; pseudo p-values would only add seconds.
+    """
+    from geo.hotspots import gi_star
+
+    if measure not in MEASURES:
+        raise ValueError(f"unknown measure {measure!r}; one of {', '.join(MEASURES)}")
+    where, params = flt.where("calls", "c")
+    with engine.connect() as conn:
+        rows = dict(conn.execute(sa.text(
+            f"SELECT c.npa_id, {MEASURES[measure]} FROM calls c WHERE c.npa_id IS NOT NULL AND {where} GROUP BY 1"),
+            params).all())
+    values = np.array([float(rows.get(int(n), 0.0)) for n in npa_ids])
+    result = gi_star(None, values, permutations=0, weights=weights)
+    return pd.DataFrame({"npa_id": npa_ids.astype(int), "value": values, "gi_z": result.z, "gi_p": result.p,
+                         "gi_q": result.q, "hotspot_class": result.classes})
+
+
+def hotspot_features(shapes: list[dict], gi: pd.DataFrame) -> dict:
+    """GeoJSON FeatureCollection (as a dict) of the NPAs with their Gi* class, z and q, plus class counts."""
+    by_id = {s["id"]: s for s in shapes}
+    features = []
+    for r in gi.itertuples(index=False):
+        s = by_id[r.npa_id]
+        features.append({"type": "Feature", "id": int(r.npa_id), "geometry": json.loads(s["geometry"]),
+                         "properties": {"npa_id": int(r.npa_id), "value": float(r.value),
+                                        "gi_z": round(float(r.gi_z), 4), "gi_p": float(r.gi_p),
+                                        "gi_q": float(r.gi_q), "hotspot_class": r.hotspot_class,
+                                        "division_id": s["division_id"], "population": s["population"]}})
+    summary = gi["hotspot_class"].value_counts().to_dict()
+    return {"type": "FeatureCollection", "features": features, "classes": hotspot_classes(),
+            "summary": {k: int(v) for k, v in summary.items()}}
+
+
+def hotspot_classes() -> list[str]:
+    """The Gi* classes in legend order: hot 99/95/90, not significant, cold 90/95/99."""
+    from geo.hotspots import CLASSES, NOT_SIGNIFICANT
+
+    return [hot for _, hot, _ in CLASSES] + [NOT_SIGNIFICANT] + [cold for _, _, cold in reversed(CLASSES)]
+
+
+# --- the side panel ----------------------------------------------------------------------------
+def resolve_area(engine: Engine, level_name: str, area_id: str, division_names: dict[str, str]) -> dict:
+    """The area's id, name and population; UnknownArea when the level has no such area."""
+    lvl = level(level_name)
+    table, id_col = _ident(lvl)
+    if lvl.name == "division":
+        code = division_names.get(area_id.strip().lower())
+        if code is None:
+            raise UnknownArea(lvl.name, area_id)
+        sql = f"SELECT {id_col} AS id, name, short_name, NULL::int AS population FROM {table} WHERE {id_col} = :id"
+        key: object = code
+    else:
+        try:
+            key = int(area_id)
+        except ValueError:
+            raise ValueError(f"NPA ids are integers, not {area_id!r}") from None
+        sql = (f"SELECT a.{id_col} AS id, 'NPA ' || a.{id_col} AS name, NULL AS short_name, a.population,"
+               " (SELECT d.division_id FROM divisions d WHERE ST_Contains(d.geom, ST_PointOnSurface(a.geom))"
+               "  ORDER BY 1 LIMIT 1) AS division_id"
+               f" FROM {table} a WHERE a.{id_col} = :id")
+    with engine.connect() as conn:
+        row = conn.execute(sa.text(sql), {"id": key}).mappings().first()
+    if row is None:
+        raise UnknownArea(lvl.name, area_id)
+    return dict(row)
+
+
+def _area_where(lvl: Level, flt: Filter) -> tuple[str, dict]:
+    where, params = flt.where("calls", "c")
+    return f"c.{lvl.calls_column} = :area AND {where}", params
+
+
+def area_totals(engine: Engine, level_name: str, area_id, flt: Filter, population: int | None = None) -> dict:
+    """Calls, labelled-violent and expected violent calls in the area under the filter, with rates."""
+    lvl = level(level_name)
+    where, params = _area_where(lvl, flt)
+    with engine.connect() as conn:
+        r = conn.execute(sa.text(
+            "SELECT count(*) AS calls, count(*) FILTER (WHERE c.label) AS violent,"
+            f" coalesce(sum(c.p_violent), 0) AS expected FROM calls c WHERE {where}"),
+            {**params, "area": area_id}).one()
+    calls, violent = int(r.calls), int(r.violent)
+    return {"calls": calls, "violent": violent, "expected_violent": round(float(r.expected), 2),
+            "violent_share": round(violent / calls, 4) if calls else None,
+            "calls_per_1000": per_1000(calls, population), "violent_per_1000": per_1000(violent, population)}
+
+
+def category_breakdown(engine: Engine, level_name: str, area_id, flt: Filter) -> list[dict]:
+    """Calls per category in the area under the filter, largest first, with shares and violent labels."""
+    lvl = level(level_name)
+    where, params = _area_where(lvl, flt)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT coalesce(c.category, 'unknown') AS category, count(*) AS calls,"
+            f" count(*) FILTER (WHERE c.label) AS violent FROM calls c WHERE {where} GROUP BY 1 ORDER BY 2 DESC, 1"),
+            {**params, "area": area_id}).all()
+    total = sum(r.calls for r in rows)
+    return [{"category": r.category, "calls": int(r.calls), "violent": int(r.violent),
+             "share": round(r.calls / total, 4)} for r in rows]
+
+
+def hour_weekday(engine: Engine, level_name: str, area_id, flt: Filter) -> dict:
+    """Calls by local weekday (rows, Monday first) and hour (columns) in the area under the filter."""
+    lvl = level(level_name)
+    where, params = _area_where(lvl, flt)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT extract(isodow FROM c.received_at AT TIME ZONE :tz)::int - 1 AS d,"
+            " extract(hour FROM c.received_at AT TIME ZONE :tz)::int AS h, count(*) AS n"
+            f" FROM calls c WHERE {where} GROUP BY 1, 2"), {**params, "area": area_id, "tz": _tz()}).all()
+    matrix = [[0] * 24 for _ in range(7)]
+    for r in rows:
+        matrix[r.d][r.h] = int(r.n)
+    return {"weekdays": WEEKDAYS, "hours": list(range(24)), "counts": matrix,
+            "max": max(max(row) for row in matrix)}
+
+
+def compstat_changes(engine: Engine, level_name: str, area_id, flt: Filter, as_of: date,
+                     data_range: tuple[date | None, date | None], alpha: float = 0.05) -> list[dict]:
+    """CompStat for the area: 7/28 days, year to date and 365 days before `as_of` against the prior period.
+
+    The windows replace the filter's dates; its other conditions (category, violent, probability)
+    still apply. Significance is the conditional Poisson test of geo.metrics.
+    """
+    lvl = level(level_name)
+    no_dates = Filter(None, None, flt.division, flt.category, flt.violent, flt.min_p, flt.bbox)
+    where, params = _area_where(lvl, no_dates)
+    windows = compstat_windows(as_of)
+    tz = _tz()
+    columns, bounds = [], {}
+    for i, (current, prior) in enumerate(windows.values()):
+        for part, period in (("c", current), ("p", prior)):
+            name = f"w{i}{part}"
+            # Local midnights as bound timestamptz values: compared per row without a time-zone call.
+            bounds[f"{name}_s"], bounds[f"{name}_e"] = _midnight(period.start, tz), _midnight(period.end, tz)
+            columns.append(f"count(*) FILTER (WHERE c.received_at >= :{name}_s AND c.received_at < :{name}_e) AS {name}")
+    earliest = _midnight(min(p.start for _, p in windows.values()), tz)
+    with engine.connect() as conn:
+        counts = conn.execute(sa.text(
+            f"SELECT {', '.join(columns)} FROM calls c WHERE {where}"
+            " AND c.received_at >= :earliest AND c.received_at < :as_of"),
+            {**params, **bounds, "area": area_id, "earliest": earliest, "as_of": _midnight(as_of, tz)}).one()._mapping
+    first, last = data_range
+    out = []
+    for i, (window, (current, prior)) in enumerate(windows.items()):
+        c, p = int(counts[f"w{i}c"]), int(counts[f"w{i}p"])
+        # A window the data do not cover is reported as such, not as a 100% change.
+        # (Year to date on 1 January is an empty window: nothing to compare either.)
+        covered = (first is not None and last is not None and current.days > 0 and prior.days > 0
+                   and first <= prior.start and last >= current.end - timedelta(days=1))
+        p_value = poisson_change_test(c, p, current.days, prior.days) if covered else None
+        change = None
+        if covered and p:
+            change = round((c / current.days - p / prior.days) / (p / prior.days) * 100, 1)
+        out.append({"window": window, "current": c, "prior": p,
+                    "current_period": [current.start.isoformat(), (current.end - timedelta(days=1)).isoformat()],
+                    "prior_period": [prior.start.isoformat(), (prior.end - timedelta(days=1)).isoformat()],
+                    "pct_change": change, "p_value": None if p_value is None else round(p_value, 4),
+                    "significant": bool(covered and p_value < alpha), "data_covers_both": covered})
+    return out
+
+
+def _midnight(day: date, tz: str) -> datetime:
+    return datetime.combine(day, time(0), ZoneInfo(tz))
+
+
+def analysis_period(flt: Filter, data_range: tuple[date | None, date | None]) -> Period:
+    """The filter's local dates as a Period, open ends closed by the data's first and last day."""
+    lo, hi = flt.local_period()
+    first, last = data_range
+    lo = lo or first or date.today()
+    hi = hi or ((last + timedelta(days=1)) if last else lo + timedelta(days=1))
+    return Period(lo, max(hi, lo + timedelta(days=1)))
+
+
+def outreach_for(flags: pd.DataFrame, area_id) -> list[dict]:
+    """The outreach flags (geo.metrics.outreach_flags rows) of one area."""
+    if flags.empty:
+        return []
+    rows = flags[flags["area"].astype(str) == str(area_id)]
+    return [{"category": r.category, "calls": int(r.calls), "share": round(float(r.share), 4),
+             "city_share": round(float(r.city_share), 4), "ratio_to_city": float(r.ratio_to_city)}
+            for r in rows.itertuples(index=False)]
+
+
+def allocation_for(table: pd.DataFrame, reasons: dict[str, str], division_id: str) -> dict:
+    """One division's officers per shift and workload from a geo.allocate.allocate result, with its reasoning."""
+    rows = table[table["division_id"] == division_id]
+    return {"division_id": division_id,
+            "shifts": [{"shift": r.shift, "officers": int(r.officers), "workload_hours": float(r.workload_hours)}
+                       for r in rows.itertuples(index=False)],
+            "officers": int(rows["officers"].sum()), "officers_citywide": int(table["officers"].sum()),
+            "workload_share": round(float(rows["workload_hours"].sum() / table["workload_hours"].sum()), 4)
+            if table["workload_hours"].sum() else None,
+            "reasoning": reasons.get(division_id, "no calls in the period")}
+
+
+def as_of_date(flt: Filter, last: date | None) -> date:
+    """The CompStat report date: the day after the filter's last day, else the day after the newest data."""
+    _, hi = flt.local_period()
+    if hi is not None:
+        return hi
+    return (last or date.today()) + timedelta(days=1)
+
+
+def data_range(engine: Engine) -> tuple[date | None, date | None]:
+    """First and last local dates with calls."""
+    with engine.connect() as conn:
+        first, last = conn.execute(sa.text(
+            "SELECT (min(received_at) AT TIME ZONE :tz)::date, (max(received_at) AT TIME ZONE :tz)::date FROM calls"),
+            {"tz": _tz()}).one()
+    return first, last
+
+
+def clean_json(value):
+    """NaN and infinities as None, numpy scalars as Python numbers (JSON has neither)."""
+    if isinstance(value, dict):
+        return {k: clean_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_json(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+

@@ -1,0 +1,580 @@
+/* The supervisor map: one set of filters drives the choropleth, the Gi* hot spots, the density
+   tiles, the individual calls and the side panel. The whole view (filters, layers, centre, zoom,
+   selected area) is kept in the page URL so a link reopens exactly this view.
+   Plain JavaScript on Leaflet (served from the xstatic-leaflet package); no build step. */
+(function () {
+  'use strict';
+
+  var FILTER_KEYS = ['preset', 'start', 'end', 'division', 'category', 'violent', 'min_p'];
+  var LAYER_KEYS = ['areas', 'divisions', 'hotspots', 'heat', 'calls'];
+  var DEFAULT_LAYERS = ['areas', 'divisions', 'hotspots', 'calls'];
+  var CHOROPLETH = ['#ffffb2', '#fecc5c', '#fd8d3c', '#f03b20', '#bd0026'];
+  var ZERO_COLOUR = '#f4f4f4';
+  var NO_RATE_COLOUR = '#d9d9d9';
+  // ArcGIS's hot spot palette, in the server's class order (hot 99/95/90, not significant, cold 90/95/99).
+  var HOTSPOT_COLOURS = ['#d62f27', '#ed7551', '#fab984', null, '#c0ccbe', '#849eba', '#4575b5'];
+  var MEASURE_LABELS = {
+    violent: 'Violent calls', violent_per_1000: 'Violent calls per 1,000 residents',
+    calls: 'All calls', calls_per_1000: 'All calls per 1,000 residents'
+  };
+
+  var config = null;
+  var map = null;
+  var layers = {};          // Leaflet layers by key
+  var generation = 0;       // bumps on each refresh; late answers to older requests are dropped
+  var callsAbort = null;
+  var choroplethBreaks = [];
+  var state = readUrl();
+
+  // --- small helpers ---------------------------------------------------------------------------
+  function el(tag, attrs, children) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (k) {
+      if (k === 'text') { node.textContent = attrs[k]; } else if (k === 'style') { node.style.cssText = attrs[k]; } else { node.setAttribute(k, attrs[k]); }
+    });
+    (children || []).forEach(function (c) { if (c != null) node.appendChild(typeof c === 'string' ? document.createTextNode(c) : c); });
+    return node;
+  }
+
+  function fmt(n, digits) {
+    if (n === null || n === undefined || Number.isNaN(n)) { return 'n/a'; }
+    return Number(n).toLocaleString('en-US', {maximumFractionDigits: digits === undefined ? 0 : digits});
+  }
+
+  function pct(x, digits) { return x === null || x === undefined ? 'n/a' : (x * 100).toFixed(digits === undefined ? 1 : digits) + '%'; }
+
+  function notice(key, text, isError) {
+    var box = document.getElementById('notices');
+    var old = box.querySelector('[data-key="' + key + '"]');
+    if (old) { old.remove(); }
+    if (text) { box.appendChild(el('div', {'class': 'notice' + (isError ? ' error' : ''), 'data-key': key, text: text})); }
+  }
+
+  function fetchJson(url, options) {
+    return fetch(url, options).then(function (r) {
+      if (!r.ok) {
+        return r.json().catch(function () { return {}; }).then(function (body) {
+          var err = new Error((body && body.description) || ('HTTP ' + r.status));
+          err.status = r.status;
+          throw err;
+        });
+      }
+      return r.json();
+    });
+  }
+
+  // --- the view in the URL ---------------------------------------------------------------------
+  function readUrl() {
+    var q = new URLSearchParams(window.location.search);
+    var s = {filters: {}, level: 'npa', measure: 'violent', layers: DEFAULT_LAYERS.slice(), view: null, selected: null};
+    var anyFilter = false;
+    FILTER_KEYS.forEach(function (k) {
+      if (q.has(k)) { anyFilter = true; if (q.get(k)) { s.filters[k] = q.get(k); } }
+    });
+    if (!anyFilter) { s.filters.preset = '28d'; }   // a supervisor's usual look: the last four weeks
+    if (q.get('level') === 'division' || q.get('level') === 'npa') { s.level = q.get('level'); }
+    if (MEASURE_LABELS[q.get('measure')]) { s.measure = q.get('measure'); }
+    if (q.has('layers')) { s.layers = q.get('layers').split(',').filter(function (k) { return LAYER_KEYS.indexOf(k) >= 0; }); }
+    var lat = parseFloat(q.get('lat')), lon = parseFloat(q.get('lon')), z = parseFloat(q.get('z'));
+    if (isFinite(lat) && isFinite(lon) && isFinite(z)) { s.view = {lat: lat, lon: lon, z: z}; }
+    var sel = (q.get('sel') || '').split(':');
+    if (sel.length === 2 && (sel[0] === 'division' || sel[0] === 'npa') && sel[1]) { s.selected = {level: sel[0], id: sel[1]}; }
+    return s;
+  }
+
+  function filterParams() {
+    var p = new URLSearchParams();
+    FILTER_KEYS.forEach(function (k) { if (state.filters[k]) { p.set(k, state.filters[k]); } });
+    return p;
+  }
+
+  function writeUrl() {
+    var p = new URLSearchParams();
+    FILTER_KEYS.forEach(function (k) { p.set(k, state.filters[k] || ''); });
+    p.set('level', state.level);
+    p.set('measure', state.measure);
+    p.set('layers', state.layers.join(','));
+    if (map) {
+      var c = map.getCenter();
+      p.set('lat', c.lat.toFixed(5));
+      p.set('lon', c.lng.toFixed(5));
+      p.set('z', String(map.getZoom()));
+    }
+    if (state.selected) { p.set('sel', state.selected.level + ':' + state.selected.id); }
+    var url = window.location.pathname + '?' + p.toString();
+    window.history.replaceState(null, '', url);
+    document.getElementById('share-link').href = url;
+  }
+
+  // --- controls --------------------------------------------------------------------------------
+  function buildControls() {
+    var preset = document.getElementById('f-preset');
+    config.presets.forEach(function (p) { preset.appendChild(el('option', {value: p.id, text: p.label})); });
+    var division = document.getElementById('f-division');
+    config.divisions.forEach(function (d) { division.appendChild(el('option', {value: d.id, text: d.short_name + ' (' + d.id + ')'})); });
+    var category = document.getElementById('f-category');
+    config.categories.forEach(function (c) { category.appendChild(el('option', {value: c.id, title: c.description, text: c.id.replace(/_/g, ' ')})); });
+    document.getElementById('calls-zoom').textContent = config.calls_min_zoom;
+    if (config.data.first) {
+      document.getElementById('data-range').textContent = 'Data ' + config.data.first + ' to ' + config.data.last;
+      ['f-start', 'f-end'].forEach(function (id) {
+        var input = document.getElementById(id);
+        input.min = config.data.first;
+        input.max = config.data.last;
+      });
+    }
+    showState();
+
+    var form = document.getElementById('filters');
+    form.addEventListener('submit', function (e) { e.preventDefault(); });
+    form.addEventListener('change', function (e) {
+      var t = e.target;
+      if (t.dataset.layer) {
+        state.layers = LAYER_KEYS.filter(function (k) { return form.querySelector('[data-layer="' + k + '"]').checked; });
+      } else if (t.name === 'level') {
+        state.level = t.value;
+      } else if (t.name === 'measure') {
+        state.measure = t.value;
+      } else if (t.name === 'violent') {
+        setFilter('violent', t.checked ? 'true' : '');
+      } else if (t.name === 'preset') {
+        setFilter('preset', t.value);
+        // A preset and explicit dates would contradict each other: the latest choice wins.
+        if (t.value) { setFilter('start', ''); setFilter('end', ''); }
+      } else if (t.name === 'start' || t.name === 'end') {
+        setFilter(t.name, t.value);
+        if (t.value) { setFilter('preset', ''); }
+      } else if (FILTER_KEYS.indexOf(t.name) >= 0) {
+        setFilter(t.name, t.value);
+        if (t.name === 'division' && t.value) { zoomToDivision(t.value); }
+      }
+      showState();
+      refresh();
+    });
+  }
+
+  function setFilter(k, v) { if (v) { state.filters[k] = v; } else { delete state.filters[k]; } }
+
+  function showState() {
+    var f = state.filters;
+    document.getElementById('f-preset').value = f.preset || '';
+    document.getElementById('f-start').value = f.start || '';
+    document.getElementById('f-end').value = f.end || '';
+    document.getElementById('f-division').value = f.division || '';
+    document.getElementById('f-category').value = f.category || '';
+    document.getElementById('f-violent').checked = f.violent === 'true';
+    document.getElementById('f-min-p').value = f.min_p || '';
+    document.getElementById('f-level').value = state.level;
+    document.getElementById('f-measure').value = state.measure;
+    LAYER_KEYS.forEach(function (k) {
+      document.querySelector('[data-layer="' + k + '"]').checked = state.layers.indexOf(k) >= 0;
+    });
+  }
+
+  function on(key) { return state.layers.indexOf(key) >= 0; }
+
+  function zoomToDivision(code) {
+    var lyr = layers.divisionShapes;
+    if (!lyr) { return; }
+    lyr.eachLayer(function (l) { if (l.feature.id === code) { map.fitBounds(l.getBounds(), {padding: [10, 10]}); } });
+  }
+
+  // --- the map ---------------------------------------------------------------------------------
+  function buildMap() {
+    map = L.map('map', {zoomControl: true, preferCanvas: false, zoomSnap: 0.5});
+    // One pane per layer, so the stacking is fixed whatever order the data arrive in.
+    [['heatPane', 350], ['areasPane', 400], ['divisionsPane', 410], ['hotspotsPane', 420], ['callsPane', 450]].forEach(function (p) {
+      map.createPane(p[0]).style.zIndex = p[1];
+    });
+    map.getPane('divisionsPane').style.pointerEvents = 'none';
+    if (config.basemap && config.basemap.url) {
+      L.tileLayer(config.basemap.url, {attribution: config.basemap.attribution, maxZoom: 19})
+        .on('tileerror', function () { notice('basemap', 'Some basemap tiles could not be loaded.'); })
+        .addTo(map);
+    }
+    if (state.view) {
+      map.setView([state.view.lat, state.view.lon], state.view.z);
+    } else {
+      map.setView([35.25, -80.83], 10);   // Mecklenburg County, refined once the divisions arrive
+    }
+    map.on('moveend', function () { writeUrl(); loadCalls(); });
+    legend.addTo(map);
+  }
+
+  var legend = L.control({position: 'bottomright'});
+  legend.onAdd = function () { this._div = L.DomUtil.create('div', 'legend'); this._div.id = 'legend'; return this._div; };
+  legend.update = function () {
+    var div = this._div;
+    if (!div) { return; }
+    div.textContent = '';
+    if (on('areas')) {
+      var sec = el('div', {'class': 'section'}, [el('h4', {text: MEASURE_LABELS[effectiveMeasure()] + ' (' + (state.level === 'npa' ? 'NPAs' : 'divisions') + ')'})]);
+      sec.appendChild(el('div', {}, [el('i', {style: 'background:' + ZERO_COLOUR}), 'none']));
+      choroplethBreaks.forEach(function (b, i) {
+        var lo = i === 0 ? 0 : choroplethBreaks[i - 1];
+        sec.appendChild(el('div', {}, [el('i', {style: 'background:' + CHOROPLETH[i]}), '> ' + fmt(lo, 2) + ' to ' + fmt(b, 2)]));
+      });
+      if (effectiveMeasure().indexOf('per_1000') > 0) {
+        sec.appendChild(el('div', {}, [el('i', {style: 'background:' + NO_RATE_COLOUR}), 'no residents']));
+      }
+      div.appendChild(sec);
+    }
+    if (on('hotspots')) {
+      var hs = el('div', {'class': 'section'}, [el('h4', {text: 'Hot spots (Gi*, FDR-corrected)'})]);
+      config.hotspot_classes.forEach(function (name, i) {
+        var colour = HOTSPOT_COLOURS[i];
+        hs.appendChild(el('div', {'class': 'hotspot-class'}, [
+          el('i', {'class': 'line', style: 'border-top-color:' + (colour || '#bbb') + (colour ? '' : ';border-top-style:dotted')}), name]));
+      });
+      div.appendChild(hs);
+    }
+    if (on('heat')) { div.appendChild(el('div', {'class': 'section'}, [el('h4', {text: 'Density: darker = more calls per sq mi'})])); }
+    if (on('calls')) {
+      div.appendChild(el('div', {'class': 'section'}, [el('h4', {text: 'Calls (zoom ' + config.calls_min_zoom + '+)'}),
+        el('div', {}, [el('i', {style: 'background:#b2182b;border-radius:50%'}), 'labelled violent']),
+        el('div', {}, [el('i', {style: 'background:#4d4d4d;border-radius:50%'}), 'other'])]));
+    }
+  };
+
+  function effectiveMeasure() {
+    // Divisions have no population: their rates fall back to counts.
+    return state.level === 'division' ? state.measure.replace('_per_1000', '') : state.measure;
+  }
+
+  function breaks(values) {
+    // Quantile classes of the non-zero values: a skewed count still spreads over the five colours.
+    var v = values.filter(function (x) { return x > 0; }).sort(function (a, b) { return a - b; });
+    if (!v.length) { return []; }
+    var out = [];
+    for (var i = 1; i <= CHOROPLETH.length; i++) {
+      var b = v[Math.min(v.length - 1, Math.ceil(i * v.length / CHOROPLETH.length) - 1)];
+      if (!out.length || b > out[out.length - 1]) { out.push(b); }
+    }
+    return out;
+  }
+
+  function colourFor(x) {
+    if (x === null || x === undefined) { return NO_RATE_COLOUR; }
+    if (x <= 0) { return ZERO_COLOUR; }
+    for (var i = 0; i < choroplethBreaks.length; i++) { if (x <= choroplethBreaks[i]) { return CHOROPLETH[i]; } }
+    return CHOROPLETH[CHOROPLETH.length - 1];
+  }
+
+  function areaTooltip(p) {
+    var node = el('div', {}, [el('strong', {text: p.name}), el('br'), fmt(p.calls) + ' calls, ' + fmt(p.violent) + ' labelled violent']);
+    if (p.violent_per_1000 !== undefined && p.violent_per_1000 !== null) {
+      node.appendChild(el('br'));
+      node.appendChild(document.createTextNode(fmt(p.violent_per_1000, 2) + ' violent per 1,000 residents'));
+    }
+    return node;
+  }
+
+  function select(level, id) {
+    state.selected = {level: level, id: String(id)};
+    writeUrl();
+    loadPanel();
+    highlightSelected();
+  }
+
+  function highlightSelected() {
+    [layers.areas, layers.divisionShapes].forEach(function (group) {
+      if (!group) { return; }
+      group.eachLayer(function (l) {
+        var picked = state.selected && state.selected.level === l.feature.properties.level && String(l.feature.id) === state.selected.id;
+        if (picked) { l.setStyle({weight: 3, color: '#00e5ff'}); l.bringToFront(); } else { group.resetStyle(l); }
+      });
+    });
+  }
+
+  function drawAreas(geojson, level) {
+    var measure = effectiveMeasure();
+    geojson.features.forEach(function (f) { f.properties.level = level; });
+    choroplethBreaks = breaks(geojson.features.map(function (f) { return f.properties[measure]; }));
+    if (layers.areas) { map.removeLayer(layers.areas); }
+    layers.areas = L.geoJSON(geojson, {
+      pane: 'areasPane',
+      className: 'area area-' + level,
+      style: function (f) {
+        return {fillColor: colourFor(f.properties[measure]), fillOpacity: 0.7, color: '#666', weight: level === 'npa' ? 0.5 : 1};
+      },
+      onEachFeature: function (f, l) {
+        l.bindTooltip(areaTooltip(f.properties), {sticky: true});
+        l.on('click', function () { select(level, f.id); });
+      }
+    });
+    if (on('areas')) { layers.areas.addTo(map); }
+    highlightSelected();
+  }
+
+  function drawDivisionOutlines(geojson) {
+    geojson.features.forEach(function (f) { f.properties.level = 'division'; });
+    var first = !layers.divisionShapes;
+    if (layers.divisionShapes) { map.removeLayer(layers.divisionShapes); }
+    layers.divisionShapes = L.geoJSON(geojson, {
+      pane: 'divisionsPane', className: 'division-outline', interactive: false,
+      style: function () { return {fill: false, color: '#1f3b5a', weight: 2, dashArray: '6 3'}; }
+    });
+    if (on('divisions')) { layers.divisionShapes.addTo(map); }
+    if (first && !state.view) { map.fitBounds(layers.divisionShapes.getBounds()); }
+  }
+
+  function drawHotspots(geojson) {
+    if (layers.hotspots) { map.removeLayer(layers.hotspots); }
+    var order = geojson.classes;
+    layers.hotspots = L.geoJSON(geojson, {
+      pane: 'hotspotsPane', className: 'hotspot',
+      style: function (f) {
+        var colour = HOTSPOT_COLOURS[order.indexOf(f.properties.hotspot_class)];
+        // Outlines, so the choropleth underneath stays readable; not significant NPAs draw nothing.
+        return colour ? {fill: false, color: colour, weight: 3.5, opacity: 0.95} : {stroke: false, fill: false};
+      },
+      interactive: false
+    });
+    if (on('hotspots')) { layers.hotspots.addTo(map); }
+    var s = geojson.summary || {};
+    var hot = Object.keys(s).filter(function (k) { return k.indexOf('Hot') === 0; }).reduce(function (a, k) { return a + s[k]; }, 0);
+    var cold = Object.keys(s).filter(function (k) { return k.indexOf('Cold') === 0; }).reduce(function (a, k) { return a + s[k]; }, 0);
+    document.getElementById('legend').setAttribute('data-hot', hot);
+    document.getElementById('legend').setAttribute('data-cold', cold);
+  }
+
+  function heatUrl() { return '/heat/{z}/{x}/{y}.png?' + filterParams().toString(); }
+
+  function updateHeat() {
+    if (!on('heat')) {
+      if (layers.heat) { map.removeLayer(layers.heat); }
+      notice('heat', null);
+      return;
+    }
+    if (!layers.heat) {
+      layers.heat = L.tileLayer(heatUrl(), {pane: 'heatPane', opacity: 0.75, maxZoom: 19, className: 'heat-tiles'});
+      layers.heat.on('tileerror', function () { notice('heat', 'The density layer could not be loaded (heat tiles unavailable).', true); });
+      layers.heat.on('tileload', function () { notice('heat', null); });
+    } else {
+      layers.heat.setUrl(heatUrl());
+    }
+    if (!map.hasLayer(layers.heat)) { layers.heat.addTo(map); }
+  }
+
+  function loadCalls() {
+    if (callsAbort) { callsAbort.abort(); callsAbort = null; }
+    if (layers.calls) { layers.calls.clearLayers(); }
+    if (!on('calls')) { notice('calls', null); return; }
+    if (map.getZoom() < config.calls_min_zoom) {
+      notice('calls', null);
+      return;
+    }
+    if (!layers.calls) { layers.calls = L.layerGroup().addTo(map); }
+    var b = map.getBounds();
+    var p = filterParams();
+    p.set('bbox', [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()].map(function (x) { return x.toFixed(6); }).join(','));
+    p.set('limit', String(config.calls_limit));
+    callsAbort = new AbortController();
+    fetchJson('/ogc/collections/calls/items?' + p.toString(), {signal: callsAbort.signal, headers: {Accept: 'application/geo+json'}})
+      .then(function (fc) {
+        notice('calls', null);
+        var when = new Intl.DateTimeFormat('en-US', {timeZone: config.timezone, dateStyle: 'medium', timeStyle: 'short'});
+        (fc.features || []).forEach(function (f) {
+          if (!f.geometry) { return; }
+          var p = f.properties || {};
+          var marker = L.circleMarker([f.geometry.coordinates[1], f.geometry.coordinates[0]], {
+            pane: 'callsPane', className: 'call', radius: 5, weight: 1, color: '#fff', fillOpacity: 0.85,
+            fillColor: p.violent ? '#b2182b' : '#4d4d4d'
+          });
+          var content = el('div', {'class': 'call-popup'}, [
+            el('strong', {text: p.received_at ? when.format(new Date(p.received_at)) : 'time unknown'}), el('br'),
+            'Type: ' + (p.call_type || 'n/a'), el('br'),
+            'Category: ' + (p.category || 'unknown').replace(/_/g, ' '), el('br'),
+            'Violent probability: ' + (p.p_violent === null || p.p_violent === undefined ? 'n/a' : fmt(p.p_violent, 3)) +
+              (p.violent ? ' (labelled violent)' : '')
+          ]);
+          marker.bindPopup(content);
+          layers.calls.addLayer(marker);
+        });
+        var matched = fc.numberMatched;
+        if (matched && matched > (fc.features || []).length) {
+          notice('calls', 'Showing ' + fmt((fc.features || []).length) + ' of ' + fmt(matched) + ' calls here; zoom in for all.');
+        }
+      })
+      .catch(function (err) {
+        if (err.name === 'AbortError') { return; }
+        notice('calls', 'Individual calls could not be loaded (' + err.message + ').', true);
+      });
+  }
+
+  // --- loading ---------------------------------------------------------------------------------
+  function refresh() {
+    var gen = ++generation;
+    writeUrl();
+    legend.update();
+    var qs = filterParams().toString();
+    var suffix = qs ? '?' + qs : '';
+    fetchJson('/api/areas/division' + suffix).then(function (fc) {
+      if (gen !== generation) { return; }
+      notice('divisions', null);
+      drawDivisionOutlines(fc);
+      if (state.level === 'division') {
+        drawAreas(fc, 'division');
+        legend.update();
+        document.body.setAttribute('data-areas-loaded', String(gen));
+      }
+    }).catch(function (err) { if (gen === generation) { notice('divisions', 'Divisions could not be loaded: ' + err.message, true); } });
+    if (state.level === 'npa') {
+      fetchJson('/api/areas/npa' + suffix).then(function (fc) {
+        if (gen !== generation) { return; }
+        notice('areas', null);
+        drawAreas(fc, 'npa');
+        legend.update();
+        document.body.setAttribute('data-areas-loaded', String(gen));
+      }).catch(function (err) { if (gen === generation) { notice('areas', 'Areas could not be loaded: ' + err.message, true); } });
+    }
+    if (on('hotspots')) {
+      fetchJson('/api/hotspots/npa' + suffix).then(function (fc) {
+        if (gen !== generation) { return; }
+        notice('hotspots', null);
+        drawHotspots(fc);
+        document.body.setAttribute('data-hotspots-loaded', String(gen));
+      }).catch(function (err) { if (gen === generation) { notice('hotspots', 'Hot spots could not be computed: ' + err.message, true); } });
+    } else if (layers.hotspots) {
+      map.removeLayer(layers.hotspots);
+    }
+    if (layers.areas && !on('areas')) { map.removeLayer(layers.areas); }
+    if (layers.areas && on('areas') && !map.hasLayer(layers.areas)) { layers.areas.addTo(map); }
+    if (layers.divisionShapes) { if (on('divisions')) { layers.divisionShapes.addTo(map); } else { map.removeLayer(layers.divisionShapes); } }
+    updateHeat();
+    loadCalls();
+    loadPanel();
+  }
+
+  // --- the side panel --------------------------------------------------------------------------
+  function loadPanel() {
+    var panel = document.getElementById('panel');
+    if (!state.selected) { panel.hidden = true; map.invalidateSize(); return; }
+    if (panel.hidden) { panel.hidden = false; map.invalidateSize(); }
+    var body = document.getElementById('panel-body');
+    body.setAttribute('aria-busy', 'true');
+    var sel = state.selected;
+    var qs = filterParams().toString();
+    fetchJson('/api/panel/' + sel.level + '/' + encodeURIComponent(sel.id) + (qs ? '?' + qs : '')).then(function (data) {
+      if (!state.selected || state.selected.id !== sel.id || state.selected.level !== sel.level) { return; }
+      renderPanel(body, data);
+      body.setAttribute('aria-busy', 'false');
+    }).catch(function (err) {
+      body.textContent = '';
+      body.appendChild(el('p', {'class': 'notice error', text: 'This area could not be loaded: ' + err.message}));
+      body.setAttribute('aria-busy', 'false');
+    });
+  }
+
+  function renderPanel(body, d) {
+    body.textContent = '';
+    var a = d.area;
+    body.setAttribute('data-level', d.level);
+    body.setAttribute('data-id', String(a.id));
+    body.appendChild(el('h2', {text: a.name}));
+    body.appendChild(el('p', {'class': 'muted', text: d.period[0] + ' to ' + d.period[1] +
+      (a.population ? ' · population ' + fmt(a.population) : '') + (a.division_id && d.level === 'npa' ? ' · division ' + a.division_id : '')}));
+
+    var t = d.totals;
+    body.appendChild(el('h3', {text: 'Totals'}));
+    var totals = el('table', {'class': 'totals'}, [
+      row(['Calls', fmt(t.calls)]),
+      row(['Labelled violent', fmt(t.violent) + ' (' + pct(t.violent_share) + ')']),
+      row(['Expected violent (sum of p)', fmt(t.expected_violent, 1)])
+    ]);
+    if (t.violent_per_1000 !== null && t.violent_per_1000 !== undefined) {
+      totals.appendChild(row(['Violent per 1,000 residents', fmt(t.violent_per_1000, 2)]));
+      totals.appendChild(row(['Calls per 1,000 residents', fmt(t.calls_per_1000, 1)]));
+    }
+    body.appendChild(totals);
+
+    body.appendChild(el('h3', {text: 'Categories'}));
+    var cats = el('table', {'class': 'categories'}, [row(['Category', 'Calls', 'Share', ''], 'th')]);
+    var maxShare = Math.max.apply(null, d.categories.map(function (c) { return c.share; }).concat([0.0001]));
+    d.categories.forEach(function (c) {
+      var tr = row([c.category.replace(/_/g, ' '), fmt(c.calls), pct(c.share)]);
+      tr.appendChild(el('td', {}, [el('span', {'class': 'bar', style: 'width:' + Math.round(60 * c.share / maxShare) + 'px'})]));
+      cats.appendChild(tr);
+    });
+    body.appendChild(cats);
+
+    body.appendChild(el('h3', {text: 'Calls by hour and weekday (local time)'}));
+    body.appendChild(hoursTable(d.hour_weekday));
+
+    body.appendChild(el('h3', {text: 'CompStat (as of ' + d.compstat.as_of + ')'}));
+    var cs = el('table', {'class': 'compstat'}, [row(['Window', 'Now', 'Before', 'Change', 'p'], 'th')]);
+    d.compstat.windows.forEach(function (w) {
+      var change = w.pct_change === null ? 'n/a' : (w.pct_change > 0 ? '+' : '') + w.pct_change.toFixed(1) + '%';
+      var tr = row([w.window, fmt(w.current), fmt(w.prior), change, w.p_value === null ? 'n/a' : w.p_value.toFixed(3)]);
+      tr.title = w.data_covers_both ? (w.significant ? 'significant change (Poisson test, 5%)' : 'within noise')
+        : 'the data do not cover both periods';
+      if (w.significant) { tr.cells[3].className = w.current > w.prior * 1 ? 'up' : 'down'; tr.cells[3].textContent += ' *'; }
+      cs.appendChild(tr);
+    });
+    body.appendChild(cs);
+    body.appendChild(el('p', {'class': 'muted', text: '* significant at 5% (conditional Poisson test); n/a: the data do not cover both periods.'}));
+
+    body.appendChild(el('h3', {text: 'Outreach flags'}));
+    if (d.outreach.flags.length) {
+      var ul = el('ul', {'class': 'outreach'});
+      d.outreach.flags.forEach(function (f) {
+        ul.appendChild(el('li', {text: f.category.replace(/_/g, ' ') + ': ' + fmt(f.calls) + ' calls, ' + pct(f.share) +
+          ' of the area\u2019s calls (' + f.ratio_to_city.toFixed(2) + '\u00d7 the city share)'}));
+      });
+      body.appendChild(ul);
+    } else {
+      body.appendChild(el('p', {'class': 'muted outreach-none', text: 'No category stands out against the city (outreach categories: mental health/welfare, domestic, disorder).'}));
+    }
+
+    body.appendChild(el('h3', {text: 'Resource allocation'}));
+    var al = d.allocation;
+    if (al) {
+      var at = el('table', {'class': 'allocation'}, [row(['Shift', 'Officers', 'Workload h'], 'th')]);
+      al.shifts.forEach(function (s) { at.appendChild(row([s.shift, fmt(s.officers), fmt(s.workload_hours, 1)])); });
+      at.appendChild(row(['Division ' + al.division_id + ' total', fmt(al.officers) + ' of ' + fmt(al.officers_citywide), pct(al.workload_share) + ' of city']));
+      body.appendChild(at);
+      body.appendChild(el('p', {'class': 'reasoning', text: al.reasoning}));
+    } else {
+      body.appendChild(el('p', {'class': 'muted', text: 'Allocation is planned per division.'}));
+    }
+  }
+
+  function row(cells, tag) {
+    return el('tr', {}, cells.map(function (c) { return el(tag || 'td', {text: String(c)}); }));
+  }
+
+  function hoursTable(hw) {
+    var table = el('table', {'class': 'hours'});
+    var head = el('tr', {}, [el('th', {text: ''})]);
+    hw.hours.forEach(function (h) { head.appendChild(el('th', {text: h % 3 === 0 ? String(h) : ''})); });
+    table.appendChild(head);
+    hw.counts.forEach(function (counts, d) {
+      var tr = el('tr', {}, [el('th', {text: hw.weekdays[d]})]);
+      counts.forEach(function (n, h) {
+        var alpha = hw.max ? n / hw.max : 0;
+        tr.appendChild(el('td', {title: hw.weekdays[d] + ' ' + h + ':00 \u2013 ' + fmt(n) + ' calls',
+          'data-count': String(n), style: 'background:rgba(189,0,38,' + alpha.toFixed(3) + ')'}));
+      });
+      table.appendChild(tr);
+    });
+    return table;
+  }
+
+  // --- start -----------------------------------------------------------------------------------
+  document.getElementById('panel-close').addEventListener('click', function () {
+    state.selected = null;
+    document.getElementById('panel').hidden = true;
+    map.invalidateSize();
+    highlightSelected();
+    writeUrl();
+  });
+
+  fetchJson('/api/config').then(function (c) {
+    config = c;
+    buildMap();
+    buildControls();
+    refresh();
+  }).catch(function (err) {
+    notice('config', 'The map could not start: ' + err.message, true);
+  });
+}());
