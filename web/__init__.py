@@ -32,10 +32,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
 
-    from web import database, errors
+    from web import auth, database, errors
 
     database.init_app(app)
     errors.init_app(app)
+    auth.init_app(app)   # token hashes; the read-token hook when REQUIRE_READ_TOKEN
 
     from web import health
 
