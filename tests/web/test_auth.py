@@ -163,7 +163,7 @@ def locked_app(web_url):
 
 
 @pytest.mark.parametrize("path", ["/ogc", "/api/config", "/ogc/collections/calls/items?limit=1", "/tiles/calls/10/282/407.pbf",
-                                  "/export/divisions.geojson", "/", "/api", "/no/such/page"])
+                                  "/export/divisions.geojson", "/api", "/no/such/page"])
 def test_read_token_option_refuses_reads_without_a_token(locked_app, path):
     client = locked_app.test_client()
     r = client.get(path)
@@ -179,6 +179,31 @@ def test_read_token_option_lets_valid_tokens_health_and_static_through(locked_ap
     assert client.get("/ogc", headers=auth).status_code == 200
     assert client.get("/api/config", headers=auth).status_code == 200
     assert client.get("/api", headers=auth).status_code == 200
+
+
+def test_browsers_sign_in_once_and_read_with_the_cookie(locked_app):
+    from web.auth import COOKIE
+
+    client = locked_app.test_client()
+    r = client.get("/?division=01&zoom=12")
+    assert r.status_code == 303 and r.headers["Location"].startswith("/login?next=/?division%3D01") is False
+    assert r.headers["Location"].startswith("/login?next=/") and "division=01" in r.headers["Location"]
+    assert client.get("/login").status_code == 200
+    assert client.post("/login", data={"token": "nonsense", "next": "/"}).status_code == 403
+    assert client.post("/login", data={"token": EXPIRED, "next": "/"}).status_code == 403
+    assert client.get("/api/config").status_code == 401           # nothing was set by the failures
+    # An outside `next` is not followed (no open redirect).
+    r = client.post("/login", data={"token": TOKEN, "next": "https://evil.example/x"})
+    assert r.status_code == 303 and r.headers["Location"] == "/"
+    cookie = client.get_cookie(COOKIE)
+    assert cookie.http_only and cookie.same_site == "Strict" and cookie.value == TOKEN
+    assert client.get("/").status_code == 200
+    assert client.get("/api/config").status_code == 200
+    assert client.get("/tiles/divisions/10/282/407.pbf").status_code in (200, 204)
+    # The cookie never authorises a write: posts still need the header.
+    assert client.post("/api/calls", json={"calls": []}).status_code == 401
+    assert client.get("/logout").status_code == 303
+    assert client.get("/api/config").status_code == 401
 
 
 def test_reads_are_open_by_default(token_app):
