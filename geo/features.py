@@ -50,11 +50,7 @@ class Selection:
         params: dict = {}
         if self.filter is not None:
             sql, params = self.filter.where(lyr.filter_table)
-            clauses.append(sql)
-            if self.filter.bbox is not None:
-                # The filter's && compares float4-rounded boxes, which lets in points a few
-                # metres outside; OGC bbox is an exact intersection (same envelope, bound values).
-                clauses.append(f"ST_Intersects({lyr.geom}, ST_MakeEnvelope(:f_xmin, :f_ymin, :f_xmax, :f_ymax, 4326))")
+            clauses.append(sql)   # its bbox is already an exact ST_Intersects (OGC bbox means "intersects")
         if self.bbox is not None:
             # && finds candidates on the GiST index; ST_Intersects keeps polygons whose outline,
             # not just their bounding box, reaches the box (OGC bbox means "intersects").

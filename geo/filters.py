@@ -93,8 +93,9 @@ class Filter:
             clauses.append(f"{p}{cols.probability} >= :f_min_p")
             params["f_min_p"] = self.min_p
         if self.bbox is not None:
-            # && uses the GiST index; the envelope is built from bound numbers in WGS84.
-            clauses.append(f"{p}{cols.geom} && ST_MakeEnvelope(:f_xmin, :f_ymin, :f_xmax, :f_ymax, 4326)")
+            # ST_Intersects uses the GiST index (its && step) and then tests exactly: && alone lets in
+            # points a few metres outside the box (index boxes are rounded to float4).
+            clauses.append(f"ST_Intersects({p}{cols.geom}, ST_MakeEnvelope(:f_xmin, :f_ymin, :f_xmax, :f_ymax, 4326))")
             params.update(f_xmin=self.bbox[0], f_ymin=self.bbox[1], f_xmax=self.bbox[2], f_ymax=self.bbox[3])
         return (" AND ".join(clauses) or "TRUE"), params
 

@@ -49,7 +49,7 @@ def test_filter_sql_binds_every_value():
     # An inclusive end date covers its whole local day: [Mar 1 00:00 EST, Apr 1 00:00 EDT).
     assert params["f_start"].astimezone(timezone.utc) == datetime(2021, 3, 1, 5, tzinfo=timezone.utc)
     assert params["f_end"].astimezone(timezone.utc) == datetime(2021, 4, 1, 4, tzinfo=timezone.utc)
-    assert "c.label" in sql and "c.geom &&" in sql
+    assert "c.label" in sql and "ST_Intersects(c.geom" in sql
 
 
 def test_presets_anchor_on_the_latest_data():
