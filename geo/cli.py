@@ -126,6 +126,19 @@ def db_migrate() -> None:
     click.echo(f"applied: {', '.join(m.name for m in done) or 'nothing (schema up to date)'}")
 
 
+@db.command("cluster")
+@click.argument("table", type=click.Choice(["calls", "incidents"]), default="calls")
+def db_cluster(table: str) -> None:
+    """Rewrite a point table in space order (faster map tiles; locks the table while it runs)."""
+    import time
+
+    from geo.tiles import cluster_points
+
+    t0 = time.perf_counter()
+    cluster_points(_engine(), table)
+    click.echo(f"clustered {table} on its GiST index in {time.perf_counter() - t0:.1f} s")
+
+
 # --- loading ---------------------------------------------------------------------------------
 @main.group()
 def load() -> None:
@@ -809,6 +822,120 @@ def stats_offenses_cmd(area: str, years: str | None) -> None:
         click.echo(f"{category + mark:<{width}}" + "".join(f"{int(v):>8,}" for v in values))
     for name, why in OVERLAPPING.items():
         click.echo(f"\n* {name} is {why}; it is not added into the total.")
+
+
+# --- API tokens ------------------------------------------------------------------------------
+@main.group()
+def token() -> None:
+    """Access tokens for the web API (POST /api/calls, and reads with HOTSPOTS_REQUIRE_READ_TOKEN)."""
+
+
+@token.command("new")
+@click.option("--name", required=True, help="Who holds the token, e.g. cad-feed (letters, digits, _ . -).")
+@click.option("--days", type=click.IntRange(min=1), help="Expire after this many days (default: never).")
+def token_new_cmd(name: str, days: int | None) -> None:
+    """Print a new random token once, and the entry to add to HOTSPOTS_API_TOKENS (only its hash)."""
+    from geo.auth import TokenConfigError, make_entry, new_token
+
+    secret = new_token()
+    try:
+        entry = make_entry(name, secret, days)
+    except TokenConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--name") from None
+    click.echo(f"token (shown once; give it to {name}, it is not stored anywhere):")
+    click.echo(f"  {secret}")
+    click.echo("entry for HOTSPOTS_API_TOKENS (comma-separate several):")
+    click.echo(f"  {entry.entry()}")
+    if entry.expires is not None:
+        click.echo(f"expires {entry.expires.isoformat()}")
+
+
+@token.command("list")
+def token_list_cmd() -> None:
+    """The token entries configured in HOTSPOTS_API_TOKENS: names and expiry (never hashes)."""
+    from datetime import datetime, timezone
+
+    from geo.auth import TokenConfigError, parse_tokens
+    from geo.settings import server_settings
+
+    try:
+        entries = parse_tokens(server_settings().api_tokens)
+    except TokenConfigError as exc:
+        raise click.ClickException(f"HOTSPOTS_API_TOKENS: {exc}") from None
+    if not entries:
+        click.echo("no tokens configured (HOTSPOTS_API_TOKENS is empty): POST /api/calls refuses every request")
+    now = datetime.now(timezone.utc)
+    for e in entries:
+        state = "never expires" if e.expires is None else (
+            f"expired {e.expires.isoformat()}" if e.expires <= now else f"expires {e.expires.isoformat()}")
+        click.echo(f"{e.name}: {state}")
+
+
+# --- exports ---------------------------------------------------------------------------------
+@main.command("export")
+@click.argument("layer")
+@click.option("--format", "fmt", help="zip (shapefile), gpkg, geojson or csv [default: from --out's extension].")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="File to write.")
+@click.option("--start", help="First local date (YYYY-MM-DD) or RFC 3339 instant.")
+@click.option("--end", help="Last local date (inclusive) or instant.")
+@click.option("--preset", help="7d, 28d, 365d or ytd, ending at the latest data (or --end).")
+@click.option("--division", help="Division code or name.")
+@click.option("--category", help="Taxonomy category (see `hotspots taxonomy`).")
+@click.option("--violent", help="true or false: the model's label (calls) or the violent category (incidents).")
+@click.option("--min-p", "min_p", help="Lowest model probability (calls).")
+@click.option("--bbox", help="minlon,minlat,maxlon,maxlat in WGS84.")
+@click.option("--run", type=int, help="Analysis run of a hot spot layer [default: the latest].")
+def export_cmd(layer: str, fmt: str | None, out: Path, run: int | None, **filters: str | None) -> None:
+    """Write LAYER (calls, incidents, divisions, neighborhoods, hotspot_cells, hotspot_npas) to a file.
+
+    The same rows, fields and formats as the server's /export/LAYER.EXT (docs/exports.md).
+    """
+    from geo.catalog import division_names, latest_call_date
+    from geo.export import NoSavedRun, export_format, export_layer, write_export
+    from geo.filters import ParameterError, parse_filter
+    from geo.settings import locale_settings
+
+    ext = fmt or out.suffix.lstrip(".")
+    # Long exports show progress on a terminal (never in a captured or piped log).
+    progress = (lambda n: click.echo(f"  {n:,} rows", err=True)) if sys.stderr.isatty() else None
+    try:
+        table = export_layer(layer).filter_table or "calls"
+        export_format(ext)
+        engine = _engine()
+        flt = parse_filter({k: v for k, v in filters.items() if v is not None}, table=table,
+                           divisions=division_names(engine),
+                           as_of=lambda: latest_call_date(engine, locale_settings().timezone))
+        job = write_export(engine, layer, ext, flt, out, run, progress=progress)
+    except ParameterError as exc:
+        option = {"layer": "LAYER", "format": "--format (or --out's extension)"}.get(
+            exc.parameter, "--" + exc.parameter.replace("_", "-"))
+        raise click.BadParameter(exc.message, param_hint=option) from None
+    except NoSavedRun as exc:
+        raise click.ClickException(str(exc)) from None
+    run_note = f" (analysis run {job.run})" if job.run is not None else ""
+    click.echo(f"wrote {job.rows:,} {layer} rows{run_note} to {out}")
+
+
+@main.command("report")
+@click.option("--division", required=True, help="Division code or name, e.g. 01 or Central.")
+@click.option("--start", help="First day, YYYY-MM-DD.")
+@click.option("--end", help="Last day, YYYY-MM-DD, included.")
+@click.option("--preset", type=click.Choice(["7d", "28d", "ytd", "365d"]),
+              help="A window ending on the newest data (or on --end).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="HTML file to write.")
+def report_cmd(division: str, start: str | None, end: str | None, preset: str | None, out: Path) -> None:
+    """A standalone HTML map of one division (NPAs by violent calls, hot spots, summary table) for e-mail."""
+    from geo.filters import ParameterError
+    from geo.report import division_filter, write_report
+
+    engine = _engine()
+    try:
+        report = write_report(engine, division_filter(engine, division, start, end, preset), out)
+    except ParameterError as exc:
+        raise click.BadParameter(exc.message, param_hint=f"--{exc.parameter}") from exc
+    hot = int(report.npas["hotspot_class"].str.startswith("Hot").sum())
+    click.echo(f"{out}: {report.name}, {report.period[0]} to {report.period[1]}, {len(report.npas)} NPAs "
+               f"({hot} hot spots), {report.totals['violent']:,} violent of {report.totals['calls']:,} calls")
 
 
 if __name__ == "__main__":
