@@ -36,6 +36,10 @@ bench: setup
 	$(BIN)/python bench/classifier.py
 	$(BIN)/python bench/recompute.py
 	$(BIN)/python bench/assign_points.py
+	$(BIN)/python bench/tiles.py
+	$(BIN)/python bench/features.py
+	$(BIN)/python bench/exports.py
+	$(BIN)/python bench/concurrency.py --clients 50 --seconds 30
 
 clean:
 	-$(BIN)/hotspots db down
