@@ -301,4 +301,5 @@ def make_engine(url: str | None = None, *, statement_timeout_ms: int | None = No
     connect_args = {"application_name": "cmpd-hotspots"}
     if timeout:
         connect_args["options"] = f"-c statement_timeout={int(timeout)}"
-    return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    # No hstore columns here: skip psycopg2's hstore OID lookup on every new connection.
+    return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args, use_native_hstore=False)

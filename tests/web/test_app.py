@@ -92,3 +92,24 @@ def test_server_errors_hide_the_trace(web_url):
     assert r.status_code == 500
     assert "secret" not in r.get_data(as_text=True) and "Traceback" not in r.get_data(as_text=True)
     assert r.get_json()["code"] == "ServerError"
+
+
+def test_slow_queries_are_cut_by_the_statement_timeout(web_url):
+    from web import create_app, database
+
+    app = create_app({"DATABASE_URL": web_url, "REQUEST_TIMEOUT_MS": 10})
+    with app.app_context():
+        with database.engine().connect() as conn:
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "10ms"
+            with pytest.raises(sa.exc.OperationalError) as err:
+                conn.exec_driver_sql("SELECT pg_sleep(0.2)")
+            assert err.value.orig.pgcode == "57014"
+    client = app.test_client()
+    for _ in range(2):   # the pool stays usable after a cancelled statement
+        r = client.get("/api/areas/npa?preset=365d")
+        assert r.status_code == 503
+        body = r.get_json()
+        assert "10 ms limit" in body["description"] and "Traceback" not in r.get_data(as_text=True)
+        assert r.headers["Retry-After"] == "5"
+    ok = create_app({"DATABASE_URL": web_url}).test_client().get("/api/areas/npa?preset=365d")
+    assert ok.status_code == 200 and len(ok.get_json()["features"]) == 462
