@@ -39,6 +39,13 @@ if ! command -v chromium >/dev/null 2>&1; then
   apt_install chromium
 fi
 
+# QGIS's own OGC API - Features provider reads the server in tests/web/test_qgis.py (headless,
+# Debian's python3-qgis under the system python3; no GUI).
+if ! /usr/bin/python3 -c "import qgis.core" >/dev/null 2>&1; then
+  echo "setup-system: installing python3-qgis and qgis-providers (QGIS as a test client)"
+  apt_install python3-qgis qgis-providers
+fi
+
 # The embedded cluster runs as `postgres` when we are root; Debian's server package creates that user.
 if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
   echo "setup-system: the postgres user is missing (reinstall postgresql-common)" >&2
