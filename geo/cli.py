@@ -266,6 +266,92 @@ def rejects_cmd(kind: str | None, reason: str | None, limit: int) -> None:
             click.echo(f"{Path(f).name}:{line} {r}: {detail}\n    {raw[:200]}")
 
 
+# --- ArcGIS feed ----------------------------------------------------------------------------
+@main.command("sync")
+@click.option("--layer", type=click.Choice(["all", "incidents", "calls"]), default="all", show_default=True,
+              help="Which feed; all = every layer with a URL configured.")
+@click.option("--url", help="The layer (…/FeatureServer/0) or its /query URL [HOTSPOTS_ARCGIS_<LAYER>_URL]; needs one --layer.")
+@click.option("--format", "fmt", type=click.Choice(["json", "geojson"]), default="json", show_default=True,
+              help="Ask for Esri JSON or GeoJSON pages.")
+@click.option("--date-field", help="Field the sync is incremental on [DATE_REPORTED / DATE_RECEIVED]; an edit-date field catches every edit.")
+@click.option("--since", help="First sync only: records dated on or after YYYY-MM-DD [HOTSPOTS_ARCGIS_SINCE, default all].")
+@click.option("--full", is_flag=True, help="Ignore the high-water mark and read the whole layer again.")
+@click.option("--every", help="Keep running: sync again this often (30s, 5m, 1h); Ctrl-C stops.")
+@click.option("--refresh/--no-refresh", default=True, show_default=True,
+              help="After new or changed calls, label them and recompute the saved hot spot runs.")
+def sync_cmd(layer: str, url: str | None, fmt: str, date_field: str | None, since: str | None, full: bool,
+             every: str | None, refresh: bool) -> None:
+    """Pull new and changed records from the City's ArcGIS REST feature layers into PostGIS.
+
+    Incremental on the report date with a stored high-water mark (re-reading an overlap window,
+    HOTSPOTS_ARCGIS_OVERLAP_HOURS, for late edits); each page commits with its mark, so an
+    interrupted sync resumes without gaps or duplicates. Records are cleaned and rejected exactly
+    as in `hotspots load` (see `hotspots rejects --kind incidents_arcgis`).
+    """
+    import signal
+    import time
+
+    from geo.ingest.arcgis import FeedClient, FeedError, make_feed, parse_interval, refresh_after_sync, sync_feed
+    from geo.settings import arcgis_settings
+
+    settings = arcgis_settings()
+    if url and layer == "all":
+        raise click.BadParameter("name the layer the URL is for (--layer incidents or --layer calls)", param_hint="--url")
+    kinds = [layer] if layer != "all" else [k for k in ("incidents", "calls") if getattr(settings, f"{k}_url")]
+    if not kinds:
+        raise click.ClickException("no feed configured: set HOTSPOTS_ARCGIS_INCIDENTS_URL (and/or "
+                                   "HOTSPOTS_ARCGIS_CALLS_URL), or pass --layer and --url")
+    try:
+        feeds = [make_feed(k, settings, url=url, fmt=fmt, date_field=date_field, since=since) for k in kinds]
+        interval = parse_interval(every) if every else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    engine = _engine()
+    with engine.connect() as conn:
+        if not conn.execute(sa.text("SELECT to_regclass('public.sync_state')")).scalar():
+            raise click.ClickException("the database has no sync_state table yet: run `hotspots db migrate`")
+    client = FeedClient.from_settings(settings, log=lambda line: click.echo(line, err=True))
+
+    def run_once() -> bool:
+        results, ok = [], True
+        for feed in feeds:
+            try:
+                result = sync_feed(engine, feed, client, full=full, log=click.echo)
+            except (FeedError, IngestError, sa.exc.OperationalError) as exc:
+                # A layer or database that is down now may be back at the next run (--every).
+                click.echo(f"{feed.kind}: sync failed: {str(exc).splitlines()[0]}", err=True)
+                ok = False
+                continue
+            results.append(result)
+            for line in result.summary_lines():
+                click.echo(line)
+        if refresh and results:
+            done = refresh_after_sync(engine, results)
+            if done.note:
+                click.echo(done.note)
+            if done.labelled:
+                click.echo(f"labelled {done.labelled:,} new or changed calls with {done.model_version}")
+            if done.hotspot_runs:
+                click.echo("recomputed hot spots: " + ", ".join(f"{k} (run {v})" for k, v in done.hotspot_runs.items()))
+        return ok
+
+    if interval is None:
+        if not run_once():
+            sys.exit(1)
+        return
+    # docker stop sends SIGTERM: stop the same clean way as Ctrl-C (an open page rolls back).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        while True:
+            started = time.monotonic()
+            run_once()
+            wait = max(0.0, interval - (time.monotonic() - started))
+            click.echo(f"next sync in {wait:.0f} s (Ctrl-C stops)")
+            time.sleep(wait)
+    except KeyboardInterrupt:
+        click.echo("sync stopped; the next run resumes from the stored high-water mark")
+
+
 # --- demo data -------------------------------------------------------------------------------
 @main.command("demo-data")
 @click.option("--calls", "n_calls", default=500_000, show_default=True, help="Number of calls for service.")
@@ -416,15 +502,50 @@ def model_report_cmd(version: str | None, top: int) -> None:
         click.echo(f"  {text}: {direction} the odds {factor:,.1f}x")
 
 
+_compute_engine = click.option(
+    "--engine", "compute", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+    help="Where the heavy work runs: this process, or Dask workers reading partitions of the calls themselves.")
+_scheduler = click.option(
+    "--scheduler", metavar="ADDRESS",
+    help="Dask scheduler address (e.g. tcp://10.0.0.5:8786); implies --engine dask. Without it, --engine dask "
+         "starts a local cluster of --workers processes.")
+_dask_workers = click.option("--workers", "dask_workers", default=2, show_default=True,
+                             help="--engine dask without --scheduler: local worker processes.")
+
+
+def _dask(compute: str, scheduler: str | None, workers: int):
+    """A Dask client context when asked for one (--engine dask or --scheduler), else None."""
+    if compute != "dask" and not scheduler:
+        return None
+    from geo.scale import dask_client
+
+    return dask_client(scheduler, workers=workers)
+
+
 @main.command("label")
 @click.option("--relabel", is_flag=True, help="Also rescore calls labelled by another model version.")
 @click.option("--chunk", default=250_000, show_default=True, help="Calls per transaction.")
-def label_cmd(relabel: bool, chunk: int) -> None:
+@_compute_engine
+@_scheduler
+@_dask_workers
+def label_cmd(relabel: bool, chunk: int, compute: str, scheduler: str | None, dask_workers: int) -> None:
     """Score calls with the current model: probability, label and model version (unlabelled calls only)."""
     from geo.classify import ModelError, label_calls
 
+    dask = _dask(compute, scheduler, dask_workers)
     try:
-        result = label_calls(_engine(), relabel=relabel, chunk_rows=chunk, progress=True)
+        if dask is None:
+            result = label_calls(_engine(), relabel=relabel, chunk_rows=chunk, progress=True)
+        else:
+            from geo import scale
+
+            with dask as client:
+                engine = _engine()
+                # --chunk keeps its meaning: about that many calls per partition (one transaction each).
+                extent = scale.calls_extent(engine)
+                parts = None if extent is None else max(1, -(-extent[2] // max(chunk, 1)))
+                result = scale.label_calls(engine, client, relabel=relabel, partitions=parts)
+                click.echo(f"Dask: {result.partitions} partitions on {len(client.scheduler_info()['workers'])} workers")
     except ModelError as exc:
         raise click.ClickException(str(exc)) from exc
     rate = f", {result.labelled / result.seconds:,.0f} calls/s" if result.seconds and result.labelled else ""
@@ -676,14 +797,34 @@ def _current_model(engine) -> str | None:
 @click.option("--permutations", default=999, show_default=True)
 @click.option("--save", is_flag=True, help="Store the result as an analysis run (for the map and exports).")
 @click.option("--out", type=click.Path(path_type=Path), help="Also write the NPAs with their classes (.geojson, .gpkg).")
+@_compute_engine
+@_scheduler
+@_dask_workers
 def hotspots_cmd(source: str, start: str | None, end: str | None, measure: str, grid_ft: float | None, years: str,
-                 category: tuple[str, ...], permutations: int, save: bool, out: Path | None) -> None:
+                 category: tuple[str, ...], permutations: int, save: bool, out: Path | None, compute: str,
+                 scheduler: str | None, dask_workers: int) -> None:
     """Getis-Ord Gi* hot and cold spots of violent crime over the 462 NPAs or grid cells (FDR-corrected)."""
     from geo.hotspots import grid_hotspots, npa_hotspots, offense_hotspots, save_cell_results, save_npa_results
 
     engine = _engine()
     model_version = None
-    if source == "calls" and grid_ft:
+    dask = _dask(compute, scheduler, dask_workers)
+    if dask is not None and source != "calls":
+        raise click.BadParameter("Dask runs the calls analysis; offense counts are one small table", param_hint="--engine")
+    if dask is not None:
+        from geo import scale
+
+        period = _period(start, end)
+        with dask as client:
+            if grid_ft:
+                result = scale.grid_hotspots(engine, client, period, cell_ft=grid_ft, measure=measure,
+                                             permutations=permutations)
+            else:
+                result = scale.npa_hotspots(engine, client, period, measure=measure, permutations=permutations)
+        params = {"period": [str(period.start), str(period.end)], "measure": measure, "permutations": permutations,
+                  **({"cell_ft": grid_ft} if grid_ft else {})}
+        model_version = _current_model(engine)
+    elif source == "calls" and grid_ft:
         period = _period(start, end)
         result = grid_hotspots(engine, period, cell_ft=grid_ft, measure=measure, permutations=permutations)
         params = {"period": [str(period.start), str(period.end)], "measure": measure, "cell_ft": grid_ft,

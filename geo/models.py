@@ -217,3 +217,18 @@ data_versions = Table(
     Column("version", BigInteger, nullable=False, server_default="1"),
     Column("changed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
+
+# `hotspots sync` high-water marks, one per followed ArcGIS layer (migration 007).
+sync_state = Table(
+    "sync_state", metadata,
+    Column("kind", Text, primary_key=True),
+    Column("url", Text, primary_key=True),
+    Column("date_field", Text, nullable=False),
+    Column("high_water", TS),
+    Column("pages", BigInteger, nullable=False, server_default="0"),
+    Column("records_read", BigInteger, nullable=False, server_default="0"),
+    Column("run_started_at", TS),
+    Column("last_success_at", TS),
+    Column("last_error", Text),
+    Column("updated_at", TS, nullable=False, server_default=func.now()),
+)

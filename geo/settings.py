@@ -91,3 +91,27 @@ def locale_settings() -> LocaleSettings:
 def server_settings() -> ServerSettings:
     """Web-server settings from the current environment."""
     return ServerSettings()
+
+
+class ArcGISSettings(BaseSettings):
+    """Where `hotspots sync` reads the City's ArcGIS REST feature layers, and how patiently."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+
+    # A FeatureServer/MapServer layer URL (…/FeatureServer/0) or its …/query endpoint; empty: not configured.
+    incidents_url: str = Field(default="", alias="HOTSPOTS_ARCGIS_INCIDENTS_URL")
+    calls_url: str = Field(default="", alias="HOTSPOTS_ARCGIS_CALLS_URL")
+    # Records per request; servers cap it at their maxRecordCount (often 1,000 or 2,000) and say so.
+    page_size: int = Field(default=1000, alias="HOTSPOTS_ARCGIS_PAGE_SIZE")
+    timeout_s: float = Field(default=60.0, alias="HOTSPOTS_ARCGIS_TIMEOUT_S")
+    retries: int = Field(default=5, alias="HOTSPOTS_ARCGIS_RETRIES")
+    backoff_s: float = Field(default=2.0, alias="HOTSPOTS_ARCGIS_BACKOFF_S")
+    # Records reported this long before the high-water mark are read again, so late edits are caught.
+    overlap_hours: float = Field(default=72.0, alias="HOTSPOTS_ARCGIS_OVERLAP_HOURS")
+    # First sync only: records reported on or after this date (YYYY-MM-DD); empty: the whole layer.
+    since: str = Field(default="", alias="HOTSPOTS_ARCGIS_SINCE")
+
+
+def arcgis_settings() -> ArcGISSettings:
+    """ArcGIS feed settings from the current environment."""
+    return ArcGISSettings()

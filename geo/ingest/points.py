@@ -416,3 +416,49 @@ def _upsert(conn, source: PointSource, cols: list[str]) -> tuple[int, int]:
     return merge_staged(conn, source.table, "stage_points", source.id_field, cols,
                         changed_if="t.row_hash IS DISTINCT FROM EXCLUDED.row_hash",
                         also_set=[f"{c} = NULL" for c in source.reset_on_change])
+
+
+# --- records that arrive in memory (the ArcGIS feed) rather than as a file ------------------------
+def area_indexes(engine: Engine) -> _Areas:
+    """The NPA and division indexes records are assigned against; IngestError when none are loaded."""
+    npas, divisions = read_neighborhoods(engine), read_divisions(engine)
+    if npas.empty or divisions.empty:
+        raise IngestError("no division or NPA polygons loaded: run `hotspots load shapes` first")
+    return _Areas(
+        npa=AreaIndex(npas.geometry, npas["npa_id"]),
+        division=AreaIndex(divisions.geometry, divisions["division_id"]),
+        division_codes=dict(zip(divisions["short_name"], divisions["division_id"])),
+    )
+
+
+def prepare_frame(source: PointSource, frame: pd.DataFrame, lines: np.ndarray, areas: _Areas, report: LoadReport,
+                  rejects: Rejects) -> pa.Table:
+    """Clean, reject and assign a frame of source text columns exactly as a batch of a CSV file is."""
+    frame = frame.reset_index(drop=True)
+    ids = clean.strip(frame[source.id_column])
+    dup, first_line = clean.first_duplicates(ids.where(ids != "", None), lines)
+    rows = _prepare_batch(source, frame, lines, dup, first_line, areas, report, rejects)
+    report.fixes = +report.fixes
+    return rows
+
+
+def upsert_rows(conn, source: PointSource, rows: pa.Table, batch_id: int) -> tuple[int, int]:
+    """Stage prepared rows and merge them into the table by row hash: (inserted, updated)."""
+    if rows.num_rows == 0:
+        return 0, 0
+    rows = rows.append_column("batch_id", pa.array(np.full(rows.num_rows, batch_id, dtype=np.int64)))
+    cols = rows.column_names
+    # Times without an offset are local wall time, read in the configured zone (as in file loads).
+    conn.exec_driver_sql("SELECT set_config('TimeZone', %s, true)", (locale_settings().timezone,))
+    conn.exec_driver_sql(
+        f"CREATE TEMP TABLE stage_points ON COMMIT DROP AS SELECT {', '.join(cols)} FROM {source.table} WITH NO DATA"
+    )
+    copy_frame(conn, "stage_points", rows)
+    # Nothing new or changed: no INSERT statement, so the table's data version (tile caches) stays put.
+    changed = conn.exec_driver_sql(
+        f"SELECT EXISTS (SELECT 1 FROM stage_points s LEFT JOIN {source.table} t USING ({source.id_field})"
+        f" WHERE t.row_hash IS DISTINCT FROM s.row_hash)"
+    ).scalar_one()
+    if not changed:
+        return 0, 0
+    return _upsert(conn, source, cols)
