@@ -1,0 +1,380 @@
+"""Scale-out on Dask: area assignment, Gi* inputs and labelling over partitions of the calls table.
+
+The calls are cut into half-open ranges of received_at. Each partition is read by the Dask
+worker that runs its task, over its own connection opened from the database URL it is given
+(never an engine or rows shipped from the client), with COPY. Only small results travel back to
+the client: counts per area or grid cell, or label totals. Gi* itself runs on the client: it
+needs every area's value at once, and 462 NPAs or a few thousand cells take well under a second.
+
+The single-machine functions (geo.hotspots, geo.classify, geo.spatial) stay the reference; the
+functions here return the same frames so that the CLI prints, saves and exports them alike.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from geo.metrics import Period
+
+# About this many calls per partition: big enough that a task's fixed costs (connection,
+# scheduling, one COPY) vanish, small enough that a worker holds only a few hundred MB.
+ROWS_PER_PARTITION = 250_000
+MEASURES = ("labelled", "expected")
+
+
+@dataclass(frozen=True)
+class TimeSlice:
+    """A half-open range [start, end) of calls.received_at (UTC instants)."""
+
+    start: datetime
+    end: datetime
+
+    def clause(self) -> tuple[str, dict]:
+        """SQL condition on calls (psycopg2 placeholders) selecting this slice, with its parameters."""
+        return ("c.received_at >= %(slice_start)s AND c.received_at < %(slice_end)s",
+                {"slice_start": self.start, "slice_end": self.end})
+
+
+def split_time(start: datetime, end: datetime, parts: int) -> list[TimeSlice]:
+    """`parts` consecutive slices of equal length covering [start, end) exactly, with no gaps or overlaps."""
+    parts = max(1, int(parts))
+    span = end - start
+    bounds = [start + span * i / parts for i in range(parts)] + [end]
+    # Microsecond rounding can repeat a bound when the range is tiny: drop empty slices.
+    return [TimeSlice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def period_bounds(engine: Engine, period: Period) -> tuple[datetime, datetime]:
+    """The UTC instants of a local-date period, computed by PostgreSQL exactly as geo.metrics.period_filter does."""
+    from geo.settings import locale_settings
+
+    with engine.connect() as conn:
+        start, end = conn.execute(sa.text(
+            "SELECT CAST(:start AS timestamp) AT TIME ZONE :tz, CAST(:end AS timestamp) AT TIME ZONE :tz"),
+            {"start": period.start, "end": period.end, "tz": locale_settings().timezone}).one()
+    return start, end
+
+
+def calls_extent(engine: Engine) -> tuple[datetime, datetime, int] | None:
+    """First and last received_at of all calls (from the index) and the planner's row estimate."""
+    with engine.connect() as conn:
+        first, last = conn.execute(sa.text("SELECT min(received_at), max(received_at) FROM calls")).one()
+        estimate = conn.execute(sa.text("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = 'calls'::regclass")).scalar_one()
+    if first is None:
+        return None
+    return first, last, int(estimate)
+
+
+def _partitions_for(rows: int, workers: int) -> int:
+    # At least two tasks per worker, so a slow partition does not leave the others idle.
+    return max(2 * max(workers, 1), math.ceil(rows / ROWS_PER_PARTITION))
+
+
+def _estimated_rows(engine: Engine, start: datetime, end: datetime) -> int:
+    """The planner's estimate of calls in [start, end): no scan, good enough to size partitions."""
+    with engine.connect() as conn:
+        plan = conn.execute(sa.text(
+            "EXPLAIN (FORMAT JSON) SELECT 1 FROM calls WHERE received_at >= :a AND received_at < :b"),
+            {"a": start, "b": end}).scalar_one()
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+# --- on the workers ---------------------------------------------------------------------------
+_ENGINES: dict[str, Engine] = {}
+_AREAS: dict[tuple, tuple] = {}
+_LOCK = threading.Lock()
+
+
+def worker_engine(url: str) -> Engine:
+    """One engine per database URL per worker process (threads of a worker share its pool)."""
+    from geo.db import make_engine
+
+    with _LOCK:
+        if url not in _ENGINES:
+            # No statement timeout: a partition of an analysis may legitimately run for minutes.
+            _ENGINES[url] = make_engine(url, statement_timeout_ms=0)
+        return _ENGINES[url]
+
+
+def _read(url: str, sql: str, params: dict, text_columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    from geo.classify import _read_query
+
+    with worker_engine(url).connect() as conn:
+        return _read_query(conn, sql, params, text_columns)
+
+
+def _area_indexes(url: str, version_key: tuple):
+    """NPA and division indexes built once per worker (and rebuilt when the polygons' versions change)."""
+    from geo.spatial import AreaIndex, read_divisions, read_neighborhoods
+
+    key = (url, version_key)
+    with _LOCK:
+        cached = _AREAS.get(key)
+    if cached is None:
+        engine = worker_engine(url)
+        npas, divisions = read_neighborhoods(engine), read_divisions(engine)
+        cached = (AreaIndex(npas.geometry, npas["npa_id"]), AreaIndex(divisions.geometry, divisions["division_id"]))
+        with _LOCK:
+            _AREAS[key] = cached
+    return cached
+
+
+_ASSIGN_META = pd.DataFrame({"call_id": pd.Series(dtype=object), "npa_id": pd.Series(dtype="Int64"),
+                             "division_id": pd.Series(dtype=object)})
+
+
+def _assign_partition(part: TimeSlice, url: str, version_key: tuple) -> pd.DataFrame:
+    """Read one slice's call points and give each its NPA and division (the loader's AreaIndex rule)."""
+    where, params = part.clause()
+    rows = _read(url, f"SELECT c.call_id, ST_X(c.geom) AS lon, ST_Y(c.geom) AS lat FROM calls c WHERE {where}",
+                 params, text_columns=("call_id",))
+    if rows.empty:
+        return _ASSIGN_META.copy()
+    npa, division = _area_indexes(url, version_key)
+    lon, lat = rows["lon"].to_numpy(dtype=float), rows["lat"].to_numpy(dtype=float)
+    return pd.DataFrame({
+        "call_id": rows["call_id"].astype(object),
+        "npa_id": pd.array(npa.lookup(lon, lat), dtype="Int64"),
+        "division_id": division.lookup(lon, lat),
+    })
+
+
+_VALUE_META = pd.DataFrame({"npa_id": pd.Series(dtype="int64"), "value": pd.Series(dtype=float)})
+
+
+def _npa_value_partition(part: TimeSlice, url: str, measure: str) -> pd.DataFrame:
+    """Violent calls (count of labels, or sum of probabilities) per stored NPA in one slice."""
+    where, params = part.clause()
+    # The label as 0/1 (COPY would write booleans as t/f); unlabelled calls count as neither.
+    column = "coalesce(c.label, false)::int" if measure == "labelled" else "coalesce(c.p_violent, 0)"
+    rows = _read(url, f"SELECT c.npa_id, {column} AS w FROM calls c WHERE {where} AND c.npa_id IS NOT NULL", params)
+    if rows.empty:
+        return _VALUE_META.copy()
+    out = pd.DataFrame({"npa_id": rows["npa_id"].astype("int64"), "value": rows["w"].to_numpy(dtype=float)})
+    return out.groupby("npa_id", as_index=False)["value"].sum()
+
+
+_POINT_META = pd.DataFrame({"lon": pd.Series(dtype=float), "lat": pd.Series(dtype=float), "w": pd.Series(dtype=float)})
+
+
+def _violent_point_partition(part: TimeSlice, url: str, measure: str) -> pd.DataFrame:
+    """Violent calls of one slice as lon/lat with their weight (the rows geo.hotspots._violent_points takes)."""
+    where, params = part.clause()
+    weight = "1.0" if measure == "labelled" else "c.p_violent"
+    violent = "c.label" if measure == "labelled" else "c.p_violent > 0"
+    rows = _read(url, f"SELECT ST_X(c.geom) AS lon, ST_Y(c.geom) AS lat, {weight} AS w FROM calls c"
+                      f" WHERE {violent} AND {where}", params)
+    return _POINT_META.copy() if rows.empty else rows.astype(float)
+
+
+@dataclass(frozen=True)
+class LatticeSpec:
+    """What a worker needs to put projected points in Gi* cells: the grid and the cell-position table."""
+
+    x0: float
+    y0: float
+    size: float
+    index: np.ndarray  # (nrows, ncols) -> cell position, -1 outside the study area
+
+
+def _cell_sums(points: gpd.GeoDataFrame, spec: LatticeSpec, n_cells: int) -> pd.DataFrame:
+    """Sum of weights per lattice cell for one partition of projected (EPSG:2264) points."""
+    values = np.zeros(n_cells)
+    if len(points):
+        x = points.geometry.x.to_numpy()
+        y = points.geometry.y.to_numpy()
+        nrows, ncols = spec.index.shape
+        # The same floor rule as geo.hotspots.Grid.cell_of, so a point lands in the same cell.
+        pc = np.floor((x - spec.x0) / spec.size).astype(np.int64)
+        pr = np.floor((y - spec.y0) / spec.size).astype(np.int64)
+        ok = (pc >= 0) & (pc < ncols) & (pr >= 0) & (pr < nrows)
+        target = spec.index[pr[ok], pc[ok]]
+        inside = target >= 0
+        np.add.at(values, target[inside], points["w"].to_numpy(dtype=float)[ok][inside])
+    return pd.DataFrame({"cell": np.arange(n_cells), "value": values})
+
+
+def _label_partition(part: TimeSlice, url: str, model, relabel: bool) -> tuple[int, int]:
+    """Score one slice's calls that need it and write them back in one bulk UPDATE; returns (scored, violent)."""
+    from geo.classify import read_calls
+    from geo.ingest.batch import copy_frame
+
+    engine = worker_engine(url)
+    where, params = part.clause()
+    todo = "c.model_version IS DISTINCT FROM %(version)s" if relabel else "c.model_version IS NULL"
+    calls = read_calls(engine, with_truth=False, where=f"{todo} AND {where}", params={**params, "version": model.version})
+    if calls.empty:
+        return 0, 0
+    p = model.score(calls)
+    out = pd.DataFrame({"call_id": calls["call_id"], "p": p.astype(np.float32), "label": p >= model.threshold})
+    with engine.begin() as conn:
+        # Each partition commits on its own (an interrupted run keeps finished partitions); the
+        # temporary table lives on this task's connection only, so parallel tasks do not collide.
+        conn.exec_driver_sql("CREATE TEMP TABLE scored (call_id text PRIMARY KEY, p real, label boolean) ON COMMIT DROP")
+        copy_frame(conn, "scored", out)
+        conn.execute(sa.text("UPDATE calls c SET p_violent = s.p, label = s.label, model_version = :v, labelled_at = now()"
+                             " FROM scored s WHERE c.call_id = s.call_id"), {"v": model.version})
+    return len(out), int(out["label"].sum())
+
+
+# --- on the client ----------------------------------------------------------------------------
+@contextmanager
+def dask_client(scheduler: str | None = None, *, workers: int = 2, processes: bool = True) -> Iterator:
+    """A distributed Client on `scheduler`, or on a LocalCluster of `workers` single-threaded workers."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        with Client(scheduler) as client:
+            yield client
+        return
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
+def _worker_count(client) -> int:
+    return max(1, len(client.scheduler_info().get("workers", {})))
+
+
+def _url_of(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=False)
+
+
+def _period_slices(engine: Engine, client, period: Period, partitions: int | None) -> list[TimeSlice]:
+    start, end = period_bounds(engine, period)
+    parts = partitions or _partitions_for(_estimated_rows(engine, start, end), _worker_count(client))
+    return split_time(start, end, parts)
+
+
+def _polygon_versions(engine: Engine) -> tuple:
+    """A fingerprint of the NPA and division polygons: workers rebuild their indexes when it changes."""
+    with engine.connect() as conn:
+        return tuple(conn.execute(sa.text(
+            f"SELECT md5(coalesce(string_agg({key}::text || ':' || md5(ST_AsBinary(geom)), ',' ORDER BY {key}), ''))"
+            f" FROM {table}")).scalar_one() for table, key in (("neighborhoods", "npa_id"), ("divisions", "division_id")))
+
+
+def assign_areas(engine: Engine, client, *, partitions: int | None = None):
+    """Every call's NPA and division from its point, as a lazy Dask DataFrame (call_id, npa_id, division_id).
+
+    The same rule as the loader (geo.spatial.AreaIndex): exact point-in-polygon, a point on a
+    shared boundary goes to the first polygon in id order.
+    """
+    import dask.dataframe as dd
+
+    extent = calls_extent(engine)
+    if extent is None:
+        return dd.from_pandas(_ASSIGN_META.copy(), npartitions=1)
+    first, last, rows = extent
+    parts = partitions or _partitions_for(rows, _worker_count(client))
+    # The last call must fall inside the last half-open slice.
+    slices = split_time(first, last + pd.Timedelta(microseconds=1), parts)
+    return dd.from_map(_assign_partition, slices, url=_url_of(engine), version_key=_polygon_versions(engine),
+                       meta=_ASSIGN_META, enforce_metadata=False)
+
+
+def npa_values(engine: Engine, client, period: Period, *, measure: str = "labelled",
+               partitions: int | None = None) -> pd.DataFrame:
+    """Gi* input per NPA (violent calls labelled, or expected) in a period, aggregated on the workers."""
+    import dask.dataframe as dd
+
+    if measure not in MEASURES:
+        raise ValueError(f"measure must be 'labelled' or 'expected', not {measure!r}")
+    slices = _period_slices(engine, client, period, partitions)
+    frames = dd.from_map(_npa_value_partition, slices, url=_url_of(engine), measure=measure, meta=_VALUE_META,
+                         enforce_metadata=False)
+    # split_out=1: a tree reduction of small per-partition sums; a shuffle would only move them around.
+    values = client.compute(frames.groupby("npa_id")["value"].sum(split_out=1)).result()
+    return values.reset_index().sort_values("npa_id", ignore_index=True)
+
+
+def npa_hotspots(engine: Engine, client, period: Period, *, measure: str = "labelled", permutations: int = 999,
+                 seed: int = 0, partitions: int | None = None) -> gpd.GeoDataFrame:
+    """geo.hotspots.npa_hotspots with its per-NPA values aggregated on Dask; the same frame comes back."""
+    from geo.hotspots import _with_gi
+    from geo.spatial import read_neighborhoods
+
+    values = npa_values(engine, client, period, measure=measure, partitions=partitions)
+    return _with_gi(read_neighborhoods(engine), values, permutations, seed)
+
+
+def grid_values(engine: Engine, client, period: Period, lattice, *, measure: str = "labelled",
+                partitions: int | None = None) -> np.ndarray:
+    """Gi* input per lattice cell: violent calls projected to EPSG:2264 and binned on the workers."""
+    import dask.dataframe as dd
+    import dask_geopandas
+
+    if measure not in MEASURES:
+        raise ValueError(f"measure must be 'labelled' or 'expected', not {measure!r}")
+    slices = _period_slices(engine, client, period, partitions)
+    points = dd.from_map(_violent_point_partition, slices, url=_url_of(engine), measure=measure, meta=_POINT_META,
+                         enforce_metadata=False)
+    geo_points = dask_geopandas.from_dask_dataframe(
+        points[["w"]], geometry=dask_geopandas.points_from_xy(points, "lon", "lat"))
+    projected = geo_points.set_crs(4326).to_crs(2264)  # NC State Plane feet, the grid's units
+    spec = LatticeSpec(lattice.grid.x0, lattice.grid.y0, lattice.grid.size, lattice.index)
+    n_cells = len(lattice.cols)
+    sums = projected.map_partitions(_cell_sums, spec, n_cells,
+                                    meta=pd.DataFrame({"cell": pd.Series(dtype="int64"), "value": pd.Series(dtype=float)}))
+    total = client.compute(sums.groupby("cell")["value"].sum(split_out=1)).result()
+    return total.reindex(np.arange(n_cells), fill_value=0.0).to_numpy(dtype=float)
+
+
+def grid_hotspots(engine: Engine, client, period: Period, *, cell_ft: float = 1000.0, measure: str = "labelled",
+                  permutations: int = 999, seed: int = 0, partitions: int | None = None) -> gpd.GeoDataFrame:
+    """geo.hotspots.grid_hotspots with the cell counts computed on Dask; cells returned in EPSG:4326."""
+    from geo.hotspots import Lattice, _county_2264, gi_star
+
+    lattice = Lattice.over(_county_2264(engine), cell_ft)
+    values = grid_values(engine, client, period, lattice, measure=measure, partitions=partitions)
+    result = gi_star(None, values, permutations=permutations, seed=seed, weights=lattice.weights)
+    frame = gpd.GeoDataFrame({
+        "col": lattice.cols, "row": lattice.rows, "value": values, "gi_z": result.z, "gi_p": result.p,
+        "gi_q": result.q, "gi_p_sim": result.p_sim, "hotspot_class": result.classes,
+    }, geometry=lattice.grid.polygons(lattice.cols, lattice.rows), crs=2264)
+    return frame.to_crs(4326)
+
+
+@dataclass
+class DaskLabelResult:
+    """Counts from one labelling run on Dask."""
+
+    version: str
+    labelled: int
+    violent: int
+    seconds: float
+    partitions: int
+
+
+def label_calls(engine: Engine, client, *, relabel: bool = False, version: str | None = None,
+                partitions: int | None = None) -> DaskLabelResult:
+    """geo.classify.label_calls on Dask: each worker scores its slices and writes them back in bulk.
+
+    The model is loaded (and its checksum verified) once on the client, then sent to every worker.
+    """
+    from geo.classify import load_model
+
+    started = datetime.now(timezone.utc)
+    stored = load_model(engine, version)
+    extent = calls_extent(engine)
+    if extent is None:
+        return DaskLabelResult(stored.version, 0, 0, 0.0, 0)
+    first, last, rows = extent
+    parts = partitions or _partitions_for(rows, _worker_count(client))
+    slices = split_time(first, last + pd.Timedelta(microseconds=1), parts)
+    [model] = client.scatter([stored], broadcast=True)
+    futures = client.map(_label_partition, slices, url=_url_of(engine), model=model, relabel=relabel, pure=False)
+    results = client.gather(futures)
+    return DaskLabelResult(stored.version, sum(n for n, _ in results), sum(v for _, v in results),
+                           (datetime.now(timezone.utc) - started).total_seconds(), len(slices))
