@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 HOTSPOTS_DATA_DIR ?= $(if $(wildcard ../shared/cmpd/README.md),$(abspath ../shared/cmpd),$(abspath data/shapes))
 export HOTSPOTS_DATA_DIR
 
-.PHONY: setup demo test db-up db-down bench clean
+.PHONY: setup demo test db-up db-down bench bench-dask clean
 
 setup: $(VENV)/.installed
 
@@ -40,6 +40,11 @@ bench: setup
 	$(BIN)/python bench/features.py
 	$(BIN)/python bench/exports.py
 	$(BIN)/python bench/concurrency.py --clients 50 --seconds 30
+
+# 10M calls, single machine against a 2-worker Dask LocalCluster (about 25 minutes on 2 cores).
+bench-dask: setup
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,bench]'
+	$(BIN)/python bench/dask_scale.py
 
 clean:
 	-$(BIN)/hotspots db down
