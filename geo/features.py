@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from geo.catalog import Layer, Property, latest_run, run_exists
-from geo.filters import FILTER_PARAMETERS, Filter, ParameterError, parse_bbox, parse_bool, parse_float
+from geo.filters import FILTER_PARAMETERS, Filter, ParameterError, parse_bbox, parse_bool, parse_float, parse_int
 
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 # 6 decimal places of a degree is about 0.1 m: finer than any geocoded address, and it keeps
@@ -102,10 +102,7 @@ def queryables_schema(lyr: Layer, schema_id: str) -> dict:
 def _typed(prop: Property, raw: str) -> Any:
     value = raw.strip()
     if prop.type == "integer":
-        try:
-            return int(value)
-        except ValueError:
-            raise ParameterError(prop.name, f"{raw!r} is not an integer ({prop.name} is an integer property)") from None
+        return parse_int(prop.name, value)
     if prop.type == "number":
         return parse_float(prop.name, value)
     if prop.type == "boolean":
@@ -169,10 +166,7 @@ def resolve_run(conn: Connection, lyr: Layer, raw: str | None) -> int | None:
         return None
     if raw is None or raw.strip() == "":
         return latest_run(conn, lyr)
-    try:
-        run_id = int(raw.strip())
-    except ValueError:
-        raise ParameterError("run", f"{raw!r} is not an integer run id") from None
+    run_id = parse_int("run", raw)
     if not run_exists(conn, lyr, run_id):
         runs = conn.execute(sa.text("SELECT run_id FROM analysis_runs WHERE kind = ANY(:k) ORDER BY run_id"),
                             {"k": list(lyr.run_kinds)}).scalars().all()

@@ -138,8 +138,29 @@ def parse_bool(name: str, value: str) -> bool:
     raise ParameterError(name, f"{value!r} is not a boolean; use true or false")
 
 
+# ASCII only: Python's int() and float() also read other scripts' digits ('١٢') and '1_000',
+# which no client means and no cache key should tell apart from '12'.
+_INT = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:inf|infinity|nan)", re.ASCII | re.IGNORECASE)
+# PostgreSQL bigint: larger integers cannot be bound as LIMIT, OFFSET or an id.
+INT64_MAX = 2**63 - 1
+
+
+def parse_int(name: str, value: str) -> int:
+    """An integer in ASCII digits within the bigint range, else a ParameterError naming `name`."""
+    text = str(value).strip()
+    if not _INT.fullmatch(text):
+        raise ParameterError(name, f"{value!r} is not an integer")
+    x = int(text)
+    if not -INT64_MAX - 1 <= x <= INT64_MAX:
+        raise ParameterError(name, f"{text} is outside the 64-bit integer range")
+    return x
+
+
 def parse_float(name: str, value: str, lo: float | None = None, hi: float | None = None) -> float:
     """A finite number within [lo, hi], else a ParameterError naming `name`."""
+    if not isinstance(value, (int, float)) and not _NUMBER.fullmatch(str(value).strip()):
+        raise ParameterError(name, f"{value!r} is not a number")
     try:
         x = float(value)
     except (TypeError, ValueError):
@@ -173,7 +194,7 @@ def parse_bbox(value: str, name: str = "bbox") -> tuple[float, float, float, flo
     return xmin, ymin, xmax, ymax
 
 
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$", re.ASCII)
 
 
 def parse_instant(name: str, value: str, *, end_of_day: bool = False) -> datetime:
@@ -187,6 +208,8 @@ def parse_instant(name: str, value: str, *, end_of_day: bool = False) -> datetim
     try:
         if _DATE.match(v):
             d = date.fromisoformat(v)
+            if not 1900 <= d.year <= 2200:   # checked before the next day is taken: 9999-12-31 has none
+                raise ParameterError(name, f"{value!r} is outside the years 1900-2200")
             if end_of_day:
                 d += timedelta(days=1)
             return datetime.combine(d, time(0), tz)

@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from geo.catalog import LAYERS, Layer
-from geo.filters import TABLE_COLUMNS, Filter, ParameterError
+from geo.filters import TABLE_COLUMNS, Filter, ParameterError, parse_int
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql" / "tiles"
 
@@ -61,10 +61,7 @@ PARALLEL_OFF = "SET LOCAL max_parallel_workers_per_gather = 0"
 def _parse_int(name: str, value: str | int) -> int:
     if isinstance(value, int):
         return value
-    text = str(value).strip()
-    if not text.lstrip("-").isdigit():
-        raise ParameterError(name, f"{value!r} is not an integer")
-    return int(text)
+    return parse_int(name, value)
 
 
 def parse_tile(z: str | int, x: str | int, y: str | int, max_zoom: int = MAX_ZOOM) -> tuple[int, int, int]:

@@ -78,7 +78,7 @@ def test_each_kind_of_bad_row_is_named():
         {**ok, "call_id": "I", "lon": None},                        # 9
         ok,                                                         # 10 duplicate of 0
         {**ok, "call_id": "J", "zip": "2820"},                      # 11
-        {**ok, "call_id": "K", "address": "1 MAIN\x00ST"},          # 12 NUL would fail the whole COPY/INSERT
+        {**ok, "call_id": "K", "address": ["1 MAIN ST"]},           # 12 a list is not an address
         {**ok, "call_id": "L", "lat": "35.2"},                      # 13 a string, not a number
         [1, 2],                                                     # 14
         {**ok, "call_id": "M", "priority": True},                   # 15 a boolean is not a priority
@@ -104,6 +104,16 @@ def test_each_kind_of_bad_row_is_named():
     assert errors[16] == [("lon", "bad_value")]
     dup = rows[10].errors[0]
     assert "index 0" in dup.message and dup.call_id == "A"
+
+
+def test_a_nul_anywhere_refuses_the_whole_body():
+    """PostgreSQL text and jsonb cannot hold NUL (nor lone surrogates), and every row's raw JSON is
+    stored: such a body is refused whole, naming `body`, before anything is written."""
+    ok = _call("A", -80.84, 35.22)
+    for bad in ({**ok, "address": "1 MAIN\x00ST"}, {**ok, "note\x00": 1}, {**ok, "city": "\ud800"}):
+        with pytest.raises(live.BatchError) as err:
+            live.rows_of([ok, bad])
+        assert err.value.parameter == "body" and "NUL" in str(err.value)
 
 
 def test_cleaning_matches_file_loads():

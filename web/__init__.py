@@ -32,10 +32,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
 
-    from web import auth, database, errors
+    from web import auth, database, errors, params
 
     database.init_app(app)
     errors.init_app(app)
+    params.init_app(app)  # NUL characters in parameters: 400 before any blueprint runs
     auth.init_app(app)   # token hashes; the read-token hook when REQUIRE_READ_TOKEN
 
     from web import health

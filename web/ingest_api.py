@@ -36,6 +36,10 @@ def post_calls():
     limit = current_app.config.get("MAX_CONTENT_LENGTH")
     try:
         body = request.get_data(cache=False)
+        # A chunked body (no Content-Length) is cut at the limit by Werkzeug's stream rather than
+        # refused; a body that fills the limit exactly is taken as cut, not parsed as truncated JSON.
+        if limit is not None and request.content_length is None and len(body) >= limit:
+            raise RequestEntityTooLarge()
     except RequestEntityTooLarge:
         raise ApiError(413, f"the body is larger than {limit:,} bytes; send the calls in smaller batches", "body") from None
     try:

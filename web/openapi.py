@@ -115,6 +115,8 @@ def _get(summary: str, tag: str, responses: dict, parameters: list | None = None
 
 _OBJ = {"type": "object"}
 _GEOJSON = {"application/geo+json": _ref("schemas", "FeatureCollection")}
+# The map's own JSON (areas, hot spots) is GeoJSON served as application/json, which fetch() reads as such.
+_MAP_GEOJSON = {"application/json": _ref("schemas", "FeatureCollection")}
 _LEVEL = _path("level", "Area level.", {"type": "string", "enum": ["division", "npa"]})
 _Z = _path("z", "Zoom level (0-22).", {"type": "integer", "minimum": 0, "maximum": 22})
 _X = _path("x", "Tile column (0 .. 2^z-1).", {"type": "integer", "minimum": 0})
@@ -148,9 +150,9 @@ def _paths() -> dict:
         "/api/config": _get("Map configuration: basemap, presets, categories, divisions, data date range", "map",
                             _ok("Configuration", {"application/json": _OBJ})),
         "/api/areas/{level}": _get("Divisions or NPAs with call counts and rates under the filter (GeoJSON choropleth)",
-                                   "map", _ok("Areas", _GEOJSON), [_LEVEL, *_filters()], errors=(400, 404)),
+                                   "map", _ok("Areas", _MAP_GEOJSON), [_LEVEL, *_filters()], errors=(400, 404)),
         "/api/hotspots/{level}": _get("Getis-Ord Gi* hot spots for the current filter", "map",
-                                      _ok("Areas with gi_z, gi_p, gi_q and hotspot_class", _GEOJSON),
+                                      _ok("Areas with gi_z, gi_p, gi_q and hotspot_class", _MAP_GEOJSON),
                                       [_LEVEL, *_filters()], errors=(400, 404)),
         "/api/panel/{level}/{id}": _get("Side panel of one division or NPA: totals, categories, 7x24, CompStat, outreach, "
                                         "allocation", "map", _ok("Panel numbers", {"application/json": _OBJ}),
@@ -197,7 +199,8 @@ def _paths() -> dict:
         "/export/{name}": _get(
             "Download a layer as LAYER.EXT: shapefile (zip), GeoPackage, GeoJSON or CSV, streamed", "exports",
             {"200": {"description": "The file (Content-Disposition names it)",
-                     "content": {m: {"schema": {"type": "string", "format": "binary"}} for m in EXPORT_FORMATS.values()}}},
+                     "content": {m: {"schema": _ref("schemas", "FeatureCollection") if ext == "geojson"
+                                     else {"type": "string", "format": "binary"}} for ext, m in EXPORT_FORMATS.items()}}},
             [_path("name", "Layer id and format extension, e.g. calls.geojson.",
                    {"type": "string", "enum": [f"{lyr}.{ext}" for lyr in LAYERS for ext in EXPORT_FORMATS]}),
              *_filters(), _RUN],

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from flask import request
+from flask import Flask, request
 
-from geo.filters import Filter, ParameterError, parse_filter
+from geo.filters import Filter, ParameterError, parse_filter, parse_int
 from web import database
 
 
@@ -23,10 +23,7 @@ def int_arg(name: str, default: int | None = None, *, lo: int | None = None, hi:
     raw = request.args.get(name)
     if raw is None or raw.strip() == "":
         return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ParameterError(name, f"{raw!r} is not an integer") from None
+    value = parse_int(name, raw)
     if lo is not None and value < lo:
         raise ParameterError(name, f"{value} is below the minimum {lo}")
     if hi is not None and value > hi:
@@ -34,3 +31,22 @@ def int_arg(name: str, default: int | None = None, *, lo: int | None = None, hi:
             return hi
         raise ParameterError(name, f"{value} is above the maximum {hi}")
     return value
+
+
+def refuse_nul_characters() -> None:
+    """400 for a NUL character in any query parameter or path segment.
+
+    PostgreSQL text cannot hold NUL (the driver raises before sending), and no name, id or
+    filter value contains one, so refusing it up front names the parameter instead of failing later.
+    """
+    for name, value in request.args.items(multi=True):
+        if "\x00" in name or "\x00" in value:
+            raise ParameterError(name.replace("\x00", "\\x00"), "contains a NUL character")
+    for name, value in (request.view_args or {}).items():
+        if isinstance(value, str) and "\x00" in value:
+            raise ParameterError(name, "contains a NUL character")
+
+
+def init_app(app: Flask) -> None:
+    """Check every request's parameters for what no endpoint accepts (NUL characters)."""
+    app.before_request(refuse_nul_characters)

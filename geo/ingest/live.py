@@ -160,8 +160,32 @@ def _raw_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _check_storable(payload: Any) -> None:
+    """BatchError when a string (key or value) holds what PostgreSQL text and jsonb cannot: NUL, lone surrogates.
+
+    Every row's raw JSON and the batch report are stored, so such a body would fail on the
+    insert; it is refused whole, before anything is written. Iterative: nesting is as deep as
+    the JSON parser allowed.
+    """
+    stack = [payload]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str) and _UNSTORABLE.search(value):
+            raise BatchError("body", "a string in the body holds a NUL character (\\u0000) or an unpaired surrogate "
+                                     "(\\ud800-\\udfff), which cannot be stored; remove it")
+
+
 def rows_of(payload: Any, max_rows: int = MAX_BATCH_ROWS) -> list[_Row]:
     """The posted rows of `{"calls": [...]}`, a bare array, or a GeoJSON FeatureCollection; BatchError otherwise."""
+    _check_storable(payload)
     geojson = isinstance(payload, dict) and payload.get("type") == "FeatureCollection"
     if geojson:
         member, items = "features", payload.get("features")
