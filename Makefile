@@ -39,7 +39,7 @@ bench: setup
 	$(BIN)/python bench/tiles.py
 	$(BIN)/python bench/features.py
 	$(BIN)/python bench/exports.py
-	$(BIN)/python bench/concurrency.py --clients 50 --seconds 30
+	$(BIN)/python bench/concurrency.py --clients 100 --seconds 60
 
 # 10M calls, single machine against a 2-worker Dask LocalCluster (about 25 minutes on 2 cores).
 bench-dask: setup
