@@ -7,6 +7,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import click
+import psycopg2
 import sqlalchemy as sa
 
 from geo import db as dbmod
@@ -35,7 +36,46 @@ def _run_load(fn, *args, **kwargs) -> None:
     _print_reports(reports if isinstance(reports, list) else [reports])
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# The database went away or never answered (stopped, restarted, network): an outage to report in
+# one line, not a bug. Raw psycopg2 errors reach here from COPY, which runs on the driver's cursor.
+DATABASE_DOWN = (sa.exc.OperationalError, sa.exc.InterfaceError, psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+def database_failure(exc: BaseException) -> str:
+    """A one-line account of a database failure, naming its first cause (never the password or URL).
+
+    When the server dies mid-COPY the error that surfaces is the failed rollback ("connection
+    already closed"); the cause worth reporting is the earlier one ("server closed the connection
+    unexpectedly"), found down the chain of causes.
+    """
+    chain, seen = [], set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    driver = [getattr(e, "orig", None) or e for e in chain]
+    driver = [e for e in driver if isinstance(e, (psycopg2.OperationalError, psycopg2.InterfaceError))]
+    root = driver[-1] if driver else exc
+    text = next((line.strip() for line in str(root).splitlines() if line.strip()), type(root).__name__)
+    if isinstance(root, psycopg2.errors.QueryCanceled):   # a statement timeout, not an outage
+        return f"the database cancelled a statement ({text})"
+    return f"the database connection failed ({text})"
+
+
+class _Commands(click.Group):
+    """The command group, reporting a lost or unreachable database as one line and exit status 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except DATABASE_DOWN as exc:
+            raise click.ClickException(
+                f"{database_failure(exc)}; the transaction in progress was rolled back, nothing of it was stored. "
+                "Run the command again once the database is back.") from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """cmpd-hotspots: load CMPD calls and incidents into PostGIS and analyse where violent crime concentrates.
 
@@ -317,9 +357,15 @@ def sync_cmd(layer: str, url: str | None, fmt: str, date_field: str | None, sinc
         for feed in feeds:
             try:
                 result = sync_feed(engine, feed, client, full=full, log=click.echo)
-            except (FeedError, IngestError, sa.exc.OperationalError) as exc:
+            except (FeedError, IngestError) as exc:
                 # A layer or database that is down now may be back at the next run (--every).
                 click.echo(f"{feed.kind}: sync failed: {str(exc).splitlines()[0]}", err=True)
+                ok = False
+                continue
+            except DATABASE_DOWN as exc:
+                # Pages already stored stay (each commits with its mark); the open one was rolled back.
+                click.echo(f"{feed.kind}: sync failed: {database_failure(exc)}; the pages stored so far are kept, "
+                           "the page in progress was rolled back", err=True)
                 ok = False
                 continue
             results.append(result)

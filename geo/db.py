@@ -38,6 +38,10 @@ EMBEDDED_SERVER_CONF = {
 }
 
 
+# pg_ctl shutdown modes: wait for clients, roll back open sessions, or kill at once (crash-like).
+STOP_MODES = ("smart", "fast", "immediate")
+
+
 class DatabaseNotConfigured(RuntimeError):
     """Raised when neither DATABASE_URL nor a running embedded cluster is available."""
 
@@ -68,6 +72,9 @@ def _free_port() -> int:
 
 def _port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As PostgreSQL binds its own socket: connections of a stopped server lingering in TIME_WAIT
+        # do not make the port busy, so a restart after a crash keeps its port (and clients' URLs).
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -234,11 +241,22 @@ class EmbeddedCluster:
 
     def down(self) -> None:
         """Stop the server cleanly (fast shutdown: open sessions are rolled back)."""
+        self.stop("fast")
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server with pg_ctl's `smart`, `fast` or `immediate` shutdown.
+
+        `immediate` kills every server process at once, as a crash or power cut would; the next
+        start runs crash recovery from the WAL. The stored port is kept, so `start()` brings the
+        server back at the same URL.
+        """
+        if mode not in STOP_MODES:
+            raise ValueError(f"stop mode {mode!r}: expected one of {', '.join(STOP_MODES)}")
         if not self.running():
             return
-        res = self._run_as_owner([str(find_pg_bin() / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"])
+        res = self._run_as_owner([str(find_pg_bin() / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop"])
         if res.returncode != 0:
-            raise ClusterError(f"pg_ctl stop failed: {res.stderr.strip()}")
+            raise ClusterError(f"pg_ctl stop -m {mode} failed: {res.stderr.strip()}")
 
     def destroy(self) -> None:
         """Stop the server and delete the cluster directory."""

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import os
-import stat
-import tempfile
-import uuid
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from geo.db import EmbeddedCluster, make_engine
+from geo.db import make_engine
 from geo.ingest.reference import DataDir, load_reference
 from geo.migrate import migrate
+from tests.clusters import cloned_database, private_cluster
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = "hotspots_template"
@@ -32,15 +30,9 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def cluster():
-    """A private PostgreSQL+PostGIS cluster started for this test session (or TEST_DATABASE_URL's server)."""
-    # mkdtemp is 0700; the postgres user (used when running as root) must be able to enter it.
-    root = Path(tempfile.mkdtemp(prefix="hotspots-test-pg-"))
-    root.chmod(root.stat().st_mode | stat.S_IXOTH | stat.S_IROTH)
-    c = EmbeddedCluster(root / "pg")
-    c.up()
-    yield c
-    c.destroy()
-    root.rmdir() if root.exists() and not any(root.iterdir()) else None
+    """A private PostgreSQL+PostGIS cluster started for this test session."""
+    with private_cluster("hotspots-test-pg-") as c:
+        yield c
 
 
 @pytest.fixture(scope="session")
@@ -68,35 +60,18 @@ def template_db(server_url, data_dir) -> str:
     return TEMPLATE
 
 
-def _fresh_database(server_url: sa.URL, template: str):
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = _admin(server_url)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name} TEMPLATE {template}")
-    engine = make_engine(server_url.set(database=name).render_as_string(hide_password=False))
-    return name, engine, admin
-
-
 @pytest.fixture
 def engine(server_url, template_db):
     """An engine on a new database with schema and reference data; dropped after the test."""
-    name, engine, admin = _fresh_database(server_url, template_db)
-    yield engine
-    engine.dispose()
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.dispose()
+    with cloned_database(server_url, template_db) as (_, engine):
+        yield engine
 
 
 @pytest.fixture
 def empty_engine(server_url):
     """An engine on a new, empty database (PostGIS not yet installed); dropped after the test."""
-    name, engine, admin = _fresh_database(server_url, "template0")
-    yield engine
-    engine.dispose()
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.dispose()
+    with cloned_database(server_url, "template0") as (_, engine):
+        yield engine
 
 
 def pytest_sessionfinish(session, exitstatus):

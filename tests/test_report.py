@@ -14,31 +14,24 @@ from click.testing import CliRunner
 from geo.cli import main
 from geo.demo import generate_and_load
 from geo.report import MIN_OVERLAP, division_npas
+from tests.clusters import cloned_database
 
 
 @pytest.fixture(scope="module")
 def report_db(server_url, template_db, data_dir, tmp_path_factory):
     """A database with 90 days of synthetic calls, labelled by a fixed rule (the model has its own tests)."""
-    import uuid
+    with cloned_database(server_url, template_db, "r_") as (name, engine):
+        url = server_url.set(database=name).render_as_string(hide_password=False)
+        _load_report_data(engine, data_dir, tmp_path_factory.mktemp("r") / "d")
+        yield url, engine
 
-    from geo.db import make_engine
 
-    name = f"r_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(server_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name} TEMPLATE {template_db}")
-    url = server_url.set(database=name).render_as_string(hide_password=False)
-    engine = make_engine(url)
-    generate_and_load(n_calls=12_000, start=date(2021, 3, 1), days=90, seed=3, out=tmp_path_factory.mktemp("r") / "d",
+def _load_report_data(engine, data_dir, out) -> None:
+    generate_and_load(n_calls=12_000, start=date(2021, 3, 1), days=90, seed=3, out=out,
                       engine=engine, data_dir=data_dir, progress=False)
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE calls SET label = (category = 'violent_crime'),"
                              " p_violent = CASE WHEN category = 'violent_crime' THEN 0.9 ELSE 0.05 END"))
-    yield url, engine
-    engine.dispose()
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.dispose()
 
 
 class References(HTMLParser):
