@@ -27,7 +27,10 @@ class IngestError(RuntimeError):
 
 
 def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    """Hex SHA-256 of a file, read in 1 MiB blocks; IngestError if there is no such file."""
+    path = Path(path)
+    if not path.is_file():
+        raise IngestError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

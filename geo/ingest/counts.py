@@ -22,9 +22,19 @@ from geo.ingest.batch import (
     start_batch,
     store_rejects,
 )
-from geo.ingest.csvfile import raw_rows, read_source_csv
+from geo.ingest.csvfile import nul_rows, raw_rows, read_source_csv, shown_cell
 
 ROW_TYPES = ("CMPD Jurisdiction", "Neighborhood Profile Area", "Violent Crime Hotspot")
+
+# Valid ranges of the numeric columns: what the tables' integer/smallint columns hold and what makes
+# sense (a month is 1-12, a count is never negative, a year is not before the data began).
+_INT_MAX = 2**31 - 1
+_RANGES = {
+    "OBJECTID": (0, _INT_MAX),
+    "GEOGRAPHY_ID": (-_INT_MAX - 1, _INT_MAX),
+    "CALENDAR_YEAR": (1990, 2100),
+    "CALENDAR_MONTH": (1, 12),
+}
 
 
 @dataclass(frozen=True)
@@ -61,22 +71,35 @@ def load_monthly_counts(engine: Engine, source: CountSource, path: Path, *, forc
                 [m[2] for m in table.malformed])
     alive = np.ones(len(frame), dtype=bool)
 
-    def reject(mask: np.ndarray, reason: str, detail: str) -> None:
+    def reject(mask: np.ndarray, reason: str, detail) -> None:
+        """Set rows aside; `detail` is a message, or a function of the mask giving one per row."""
         mask = mask & alive
-        rejects.add(lines[mask], raw_rows(frame, mask), reason, detail)
+        if not mask.any():
+            return
+        rejects.add(lines[mask], raw_rows(frame, mask), reason, detail(mask) if callable(detail) else detail)
         alive[mask] = False
 
+    if table.has_nul:
+        # PostgreSQL text cannot hold NUL: such a row is damaged, not a value to clean.
+        nul, nul_details = nul_rows(frame)
+        reject(nul, "malformed_row", nul_details)
     numbers = {}
-    for col in ("OBJECTID", "GEOGRAPHY_ID", "CALENDAR_YEAR", "CALENDAR_MONTH", source.count):
+    ranges = {**_RANGES, source.count: (0, _INT_MAX)}
+    for col, (low, high) in ranges.items():
         raw = clean.strip(frame[col])
-        value = pd.to_numeric(raw, errors="coerce")
-        whole = (value.notna() & (value == np.floor(value))).to_numpy()
-        reject(~whole, "bad_number", f"{col} is not a whole number")
+        value = pd.to_numeric(raw, errors="coerce").astype(float)
+        whole = (np.isfinite(value) & (value == np.floor(value))).to_numpy()
+        cells = raw.to_numpy(dtype=object)
+        reject(~whole, "bad_number",
+               lambda m, col=col, cells=cells: [f"{col} {shown_cell(v)} is not a whole number" for v in cells[m]])
+        reject(~value.between(low, high).to_numpy(), "bad_number",
+               lambda m, col=col, cells=cells, low=low, high=high: [
+                   f"{col} {shown_cell(v)} is out of range ({low}..{high})" for v in cells[m]])
         numbers[col] = value
-    reject(~numbers["CALENDAR_MONTH"].between(1, 12).to_numpy(), "bad_number", "CALENDAR_MONTH is not 1-12")
-    reject((numbers[source.count] < 0).to_numpy(), "bad_number", f"{source.count} is negative")
     row_type = clean.strip(frame["ROW_TYPE"])
     reject(~row_type.isin(ROW_TYPES).to_numpy(), "unknown_row_type", f"ROW_TYPE is not one of {', '.join(ROW_TYPES)}")
+    geography = clean.strip(frame["GEOGRAPHY"])
+    reject((geography == "").to_numpy(), "missing_value", "GEOGRAPHY is empty")
     description = clean.strip(frame[source.description])
     reject((description == "").to_numpy(), "missing_value", f"{source.description} is empty")
     objectid = numbers["OBJECTID"]
@@ -89,7 +112,7 @@ def load_monthly_counts(engine: Engine, source: CountSource, path: Path, *, forc
         {
             "objectid": numbers["OBJECTID"][good].astype("int64").to_numpy(),
             "row_type": row_type[good].to_numpy(),
-            "geography": clean.strip(frame["GEOGRAPHY"])[good].to_numpy(),
+            "geography": geography[good].to_numpy(),
             "geography_id": numbers["GEOGRAPHY_ID"][good].astype("int64").to_numpy(),
             "calendar_year": numbers["CALENDAR_YEAR"][good].astype("int64").to_numpy(),
             "calendar_month": numbers["CALENDAR_MONTH"][good].astype("int64").to_numpy(),

@@ -31,7 +31,7 @@ from geo.ingest.batch import (
     start_batch,
     store_rejects,
 )
-from geo.ingest.csvfile import iter_source_batches, raw_rows, scan_source_csv
+from geo.ingest.csvfile import iter_source_batches, nul_rows, raw_rows, scan_source_csv, shown_cell
 from geo.settings import locale_settings
 from geo.taxonomy import UNKNOWN, load_taxonomy
 from geo.spatial import AreaIndex, read_divisions, read_neighborhoods
@@ -215,14 +215,16 @@ def load_points(
             stop = start + len(frame)
             frame.index = pd.RangeIndex(len(frame))
             yield _prepare_batch(source, frame, scan.lines[start:stop], dup[start:stop], first_line[start:stop],
-                                 areas, report, rejects)
+                                 areas, report, rejects, check_nul=scan.has_nul)
             bar.update(len(frame))
             start = stop
         if start != len(ids):
             raise IngestError(f"{path}: the file changed while it was being loaded ({start} rows, expected {len(ids)})")
 
-    _write(engine, source, report, chunks(), rejects, timer)
-    bar.close()
+    try:
+        _write(engine, source, report, chunks(), rejects, timer)
+    finally:
+        bar.close()   # cleared before any error is printed, so the error stands on its own line
     report.fixes = +report.fixes  # drop zero counts
     return report
 
@@ -238,9 +240,12 @@ class _Areas:
 
 def _prepare_batch(
     source: PointSource, frame: pd.DataFrame, lines: np.ndarray, dup: np.ndarray, first_line: np.ndarray,
-    areas: _Areas, report: LoadReport, rejects: Rejects,
+    areas: _Areas, report: LoadReport, rejects: Rejects, *, check_nul: bool = True,
 ) -> pa.Table:
-    """Validate, repair and assign one batch; rejected rows go to `rejects`, the rest come back as rows."""
+    """Validate, repair and assign one batch; rejected rows go to `rejects`, the rest come back as rows.
+
+    `check_nul` looks for NUL characters in every cell (a file's scan says whether it has any).
+    """
     n = len(frame)
     alive = np.ones(n, dtype=bool)
 
@@ -253,6 +258,10 @@ def _prepare_batch(
         rejects.add(lines[mask], raw_rows(frame, mask), reason, details)
         alive[mask] = False
 
+    if check_nul:
+        # PostgreSQL text cannot hold NUL: such a row is damaged, not a value to clean.
+        nul, nul_details = nul_rows(frame)
+        reject(nul, "malformed_row", nul_details)
     ids = clean.strip(frame[source.id_column])
     reject((ids == "").to_numpy(), "missing_id", f"{source.id_column} is empty")
     reject(dup, "duplicate_id", lambda mask: [f"{source.id_column} repeats the row at line {fl}" for fl in first_line[mask]])
@@ -279,7 +288,17 @@ def _prepare_batch(
     report.fixes["coordinates_from_state_plane"] += coords.from_state_plane
     report.fixes["coordinates_swapped"] += coords.swapped
     have_xy = np.isfinite(coords.lon) & np.isfinite(coords.lat)
-    reject(~have_xy, "missing_coordinates", "no latitude/longitude and no State Plane X/Y")
+    coord_columns = [c for c in (source.lat, source.lon, source.x, source.y) if c and c in frame.columns]
+
+    def no_coordinates(mask: np.ndarray) -> list[str]:
+        cells = [(c, frame[c].to_numpy(dtype=object)[mask]) for c in coord_columns]
+        return [
+            "no usable coordinates (" + ", ".join(f"{c}={shown_cell(values[i])}" for c, values in cells)
+            + "): expected latitude/longitude in degrees or State Plane X/Y in feet"
+            for i in range(int(mask.sum()))
+        ]
+
+    reject(~have_xy, "missing_coordinates", no_coordinates)
     in_box = clean.in_box(coords.lon, coords.lat)
     reject(~in_box, "outside_county", lambda mask: [f"point ({a:.6f}, {b:.6f}) is outside Mecklenburg County"
                                                     for a, b in zip(coords.lon[mask], coords.lat[mask])])

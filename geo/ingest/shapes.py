@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import shapely
 from sqlalchemy.engine import Engine
@@ -13,6 +15,11 @@ from sqlalchemy.engine import Engine
 from geo.ingest.batch import IngestError, LoadReport, Timer, copy_frame, file_sha256, finish_batch, previous_batch, start_batch
 
 _SIDECARS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
+
+# A generous box around Charlotte (lon/lat; Mecklenburg County spans about -81.06..-80.55 and
+# 35.00..35.52). A layer that lands outside it once reprojected is labelled with a CRS its
+# coordinates are not in (e.g. State Plane feet in a file whose .prj says EPSG:4326).
+REGION_BOX = (-82.0, 34.5, -79.5, 36.5)
 
 
 def _layer_sha(path: Path) -> str:
@@ -24,7 +31,17 @@ def _layer_sha(path: Path) -> str:
 
 
 def read_layer(path: Path) -> gpd.GeoDataFrame:
-    """Read a vector layer and reproject it to EPSG:4326; fail clearly if it has no CRS."""
+    """Read a vector layer and reproject it to EPSG:4326; fail clearly if it has no CRS or no features."""
+    return _read_layer(path)[0]
+
+
+def _crs_name(crs) -> str:
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg} ({crs.name})" if epsg else crs.name
+
+
+def _read_layer(path: Path) -> tuple[gpd.GeoDataFrame, str]:
+    """The layer in EPSG:4326 and the name of the CRS it was read in."""
     path = Path(path)
     if not path.exists():
         raise IngestError(f"{path}: no such file")
@@ -38,7 +55,72 @@ def read_layer(path: Path) -> gpd.GeoDataFrame:
         raise IngestError(f"{path}: not a readable vector layer ({exc})") from exc
     if layer.crs is None:
         raise IngestError(f"{path}: the layer has no coordinate reference system (.prj missing?)")
-    return layer.to_crs(4326)
+    if len(layer) == 0:
+        # Loading it would replace the current polygons with nothing.
+        raise IngestError(f"{path}: the layer has no features")
+    return layer.to_crs(4326), _crs_name(layer.crs)
+
+
+def _listed(labels, limit: int = 10) -> str:
+    labels = [str(x) for x in labels]
+    more = f" and {len(labels) - limit} more" if len(labels) > limit else ""
+    return ", ".join(labels[:limit]) + more
+
+
+def _feature_labels(values: pd.Series, field: str) -> list[str]:
+    """How messages name each feature: by its code field, else by its position (from 1)."""
+    return [f"{field} {v}" if isinstance(v, str) and v else f"feature {i}" for i, v in enumerate(values, start=1)]
+
+
+def _text_field(layer: gpd.GeoDataFrame, field: str) -> pd.Series:
+    """A field as stripped text; a missing value (null) is '' rather than 'None'."""
+    raw = layer[field]
+    return raw.astype(str).str.strip().where(raw.notna(), "")
+
+
+def _check_unique(path: Path, values: pd.Series, field: str, what: str) -> None:
+    """Refuse empty or repeated values of a field that identifies a feature."""
+    empty = (values == "").to_numpy()
+    repeated = sorted(set(values[values.duplicated() & ~empty]))
+    problems = []
+    if empty.any():
+        problems.append(f"feature(s) {_listed(np.flatnonzero(empty) + 1)} (counting from 1) have none")
+    if repeated:
+        problems.append(f"{_listed(repr(v) for v in repeated)} {'appears' if len(repeated) == 1 else 'appear'} more than once")
+    if problems:
+        raise IngestError(f"{path}: {field} must be a unique, non-empty {what} per feature; " + "; ".join(problems))
+
+
+def _polygons(path: Path, layer: gpd.GeoDataFrame, labels: list[str], crs_name: str, report: LoadReport) -> gpd.GeoSeries:
+    """Valid 2D MultiPolygons in EPSG:4326, repairs counted in the report; IngestError naming the
+    features that have no polygon, or when the layer does not lie around Charlotte."""
+    labels = np.array(labels, dtype=object)
+    missing = layer.geometry.isna().to_numpy()
+    if missing.any():
+        raise IngestError(
+            f"{path}: {_listed(labels[missing])} {'has' if missing.sum() == 1 else 'have'} no geometry (a truncated "
+            ".shp, or coordinates GDAL could not read); every feature needs a polygon"
+        )
+    # Z and M values (common in ArcGIS exports) have no place in the 2D table columns.
+    flat = gpd.GeoSeries(shapely.force_2d(layer.geometry.values), index=layer.index, crs=layer.crs)
+    geoms, repaired = repair_polygons(flat)
+    empty = geoms.is_empty.to_numpy()
+    if empty.any():
+        kinds = [f"{label} ({'empty ' if g.is_empty else ''}{g.geom_type})" for label, g in zip(labels[empty], flat[empty])]
+        raise IngestError(
+            f"{path}: feature(s) without any polygon area: {_listed(kinds)}; expected Polygon or MultiPolygon features"
+        )
+    minx, miny, maxx, maxy = geoms.total_bounds
+    west, south, east, north = REGION_BOX
+    if not (np.isfinite([minx, miny, maxx, maxy]).all() and minx >= west and maxx <= east and miny >= south and maxy <= north):
+        read_as = f"read as {crs_name}" + ("" if crs_name.startswith("EPSG:4326 ") else " and reprojected to EPSG:4326")
+        raise IngestError(
+            f"{path}: the layer's coordinates, {read_as}, span longitude {minx:.4f} to {maxx:.4f} and latitude "
+            f"{miny:.4f} to {maxy:.4f}: not the Charlotte area (longitude {west} to {east}, latitude {south} to "
+            f"{north}). Is {crs_name} really the coordinate system of the data (a shapefile's .prj)?"
+        )
+    report.fixes = Counter({"invalid_geometry_repaired": repaired}) if repaired else Counter()
+    return geoms
 
 
 def _as_multipolygon(geom: shapely.Geometry) -> shapely.MultiPolygon:
@@ -91,18 +173,18 @@ def load_divisions(
     if not force and (prior := previous_batch(engine, "divisions", report.sha256)) is not None:
         report.already_loaded_batch = prior
         return report
-    layer = read_layer(path)
+    layer, crs_name = _read_layer(path)
     missing = [f for f in (code_field, name_field) if f not in layer.columns]
     if missing:
-        raise IngestError(f"{path}: field(s) {', '.join(missing)} not found; fields are {', '.join(layer.columns.drop('geometry'))}")
+        fields = ", ".join(layer.columns.drop("geometry")) or "none"
+        raise IngestError(f"{path}: field(s) {', '.join(missing)} not found; fields are {fields}")
     report.rows_read = len(layer)
-    codes = layer[code_field].astype(str).str.strip()
+    codes = _text_field(layer, code_field)
     codes = codes.where(~codes.str.isdigit(), codes.str.zfill(2))
-    if codes.duplicated().any() or (codes == "").any():
-        raise IngestError(f"{path}: {code_field} must be a unique, non-empty code per division; got {sorted(codes)}")
-    names = layer[name_field].astype(str).str.strip()
-    geoms, repaired = repair_polygons(layer.geometry)
-    report.fixes = Counter({"invalid_geometry_repaired": repaired}) if repaired else Counter()
+    _check_unique(path, codes, code_field, "division code")
+    names = _text_field(layer, name_field)
+    _check_unique(path, names, name_field, "division name")   # divisions.name is UNIQUE NOT NULL
+    geoms = _polygons(path, layer, _feature_labels(codes, code_field), crs_name, report)
     frame = gpd.GeoDataFrame(
         {
             "division_id": codes.to_numpy(),
@@ -118,14 +200,20 @@ def load_divisions(
 
 def latest_population(population_csv: Path) -> pd.DataFrame:
     """Per NPA, the latest year's population that has a value: columns npa_id, population, population_year."""
-    table = pd.read_csv(population_csv, dtype=str, encoding="utf-8-sig")
+    try:
+        table = pd.read_csv(population_csv, dtype=str, encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise IngestError(f"{population_csv}: not a readable CSV ({exc})") from exc
     if "id" not in table.columns:
         raise IngestError(f"{population_csv}: expected an `id` column and y_YYYY columns, found {list(table.columns)}")
-    years = sorted((c for c in table.columns if c.startswith("y_")), key=lambda c: int(c[2:]))
+    years = sorted((c for c in table.columns if re.fullmatch(r"y_\d{4}", c)), key=lambda c: int(c[2:]))
     long = table.melt(id_vars="id", value_vars=years, var_name="year", value_name="population")
     long["population"] = pd.to_numeric(long["population"], errors="coerce")
     long = long.dropna(subset=["population"])
     long["year"] = long["year"].str[2:].astype(int)
+    # An id that is not an NPA number matches no polygon (the report counts NPAs left without population).
+    long["id"] = pd.to_numeric(long["id"], errors="coerce")
+    long = long[long["id"].notna() & (long["id"] == long["id"].round())]
     latest = long.sort_values("year").groupby("id").tail(1)
     return pd.DataFrame(
         {
@@ -147,15 +235,15 @@ def load_neighborhoods(
     if not force and (prior := previous_batch(engine, "neighborhoods", sha)) is not None:
         report.already_loaded_batch = prior
         return report
-    layer = read_layer(path)
+    layer, crs_name = _read_layer(path)
     if id_field not in layer.columns:
-        raise IngestError(f"{path}: field {id_field!r} not found; fields are {', '.join(layer.columns.drop('geometry'))}")
+        fields = ", ".join(layer.columns.drop("geometry")) or "none"
+        raise IngestError(f"{path}: field {id_field!r} not found; fields are {fields}")
     report.rows_read = len(layer)
     ids = pd.to_numeric(layer[id_field], errors="coerce")
-    if ids.isna().any() or ids.duplicated().any():
-        raise IngestError(f"{path}: {id_field} must be a unique NPA number per feature")
-    geoms, repaired = repair_polygons(layer.geometry)
-    report.fixes = Counter({"invalid_geometry_repaired": repaired}) if repaired else Counter()
+    whole = ids.notna() & (ids == ids.round()) & ids.abs().lt(2**31)
+    _check_unique(path, ids.where(whole).map(lambda v: "" if pd.isna(v) else str(int(v))), id_field, "whole NPA number")
+    geoms = _polygons(path, layer, [f"{id_field} {int(v)}" for v in ids], crs_name, report)
     frame = gpd.GeoDataFrame({"npa_id": ids.astype(int).to_numpy(), "source_file": str(path)}, geometry=geoms.to_numpy(), crs=4326)
     if population_csv is not None:
         pop = latest_population(Path(population_csv))
