@@ -373,7 +373,9 @@ def label_calls(engine: Engine, client, *, relabel: bool = False, version: str |
     first, last, rows = extent
     parts = partitions or _partitions_for(rows, _worker_count(client))
     slices = split_time(first, last + pd.Timedelta(microseconds=1), parts)
-    [model] = client.scatter([stored], broadcast=True)
+    # hash=False: a fresh key per call. With the default content hash, a second call scatters the same key
+    # while the scheduler may still be releasing it from the first, and its tasks fail with "lost dependencies".
+    [model] = client.scatter([stored], broadcast=True, hash=False)
     futures = client.map(_label_partition, slices, url=_url_of(engine), model=model, relabel=relabel, pure=False)
     results = client.gather(futures)
     return DaskLabelResult(stored.version, sum(n for n, _ in results), sum(v for _, v in results),
