@@ -12,23 +12,18 @@ import sqlalchemy as sa
 from geo import classify
 from geo.classify import FEATURES, POST_CALL_FIELDS, ModelError, label_calls, load_model, train
 from geo.demo import generate_and_load
+from tests.clusters import cloned_database
 
 
 @pytest.fixture(scope="module")
 def trained(server_url, template_db, data_dir, tmp_path_factory):
     """One database with a year of generated calls and a trained model, shared by this module's tests."""
-    from tests.conftest import _fresh_database
-
-    name, engine, admin = _fresh_database(server_url, template_db)
-    out = tmp_path_factory.mktemp("clf")
-    generate_and_load(n_calls=80_000, start=date(2021, 1, 1), days=365, seed=21, out=out / "data",
-                      engine=engine, data_dir=data_dir, progress=False)
-    result = train(engine, test_months=3, models_dir=out / "models")
-    yield engine, result
-    engine.dispose()
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.dispose()
+    with cloned_database(server_url, template_db) as (_, engine):
+        out = tmp_path_factory.mktemp("clf")
+        generate_and_load(n_calls=80_000, start=date(2021, 1, 1), days=365, seed=21, out=out / "data",
+                          engine=engine, data_dir=data_dir, progress=False)
+        result = train(engine, test_months=3, models_dir=out / "models")
+        yield engine, result
 
 
 def test_features_are_known_when_the_call_comes_in():
