@@ -30,6 +30,22 @@ class DataSettings(BaseSettings):
 
     data_dir: Path = Field(default=Path("data/shapes"), alias="HOTSPOTS_DATA_DIR")
     var_dir: Path = Field(default=Path("var"), alias="HOTSPOTS_VAR_DIR")
+    # West,south,east,north (WGS84) that division and NPA layers must lie within once reprojected:
+    # a layer outside it carries a CRS its coordinates are not in. The default is a generous box
+    # around Charlotte; a deployment for another region widens or moves it.
+    region_bbox: str = Field(default="-82,34.5,-79.5,36.5", alias="HOTSPOTS_REGION_BBOX")
+
+    @property
+    def region_box(self) -> tuple[float, float, float, float]:
+        """`region_bbox` as numbers; ValueError naming the setting when it is not four ordered numbers."""
+        try:
+            west, south, east, north = (float(v) for v in self.region_bbox.split(","))
+        except ValueError:
+            raise ValueError(f"HOTSPOTS_REGION_BBOX={self.region_bbox!r}: expected west,south,east,north") from None
+        if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
+            raise ValueError(f"HOTSPOTS_REGION_BBOX={self.region_bbox!r}: expected west < east within -180..180 "
+                             "and south < north within -90..90")
+        return west, south, east, north
 
     @property
     def demo_dir(self) -> Path:

@@ -13,13 +13,10 @@ import shapely
 from sqlalchemy.engine import Engine
 
 from geo.ingest.batch import IngestError, LoadReport, Timer, copy_frame, file_sha256, finish_batch, previous_batch, start_batch
+from geo.settings import data_settings
 
 _SIDECARS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
 
-# A generous box around Charlotte (lon/lat; Mecklenburg County spans about -81.06..-80.55 and
-# 35.00..35.52). A layer that lands outside it once reprojected is labelled with a CRS its
-# coordinates are not in (e.g. State Plane feet in a file whose .prj says EPSG:4326).
-REGION_BOX = (-82.0, 34.5, -79.5, 36.5)
 
 
 def _layer_sha(path: Path) -> str:
@@ -111,13 +108,18 @@ def _polygons(path: Path, layer: gpd.GeoDataFrame, labels: list[str], crs_name: 
             f"{path}: feature(s) without any polygon area: {_listed(kinds)}; expected Polygon or MultiPolygon features"
         )
     minx, miny, maxx, maxy = geoms.total_bounds
-    west, south, east, north = REGION_BOX
+    # A layer that lands outside the served region once reprojected is labelled with a CRS its
+    # coordinates are not in (e.g. State Plane feet in a file whose .prj says EPSG:4326).
+    try:
+        west, south, east, north = data_settings().region_box
+    except ValueError as exc:
+        raise IngestError(str(exc)) from None
     if not (np.isfinite([minx, miny, maxx, maxy]).all() and minx >= west and maxx <= east and miny >= south and maxy <= north):
         read_as = f"read as {crs_name}" + ("" if crs_name.startswith("EPSG:4326 ") else " and reprojected to EPSG:4326")
         raise IngestError(
             f"{path}: the layer's coordinates, {read_as}, span longitude {minx:.4f} to {maxx:.4f} and latitude "
-            f"{miny:.4f} to {maxy:.4f}: not the Charlotte area (longitude {west} to {east}, latitude {south} to "
-            f"{north}). Is {crs_name} really the coordinate system of the data (a shapefile's .prj)?"
+            f"{miny:.4f} to {maxy:.4f}: not the served region (longitude {west} to {east}, latitude {south} to "
+            f"{north}, HOTSPOTS_REGION_BBOX). Is {crs_name} really the coordinate system of the data (a shapefile's .prj)?"
         )
     report.fixes = Counter({"invalid_geometry_repaired": repaired}) if repaired else Counter()
     return geoms

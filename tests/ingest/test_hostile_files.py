@@ -333,8 +333,34 @@ def test_prj_naming_another_crs_than_the_coordinates_is_refused(db, tmp_path, da
     shp = tmp_path / "mislabelled.shp"
     layer.to_file(shp)
     message = assert_refused(db, lambda: load_divisions(db, shp), r"the layer's coordinates, read as "
-                             rf"EPSG:{label} \(.+\)( and reprojected to EPSG:4326)?, span longitude .*: not the Charlotte area")
+                             rf"EPSG:{label} \(.+\)( and reprojected to EPSG:4326)?, span longitude .*: not the served region")
     assert f"Is EPSG:{label} " in message and "really the coordinate system of the data (a shapefile's .prj)?" in message
+
+
+@pytest.mark.parametrize("bbox,match", [
+    ("-120,30,-100,40", r"not the served region \(longitude -120.0 to -100.0, latitude 30.0 to 40.0, HOTSPOTS_REGION_BBOX\)"),
+    ("-79,34,-82,36", r"HOTSPOTS_REGION_BBOX='-79,34,-82,36': expected west < east"),
+    ("charlotte", r"HOTSPOTS_REGION_BBOX='charlotte': expected west,south,east,north"),
+])
+def test_the_served_region_is_a_setting(db, data_dir, monkeypatch, bbox, match):
+    """Real divisions are refused when the configured region does not hold them, or the setting is not a box."""
+    monkeypatch.setenv("HOTSPOTS_REGION_BBOX", bbox)
+    assert_refused(db, lambda: load_divisions(db, data_dir / DIVISIONS_SHP, force=True), match)
+
+
+def test_a_wider_region_takes_a_layer_the_default_refuses(engine, tmp_path, data_dir, monkeypatch):
+    """The same layer moved 3 degrees east: refused by default, loaded once the region is widened."""
+    layer = gpd.read_file(data_dir / DIVISIONS_SHP).to_crs(4326)
+    layer["geometry"] = layer.geometry.translate(xoff=3.0)
+    moved = tmp_path / "moved.geojson"
+    layer.to_file(moved)
+    with pytest.raises(IngestError, match="not the served region"):
+        load_divisions(engine, moved)
+    monkeypatch.setenv("HOTSPOTS_REGION_BBOX", "-85,33,-75,37")
+    report = load_divisions(engine, moved)
+    with engine.connect() as conn:
+        west = conn.execute(sa.text("SELECT min(ST_XMin(geom)) FROM divisions")).scalar()
+    assert report.rows_loaded == len(layer) == 14 and -78.1 < west < -77.9
 
 
 def test_truncated_shapefile_is_refused_naming_the_features_cut_off(db, tmp_path, data_dir):
