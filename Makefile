@@ -39,7 +39,8 @@ bench: setup
 	$(BIN)/python bench/tiles.py
 	$(BIN)/python bench/features.py
 	$(BIN)/python bench/exports.py
-	$(BIN)/python bench/concurrency.py --clients 100 --seconds 60
+	$(BIN)/python bench/concurrency.py --clients 100 --seconds 60 --request-timeout-ms 5000
+	$(BIN)/python bench/concurrency.py --clients 100 --seconds 60 --request-timeout-ms 5000 --stuck-clients 4
 
 # 10M calls, single machine against a 2-worker Dask LocalCluster (about 25 minutes on 2 cores).
 bench-dask: setup

@@ -6,7 +6,14 @@ threads for D seconds, each with its own keep-alive connection, picking requests
 Records requests, errors (anything but 200/204/304, or a failed connection), and latency
 percentiles per kind in var/bench/concurrency_result.json. Figures go to bench/RESULTS.md.
 
+With `--stuck-clients N`, a separate connection holds an exclusive lock on `incidents` for the
+whole run (as a CLUSTER, VACUUM FULL or an analyst's forgotten transaction would) and N more
+clients ask for incidents items back to back: each of their requests waits in PostgreSQL until
+the statement timeout (`--request-timeout-ms`) cuts it. They are reported apart ("stuck"); the
+errors and percentiles of the mix show whether they held the other requests up.
+
 Usage: python bench/concurrency.py [--clients 50] [--seconds 30] [--workers 2] [--database-url URL]
+                                   [--stuck-clients 0] [--request-timeout-ms 15000]
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -86,12 +94,16 @@ def wait_up(port: int, timeout: float = 60) -> None:
     raise SystemExit("server did not come up")
 
 
-def client(port: int, seed: int, stop_at: float, divisions: list[str], months: list[str], out: list) -> None:
+STUCK_PATH = "/ogc/collections/incidents/items?limit=100"
+
+
+def client(port: int, seed: int, stop_at: float, divisions: list[str], months: list[str], out: list,
+           stuck: bool = False) -> None:
     """One client: keep-alive connection, requests back to back until stop_at."""
     rng = random.Random(seed)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     while time.time() < stop_at:
-        kind, path = request_mix(rng, divisions, months)
+        kind, path = ("stuck", STUCK_PATH) if stuck else request_mix(rng, divisions, months)
         t0 = time.perf_counter()
         try:
             conn.request("GET", path, headers={"Accept-Encoding": "gzip"})
@@ -113,6 +125,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--database-url")
+    ap.add_argument("--stuck-clients", type=int, default=0)
+    ap.add_argument("--request-timeout-ms", type=int, default=15000)
     args = ap.parse_args()
     url = args.database_url or dbmod.resolve_url()
     engine = dbmod.make_engine(url)
@@ -125,27 +139,39 @@ def main() -> None:
         n_calls = conn.execute(sa.text("SELECT count(*) FROM calls")).scalar()
     engine.dispose()
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": url}
+    env = {**os.environ, "DATABASE_URL": url, "HOTSPOTS_REQUEST_TIMEOUT_MS": str(args.request_timeout_ms)}
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     server = subprocess.Popen([gunicorn, "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers),
                                "--worker-class", "gthread", "--threads", str(args.threads), "--log-level", "warning",
                                "web:create_app()"], env=env, cwd=REPO)
     try:
         wait_up(port)
+        locker = None
+        if args.stuck_clients:
+            locker = dbmod.make_engine(url).connect()
+            locker.exec_driver_sql("BEGIN")
+            locker.exec_driver_sql("LOCK TABLE incidents IN ACCESS EXCLUSIVE MODE")
         results: list = []
         stop_at = time.time() + args.seconds
         threads = [threading.Thread(target=client, args=(port, i, stop_at, divisions, months, results))
                    for i in range(args.clients)]
+        threads += [threading.Thread(target=client, args=(port, 10_000 + i, stop_at, divisions, months, results, True))
+                    for i in range(args.stuck_clients)]
         t0 = time.time()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         elapsed = time.time() - t0
+        if locker is not None:
+            locker.exec_driver_sql("ROLLBACK")
+            locker.close()
     finally:
         server.terminate()
         server.wait(30)
     ok = {200, 204, 304}
+    stuck = [r for r in results if r[0] == "stuck"]
+    results = [r for r in results if r[0] != "stuck"]
     errors = [r for r in results if r[1] not in ok]
     summary = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -154,7 +180,14 @@ def main() -> None:
         "requests": len(results), "requests_per_s": round(len(results) / elapsed, 1), "errors": len(errors),
         "error_examples": [f"{s} {p}" for _, s, _, p in errors[:10]],
         "by_kind": {},
+        "request_timeout_ms": args.request_timeout_ms,
     }
+    if args.stuck_clients:
+        lat = np.array([r[2] for r in stuck]) * 1000
+        summary["stuck"] = {"clients": args.stuck_clients, "requests": len(stuck),
+                            "statuses": dict(sorted(Counter(str(r[1]) for r in stuck).items())),
+                            "p50_ms": round(float(np.percentile(lat, 50)), 1) if len(lat) else None,
+                            "max_ms": round(float(lat.max()), 1) if len(lat) else None}
     for kind in ("tile", "items", "stats"):
         lat = np.array([r[2] for r in results if r[0] == kind]) * 1000
         if len(lat):
@@ -163,7 +196,7 @@ def main() -> None:
                                         "max_ms": round(float(lat.max()), 1)}
     lat = np.array([r[2] for r in results]) * 1000
     summary["all"] = {"p50_ms": round(float(np.percentile(lat, 50)), 1), "p95_ms": round(float(np.percentile(lat, 95)), 1)}
-    out = REPO / "var" / "bench" / "concurrency_result.json"
+    out = REPO / "var" / "bench" / ("concurrency_stuck_result.json" if args.stuck_clients else "concurrency_result.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
