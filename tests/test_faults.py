@@ -351,7 +351,31 @@ def stored_ids(url: str) -> set[str]:
         engine.dispose()
 
 
-def test_a_sync_cut_off_mid_page_keeps_exactly_the_committed_pages(pg, new_database, npa_points):
+def _crash_inside_page(pg, sync, layer, lock, watch, deadline, held_out: list) -> tuple[str, str]:
+    """Let page 2 arrive and its transaction (batch row written) wait on a lock on calls; crash then."""
+    held = lock.connect()
+    held_out.append(held)
+    held.exec_driver_sql("LOCK TABLE calls IN ACCESS EXCLUSIVE MODE")   # ends with the crash
+    layer.fail_from_offset = {}
+    layer.release.set()
+    with watch.connect() as conn:
+        while not conn.execute(sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = 'cmpd-hotspots' AND wait_event_type = 'Lock'"
+                " AND backend_xid IS NOT NULL")).scalar():
+            conn.rollback()   # pg_stat_activity is read once per transaction
+            assert sync.poll() is None, sync.communicate()
+            assert time.monotonic() < deadline, "the sync did not start storing page 2"
+            time.sleep(0.02)
+    # 3. The crash.
+    crash(pg)
+    return sync.communicate(timeout=120)
+
+
+@pytest.mark.parametrize("where", ["inside_a_page", "between_pages"])
+def test_a_sync_cut_off_mid_page_keeps_exactly_the_committed_pages(pg, new_database, npa_points, where):
+    """The crash comes while page 2 is being stored (its transaction open), or while the sync waits
+    for page 2 from the server with pages 0 and 1 committed; either way exactly pages 0-1 remain."""
     url, reference_url = new_database(), new_database()
     layer = calls_layer(npa_points)
     crashed_page = 2
@@ -361,7 +385,7 @@ def test_a_sync_cut_off_mid_page_keeps_exactly_the_committed_pages(pg, new_datab
         sync = cli(["sync", "--layer", "calls", "--url", server.layer_url], url, **env)
         lock = sa.create_engine(url)
         watch = sa.create_engine(url)
-        held = None
+        held: list = []        # the lock's connection, when the crash comes inside a page
         try:
             # 1. Pages 0 and 1 are committed and the sync is waiting for page 2: the state to come back to.
             deadline = time.monotonic() + 120
@@ -371,30 +395,21 @@ def test_a_sync_cut_off_mid_page_keeps_exactly_the_committed_pages(pg, new_datab
                 assert time.monotonic() < deadline, "the sync did not reach page 2 in time"
                 time.sleep(0.05)
             before = snapshot(url)
-            # 2. Page 2 arrives, and its transaction (batch row written) waits on a lock on calls: mid-page.
-            held = lock.connect()
-            held.exec_driver_sql("LOCK TABLE calls IN ACCESS EXCLUSIVE MODE")   # ends with the crash
-            layer.fail_from_offset = {}
-            layer.release.set()
-            with watch.connect() as conn:
-                while not conn.execute(sa.text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                        " AND application_name = 'cmpd-hotspots' AND wait_event_type = 'Lock'"
-                        " AND backend_xid IS NOT NULL")).scalar():
-                    conn.rollback()   # pg_stat_activity is read once per transaction
-                    assert sync.poll() is None, sync.communicate()
-                    assert time.monotonic() < deadline, "the sync did not start storing page 2"
-                    time.sleep(0.02)
-            # 3. The crash.
-            crash(pg)
-            out, err = sync.communicate(timeout=120)
+            if where == "between_pages":
+                # 2. The crash while the sync waits for page 2; then page 2 arrives to a database that is gone.
+                crash(pg)
+                layer.fail_from_offset = {}
+                layer.release.set()
+                out, err = sync.communicate(timeout=120)
+            else:
+                out, err = _crash_inside_page(pg, sync, layer, lock, watch, deadline, held)
         finally:
             if sync.poll() is None:
                 sync.kill()
                 sync.communicate()
-            if held is not None:
-                held.invalidate()   # its server process is gone: close it without a rollback
-                held.close()
+            for conn in held:
+                conn.invalidate()   # its server process is gone: close it without a rollback
+                conn.close()
             lock.dispose()
             watch.dispose()
         assert sync.returncode == 1, (out, err)
@@ -436,7 +451,7 @@ def test_a_sync_cut_off_mid_page_keeps_exactly_the_committed_pages(pg, new_datab
     state_now = sync_state(url, server.layer_url)
     assert state_now["high_water"] == sync_state(reference_url, server.layer_url)["high_water"]
     assert state_now["last_error"] is None and state_now["last_success_at"] is not None
-    print(f"\nmid-sync: crashed inside page {crashed_page} (of {PAGES}, {PAGE} records each); after restart "
+    print(f"\nmid-sync: crashed {where.replace('_', ' ')} (page {crashed_page} of {PAGES}, {PAGE} records each); after restart "
           f"{len(expected)} calls of pages 0-{crashed_page - 1}, mark {state['high_water']:%Y-%m-%d %H:%M}, "
           f"{len(before)} snapshot entries identical; re-run equals a clean sync; the sync said: {failed[0]}")
 
