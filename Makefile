@@ -39,6 +39,7 @@ bench: setup
 	$(BIN)/python bench/tiles.py
 	$(BIN)/python bench/features.py
 	$(BIN)/python bench/exports.py
+	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/concurrency.py --clients 100 --seconds 60 --request-timeout-ms 5000
 	$(BIN)/python bench/concurrency.py --clients 100 --seconds 60 --request-timeout-ms 5000 --stuck-clients 4
 

@@ -28,21 +28,8 @@ sys.path.insert(0, str(REPO))
 from geo.classify import label_calls, load_model, logistic_pipeline, make_features, read_calls, train  # noqa: E402
 from geo.db import EmbeddedCluster, make_engine  # noqa: E402
 from geo.demo import generate_and_load  # noqa: E402
-from geo.ingest.reference import DataDir, load_reference  # noqa: E402
-from geo.migrate import migrate  # noqa: E402
 
-
-def database(cluster: EmbeddedCluster, name: str, data_dir: Path) -> sa.Engine:
-    url = make_url(cluster.url())
-    admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    admin.dispose()
-    engine = make_engine(url.set(database=name).render_as_string(hide_password=False))
-    migrate(engine)
-    load_reference(engine, DataDir(data_dir))
-    return engine
+from bench.common import reference_database  # noqa: E402
 
 
 def main() -> None:
@@ -56,7 +43,7 @@ def main() -> None:
     cluster.up()
     result = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
 
-    engine = database(cluster, "bench_train", data_dir)
+    engine = reference_database(cluster, "bench_train", data_dir)
     generate_and_load(n_calls=args.train_rows, start=date(2021, 1, 1), days=365, seed=2264,
                       out=work / f"train_{args.train_rows}", engine=engine, data_dir=data_dir, progress=False)
     t0 = time.perf_counter()
@@ -73,7 +60,7 @@ def main() -> None:
     result["shuffled_label_control"] = trained.metrics["shuffled_label_control"]
     engine.dispose()
 
-    engine = database(cluster, "bench_score", data_dir)
+    engine = reference_database(cluster, "bench_score", data_dir)
     days = round(365 * args.score_rows / 500_000)
     generate_and_load(n_calls=args.score_rows, start=date(2021, 1, 1), days=days, seed=7, dirty=False,
                       out=work / f"score_{args.score_rows}", engine=engine, data_dir=data_dir, progress=False)
