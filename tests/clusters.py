@@ -1,4 +1,5 @@
-"""Private PostgreSQL+PostGIS clusters that tests start, own and destroy."""
+"""Private PostgreSQL+PostGIS clusters and databases that tests start, own and destroy, and a
+by-value snapshot of a database to compare before and after."""
 
 from __future__ import annotations
 
@@ -46,3 +47,27 @@ def cloned_database(server_url: sa.URL, template: str, prefix: str = "t_") -> It
         with admin.connect() as conn:
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.dispose()
+
+
+def snapshot(engine: Engine) -> dict[str, tuple[int, str]]:
+    """Per table of the public schema: (rows, md5 over the rows' text in sorted order); plus the
+    indexes and constraints of those tables as one (count, md5) each. Equal snapshots: the same
+    data, indexes and constraints, value for value."""
+    with engine.connect() as conn:
+        tables = [t for (t,) in conn.execute(sa.text(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname <> 'spatial_ref_sys' ORDER BY 1"))]
+        out = {}
+        for table in tables:
+            count, digest = conn.exec_driver_sql(
+                f"SELECT count(*), md5(coalesce(string_agg(r::text, E'\\n' ORDER BY r::text), ''))"
+                f' FROM "{table}" r').one()
+            out[table] = (int(count), digest)
+        out["(indexes)"] = tuple(conn.execute(sa.text(
+            "SELECT count(*), md5(string_agg(indexdef, E'\\n' ORDER BY indexdef)) FROM pg_indexes"
+            " WHERE schemaname = 'public' AND tablename <> 'spatial_ref_sys'")).one())
+        out["(constraints)"] = tuple(conn.execute(sa.text(
+            "SELECT count(*), md5(string_agg(conrelid::regclass || ' ' || pg_get_constraintdef(oid), E'\\n'"
+            " ORDER BY conrelid::regclass::text, pg_get_constraintdef(oid)))"
+            " FROM pg_constraint WHERE connamespace = 'public'::regnamespace")).one())
+    return out

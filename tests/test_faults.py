@@ -43,6 +43,7 @@ from geo.migrate import migrate
 from geo.settings import ArcGISSettings
 from geo.synth import generate
 from tests.clusters import private_cluster
+from tests.clusters import snapshot as database_snapshot
 from tests.ingest.fake_arcgis import FakeArcGIS, FakeLayer, Fault, epoch_ms
 
 REPO = Path(__file__).resolve().parent.parent
@@ -134,27 +135,10 @@ def test_an_unknown_stop_mode_is_refused_by_name(pg):
 
 # --- comparing by value ---------------------------------------------------------------------------
 def snapshot(url: str) -> dict[str, tuple[int, str]]:
-    """Per table of the public schema: (rows, md5 over the rows' text in sorted order); plus the
-    indexes and constraints of those tables as one (count, md5) each."""
+    """tests.clusters.snapshot of the database at `url`, which must hold every data table."""
     engine = sa.create_engine(url)
     try:
-        with engine.connect() as conn:
-            tables = [t for (t,) in conn.execute(sa.text(
-                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                " WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname <> 'spatial_ref_sys' ORDER BY 1"))]
-            out = {}
-            for table in tables:
-                count, digest = conn.exec_driver_sql(
-                    f"SELECT count(*), md5(coalesce(string_agg(r::text, E'\\n' ORDER BY r::text), ''))"
-                    f' FROM "{table}" r').one()
-                out[table] = (int(count), digest)
-            out["(indexes)"] = tuple(conn.execute(sa.text(
-                "SELECT count(*), md5(string_agg(indexdef, E'\\n' ORDER BY indexdef)) FROM pg_indexes"
-                " WHERE schemaname = 'public' AND tablename <> 'spatial_ref_sys'")).one())
-            out["(constraints)"] = tuple(conn.execute(sa.text(
-                "SELECT count(*), md5(string_agg(conrelid::regclass || ' ' || pg_get_constraintdef(oid), E'\\n'"
-                " ORDER BY conrelid::regclass::text, pg_get_constraintdef(oid)))"
-                " FROM pg_constraint WHERE connamespace = 'public'::regnamespace")).one())
+        out = database_snapshot(engine)
     finally:
         engine.dispose()
     assert DATA_TABLES <= set(out), f"tables missing from the schema: {DATA_TABLES - set(out)}"

@@ -26,34 +26,24 @@ from geo.ingest.calls import load_calls
 from geo.ingest.counts import CALL_COUNTS, load_monthly_counts
 from geo.ingest.incidents import load_incidents
 from geo.ingest.shapes import load_divisions, load_neighborhoods
-from tests.clusters import cloned_database
+from tests.clusters import cloned_database, snapshot
 from tests.ingest.test_points import CALL_COLUMNS, INCIDENT_COLUMNS, call, incident, places, write_csv  # noqa: F401
 
-# Every table a loader writes, with the key that orders its rows for the checksum.
-TABLES = {
-    "calls": "call_id",
-    "incidents": "incident_report_id",
-    "divisions": "division_id",
-    "neighborhoods": "npa_id",
-    "offense_counts": "objectid",
-    "call_counts": "objectid",
-    "ingest_batches": "batch_id",
-    "ingest_rejects": "reject_id",
-    "data_versions": "layer",  # bumped by any write to a served table (tile caches follow it)
-}
+# Every table a loader writes; each holds rows before the tests, so any change to it shows.
+# data_versions is bumped by any write to a served table (tile caches follow it).
+TABLES = ("calls", "incidents", "divisions", "neighborhoods", "offense_counts", "call_counts", "ingest_batches",
+          "ingest_rejects", "data_versions")
 
 COUNT_COLUMNS = "OBJECTID,ROW_TYPE,GEOGRAPHY,GEOGRAPHY_ID,CALENDAR_YEAR,CALENDAR_MONTH,CALL_DESCRIPTION,CALL_COUNT"
 UPTOWN = (-80.8431, 35.2271)  # a point in an NPA, for files that never get as far as their rows
 
 
 def fingerprint(engine) -> dict[str, tuple[int, str]]:
-    """Per table: row count and md5 of all its rows in key order (any change of any value shows)."""
-    with engine.connect() as conn:
-        return {
-            table: tuple(conn.exec_driver_sql(
-                f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY {key}), '')) FROM {table} t").one())
-            for table, key in TABLES.items()
-        }
+    """Every table's row count and md5 over its rows, indexes and constraints (tests.clusters.snapshot);
+    the module's TABLES must be among them."""
+    out = snapshot(engine)
+    assert set(TABLES) <= set(out), set(TABLES) - set(out)
+    return out
 
 
 def assert_refused(engine, load, match: str) -> str:
@@ -81,7 +71,7 @@ def _seeded(engine, places, seed):
     (seed / "counts.csv").write_text(f"{COUNT_COLUMNS}\n1,CMPD Jurisdiction,CMPD,0,2021,01,All Calls,40000\n")
     load_monthly_counts(engine, CALL_COUNTS, seed / "counts.csv")
     before = fingerprint(engine)
-    assert all(n > 0 for n, _ in before.values()), before
+    assert all(before[t][0] > 0 for t in TABLES), before
     return engine
 
 
