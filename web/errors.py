@@ -44,7 +44,14 @@ def error_response(status: int, description: str, parameter: str | None = None, 
 
 
 def _statement_timeout(exc: Exception) -> bool:
-    return getattr(getattr(exc, "orig", None), "pgcode", None) == "57014"
+    """The statement was cancelled (the timeout, or a cancel request). A cancel that lands inside a
+    GEOS or liblwgeom call reaches us from PostGIS as an internal error (SQLSTATE XX000, e.g.
+    "lwgeom_pointonsurface: GEOS Error: InterruptedException: Interrupted!"), not as 57014."""
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "pgcode", None)
+    if code == "57014":
+        return True
+    return code == "XX000" and "interrupt" in (getattr(orig, "pgerror", None) or str(orig)).lower()
 
 
 def init_app(app: Flask) -> None:

@@ -113,3 +113,39 @@ def test_slow_queries_are_cut_by_the_statement_timeout(web_url):
         assert r.headers["Retry-After"] == "5"
     ok = create_app({"DATABASE_URL": web_url}).test_client().get("/api/areas/npa?preset=365d")
     assert ok.status_code == 200 and len(ok.get_json()["features"]) == 462
+
+
+class _DriverError:
+    """What psycopg2 puts on a DBAPIError's `orig`: the SQLSTATE and the server's message."""
+
+    def __init__(self, pgcode: str, pgerror: str):
+        self.pgcode, self.pgerror = pgcode, pgerror
+
+    def __str__(self) -> str:
+        return self.pgerror
+
+
+@pytest.mark.parametrize("pgcode, message, cancelled", [
+    ("57014", "canceling statement due to statement timeout", True),
+    ("57014", "canceling statement due to user request", True),
+    # Seen in CI: the timeout landed inside GEOS, and PostGIS reported it as an internal error.
+    ("XX000", "lwgeom_pointonsurface: GEOS Error: InterruptedException: Interrupted!", True),
+    ("XX000", "lwgeom_intersection_prec: GEOS Error: TopologyException: side location conflict", False),
+    ("22023", "invalid parameter: Interrupted", False),
+])
+def test_a_cancel_inside_postgis_is_a_timeout_not_a_server_error(web_url, pgcode, message, cancelled):
+    from web import create_app
+
+    app = create_app({"DATABASE_URL": web_url, "REQUEST_TIMEOUT_MS": 1234})
+
+    @app.get("/_cancelled")
+    def _cancelled():
+        raise sa.exc.InternalError("SELECT ...", {}, _DriverError(pgcode, message))
+
+    r = app.test_client().get("/_cancelled")
+    if cancelled:
+        assert (r.status_code, r.headers["Retry-After"]) == (503, "5")
+        assert "1234 ms limit" in r.get_json()["description"]
+    else:
+        assert r.status_code == 500 and r.get_json()["code"] == "ServerError"
+        assert message not in r.get_data(as_text=True)
