@@ -54,13 +54,9 @@ class SortedLayer(FakeLayer):
         key = (params.get("where", "1=1"), params.get("orderByFields", ""))
         cache = self.__dict__.setdefault("_sorted", {})
         if key not in cache:
-            whole = dict(params, resultOffset="0", resultRecordCount=str(len(self.records)))
-            limit, self.max_record_count = self.max_record_count, len(self.records)
-            try:
-                body = FakeLayer.query(self, whole)
-            finally:
-                self.max_record_count = limit
-            cache[key] = body
+            # The whole answer at once, from an uncapped copy of the layer; pages are slices of it.
+            whole = FakeLayer(self.records, self.points, max_record_count=len(self.records))
+            cache[key] = whole.query(dict(params, resultOffset="0", resultRecordCount=str(len(self.records))))
         body = cache[key]
         offset = int(params.get("resultOffset", 0))
         count = min(int(params.get("resultRecordCount", self.max_record_count)), self.max_record_count)

@@ -16,7 +16,6 @@ import json
 import math
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -44,6 +43,7 @@ from geo.settings import ArcGISSettings
 from geo.synth import generate
 from tests.clusters import private_cluster
 from tests.clusters import snapshot as database_snapshot
+from tests.servers import running_server, serve_argv
 from tests.ingest.fake_arcgis import FakeArcGIS, FakeLayer, Fault, epoch_ms
 
 REPO = Path(__file__).resolve().parent.parent
@@ -508,31 +508,13 @@ def served(new_database, call_files, tmp_path):
     engine = make_engine(url)
     load_calls(engine, call_files.small)
     engine.dispose()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = (tmp_path / "gunicorn.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "geo.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-                             "--workers", "2"], cwd=REPO, env={**os.environ, "DATABASE_URL": url, "HOTSPOTS_THREADS": "4"},
-                            stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
+    log_path = tmp_path / "gunicorn.log"
+    with log_path.open("w") as log, \
+            running_server(serve_argv(workers=2), {"DATABASE_URL": url, "HOTSPOTS_THREADS": "4"}, stdout=log) as (base, proc):
         deadline = time.monotonic() + 90
-        while _get(base, "health").status != 200:
-            assert proc.poll() is None, (tmp_path / "gunicorn.log").read_text()
-            assert time.monotonic() < deadline, "the server did not answer /health in 90 s"
-            time.sleep(0.2)
         while len(_children(proc.pid)) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
-        yield url, base, proc, tmp_path / "gunicorn.log"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        yield url, base, proc, log_path
 
 
 def test_requests_during_an_outage_get_503_and_the_server_recovers_by_itself(pg, served):

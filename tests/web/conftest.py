@@ -7,7 +7,6 @@ socket for clients that speak HTTP themselves (GDAL, Chromium).
 
 from __future__ import annotations
 
-import socket
 import threading
 import uuid
 from datetime import date
@@ -17,6 +16,7 @@ import sqlalchemy as sa
 from werkzeug.serving import make_server
 
 from geo.db import make_engine
+from tests.servers import free_port
 from web import create_app
 
 WEB_TEMPLATE = "hotspots_web_template"
@@ -105,17 +105,11 @@ def client(app):
     return app.test_client()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class LiveServer:
     """The app on a real socket in a background thread (threaded WSGI server)."""
 
     def __init__(self, app):
-        self.port = _free_port()
+        self.port = free_port()
         self.server = make_server("127.0.0.1", self.port, app, threaded=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.url = f"http://127.0.0.1:{self.port}"

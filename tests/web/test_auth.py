@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from geo.auth import TokenConfigError, TokenEntry, Verdict, hash_token, make_entry, new_token, parse_tokens, verify
 from geo.cli import main as cli
+from tests.servers import gunicorn_argv, running_server
 from tests.web.conftest import LiveServer
 from web import create_app
 
@@ -213,34 +214,10 @@ def test_reads_are_open_by_default(token_app):
 
 def test_tokens_never_reach_gunicorn_logs(writable_url, tmp_path):
     """The production server (as `hotspots serve` runs it), its access and error logs at debug level."""
-    import os
-    import socket
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     log_file = tmp_path / "gunicorn.log"
-    env = {**os.environ, "DATABASE_URL": writable_url, "HOTSPOTS_API_TOKENS": TOKENS}
-    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-    proc = subprocess.Popen([gunicorn, "--bind", f"127.0.0.1:{port}", "--workers", "1", "--worker-class", "gthread",
-                             "--threads", "2", "--access-logfile", str(log_file), "--error-logfile", str(log_file),
-                             "--log-level", "debug", "--capture-output", "web:create_app()"], env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+    argv = gunicorn_argv(workers=1, threads=2, extra=("--access-logfile", str(log_file), "--error-logfile",
+                                                      str(log_file), "--log-level", "debug", "--capture-output"))
+    with running_server(argv, {"DATABASE_URL": writable_url, "HOTSPOTS_API_TOKENS": TOKENS}, timeout_s=30) as (url, _):
         statuses = []
         for token in (TOKEN, EXPIRED, new_token()):
             body = json.dumps([{"call_id": "GU-1", "received_at": "2021-12-01T10:00:00Z", "call_type": "ASSAULT",
@@ -252,9 +229,6 @@ def test_tokens_never_reach_gunicorn_logs(writable_url, tmp_path):
                     statuses.append(resp.status)
             except urllib.error.HTTPError as exc:
                 statuses.append(exc.code)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
     assert statuses == [201, 403, 403]
     logged = log_file.read_text()
     assert logged.count("POST /api/calls") >= 3     # access lines (and debug lines) for each request

@@ -10,18 +10,15 @@ passes, freeing their worker threads, while the lock is still held.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+
+from tests.servers import gunicorn_argv, running_server
 
 TIMEOUT_MS = 3000
 THREADS = 4
@@ -40,30 +37,10 @@ def _get(url: str) -> tuple[int, dict | None, dict]:
 @pytest.fixture
 def gunicorn_url(writable_url):
     """The app under gunicorn (1 worker x 4 threads) with a 3 s statement timeout."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "DATABASE_URL": writable_url, "HOTSPOTS_REQUEST_TIMEOUT_MS": str(TIMEOUT_MS)}
-    env.pop("HOTSPOTS_API_TOKENS", None)
-    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-    proc = subprocess.Popen([gunicorn, "--bind", f"127.0.0.1:{port}", "--workers", "1", "--worker-class", "gthread",
-                             "--threads", str(THREADS), "--timeout", "120", "--log-level", "warning",
-                             "web:create_app()"], env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if _get(url + "/health")[0] == 200:
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+    env = {"DATABASE_URL": writable_url, "HOTSPOTS_REQUEST_TIMEOUT_MS": str(TIMEOUT_MS), "HOTSPOTS_API_TOKENS": None}
+    argv = gunicorn_argv(workers=1, threads=THREADS, extra=("--timeout", "120", "--log-level", "warning"))
+    with running_server(argv, env, timeout_s=60) as (url, _):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def _lock_waiters(engine) -> int:
