@@ -123,6 +123,11 @@ incidents = Table(
     Column("batch_id", BigInteger, nullable=False),
     Column("category", Text),
     Column("is_crime", Boolean),
+    Column("date_reported_precision", Text, nullable=False),
+    Column("date_incident_began_precision", Text),
+    Column("date_incident_end_precision", Text),
+    Column("clearance_date_precision", Text),
+    Column("data_origin", Text, nullable=False),
 )
 
 calls = Table(
@@ -146,6 +151,8 @@ calls = Table(
     Column("row_hash", BigInteger, nullable=False),
     Column("batch_id", BigInteger, nullable=False),
     Column("category", Text),
+    Column("received_at_precision", Text, nullable=False),
+    Column("data_origin", Text, nullable=False),
 )
 
 model_runs = Table(
