@@ -262,11 +262,21 @@ def load_call_counts_cmd(path: Path, force: bool) -> None:
 @load.command("incidents")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @_force
-def load_incidents_cmd(path: Path, force: bool) -> None:
-    """A CMPD Incidents CSV export (published column layout); assigns division and NPA."""
-    from geo.ingest.incidents import load_incidents
+@click.option("--time-from-report-id", is_flag=True,
+              help="Where DATE_REPORTED is a calendar date only, take the time of day from the report id's HHMM "
+                   "(YYYYMMDD-HHMM-NN). An inference CMPD does not document: every row it fills is flagged "
+                   "(date_reported_precision = 'report_id').")
+def load_incidents_cmd(path: Path, force: bool, time_from_report_id: bool) -> None:
+    """A CMPD Incidents CSV export (published column layout); assigns division and NPA.
 
-    _run_load(load_incidents, _engine(), path, force=force, progress=True)
+    Dates without a time of day (CMPD's `YYYY/MM/DD 00:00:00+00`, epoch ms at 00:00 UTC) are
+    calendar dates in HOTSPOTS_TIMEZONE and are stored as such; the report says what it found.
+    """
+    from geo.ingest.incidents import load_incidents
+    from geo.ingest.points import LoadOptions
+
+    _run_load(load_incidents, _engine(), path, force=force, progress=True,
+              options=LoadOptions(time_from_report_id=time_from_report_id))
 
 
 @load.command("calls")
