@@ -719,6 +719,8 @@ def stats_hours_cmd(start: str | None, end: str | None, division: str | None, ca
     click.echo("     " + "".join(f"{h:>6}" for h in range(24)))
     for day, row in matrix.iterrows():
         click.echo(f"{day:5}" + "".join(f"{int(v):>6,}" for v in row))
+    if matrix.attrs.get("left_out_date_only"):
+        click.echo(f"left out: {matrix.attrs['left_out_date_only']:,} calls known only by their date (no time of day)")
 
 
 @stats.command("compstat")

@@ -258,12 +258,17 @@ def hour_weekday(engine: Engine, level_name: str, area_id, flt: Filter) -> dict:
         rows = conn.execute(sa.text(
             "SELECT extract(isodow FROM c.received_at AT TIME ZONE :tz)::int - 1 AS d,"
             " extract(hour FROM c.received_at AT TIME ZONE :tz)::int AS h, count(*) AS n"
-            f" FROM calls c WHERE {where} GROUP BY 1, 2"), {**params, "area": area_id, "tz": _tz()}).all()
+            f" FROM calls c WHERE {where} AND c.received_at_precision <> 'date' GROUP BY 1, 2"),
+            {**params, "area": area_id, "tz": _tz()}).all()
+        # Calls known only by their date have no hour: left out, and said so.
+        left_out = conn.execute(sa.text(
+            f"SELECT count(*) FROM calls c WHERE {where} AND c.received_at_precision = 'date'"),
+            {**params, "area": area_id}).scalar_one()
     matrix = [[0] * 24 for _ in range(7)]
     for r in rows:
         matrix[r.d][r.h] = int(r.n)
     return {"weekdays": WEEKDAYS, "hours": list(range(24)), "counts": matrix,
-            "max": max(max(row) for row in matrix)}
+            "max": max(max(row) for row in matrix), "left_out_date_only": int(left_out)}
 
 
 def compstat_changes(engine: Engine, level_name: str, area_id, flt: Filter, as_of: date,
