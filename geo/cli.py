@@ -1083,6 +1083,7 @@ def token_list_cmd() -> None:
 @click.option("--violent", help="true or false: the model's label (calls) or the violent category (incidents).")
 @click.option("--min-p", "min_p", help="Lowest model probability (calls).")
 @click.option("--bbox", help="minlon,minlat,maxlon,maxlat in WGS84.")
+@click.option("--origin", help="real or synthetic: only real CMPD records, or only generated ones.")
 @click.option("--run", type=int, help="Analysis run of a hot spot layer [default: the latest].")
 def export_cmd(layer: str, fmt: str | None, out: Path, run: int | None, **filters: str | None) -> None:
     """Write LAYER (calls, incidents, divisions, neighborhoods, hotspot_cells, hotspot_npas) to a file.

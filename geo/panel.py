@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -228,10 +228,14 @@ def area_totals(engine: Engine, level_name: str, area_id, flt: Filter, populatio
     with engine.connect() as conn:
         r = conn.execute(sa.text(
             "SELECT count(*) AS calls, count(*) FILTER (WHERE c.label) AS violent,"
+            " count(*) FILTER (WHERE c.data_origin = 'real') AS real,"
+            " count(*) FILTER (WHERE c.data_origin = 'synthetic') AS synthetic,"
             f" coalesce(sum(c.p_violent), 0) AS expected FROM calls c WHERE {where}"),
             {**params, "area": area_id}).one()
     calls, violent = int(r.calls), int(r.violent)
     return {"calls": calls, "violent": violent, "expected_violent": round(float(r.expected), 2),
+            # What the counts are made of: real records, generated ones, or (said loudly) both.
+            "origins": {"real": int(r.real), "synthetic": int(r.synthetic)},
             "violent_share": round(violent / calls, 4) if calls else None,
             "calls_per_1000": per_1000(calls, population), "violent_per_1000": per_1000(violent, population)}
 
@@ -279,7 +283,7 @@ def compstat_changes(engine: Engine, level_name: str, area_id, flt: Filter, as_o
     still apply. Significance is the conditional Poisson test of geo.metrics.
     """
     lvl = level(level_name)
-    no_dates = Filter(None, None, flt.division, flt.category, flt.violent, flt.min_p, flt.bbox)
+    no_dates = replace(flt, start=None, end=None, given={})
     where, params = _area_where(lvl, no_dates)
     windows = compstat_windows(as_of)
     tz = _tz()
