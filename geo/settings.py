@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
@@ -89,6 +90,57 @@ class ServerSettings(BaseSettings):
     items_max_limit: int = Field(default=10_000, alias="HOTSPOTS_ITEMS_MAX_LIMIT")
 
 
+def machine_cpus() -> int:
+    """CPUs this process may run on (the container's or affinity mask's share, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:   # not Linux
+        return os.cpu_count() or 1
+
+
+class AdmissionSettings(BaseSettings):
+    """Caps on heavy requests (geo/admission.py): per kind, the slots that may run at once across every
+    worker, the requests that may wait for one, and the share one client (token or address) may hold.
+
+    A cap of 0 turns admission off for that kind. Defaults follow the machine's CPUs: on 2 cores, 2
+    exports, 1 report, 4 uncached low-zoom tiles, 4 period statistics and 2 live-ingest batches at once.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+
+    exports_cap: int = Field(default_factory=machine_cpus, ge=0, alias="HOTSPOTS_EXPORTS_CAP")
+    exports_queue: int = Field(default=2, ge=0, alias="HOTSPOTS_EXPORTS_QUEUE")
+    exports_per_client: int = Field(default=1, ge=0, alias="HOTSPOTS_EXPORTS_PER_CLIENT")
+    reports_cap: int = Field(default_factory=lambda: max(1, machine_cpus() // 2), ge=0, alias="HOTSPOTS_REPORTS_CAP")
+    reports_queue: int = Field(default=2, ge=0, alias="HOTSPOTS_REPORTS_QUEUE")
+    reports_per_client: int = Field(default=1, ge=0, alias="HOTSPOTS_REPORTS_PER_CLIENT")
+    # A browser opening the map asks for up to 6 tiles at once (its connections per host): its share
+    # must hold them, or the map shows holes.
+    tiles_cap: int = Field(default_factory=lambda: 2 * machine_cpus(), ge=0, alias="HOTSPOTS_TILES_CAP")
+    tiles_queue: int = Field(default=16, ge=0, alias="HOTSPOTS_TILES_QUEUE")
+    tiles_per_client: int = Field(default=8, ge=0, alias="HOTSPOTS_TILES_PER_CLIENT")
+    stats_cap: int = Field(default_factory=lambda: 2 * machine_cpus(), ge=0, alias="HOTSPOTS_STATS_CAP")
+    stats_queue: int = Field(default=8, ge=0, alias="HOTSPOTS_STATS_QUEUE")
+    stats_per_client: int = Field(default=4, ge=0, alias="HOTSPOTS_STATS_PER_CLIENT")
+    ingest_cap: int = Field(default_factory=machine_cpus, ge=0, alias="HOTSPOTS_INGEST_CAP")
+    ingest_queue: int = Field(default=4, ge=0, alias="HOTSPOTS_INGEST_QUEUE")
+    ingest_per_client: int = Field(default=2, ge=0, alias="HOTSPOTS_INGEST_PER_CLIENT")
+    # How long a request may wait for a slot before it is answered 503.
+    queue_wait_s: float = Field(default=10.0, ge=0, alias="HOTSPOTS_QUEUE_WAIT_S")
+    # Uncached vector and heat tiles below this zoom take a tiles slot (a z10 tile aggregates a
+    # quarter of the county: 150-500 ms on 1M calls; a z12 one about 10 ms).
+    heavy_tile_zoom: int = Field(default=12, ge=0, le=23, alias="HOTSPOTS_HEAVY_TILE_ZOOM")
+    # Heavy requests (running or waiting) one worker process holds at once; 0: HOTSPOTS_THREADS - 2,
+    # so every worker keeps threads free for /health, the map page, static files and cached tiles.
+    heavy_threads: int = Field(default=0, ge=0, alias="HOTSPOTS_HEAVY_THREADS")
+    threads: int = Field(default=8, ge=1, alias="HOTSPOTS_THREADS")
+
+    @property
+    def heavy_threads_per_worker(self) -> int:
+        """`heavy_threads`, or the worker's threads less two kept for light requests (at least 1)."""
+        return self.heavy_threads or max(1, self.threads - 2)
+
+
 def database_settings() -> DatabaseSettings:
     """Database settings from the current environment."""
     return DatabaseSettings()
@@ -107,6 +159,11 @@ def locale_settings() -> LocaleSettings:
 def server_settings() -> ServerSettings:
     """Web-server settings from the current environment."""
     return ServerSettings()
+
+
+def admission_settings() -> AdmissionSettings:
+    """Heavy-work caps from the current environment."""
+    return AdmissionSettings()
 
 
 class ArcGISSettings(BaseSettings):

@@ -32,9 +32,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
 
-    from web import auth, database, errors, params
+    from web import admission, auth, database, errors, params
 
     database.init_app(app)
+    admission.init_app(app)  # caps on heavy work (exports, reports, low-zoom tiles, statistics, ingest)
     errors.init_app(app)
     params.init_app(app)  # NUL characters in parameters: 400 before any blueprint runs
     auth.init_app(app)   # token hashes; the read-token hook when REQUIRE_READ_TOKEN
@@ -42,7 +43,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from web import health
 
     app.register_blueprint(health.bp)
-    for name in ("maps", "features", "tiles", "exports", "ingest_api", "openapi"):
+    for name in ("maps", "features", "tiles", "exports", "reports", "ingest_api", "openapi"):
         _register_if_present(app, name)
     return app
 

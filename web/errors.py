@@ -17,25 +17,30 @@ log = logging.getLogger("web")
 # OGC API exception codes by status (the `code` member of the error document).
 CODES = {400: "InvalidParameterValue", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
          405: "MethodNotAllowed", 406: "NotAcceptable", 413: "PayloadTooLarge", 415: "UnsupportedMediaType",
-         500: "ServerError", 503: "ServiceUnavailable"}
+         429: "TooManyRequests", 500: "ServerError", 503: "ServiceUnavailable"}
 
 
 class ApiError(Exception):
-    """An error a blueprint raises on purpose: status, message and (optionally) the parameter at fault."""
+    """An error a blueprint raises on purpose: status, message and (optionally) the parameter at fault,
+    headers, and `extra` members of the body (e.g. the `limit` of a refused heavy request)."""
 
-    def __init__(self, status: int, description: str, parameter: str | None = None, headers: dict | None = None):
+    def __init__(self, status: int, description: str, parameter: str | None = None, headers: dict | None = None,
+                 extra: dict | None = None):
         super().__init__(description)
         self.status = status
         self.description = description
         self.parameter = parameter
         self.headers = headers or {}
+        self.extra = extra or {}
 
 
-def error_response(status: int, description: str, parameter: str | None = None, headers: dict | None = None):
+def error_response(status: int, description: str, parameter: str | None = None, headers: dict | None = None,
+                   extra: dict | None = None):
     """The JSON error document every endpoint uses."""
     body = {"code": CODES.get(status, "Error"), "description": description}
     if parameter:
         body["parameter"] = parameter
+    body.update(extra or {})
     resp = jsonify(body)
     resp.status_code = status
     for k, v in (headers or {}).items():
@@ -63,7 +68,7 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        return error_response(exc.status, exc.description, exc.parameter, exc.headers)
+        return error_response(exc.status, exc.description, exc.parameter, exc.headers, exc.extra)
 
     @app.errorhandler(UnknownLayer)
     def _unknown_layer(exc: UnknownLayer):

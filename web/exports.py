@@ -11,9 +11,10 @@ from urllib.parse import quote
 from flask import Blueprint, Response, current_app, jsonify, url_for
 
 from geo import export
-from geo.catalog import LAYERS
-from geo.filters import ParameterError
+from geo.catalog import LAYERS, Layer
+from geo.filters import Filter, ParameterError
 from web import database
+from web.admission import heavy
 from web.errors import ApiError
 from web.params import int_arg, request_filter
 
@@ -43,6 +44,12 @@ def download(name: str):
     fmt = export.export_format(ext)
     flt = request_filter(lyr.filter_table or "calls")
     run = int_arg("run", lo=1)
+    return _stream(lyr, fmt, flt, run)
+
+
+@heavy("exports")
+def _stream(lyr: Layer, fmt: export.ExportFormat, flt: Filter, run: int | None) -> Response:
+    # A valid request only takes an export slot, held until the last byte is sent (web/admission.py).
     chunk_rows = current_app.config.get("EXPORT_CHUNK_ROWS", export.CHUNK_ROWS)
     try:
         job = export.Export(database.engine(), lyr, fmt, flt, run, chunk_rows=chunk_rows).open()

@@ -17,7 +17,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from geo.ingest import live
 from geo.ingest.batch import IngestError
-from web import auth, database
+from web import admission, auth, database
 from web.errors import ApiError
 
 bp = Blueprint("ingest_api", __name__)
@@ -48,11 +48,12 @@ def post_calls():
         where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
         raise ApiError(400, f"the body is not valid JSON{where}", "body") from None
     try:
-        result = live.ingest_calls(
+        # The batch is checked and stored under an ingest slot; the token holder is the client.
+        result = admission.admitted("ingest", lambda: live.ingest_calls(
             database.engine(), payload, body_sha256=hashlib.sha256(body).hexdigest(),
             source=f"POST /api/calls ({holder.name})",
             max_rows=int(current_app.config.get("INGEST_MAX_ROWS", live.MAX_BATCH_ROWS)),
-        )
+        ))
     except live.BatchError as exc:
         raise ApiError(400, exc.message, exc.parameter) from None
     except IngestError as exc:

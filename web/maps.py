@@ -14,7 +14,7 @@ from flask import Blueprint, Response, current_app, jsonify, render_template, re
 
 from geo import catalog, panel
 from geo.filters import FILTER_PARAMETERS, PRESETS, Filter, ParameterError
-from web import database
+from web import admission, database
 from web.errors import ApiError
 from web.params import int_arg, request_filter
 
@@ -104,7 +104,7 @@ def areas(level_name: str):
     flt = request_filter("calls")
     key = ("map_areas", level_name, flt.key())
     layers = ("calls", _POLYGONS[level_name], "divisions")
-    text = database.memo(key, layers, lambda: panel.area_features(
+    text = admission.memo_admitted("stats", key, layers, lambda: panel.area_features(
         _shapes(level_name), panel.area_counts(database.engine(), level_name, flt)))
     return _json_text(text, key, layers)
 
@@ -137,7 +137,7 @@ def hotspots(level_name: str):
 
     key = ("map_hotspots", level_name, measure, flt.key())
     layers = ("calls", "neighborhoods", "divisions")
-    return _json_text(database.memo(key, layers, compute), key, layers)
+    return _json_text(admission.memo_admitted("stats", key, layers, compute), key, layers)
 
 
 def _officers() -> int:
@@ -170,8 +170,8 @@ def area_panel(level_name: str, area_id: str):
     except panel.UnknownArea as exc:
         raise ApiError(404, f"{exc}; see /api/areas/{level_name} for the ids", "id") from None
     key = ("map_panel", level_name, str(area["id"]), flt.key(), officers)
-    return jsonify(database.memo(key, ("calls", "divisions", "neighborhoods"),
-                                 lambda: _panel_body(lvl, area, flt, officers)))
+    return jsonify(admission.memo_admitted("stats", key, ("calls", "divisions", "neighborhoods"),
+                                           lambda: _panel_body(lvl, area, flt, officers)))
 
 
 def _panel_body(lvl: panel.Level, area: dict, flt: Filter, officers: int) -> dict:

@@ -94,12 +94,14 @@ def _error(description: str) -> dict:
 
 def _errors(*codes: int) -> dict:
     names = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 413: "PayloadTooLarge",
-             415: "UnsupportedMediaType", 503: "ServiceUnavailable", 500: "ServerError"}
+             415: "UnsupportedMediaType", 429: "TooManyRequests", 503: "ServiceUnavailable", 500: "ServerError"}
     return {str(c): _ref("responses", names[c]) for c in codes}
 
 
 # Responses every read endpoint may give: auth (when reads need a token), timeouts, failures.
 READ_ERRORS = (401, 403, 503, 500)
+# Heavy work (web/admission.py) may also be refused because the client holds its share of a kind.
+HEAVY = 429
 
 
 def _ok(description: str, media: dict[str, dict]) -> dict:
@@ -153,14 +155,14 @@ def _paths() -> dict:
         "/api/config": _get("Map configuration: basemap, presets, categories, divisions, data date range", "map",
                             _ok("Configuration", {"application/json": _OBJ})),
         "/api/areas/{level}": _get("Divisions or NPAs with call counts and rates under the filter (GeoJSON choropleth)",
-                                   "map", _ok("Areas", _MAP_GEOJSON), [_LEVEL, *_filters()], errors=(400, 404)),
+                                   "map", _ok("Areas", _MAP_GEOJSON), [_LEVEL, *_filters()], errors=(400, 404, HEAVY)),
         "/api/hotspots/{level}": _get("Getis-Ord Gi* hot spots for the current filter", "map",
                                       _ok("Areas with gi_z, gi_p, gi_q and hotspot_class", _MAP_GEOJSON),
-                                      [_LEVEL, *_filters()], errors=(400, 404)),
+                                      [_LEVEL, *_filters()], errors=(400, 404, HEAVY)),
         "/api/panel/{level}/{id}": _get("Side panel of one division or NPA: totals, categories, 7x24, CompStat, outreach, "
                                         "allocation", "map", _ok("Panel numbers", {"application/json": _OBJ}),
                                         [_LEVEL, _path("id", "Division code or NPA number.", {"type": "string"}), *_filters()],
-                                        errors=(400, 404)),
+                                        errors=(400, 404, HEAVY)),
         "/ogc": _get("OGC API - Features landing page", "ogc", _ok("Landing page", {"application/json": _OBJ, "text/html": {"type": "string"}}),
                      [_F]),
         "/ogc/conformance": _get("Conformance classes", "ogc", _ok("Conformance declaration", {"application/json": _OBJ,
@@ -190,13 +192,14 @@ def _paths() -> dict:
         "/tiles/{layer}/{z}/{x}/{y}.pbf": _get(
             "Mapbox Vector Tile of a layer (EPSG:3857, extent 4096); points aggregated at low zoom", "tiles",
             _tile_responses("application/vnd.mapbox-vector-tile", "Vector tile (gzip when accepted)"),
-            [layer, _Z, _X, _Y, *_filters(), _RUN]),
+            [layer, _Z, _X, _Y, *_filters(), _RUN], errors=(400, HEAVY)),
         "/tiles/{layer}.json": _get("TileJSON 3.0 of a layer (tile URL carries the filter)", "tiles",
                                     _ok("TileJSON", {"application/json": _OBJ}), [layer, *_filters(), _RUN]),
         "/heat/{z}/{x}/{y}.png": _get("Kernel-density heat tile of violent calls (256x256 RGBA PNG)", "tiles",
-                                      _tile_responses("image/png", "Heat tile"), [_Z, _X, _Y, *_filters()]),
+                                      _tile_responses("image/png", "Heat tile"), [_Z, _X, _Y, *_filters()],
+                                      errors=(400, HEAVY)),
         "/heat.json": _get("TileJSON 3.0 of the heat tiles", "tiles", _ok("TileJSON", {"application/json": _OBJ}),
-                           _filters()),
+                           _filters(), errors=(400, HEAVY)),
         "/export": _get("The exportable layers and formats, with a download link for each pair", "exports",
                         _ok("Layers and formats", {"application/json": _OBJ}), errors=()),
         "/export/{name}": _get(
@@ -207,7 +210,15 @@ def _paths() -> dict:
             [_path("name", "Layer id and format extension, e.g. calls.geojson.",
                    {"type": "string", "enum": [f"{lyr}.{ext}" for lyr in LAYERS for ext in EXPORT_FORMATS]}),
              *_filters(), _RUN],
-            errors=(400, 404)),
+            errors=(400, 404, HEAVY)),
+        "/report/{division}": _get(
+            "A division's standalone HTML report (NPAs by violent calls, Gi* hot spots, summary table), as "
+            "`hotspots report` writes it", "map",
+            {"200": {"description": "One self-contained HTML document (Leaflet inlined; opens offline)",
+                     "content": {"text/html": {"schema": {"type": "string"}}}}},
+            [_path("division", "Division code ('01') or name ('Central').", {"type": "string"}),
+             _ref("parameters", "start"), _ref("parameters", "end"), _ref("parameters", "preset")],
+            errors=(400, 404, HEAVY)),
         "/api/calls": {"post": {
             "summary": "Post new calls for service (live CAD feed)", "tags": ["ingest"],
             "description": (
@@ -225,7 +236,7 @@ def _paths() -> dict:
                         "content": {"application/json": {"schema": _ref("schemas", "IngestResult")}}},
                 "200": {"description": "No new call (updates, unchanged resends or only rejected rows)",
                         "content": {"application/json": {"schema": _ref("schemas", "IngestResult")}}},
-                **_errors(400, 401, 403, 413, 415, 503, 500)},
+                **_errors(400, 401, 403, 413, 415, 429, 503, 500)},
         }},
         "/api": _get("This OpenAPI document", "meta", _ok("OpenAPI 3.0", {MEDIA_TYPE: _OBJ}), errors=()),
         "/api.html": _get("The endpoints as a plain HTML page", "meta",
@@ -288,7 +299,17 @@ def _schemas() -> dict:
         "Error": {"type": "object", "required": ["code", "description"], "properties": {
             "code": {"type": "string", "description": "e.g. InvalidParameterValue, Unauthorized, NotFound"},
             "description": {"type": "string", "description": "what is wrong and what would be valid"},
-            "parameter": {"type": "string", "description": "the parameter (or header, or body member) at fault"}}},
+            "parameter": {"type": "string", "description": "the parameter (or header, or body member) at fault"},
+            "limit": {"type": "object", "description": "a refused heavy request (429, 503): the limit that refused it",
+                      "required": ["kind", "scope", "setting", "value", "retry_after_s"], "properties": {
+                          "kind": {"type": "string", "enum": ["exports", "reports", "tiles", "stats", "ingest"]},
+                          "scope": {"type": "string", "enum": ["client", "kind", "wait", "worker"],
+                                    "description": "client: this client's share is taken (429); kind: every slot "
+                                                   "and waiting place is taken; wait: no slot freed in time; "
+                                                   "worker: this process's heavy threads are taken (503)"},
+                          "setting": {"type": "string", "description": "the environment variable, e.g. HOTSPOTS_EXPORTS_CAP"},
+                          "value": {"type": "number"},
+                          "retry_after_s": {"type": "integer", "minimum": 1}}}}},
         "Feature": {"type": "object", "required": ["type", "geometry", "properties"], "properties": {
             "type": {"type": "string", "enum": ["Feature"]}, "id": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
             "geometry": {"type": "object", "nullable": True}, "properties": {"type": "object", "nullable": True}}},
@@ -361,7 +382,14 @@ def _document(require_read_token: bool) -> dict:
                 "NotFound": _error("No such collection, feature, area or file"),
                 "PayloadTooLarge": _error("The body is larger than the server accepts"),
                 "UnsupportedMediaType": _error("The body is not application/json or application/geo+json"),
-                "ServiceUnavailable": _error("The query ran past the request time limit, or the database is unavailable"),
+                "TooManyRequests": {**_error("This client already holds its share of this kind of heavy work; "
+                                             "`limit` names the setting"),
+                                    "headers": {"Retry-After": {"schema": {"type": "integer"},
+                                                                "description": "seconds to wait before trying again"}}},
+                "ServiceUnavailable": {**_error("The query ran past the request time limit, the database is unavailable, "
+                                                "or every slot for this kind of heavy work is taken (`limit` names it)"),
+                                       "headers": {"Retry-After": {"schema": {"type": "integer"},
+                                                                   "description": "seconds to wait before trying again"}}},
                 "ServerError": _error("Internal error; the reference points to the server log"),
             },
         },

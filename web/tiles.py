@@ -19,7 +19,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from geo import catalog
 from geo import tiles as gt
 from geo.filters import Filter, ParameterError
-from web import database
+from web import admission, database
 from web.params import int_arg, request_filter
 
 bp = Blueprint("tiles", __name__)
@@ -123,7 +123,11 @@ def vector_tile(layer_name: str, z: str, x: str, y: str):
     cache = _cache()
     body = cache.get(key)
     if body is None:
-        data = gt.render_mvt_tile(database.engine(), t, zi, xi, yi, flt, run)
+        def render() -> bytes:
+            return gt.render_mvt_tile(database.engine(), t, zi, xi, yi, flt, run)
+
+        # Only the rendering of a low-zoom tile takes a slot: a cached one (above) never waits.
+        data = admission.admitted("tiles", render) if admission.heavy_tile(zi) else render()
         body = gt.gzip_tile(data)
         cache.put(key, body)
     return _respond(body, etag, MVT_TYPE, gzipped=True)
@@ -218,8 +222,8 @@ def tilejson(layer_name: str):
 
 def _heat_scale(zi: int, flt: Filter) -> float:
     bw = round(gt.heat_bandwidth_px(zi) * gt.pixel_size(zi), 3)   # zooms sharing a bandwidth share a scale
-    return database.memo(("heat_scale", flt.key(), bw), ("calls",),
-                         lambda: _with_conn(database.engine(), lambda c: gt.heat_scale(c, zi, flt)))
+    return admission.memo_admitted("stats", ("heat_scale", flt.key(), bw), ("calls",),
+                                   lambda: _with_conn(database.engine(), lambda c: gt.heat_scale(c, zi, flt)))
 
 
 @bp.get("/heat/<z>/<x>/<y>.png")
@@ -234,11 +238,14 @@ def heat_tile(z: str, x: str, y: str):
     cache = _cache()
     body = cache.get(key)
     if body is None:
-        with database.engine().begin() as conn:
-            px, py = gt.heat_tile_points(conn, zi, xi, yi, flt)
-        # The legend's maximum is only needed (and computed, once per zoom and filter) where calls are.
-        scale = _heat_scale(zi, flt) if len(px) else 0.0
-        body = gt.render_heat(px, py, zi, xi, yi, scale)
+        def render() -> bytes:
+            with database.engine().begin() as conn:
+                px, py = gt.heat_tile_points(conn, zi, xi, yi, flt)
+            # The legend's maximum is only needed (and computed, once per zoom and filter) where calls are.
+            scale = _heat_scale(zi, flt) if len(px) else 0.0
+            return gt.render_heat(px, py, zi, xi, yi, scale)
+
+        body = admission.admitted("tiles", render) if admission.heavy_tile(zi) else render()
         cache.put(key, body)
     return _respond(body, etag, "image/png", gzipped=False)
 
