@@ -166,6 +166,93 @@ def db_migrate() -> None:
     click.echo(f"applied: {', '.join(m.name for m in done) or 'nothing (schema up to date)'}")
 
 
+@db.command("backup")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="New directory for the backup; with --every, the folder that holds one directory per run.")
+@click.option("--every", help="Keep running: a backup this often (12h, 1d) into OUT/hotspots-<UTC time>; Ctrl-C stops.")
+@click.option("--keep", default=7, show_default=True, help="With --every: how many of the newest backups to keep.")
+def db_backup(out: Path, every: str | None, keep: int) -> None:
+    """Back up the database (pg_dump, custom format), its model files and a manifest of per-table row
+    counts and checksums, all from one snapshot. The private cluster, or DATABASE_URL when set."""
+    import signal
+    import time
+
+    from geo.backup import BackupError, backup, backup_name, prune
+    from geo.ingest.arcgis import parse_interval
+
+    try:
+        url = dbmod.resolve_url()
+    except dbmod.DatabaseNotConfigured as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        interval = parse_interval(every) if every else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--every") from None
+
+    def run_once(target: Path) -> bool:
+        try:
+            result = backup(url, target, echo=click.echo)
+        except BackupError as exc:
+            click.echo(f"backup failed: {exc}", err=True)
+            return False
+        for line in result.summary_lines():
+            click.echo(line)
+        return True
+
+    if interval is None:
+        if not run_once(out):
+            sys.exit(1)
+        return
+    signal.signal(signal.SIGTERM, signal.default_int_handler)   # docker stop: end like Ctrl-C
+    try:
+        while True:
+            started = time.monotonic()
+            if run_once(out / backup_name()):
+                for gone in prune(out, keep):
+                    click.echo(f"removed the old backup {gone}")
+            wait = max(0.0, interval - (time.monotonic() - started))
+            click.echo(f"next backup in {wait:.0f} s (Ctrl-C stops)")
+            time.sleep(wait)
+    except KeyboardInterrupt:
+        click.echo("backups stopped")
+
+
+@db.command("restore")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Put the model files here (model_runs then points here) instead of at their recorded paths.")
+def db_restore(directory: Path, models_dir: Path | None) -> None:
+    """Restore a `db backup` directory into an empty database and verify it against the manifest.
+
+    Every file is checked first (a truncated or changed backup is refused). The target is DATABASE_URL,
+    or the private cluster (created and started when needed). Exits 1 naming each table whose row count
+    or checksum differs from the manifest.
+    """
+    from geo.backup import BackupError, restore
+    from geo.migrate import pending
+
+    if database_settings().database_url:
+        url = dbmod.resolve_url()
+    else:
+        try:
+            url = _cluster().up()
+        except dbmod.ClusterError as exc:
+            raise click.ClickException(str(exc)) from exc
+    try:
+        result = restore(directory, url, models_dir=models_dir, echo=click.echo)
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"restored {result.tables} tables ({result.rows:,} rows) and {len(result.models)} model file(s) in "
+               f"{result.seconds:.1f} s; rows and checksums equal the manifest")
+    if result.relocated:
+        click.echo(f"model_runs.artifact_path of {result.relocated} model(s) now points into {models_dir}")
+    engine = dbmod.make_engine(url)
+    todo = pending(engine)
+    engine.dispose()
+    if todo:
+        click.echo(f"the backup's schema is older than this version: run `hotspots db migrate` ({len(todo)} pending)")
+
+
 @db.command("cluster")
 @click.argument("table", type=click.Choice(["calls", "incidents"]), default="calls")
 def db_cluster(table: str) -> None:
