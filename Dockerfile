@@ -1,5 +1,7 @@
 FROM python:3.11-slim
 WORKDIR /app
+# pg_dump and pg_restore for `hotspots db backup` / `db restore` (the compose `backup` service).
+RUN apt-get update && apt-get install -y --no-install-recommends postgresql-client && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md ./
 COPY geo ./geo
 COPY web ./web

@@ -102,13 +102,16 @@ class AdmissionSettings(BaseSettings):
     """Caps on heavy requests (geo/admission.py): per kind, the slots that may run at once across every
     worker, the requests that may wait for one, and the share one client (token or address) may hold.
 
-    A cap of 0 turns admission off for that kind. Defaults follow the machine's CPUs: on 2 cores, 2
-    exports, 1 report, 4 uncached low-zoom tiles, 4 period statistics and 2 live-ingest batches at once.
+    A cap of 0 turns admission off for that kind. Defaults follow the machine's CPUs: on 2 cores, 1
+    export, 1 report, 4 uncached low-zoom tiles, 4 period statistics and 2 live-ingest batches at once.
     """
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore")
 
-    exports_cap: int = Field(default_factory=machine_cpus, ge=0, alias="HOTSPOTS_EXPORTS_CAP")
+    # A full export keeps a PostgreSQL backend and a server thread busy for its whole length (about a
+    # core between them): half the CPUs leaves the rest for everyone else (bench/RESULTS.md).
+    exports_cap: int = Field(default_factory=lambda: max(1, machine_cpus() // 2), ge=0,
+                             alias="HOTSPOTS_EXPORTS_CAP")
     exports_queue: int = Field(default=2, ge=0, alias="HOTSPOTS_EXPORTS_QUEUE")
     exports_per_client: int = Field(default=1, ge=0, alias="HOTSPOTS_EXPORTS_PER_CLIENT")
     reports_cap: int = Field(default_factory=lambda: max(1, machine_cpus() // 2), ge=0, alias="HOTSPOTS_REPORTS_CAP")

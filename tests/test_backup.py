@@ -194,7 +194,12 @@ def test_the_manifest_and_the_dump_share_one_snapshot_while_writes_go_on(demo, s
     t = threading.Thread(target=writer)
     t.start()
     try:
+        while len(written) < 5:     # writes before the snapshot ...
+            time.sleep(0.01)
         result = _backup(_url(engine), tmp_path / "live")
+        before = len(written)
+        while len(written) < before + 5:   # ... and after it
+            time.sleep(0.01)
     finally:
         stop.set()
         t.join()

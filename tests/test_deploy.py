@@ -55,6 +55,17 @@ def test_the_services_the_deployment_needs():
         assert env["DATABASE_URL"].startswith("postgresql://") and "@db:5432/" in env["DATABASE_URL"], name
 
 
+def test_backups_are_scheduled_into_a_named_volume():
+    backup = SERVICES["backup"]
+    assert backup["command"][:3] == ["hotspots", "db", "backup"] and "--every" in backup["command"]
+    out = backup["command"][backup["command"].index("--out") + 1]
+    assert f"backups:{out}" in backup["volumes"]
+    # The model files the database points at are in appvar, mounted where the app writes them.
+    assert "appvar:/var/lib/hotspots" in backup["volumes"]
+    assert backup["environment"]["HOTSPOTS_VAR_DIR"] == "/var/lib/hotspots"
+    assert "postgresql-client" in (REPO / "Dockerfile").read_text()
+
+
 def test_data_lives_in_named_volumes():
     declared = set(COMPOSE["volumes"])
     assert {"pgdata", "appvar"} <= declared
