@@ -42,6 +42,7 @@ bench: setup
 	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/concurrency.py --clients 100 --seconds 60 --request-timeout-ms 5000
 	$(BIN)/python bench/concurrency.py --clients 100 --seconds 60 --request-timeout-ms 5000 --stuck-clients 4
+	$(BIN)/python bench/admission.py
 
 # 10M calls, single machine against a 2-worker Dask LocalCluster (about 25 minutes on 2 cores).
 bench-dask: setup

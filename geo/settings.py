@@ -124,7 +124,7 @@ class AdmissionSettings(BaseSettings):
     tiles_per_client: int = Field(default=8, ge=0, alias="HOTSPOTS_TILES_PER_CLIENT")
     stats_cap: int = Field(default_factory=lambda: 2 * machine_cpus(), ge=0, alias="HOTSPOTS_STATS_CAP")
     stats_queue: int = Field(default=8, ge=0, alias="HOTSPOTS_STATS_QUEUE")
-    stats_per_client: int = Field(default=4, ge=0, alias="HOTSPOTS_STATS_PER_CLIENT")
+    stats_per_client: int = Field(default=8, ge=0, alias="HOTSPOTS_STATS_PER_CLIENT")
     ingest_cap: int = Field(default_factory=machine_cpus, ge=0, alias="HOTSPOTS_INGEST_CAP")
     ingest_queue: int = Field(default=4, ge=0, alias="HOTSPOTS_INGEST_QUEUE")
     ingest_per_client: int = Field(default=2, ge=0, alias="HOTSPOTS_INGEST_PER_CLIENT")

@@ -135,6 +135,17 @@ def admitted(kind: str, compute: Callable[[], T]) -> T:
         ticket.release()
 
 
+# Requests missing the same memo key at once compute it once: the others wait for it on one of these
+# (striped by key, so their number stays fixed) instead of each taking a slot to compute it again,
+# e.g. the six heat tiles a browser asks for at a new zoom, all needing that zoom's legend maximum.
+_FLIGHTS = [threading.Lock() for _ in range(64)]
+
+
 def memo_admitted(kind: str, key: tuple, layers: tuple[str, ...], compute: Callable[[], Any]) -> Any:
-    """database.memo, with the computation (not the cache hit) under a slot of `kind`."""
-    return database.memo(key, layers, lambda: admitted(kind, compute))
+    """database.memo, with the computation (not the cache hit) under a slot of `kind`, once per key."""
+    def one_flight() -> Any:
+        with _FLIGHTS[hash(key) % len(_FLIGHTS)]:
+            # Computed by another request while this one waited: a memo hit now.
+            return database.memo(key, layers, lambda: admitted(kind, compute))
+
+    return database.memo(key, layers, one_flight)

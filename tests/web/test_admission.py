@@ -251,6 +251,28 @@ def test_cached_tiles_and_memoised_statistics_take_no_slot(own_db):
     assert c.get("/api/areas/npa?start=2021-04-01&end=2021-04-30").status_code == 200
 
 
+def test_requests_missing_one_statistic_at_once_compute_it_once(own_db):
+    """Six heat tiles of a new zoom at once (a browser's connections) all need its legend maximum: one
+    computes it under the one stats slot of this client, the others wait for it and are served."""
+    app = _app(own_db, stats=(1, 0, 1))
+    tiles = [f"/heat/16/{18050 + i % 3}/{25908 + i // 3}.png?preset=365d" for i in range(6)]
+    statuses = []
+    start = threading.Barrier(len(tiles))
+
+    def get(path):
+        c = app.test_client()
+        start.wait()
+        statuses.append(c.get(path).status_code)
+
+    threads = [threading.Thread(target=get, args=(p,)) for p in tiles]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(statuses) == [200] * 6
+    assert _held(app, "stats") == {"running": 0, "waiting": 0}
+
+
 def test_the_division_report_route_takes_a_report_slot(own_db):
     app = _app(own_db, reports=(1, 0, 1))
     c = app.test_client()
