@@ -483,7 +483,7 @@ def serve_cmd(host: str | None, port: int | None, workers: int | None) -> None:
 @main.command("summary")
 def summary_cmd() -> None:
     """Row counts of every table and the period the calls and incidents cover."""
-    from geo.demo import summary_lines
+    from geo.summary import summary_lines
 
     for line in summary_lines(_engine()):
         click.echo(line)
