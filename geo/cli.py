@@ -411,19 +411,25 @@ def sync_cmd(layer: str, url: str | None, fmt: str, date_field: str | None, sinc
 # --- demo data -------------------------------------------------------------------------------
 @main.command("demo-data")
 @click.option("--calls", "n_calls", default=500_000, show_default=True, help="Number of calls for service.")
-@click.option("--start", default="2021-01-01", show_default=True, help="First day (YYYY-MM-DD).")
-@click.option("--days", default=365, show_default=True, help="Length of the period in days.")
+@click.option("--start", default=None, help="First day (YYYY-MM-DD); default: the demo year's first day (DEMO_START in geo/synth.py).")
+@click.option("--days", type=int, default=None, help="Length of the period in days; default: the demo year's length (DEMO_DAYS).")
 @click.option("--seed", default=2264, show_default=True, help="Random seed; the same seed gives the same files.")
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder (default HOTSPOTS_VAR_DIR/demo).")
 @click.option("--clean", is_flag=True, help="No dirty rows (by default a few percent are dirty like real exports).")
 @click.option("--no-load", is_flag=True, help="Only write the CSVs.")
-def demo_data_cmd(n_calls: int, start: str, days: int, seed: int, out: Path | None, clean: bool, no_load: bool) -> None:
+def demo_data_cmd(n_calls: int, start: str | None, days: int | None, seed: int, out: Path | None, clean: bool,
+                  no_load: bool) -> None:
     """Generate SYNTHETIC CMPD-schema calls and incidents calibrated on the real counts, and load them."""
     from geo.demo import generate_and_load
+    from geo.synth import DEMO_DAYS, DEMO_START
 
     try:
+        first = date.fromisoformat(start) if start else DEMO_START
+    except ValueError:
+        raise click.BadParameter(f"{start!r} is not a date (YYYY-MM-DD)", param_hint="--start") from None
+    try:
         reports = generate_and_load(
-            n_calls=n_calls, start=date.fromisoformat(start), days=days, seed=seed, out=out,
+            n_calls=n_calls, start=first, days=DEMO_DAYS if days is None else days, seed=seed, out=out,
             dirty=not clean, load=not no_load, engine=None if no_load else _engine(),
         )
     except IngestError as exc:
@@ -634,7 +640,7 @@ def taxonomy_cmd(apply_: bool, kind: str) -> None:
             if codes:
                 click.echo("  NIBRS codes: " + ", ".join(codes))
     non_crime = sorted(code for code, (_, crime) in taxonomy.nibrs.items() if not crime)
-    click.echo("\nNot counted as crimes: " + ", ".join(non_crime) + ", and CMPD's 800-series report codes")
+    click.echo("\nNot counted as crimes: " + ", ".join(non_crime) + ", and CMPD's other 800-series report codes")
     if apply_:
         changed = apply_taxonomy(_engine(), taxonomy)
         click.echo(f"\nrecategorised: {changed['calls']:,} calls, {changed['incidents']:,} incidents")

@@ -18,6 +18,8 @@ from geo.ingest.incidents import load_incidents
 from geo.ingest.reference import DataDir, load_reference
 from geo.migrate import migrate
 from geo.settings import data_settings, database_settings, locale_settings
+from geo.synth import DEMO_DAYS, DEMO_START, generate
+from geo.taxonomy import load_taxonomy
 
 SYNTH_INPUTS = ["divisions", "npa", "population", "violent_crimes", "property_crimes", "disorder_calls", "offenses"]
 
@@ -41,8 +43,8 @@ def _params_file(out: Path) -> Path:
 def generate_and_load(
     *,
     n_calls: int = 500_000,
-    start: date = date(2021, 1, 1),
-    days: int = 365,
+    start: date = DEMO_START,
+    days: int = DEMO_DAYS,
     seed: int = 2264,
     out: Path | None = None,
     dirty: bool = True,
@@ -52,8 +54,6 @@ def generate_and_load(
     progress: bool = True,
 ) -> list[LoadReport]:
     """Write the synthetic CSVs (reusing them when the parameters match) and load them."""
-    from geo.synth import generate
-
     data = DataDir(Path(data_dir or data_settings().data_dir))
     data.require(SYNTH_INPUTS)
     out = Path(out or data_settings().demo_dir)
@@ -118,10 +118,11 @@ def summary_lines(engine: Engine) -> list[str]:
             ).one()
             if lo:
                 lines.append(f"  {t} from {lo} to {hi}")
+        codes = sorted(load_taxonomy().violent_codes)
         violent = conn.execute(
-            sa.text("SELECT count(*) FROM incidents WHERE highest_nibrs_code IN ('09A', '11A', '120', '13A')")
+            sa.text("SELECT count(*) FROM incidents WHERE highest_nibrs_code = ANY(CAST(:codes AS text[]))"), {"codes": codes}
         ).scalar_one()
-        lines.append(f"  violent incidents (NIBRS 09A, 11A, 120, 13A): {violent:,}")
+        lines.append(f"  violent incidents (NIBRS {', '.join(codes)}): {violent:,}")
         scored = conn.execute(sa.text(
             "SELECT count(*) FILTER (WHERE model_version IS NOT NULL), count(*) FILTER (WHERE label),"
             " coalesce(sum(p_violent), 0) FROM calls")).one()
