@@ -333,7 +333,7 @@ def generate(
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = Generator(PCG64(seed))
-    bar = tqdm(total=7, desc="demo data", unit="step", disable=not progress)
+    bar = tqdm(total=8, desc="demo data", unit="step", disable=not progress)
     world = _world(data_dir)
     taxonomy = load_taxonomy()
     tables = _tables(taxonomy)
