@@ -157,7 +157,12 @@ def test_apply_recategorises_only_changed_rows(engine, tmp_path, data_dir):
     generate_and_load(n_calls=3_000, start=date(2021, 3, 1), days=30, seed=2, out=tmp_path / "d", engine=engine,
                       data_dir=data_dir, progress=False, dirty=False)
     base = load_taxonomy()
+    # Nothing changed, so nothing is rewritten: Unfounded reports stay non-crimes, as loaded.
     assert apply_taxonomy(engine, base) == {"calls": 0, "incidents": 0}
+    with engine.connect() as conn:
+        unfounded, counted = conn.execute(sa.text(
+            "SELECT count(*), count(*) FILTER (WHERE is_crime) FROM incidents WHERE clearance_status = 'Unfounded'")).one()
+    assert unfounded > 0 and counted == 0
     edited = Taxonomy(base.categories, base.nibrs, base.prefixes, {**base.call_types, "NOISE COMPLAINT": "service_other"})
     with engine.connect() as conn:
         noise = conn.execute(sa.text("SELECT count(*) FROM calls WHERE call_type = 'NOISE COMPLAINT'")).scalar()
