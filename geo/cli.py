@@ -263,7 +263,8 @@ def load_call_counts_cmd(path: Path, force: bool) -> None:
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @_force
 def load_incidents_cmd(path: Path, force: bool) -> None:
-    """A CMPD Incidents CSV export (published column layout); assigns division and NPA."""
+    """A CMPD Incidents CSV export (published column layout), or the layer's ArcGIS query answer
+    (f=json) or GeoJSON saved to a file; assigns division and NPA."""
     from geo.ingest.incidents import load_incidents
 
     _run_load(load_incidents, _engine(), path, force=force, progress=True)
@@ -273,7 +274,8 @@ def load_incidents_cmd(path: Path, force: bool) -> None:
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @_force
 def load_calls_cmd(path: Path, force: bool) -> None:
-    """A calls-for-service CSV (layout in docs/data-formats.md); assigns division and NPA."""
+    """A calls-for-service CSV (layout in docs/data-formats.md), or an ArcGIS query answer (f=json)
+    or GeoJSON of the same fields; assigns division and NPA."""
     from geo.ingest.calls import load_calls
 
     _run_load(load_calls, _engine(), path, force=force, progress=True)
