@@ -262,12 +262,22 @@ def load_call_counts_cmd(path: Path, force: bool) -> None:
 @load.command("incidents")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @_force
-def load_incidents_cmd(path: Path, force: bool) -> None:
+@click.option("--time-from-report-id", is_flag=True,
+              help="Where DATE_REPORTED is a calendar date only, take the time of day from the report id's HHMM "
+                   "(YYYYMMDD-HHMM-NN). An inference CMPD does not document: every row it fills is flagged "
+                   "(date_reported_precision = 'report_id').")
+def load_incidents_cmd(path: Path, force: bool, time_from_report_id: bool) -> None:
     """A CMPD Incidents CSV export (published column layout), or the layer's ArcGIS query answer
-    (f=json) or GeoJSON saved to a file; assigns division and NPA."""
-    from geo.ingest.incidents import load_incidents
+    (f=json) or GeoJSON saved to a file; assigns division and NPA.
 
-    _run_load(load_incidents, _engine(), path, force=force, progress=True)
+    Dates without a time of day (CMPD's `YYYY/MM/DD 00:00:00+00`, epoch ms at 00:00 UTC) are
+    calendar dates in HOTSPOTS_TIMEZONE and are stored as such; the report says what it found.
+    """
+    from geo.ingest.incidents import load_incidents
+    from geo.ingest.points import LoadOptions
+
+    _run_load(load_incidents, _engine(), path, force=force, progress=True,
+              options=LoadOptions(time_from_report_id=time_from_report_id))
 
 
 @load.command("calls")
@@ -711,6 +721,8 @@ def stats_hours_cmd(start: str | None, end: str | None, division: str | None, ca
     click.echo("     " + "".join(f"{h:>6}" for h in range(24)))
     for day, row in matrix.iterrows():
         click.echo(f"{day:5}" + "".join(f"{int(v):>6,}" for v in row))
+    if matrix.attrs.get("left_out_date_only"):
+        click.echo(f"left out: {matrix.attrs['left_out_date_only']:,} calls known only by their date (no time of day)")
 
 
 @stats.command("compstat")
@@ -1073,6 +1085,7 @@ def token_list_cmd() -> None:
 @click.option("--violent", help="true or false: the model's label (calls) or the violent category (incidents).")
 @click.option("--min-p", "min_p", help="Lowest model probability (calls).")
 @click.option("--bbox", help="minlon,minlat,maxlon,maxlat in WGS84.")
+@click.option("--origin", help="real or synthetic: only real CMPD records, or only generated ones.")
 @click.option("--run", type=int, help="Analysis run of a hot spot layer [default: the latest].")
 def export_cmd(layer: str, fmt: str | None, out: Path, run: int | None, **filters: str | None) -> None:
     """Write LAYER (calls, incidents, divisions, neighborhoods, hotspot_cells, hotspot_npas) to a file.
