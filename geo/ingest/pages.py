@@ -149,11 +149,18 @@ def source_frame(source: PointSource, page: Page) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=cols, dtype=object)
     # The layer's geometry stands in for coordinate fields the attributes leave empty.
     lon_lat = (source.lon, source.lat) if not page.state_plane else (source.x, source.y)
+    texts = [np.array([("" if p is None else repr(float(p[axis]))) for p in page.points], dtype=object)
+             for axis in (0, 1)]
     if all(lon_lat) and len(frame):
         for axis, col in enumerate(lon_lat):
-            fill = [("" if p is None or p[axis] is None else repr(float(p[axis]))) for p in page.points]
             empty = frame[col].str.strip().isin(["", "0", "0.0"])
-            frame.loc[empty, col] = np.array(fill, dtype=object)[empty.to_numpy()]
+            frame.loc[empty, col] = texts[axis][empty.to_numpy()]
+    # And, as the source's geometry columns, for latitude/longitude that are there but junk
+    # (clean.coordinates falls back to X/Y, then to these).
+    geometry = (source.geometry_lon, source.geometry_lat)
+    if all(geometry) and not page.state_plane:
+        for axis, col in enumerate(geometry):
+            frame[col] = texts[axis]
     return frame
 
 

@@ -151,16 +151,20 @@ def test_an_arcgis_answer_and_a_geojson_load_the_same_records(engine, other_engi
     assert checked == esri.rows_loaded
 
 
-def test_the_same_records_from_a_csv_are_stored_alike(engine, other_engine, api_sample, tmp_path):
-    """Against a CSV of the same records in the portal's layout (dates as `YYYY/MM/DD 00:00:00+00`)."""
-    path = tmp_path / "incidents.csv"
-    columns = [c for c in api_sample[0] if c not in GEOMETRY_COLUMNS]
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        out = csv.writer(fh)
-        out.writerow(columns)
-        for r in api_sample:
-            out.writerow([datetime.fromtimestamp(int(r[c]) / 1000, timezone.utc).strftime("%Y/%m/%d %H:%M:%S+00")
-                          if c in INCIDENTS.times and r[c] else r[c] for c in columns])
+@pytest.mark.parametrize("csv_form", ["the real file", "portal layout"])
+def test_the_same_records_from_a_csv_are_stored_alike(engine, other_engine, api_sample, data_dir, tmp_path, csv_form):
+    """Against the real CSV itself (epoch ms, geometry columns) and the same records in the portal's
+    layout (dates as `YYYY/MM/DD 00:00:00+00`, no geometry columns)."""
+    path = data_dir / "real" / "incidents_api_sample.csv"
+    if csv_form == "portal layout":
+        path = tmp_path / "incidents.csv"
+        columns = [c for c in api_sample[0] if c not in GEOMETRY_COLUMNS]
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            out = csv.writer(fh)
+            out.writerow(columns)
+            for r in api_sample:
+                out.writerow([datetime.fromtimestamp(int(r[c]) / 1000, timezone.utc).strftime("%Y/%m/%d %H:%M:%S+00")
+                              if c in INCIDENTS.times and r[c] else r[c] for c in columns])
     from_csv = load_incidents(other_engine, path)
     from_json = load_incidents(engine, write(tmp_path / "incidents.json", esri_answer(api_sample)))
     assert (from_json.rows_loaded, dict(from_json.rejected)) == (from_csv.rows_loaded, dict(from_csv.rejected))
@@ -189,6 +193,22 @@ def test_the_geometry_fills_coordinates_the_attributes_lack(engine, api_sample, 
         assert abs(lon - float(row["coordinates_lon"])) < 1e-9 and abs(lat - float(row["coordinates_lat"])) < 1e-9
         exact += abs(lon - float(row["LONGITUDE_PUBLIC"])) > 1e-8
     assert exact > 4000
+
+
+def test_junk_latitude_without_state_plane_falls_back_to_the_geometry(engine, api_sample, tmp_path):
+    """The real layer's junk rows carry the longitude in LATITUDE_PUBLIC; with no X/Y either, the
+    feature's geometry is the point left."""
+    rows = api_sample[:100]
+    data = esri_answer(rows)
+    for f in data["features"][:10]:
+        a = f["attributes"]
+        a["LATITUDE_PUBLIC"], a["X_COORD_PUBLIC"], a["Y_COORD_PUBLIC"] = a["LONGITUDE_PUBLIC"], None, None
+    report = load_incidents(engine, write(tmp_path / "junk.json", data))
+    assert (report.fixes["coordinates_from_geometry"], report.fixes["latitude_longitude_unusable"]) == (10, 10)
+    by_id = stored(engine)
+    for r in rows[:10]:
+        lon, lat, _ = by_id[r["INCIDENT_REPORT_ID"]]
+        assert abs(lon - float(r["coordinates_lon"])) < 1e-9 and abs(lat - float(r["coordinates_lat"])) < 1e-9
 
 
 def test_state_plane_geometry_is_converted(engine, api_sample, tmp_path):
