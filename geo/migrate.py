@@ -53,6 +53,8 @@ def discover(directory: Folder = MIGRATIONS_DIR) -> list[Migration]:
     """
     if isinstance(directory, (str, os.PathLike)):
         directory = Path(directory)
+    if not directory.is_dir():
+        raise MigrationError(f"no migrations folder at {directory}")
     found = []
     for path in sorted((p for p in directory.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name):
         m = _NAME.match(path.name)
