@@ -568,7 +568,19 @@ def _drop_primary_key(conn, table: str) -> list[str]:
 
 
 def _upsert(conn, source: PointSource, cols: list[str]) -> tuple[int, int]:
-    """Merge the staged rows: new ids inserted, changed rows updated, identical ones left alone."""
+    """Merge the staged rows: new ids inserted, changed rows updated, identical ones left alone.
+
+    A staged row whose id is stored with the other origin (a generated record with a real report's
+    id, or the reverse) refuses the whole batch: real and synthetic records never replace each other.
+    """
+    clash = conn.exec_driver_sql(
+        f"SELECT count(*), min(s.{source.id_field}), min(t.data_origin) FROM stage_points s"
+        f" JOIN {source.table} t USING ({source.id_field}) WHERE t.data_origin <> s.data_origin").one()
+    if clash[0]:
+        raise IngestError(
+            f"{clash[0]:,} {source.kind} carry ids already stored as {clash[2]} records (e.g. {clash[1]!r}) but are "
+            f"{'synthetic' if clash[2] == 'real' else 'real'} here; nothing was loaded: real and synthetic records "
+            "must not replace each other (give generated records ids of their own)")
     return merge_staged(conn, source.table, "stage_points", source.id_field, cols,
                         changed_if="t.row_hash IS DISTINCT FROM EXCLUDED.row_hash",
                         also_set=[f"{c} = NULL" for c in source.reset_on_change])
