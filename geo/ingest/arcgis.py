@@ -1,11 +1,12 @@
 """Following an ArcGIS REST feature layer (the City of Charlotte's open-data services): `hotspots sync`.
 
 A sync asks the layer's `/query` endpoint for every record whose date field (DATE_REPORTED for
-incidents, DATE_RECEIVED for calls) is at or after the stored high-water mark less an overlap
-window, ordered by that date and the object id, one page (`resultOffset`/`resultRecordCount`) at a
-time. Each page becomes the same text frame a CSV export gives (dates as the hub's
+incidents and homicides, DATE_RECEIVED for calls) is at or after the stored high-water mark less an
+overlap window, ordered by that date and the object id, one page (`resultOffset`/`resultRecordCount`)
+at a time. Each page becomes the same text frame a CSV export gives (dates as the hub's
 `YYYY/MM/DD hh:mm:ss+00`), goes through the file loaders' cleaning, rejects and area assignment
-(geo/ingest/points.py), and is merged by row hash: new records are inserted, changed ones
+(geo/ingest/points.py; geo/ingest/homicides.py for the Homicide layer), and is merged by row hash:
+new records are inserted, changed ones
 updated, identical ones left alone. The page's records, its rejects, its ingest_batches row and the
 advanced high-water mark commit in one transaction, so a sync killed at any point resumes from
 what is really stored: the next run re-reads the overlap and skips nothing.
@@ -37,11 +38,15 @@ from sqlalchemy.engine import Engine
 
 from geo.ingest.batch import LoadReport, Rejects, finish_batch, start_batch, store_rejects
 from geo.ingest.calls import CALLS
+from geo.ingest.homicides import HOMICIDES, prepare_homicides
 from geo.ingest.incidents import INCIDENTS
 from geo.ingest.points import PointSource, area_indexes, prepare_frame, upsert_rows
 from geo.settings import ArcGISSettings
 
-SOURCES: dict[str, PointSource] = {"incidents": INCIDENTS, "calls": CALLS}
+SOURCES: dict[str, PointSource] = {"incidents": INCIDENTS, "calls": CALLS, "homicides": HOMICIDES}
+# Layers whose records are cleaned by their own loader's function rather than the point loaders'
+# (one victim per record, dates that are calendar dates, rows kept without a point).
+PREPARERS = {"homicides": prepare_homicides}
 # ArcGIS error codes (in an HTTP 200 body) and HTTP statuses worth another try: the server is
 # busy or restarting. Anything else (400 "Invalid query", 498 token) will not heal by waiting.
 RETRY_CODES = frozenset({429, 500, 502, 503, 504})
@@ -59,7 +64,7 @@ class FeedError(RuntimeError):
 class Feed:
     """One ArcGIS layer followed into one table."""
 
-    kind: str                       # 'incidents' or 'calls'
+    kind: str                       # 'incidents', 'calls' or 'homicides'
     url: str                        # the layer's …/query endpoint
     date_field: str                 # incremental on this field (e.g. DATE_REPORTED, or an EditDate)
     oid_field: str = "OBJECTID"
@@ -259,9 +264,9 @@ def _cell(value: Any, is_time: bool) -> str:
     return str(value)
 
 
-def page_frame(feed: Feed, page: Page) -> tuple[pd.DataFrame, np.ndarray]:
-    """The page as the text frame the CSV loaders read, and each row's object id (its 'line')."""
-    source = feed.source
+def records_frame(source: PointSource, page: Page) -> pd.DataFrame:
+    """The page's records as the text frame a CSV export of the same layout gives (a saved answer
+    read from a file goes through this too)."""
     cols = _columns(source)
     times = set(source.times)
     rows = [[_cell(r.get(c), c in times) for c in cols] for r in page.records]
@@ -273,6 +278,12 @@ def page_frame(feed: Feed, page: Page) -> tuple[pd.DataFrame, np.ndarray]:
             fill = [("" if p is None or p[axis] is None else repr(float(p[axis]))) for p in page.points]
             empty = frame[col].str.strip().isin(["", "0", "0.0"])
             frame.loc[empty, col] = np.array(fill, dtype=object)[empty.to_numpy()]
+    return frame
+
+
+def page_frame(feed: Feed, page: Page) -> tuple[pd.DataFrame, np.ndarray]:
+    """The page as the text frame the CSV loaders read, and each row's object id (its 'line')."""
+    frame = records_frame(feed.source, page)
     oids = []
     for i, r in enumerate(page.records):
         oid = r.get("__OID__", r.get(feed.oid_field))
@@ -457,7 +468,11 @@ def store_page(engine: Engine, feed: Feed, page: Page, areas, where: str) -> Loa
     report = LoadReport(kind=f"{feed.kind}_arcgis", source_file=f"{feed.url} where {where} offset {page.offset}",
                         sha256=feed.key, rows_read=len(frame))
     rejects = _FeedRejects(dict(zip(oids.tolist(), page.raw)))
-    rows = prepare_frame(feed.source, frame, oids, areas, report, rejects)
+    prepare = PREPARERS.get(feed.kind)
+    if prepare is not None:
+        rows = prepare(frame, oids, areas, report, rejects)
+    else:
+        rows = prepare_frame(feed.source, frame, oids, areas, report, rejects)
     mark = page_high_water(feed, page)
     with engine.begin() as conn:
         report.batch_id = start_batch(conn, report)

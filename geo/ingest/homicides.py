@@ -1,0 +1,476 @@
+"""CMPD's Homicide layer, one record per victim: the ArcGIS REST answer as saved, or a CSV of its fields.
+
+`hotspots load homicides FILE` and `hotspots sync --layer homicides` share `prepare_homicides`:
+a file is read into the same text frame an ArcGIS page gives (geo/ingest/arcgis.py), and every
+frame is cleaned, checked and assigned to areas here. What the layer holds, and how it is read:
+
+- DATE_REPORTED and CLEARANCE_DATE are published as midnight UTC (epoch milliseconds, or
+  `YYYY/MM/DD 00:00:00+00` in a CSV). That midnight encodes a calendar date in Charlotte, not an
+  instant, so the stored value is the date as written; nothing about the time of day is known.
+- Five victims have no coordinates: their geometry is the State Plane origin (about -85.568,
+  33.568, in Alabama), which means "unknown". Such rows are kept with no point (geom NULL), as
+  are points outside Mecklenburg County; both are counted in the load report.
+- AGE is a text field; a number of years is stored alongside the published text.
+- A report with several victims has several records: OBJECTID is the key, CRIME_REPORT_ID repeats.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy.engine import Engine
+
+from geo.ingest import clean
+from geo.ingest.batch import (
+    IngestError,
+    LoadReport,
+    Rejects,
+    Timer,
+    file_sha256,
+    finish_batch,
+    previous_batch,
+    start_batch,
+    store_rejects,
+)
+from geo.ingest.csvfile import nul_rows, raw_rows, read_source_csv
+from geo.ingest.points import PointSource, area_indexes, ewkb_points_hex, upsert_rows
+from geo.settings import locale_settings
+from geo.spatial import state_plane_to_lonlat
+
+# The layer's fields and their table columns. AGE, IPV and CMPD_PATROL_DIVISION are also read
+# (a number of years, a flag, a division code); CALENDAR_YEAR/CALENDAR_MONTH are not stored: they
+# are DATE_REPORTED's year and month.
+HOMICIDES = PointSource(
+    kind="homicides",
+    table="homicides",
+    id_column="OBJECTID",
+    id_field="objectid",
+    text={
+        "CRIME_REPORT_ID": "crime_report_id",
+        "AGE": "age_source",
+        "GENDER": "gender",
+        "RACE_ETHNICITY": "race_ethnicity",
+        "WEAPON": "weapon",
+        "CIRCUMSTANCES": "circumstances",
+        "IPV": "ipv",
+        "CLEARANCE_STATUS": "clearance_status",
+        "LOCATION": "location",
+        "CORRIDOR": "corridor",
+        "CMPD_PATROL_DIVISION": "cmpd_patrol_division",
+    },
+    floats={
+        "X_COORD_PUBLIC": "x_coord_public",
+        "Y_COORD_PUBLIC": "y_coord_public",
+        "LATITUDE_PUBLIC": "latitude_public",
+        "LONGITUDE_PUBLIC": "longitude_public",
+    },
+    integers={"ID": "id_source", "NPA": "npa_source", "COUNCIL_DISTRICT": "council_district",
+              "COMMISSION_DISTRICT": "commission_district"},
+    times={"DATE_REPORTED": "date_reported", "CLEARANCE_DATE": "clearance_date"},
+    required_time="DATE_REPORTED",
+    required_text=("CRIME_REPORT_ID",),
+    lat="LATITUDE_PUBLIC",
+    lon="LONGITUDE_PUBLIC",
+    x="X_COORD_PUBLIC",
+    y="Y_COORD_PUBLIC",
+    source_division=("CMPD_PATROL_DIVISION",),
+)
+
+# A file lacking any of these is not the Homicide layer: it is refused whole, naming them.
+REQUIRED_FIELDS = ("OBJECTID", "CRIME_REPORT_ID", "DATE_REPORTED", "AGE", "GENDER", "RACE_ETHNICITY", "WEAPON",
+                   "CIRCUMSTANCES", "IPV", "CLEARANCE_STATUS", "CMPD_PATROL_DIVISION", "NPA")
+# The State Plane origin (x = y = 0 ft in EPSG:2264) in lon/lat: the layer's point for "no location".
+PLACEHOLDER_LON, PLACEHOLDER_LAT = (float(v[0]) for v in state_plane_to_lonlat(np.array([0.0]), np.array([0.0])))
+PLACEHOLDER_DEGREES = 0.01   # about a kilometre: far from Mecklenburg County, which lies 5 degrees east
+# Ages beyond this are not ages (the layer's oldest victim is 79).
+MAX_AGE = 120
+IPV_TRUE = {"intimate partner", "yes", "y", "true", "1"}
+IPV_FALSE = {"", "no", "n", "false", "0", "not intimate partner"}
+REPORT_ID = re.compile(r"^(\d{8})-\d{4}-\d{2}$")
+_EPOCH_MS = re.compile(r"^[+-]?\d{11,14}(?:\.0*)?$")
+_ISO = re.compile(r"^(\d{4})[-/](\d{1,2})[-/](\d{1,2})"
+                  r"(?:[ T](\d{1,2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?)?\s*(Z|[+-]\d{2}(?::?\d{2})?)?$")
+_US = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})(?:\s+(\d{1,2}):(\d{2})(?::(\d{2}))?\s*([AaPp][Mm])?)?$")
+
+
+# --- calendar dates --------------------------------------------------------------------------------
+def _offset(text: str) -> timezone:
+    if text in ("Z", "z"):
+        return timezone.utc
+    sign = -1 if text[0] == "-" else 1
+    digits = text[1:].replace(":", "")
+    return timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0)))
+
+
+def calendar_date(text: str, tz: ZoneInfo) -> tuple[date | None, str]:
+    """One published date cell as a calendar date, and how it was read.
+
+    'date': a date, or midnight UTC (the layer's encoding of a Charlotte date), taken as written;
+    'local': an instant at another time of day, taken as its date in `tz`; 'empty'; 'bad'.
+    """
+    v = text.strip()
+    if not v:
+        return None, "empty"
+    try:
+        if _EPOCH_MS.match(v):
+            instant = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=int(float(v)))
+            return _from_instant(instant, tz)
+        m = _ISO.match(v)
+        if m:
+            year, month, day, hh, mm, ss, off = m.groups()
+            d = date(int(year), int(month), int(day))
+            if off is None:
+                return d, "date"     # no offset: the date as written (a local wall time at most)
+            clock = datetime(d.year, d.month, d.day, int(hh or 0), int(mm or 0), int(ss or 0), tzinfo=_offset(off))
+            return _from_instant(clock, tz)
+        m = _US.match(v)
+        if m:
+            return date(int(m.group(3)), int(m.group(1)), int(m.group(2))), "date"
+    except (ValueError, OverflowError):
+        return None, "bad"
+    return None, "bad"
+
+
+def _from_instant(instant: datetime, tz: ZoneInfo) -> tuple[date, str]:
+    utc = instant.astimezone(timezone.utc)
+    if (utc.hour, utc.minute, utc.second, utc.microsecond) == (0, 0, 0, 0):
+        return utc.date(), "date"
+    return instant.astimezone(tz).date(), "local"
+
+
+@dataclass
+class CalendarDates:
+    """A column of date cells read as calendar dates."""
+
+    text: np.ndarray         # 'YYYY-MM-DD', or '' where empty or rejected
+    bad: np.ndarray          # not a date
+    implausible: np.ndarray  # a date before 1990 or after tomorrow
+    local: int               # instants with a time of day, taken as their local date
+
+
+def calendar_dates(values: pd.Series, tz: ZoneInfo, today: date | None = None) -> CalendarDates:
+    """Read a column of date cells (each distinct value once)."""
+    codes, uniques = pd.factorize(clean.strip(values))
+    today = today or datetime.now(tz).date()
+    earliest = clean.EARLIEST_PLAUSIBLE.date()
+    read = [calendar_date(u, tz) for u in uniques]
+    text = np.array([d.isoformat() if d else "" for d, _ in read] + [""], dtype=object)[codes]
+    how = np.array([h for _, h in read] + ["empty"], dtype=object)[codes]
+    when = [d for d, _ in read] + [None]
+    odd = np.array([d is not None and not earliest <= d <= today + timedelta(days=1) for d in when])[codes]
+    text = np.where(odd, "", text)
+    return CalendarDates(text=text, bad=how == "bad", implausible=odd, local=int((how == "local").sum()))
+
+
+# --- cleaning: one function for files and the ArcGIS feed ------------------------------------------
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    """A source column as trimmed text ('' where absent)."""
+    if name in frame.columns:
+        return clean.strip(frame[name])
+    return pd.Series([""] * len(frame), index=frame.index, dtype=object)
+
+
+def _ages(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """AGE as whole years (None where it is not one), and which non-empty cells were not."""
+    number = pd.to_numeric(raw.where(raw.str.fullmatch(r"\d{1,3}(?:\.0*)?"), None), errors="coerce")
+    valid = (number.notna() & (number <= MAX_AGE)).to_numpy()
+    out = np.where(valid, number.fillna(0).to_numpy().astype(int), None).astype(object)
+    return out, (raw != "").to_numpy() & ~valid
+
+
+def _flag(raw: pd.Series) -> np.ndarray:
+    """IPV as a flag: True for 'Intimate Partner' (or yes), False for empty (or no), else None."""
+    low = raw.str.lower()
+    return np.where(low.isin(IPV_TRUE), True, np.where(low.isin(IPV_FALSE), False, None)).astype(object)
+
+
+def _add(notes: dict, key: str, value: int) -> None:
+    notes[key] = notes.get(key, 0) + value
+
+
+def prepare_homicides(frame: pd.DataFrame, lines: np.ndarray, areas, report: LoadReport, rejects: Rejects,
+                      raw: Sequence[str] | None = None, unit: str = "line") -> pa.Table:
+    """Clean, check and assign a frame of the layer's fields (text); rows come back as table columns.
+
+    `lines` names each row in rejects (a CSV line, a feature's position or an OBJECTID, as `unit`
+    says); `raw` is each row's source text (a feature's JSON), else the cells are re-joined as CSV. Rejected: no or a
+    non-numeric or repeated OBJECTID, no CRIME_REPORT_ID, a DATE_REPORTED that is missing, not a
+    date or implausible, a CLEARANCE_DATE that is not a date, a NUL character. Kept without a
+    point: no coordinates, the placeholder point, a point outside the county.
+    """
+    frame = frame.reset_index(drop=True)
+    lines = np.asarray(lines, dtype=np.int64)
+    n = len(frame)
+    alive = np.ones(n, dtype=bool)
+    tz = ZoneInfo(locale_settings().timezone)
+
+    def reject(mask: np.ndarray, reason: str, detail) -> None:
+        mask = mask & alive
+        if not mask.any():
+            return
+        text = [raw[i] for i in np.flatnonzero(mask)] if raw is not None else raw_rows(frame, mask)
+        rejects.add(lines[mask], text, reason, detail(mask) if callable(detail) else detail)
+        alive[mask] = False
+
+    def shown(values: pd.Series | np.ndarray, mask: np.ndarray, what: str) -> list[str]:
+        return [f"{what} {v!r}" for v in np.asarray(values, dtype=object)[mask]]
+
+    nul, nul_details = nul_rows(frame)
+    reject(nul, "malformed_row", nul_details)
+    ids = _column(frame, HOMICIDES.id_column)
+    reject((ids == "").to_numpy(), "missing_id", "OBJECTID is empty")
+    # Up to 15 digits: exact as a float, and far beyond any layer's object ids.
+    oid = pd.to_numeric(ids.where(ids.str.fullmatch(r"\d{1,15}(?:\.0*)?"), None), errors="coerce")
+    reject(oid.isna().to_numpy(), "bad_id",
+           lambda m: [f"{t} is not a whole number" for t in shown(ids, m, "OBJECTID")])
+    dup, first = clean.first_duplicates(oid.where(alive), lines)
+    reject(dup, "duplicate_id", lambda m: [f"OBJECTID {ids[i]} repeats the record at {unit} {first[i]}"
+                                            for i in np.flatnonzero(m)])
+    report_id = _column(frame, "CRIME_REPORT_ID")
+    reject((report_id == "").to_numpy(), "missing_value", "CRIME_REPORT_ID is empty")
+
+    dates: dict[str, np.ndarray] = {}
+    for col, dest in HOMICIDES.times.items():
+        cells = _column(frame, col)
+        read = calendar_dates(cells, tz)
+        reject(read.bad, "bad_date", lambda m, c=cells, col=col: [f"{t} is not a date" for t in shown(c, m, col)])
+        reject(read.implausible, "implausible_date",
+               lambda m, c=cells, col=col: [f"{t} is before 1990 or in the future" for t in shown(c, m, col)])
+        if read.local:
+            report.fixes[f"{col.lower()}_with_a_time_of_day_read_as_local_date"] += read.local
+        dates[dest] = read.text
+    reject(dates["date_reported"] == "", "missing_value", "DATE_REPORTED is empty")
+
+    good = alive
+    keep = pa.array(good)
+    m = int(good.sum())
+
+    def kept(values) -> pa.Array:
+        return pc.filter(clean.empty_to_null(clean.arrow_text(pd.Series(values, dtype=object))), keep)
+
+    columns: dict[str, pa.Array] = {"objectid": pa.array(oid.to_numpy()[good].astype(np.int64))}
+    for col, dest in HOMICIDES.text.items():
+        columns[dest] = kept(_column(frame, col))
+    for col, dest in HOMICIDES.integers.items():
+        cells = _column(frame, col)
+        values = pc.filter(clean.arrow_number(cells, whole=True), keep)
+        report.fixes[f"{col.lower()}_not_a_number_cleared"] += int(
+            pc.sum(pc.and_(pc.is_null(values), pc.not_equal(kept(cells), ""))).as_py() or 0)
+        columns[dest] = values
+    lon, lat, no_point, coords = _points(frame, good, areas, report)
+    for col, dest in HOMICIDES.floats.items():
+        # As published, except that the placeholder point is no coordinate at all.
+        columns[dest] = pc.filter(clean.arrow_number(coords[col]), keep)
+    for dest, text in dates.items():
+        columns[dest] = kept(text)     # 'YYYY-MM-DD', read by COPY into a date column
+    ages, not_ages = _ages(_column(frame, "AGE"))
+    # The published text stays in age_source; only the number is left empty.
+    report.fixes["age_not_a_number_of_years_left_empty"] += int((not_ages & good).sum())
+    columns["age"] = pa.array(ages[good], type=pa.int16())
+    flags = _flag(_column(frame, "IPV"))
+    _add(report.notes, "ipv_values_not_recognised", int(pd.isna(flags[good]).sum()))
+    columns["intimate_partner"] = pa.array(flags[good], type=pa.bool_())
+
+    npa_id = np.full(n, None, dtype=object)
+    division_id = np.full(n, None, dtype=object)
+    located = np.flatnonzero(good & ~no_point)
+    npa_id[located] = areas.npa.lookup(lon[located], lat[located])
+    division_id[located] = areas.division.lookup(lon[located], lat[located])
+    columns["geom"] = pa.array(np.where(no_point, None, ewkb_points_hex(np.nan_to_num(lon), np.nan_to_num(lat)))[good],
+                               type=pa.string())
+    columns["division_id"] = pa.array(division_id[good], type=pa.string())
+    columns["npa_id"] = pa.array(npa_id[good], type=pa.int64())
+    columns["data_origin"] = pa.array(["real"] * m, type=pa.string())
+    _compare(frame, good, no_point, report_id, dates["date_reported"], npa_id, division_id, areas, report)
+    table = pa.table(columns)
+    table = table.append_column("row_hash", pa.array(_row_hashes(table)))
+    report.fixes = +report.fixes
+    return table
+
+
+def _points(frame: pd.DataFrame, good: np.ndarray, areas, report: LoadReport
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, pd.Series]]:
+    """Lon/lat of each row, which rows have no usable point (counted by cause among the good rows),
+    and the coordinate cells with the placeholder point blanked."""
+    coords = {c: _column(frame, c) for c in (HOMICIDES.lat, HOMICIDES.lon, HOMICIDES.x, HOMICIDES.y)}
+    lat = np.asarray(pc.fill_null(clean.arrow_number(coords[HOMICIDES.lat]), np.nan), dtype=float)
+    lon = np.asarray(pc.fill_null(clean.arrow_number(coords[HOMICIDES.lon]), np.nan), dtype=float)
+    with np.errstate(invalid="ignore"):
+        placeholder = (np.abs(lon - PLACEHOLDER_LON) < PLACEHOLDER_DEGREES) & (np.abs(lat - PLACEHOLDER_LAT) < PLACEHOLDER_DEGREES)
+    # The placeholder is read as "no coordinates" before any repair could move it somewhere else.
+    for col in (HOMICIDES.lat, HOMICIDES.lon):
+        coords[col] = coords[col].where(~placeholder, "")
+    found = clean.coordinates(*(coords[c] for c in (HOMICIDES.lat, HOMICIDES.lon, HOMICIDES.x, HOMICIDES.y)))
+    report.fixes["coordinates_from_state_plane"] += found.from_state_plane
+    report.fixes["coordinates_swapped"] += found.swapped
+    have = np.isfinite(found.lon) & np.isfinite(found.lat)
+    in_county = have & clean.in_box(found.lon, found.lat)
+    in_npa = np.zeros(len(frame), dtype=bool)
+    idx = np.flatnonzero(in_county)
+    in_npa[idx] = areas.npa.positions(found.lon[idx], found.lat[idx]) >= 0
+    no_point = ~in_npa
+    _add(report.notes, "kept_without_a_point", int((good & no_point).sum()))
+    _add(report.notes, "placeholder_points", int((good & placeholder).sum()))
+    _add(report.notes, "no_coordinates", int((good & ~have & ~placeholder).sum()))
+    _add(report.notes, "points_outside_the_county", int((good & have & ~in_npa).sum()))
+    return found.lon, found.lat, no_point, coords
+
+
+def _compare(frame, good, no_point, report_id, reported, npa_id, division_id, areas, report: LoadReport) -> None:
+    """Count where the published report id date, NPA and division disagree with ours."""
+    id_day = np.array([_report_id_day(v) for v in report_id.to_numpy(dtype=object)[good]], dtype=object)
+    day = np.asarray(reported, dtype=object)[good]
+    _add(report.notes, "report_ids_not_yyyymmdd_hhmm_nn", int((id_day == "").sum()))
+    _add(report.notes, "report_id_date_agrees", int(((id_day != "") & (id_day == day)).sum()))
+    _add(report.notes, "report_id_date_disagrees", int(((id_day != "") & (id_day != day)).sum()))
+    located = (~no_point)[good]
+    published_npa = pd.to_numeric(_column(frame, "NPA"), errors="coerce").to_numpy()[good]
+    ours = np.array([np.nan if v is None else float(v) for v in npa_id[good]])
+    both = located & np.isfinite(published_npa)
+    _add(report.notes, "npa_disagreements", int((both & (published_npa != ours)).sum()))
+    published = clean.division_code(_column(frame, "CMPD_PATROL_DIVISION"), areas.division_codes)[good]
+    known = located & (published != "") & (published != "?")
+    _add(report.notes, "division_disagreements", int((known & (published != division_id[good])).sum()))
+    _add(report.notes, "source_division_unrecognised", int((published == "?").sum()))
+    _add(report.notes, "outside_cmpd_divisions", int((located & pd.isna(division_id[good])).sum()))
+
+
+def _report_id_day(report_id: str) -> str:
+    """The YYYYMMDD of a report id as 'YYYY-MM-DD' ('' when the id has another form)."""
+    m = REPORT_ID.match(report_id)
+    return f"{m[1][:4]}-{m[1][4:6]}-{m[1][6:]}" if m else ""
+
+
+def _row_hashes(table: pa.Table) -> np.ndarray:
+    """A 64-bit hash of each row's stored values (signed, for PostgreSQL bigint): a reload or a sync
+    updates a row only when what would be stored changed, whatever form the source came in."""
+    cells = [pc.fill_null(pc.cast(table.column(c), pa.large_string()), "\x00") for c in table.column_names]
+    joined = pc.binary_join_element_wise(*cells, pa.scalar("\x1f", pa.large_string()))
+    hashed = pd.util.hash_pandas_object(pd.Series(joined.to_pylist(), dtype=object), index=False)
+    return hashed.to_numpy().view(np.int64)
+
+
+# --- files -----------------------------------------------------------------------------------------
+@dataclass
+class SourceRecords:
+    """A file's records as the layer's text frame, each row's line (or feature number) and raw text."""
+
+    frame: pd.DataFrame
+    lines: np.ndarray
+    raw: list[str] | None                     # each feature's JSON; None for a CSV (its cells are the text)
+    malformed: list[tuple[int, str, str]] = field(default_factory=list)   # (line, raw, detail)
+    form: str = "csv"                         # 'arcgis-json', 'geojson' or 'csv'
+    notes: dict = field(default_factory=dict)
+
+
+def read_homicides_file(path: Path) -> SourceRecords:
+    """The ArcGIS JSON (or GeoJSON) answer as saved, or a CSV of the same fields; IngestError when the
+    file is neither, naming what is missing or broken."""
+    path = Path(path)
+    with open(path, "rb") as fh:
+        head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head[:1] in (b"{", b"["):
+        return _read_json(path)
+    table = read_source_csv(path, list(REQUIRED_FIELDS))
+    names = set(table.frame.columns)
+    if not ({HOMICIDES.lat, HOMICIDES.lon} <= names or {HOMICIDES.x, HOMICIDES.y} <= names):
+        raise IngestError(f"{path}: no coordinate columns: expected {HOMICIDES.lat} and {HOMICIDES.lon}, "
+                          f"or {HOMICIDES.x} and {HOMICIDES.y}")
+    notes = {"encoding": table.encoding} if table.encoding != "utf-8" else {}
+    return SourceRecords(table.frame, table.lines, None, table.malformed, "csv", notes)
+
+
+def _read_json(path: Path) -> SourceRecords:
+    from geo.ingest.arcgis import FeedError, parse_page, records_frame   # arcgis imports this module's layout
+
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise IngestError(f"{path}: not UTF-8 text at byte {exc.start}: not a saved ArcGIS answer") from None
+    except json.JSONDecodeError as exc:
+        raise IngestError(f"{path}: not a complete JSON document ({exc.msg} at line {exc.lineno}, column "
+                          f"{exc.colno}); was the download cut off?") from None
+    if not isinstance(data, dict):
+        raise IngestError(f"{path}: a JSON {type(data).__name__}, not an ArcGIS query answer (an object with features)")
+    if "error" in data:
+        error = data["error"] if isinstance(data["error"], dict) else {"message": str(data["error"])}
+        raise IngestError(f"{path}: the file holds an ArcGIS error answer (code {error.get('code')}: "
+                          f"{error.get('message', '')}), not records")
+    form = "geojson" if data.get("type") == "FeatureCollection" else "arcgis-json"
+    features = data.get("features")
+    if not isinstance(features, list):
+        raise IngestError(f"{path}: no features array: not an ArcGIS query answer (f=json or f=geojson)")
+    if form == "arcgis-json" and data.get("geometryType") not in (None, "esriGeometryPoint"):
+        raise IngestError(f"{path}: geometryType {data.get('geometryType')!r}: the Homicide layer holds points "
+                          "(esriGeometryPoint)")
+    member = "properties" if form == "geojson" else "attributes"
+    good, lines, malformed = [], [], []
+    for number, f in enumerate(features, start=1):
+        if isinstance(f, dict) and isinstance(f.get(member), dict):
+            good.append(f)
+            lines.append(number)
+        else:
+            malformed.append((number, json.dumps(f, default=str)[:10_000],
+                              f"feature {number} is not an object with {member}"))
+    names = _field_names(data, good, member)
+    missing = [c for c in REQUIRED_FIELDS if c not in names]
+    if missing:
+        raise IngestError(f"{path}: missing field(s) {', '.join(missing)}; found {', '.join(sorted(names)) or 'none'}. "
+                          f"Expected the Homicide layer's fields: {', '.join(REQUIRED_FIELDS)}")
+    try:
+        page = parse_page({**data, "features": good}, "geojson" if form == "geojson" else "json", 0)
+    except FeedError as exc:
+        raise IngestError(f"{path}: {exc}") from None
+    notes = {}
+    if page.more:
+        notes["exceeded_transfer_limit"] = "the saved answer says the layer holds more records than this page"
+    return SourceRecords(records_frame(HOMICIDES, page), np.array(lines, dtype=np.int64), page.raw, malformed,
+                         form, notes)
+
+
+def _field_names(data: dict, features: list[dict], member: str) -> set[str]:
+    """Upper-case field names: the answer's `fields` list, else every attribute name the features use."""
+    fields = data.get("fields")
+    if isinstance(fields, list) and fields:
+        return {str(f.get("name", "")).upper() for f in fields if isinstance(f, dict)}
+    return {str(k).upper() for f in features for k in f[member]}
+
+
+def load_homicides(engine: Engine, path: Path, *, force: bool = False) -> LoadReport:
+    """Load the Homicide layer from a saved ArcGIS answer or a CSV, in one transaction."""
+    timer = Timer()
+    path = Path(path)
+    report = LoadReport(kind=HOMICIDES.kind, source_file=str(path), sha256=file_sha256(path))
+    if not force:
+        prior = previous_batch(engine, HOMICIDES.kind, report.sha256)
+        if prior is not None:
+            report.already_loaded_batch = prior
+            return report
+    source = read_homicides_file(path)
+    areas = area_indexes(engine)
+    report.rows_read = len(source.frame) + len(source.malformed)
+    report.notes.update({"format": source.form, **source.notes})
+    rejects = Rejects()
+    rejects.add(np.array([m[0] for m in source.malformed], dtype=np.int64), [m[1] for m in source.malformed],
+                "malformed_row", [m[2] for m in source.malformed])
+    rows = prepare_homicides(source.frame, source.lines, areas, report, rejects, source.raw,
+                             "line" if source.form == "csv" else "feature")
+    report.mark("prepare", timer)
+    with engine.begin() as conn:
+        report.batch_id = start_batch(conn, report)
+        report.inserted, report.updated = upsert_rows(conn, HOMICIDES, rows, report.batch_id)
+        report.unchanged = rows.num_rows - report.inserted - report.updated
+        store_rejects(conn, report, rejects)
+        report.seconds = timer.elapsed
+        finish_batch(conn, report)
+    return report
