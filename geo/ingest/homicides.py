@@ -203,10 +203,10 @@ def prepare_homicides(frame: pd.DataFrame, lines: np.ndarray, areas, report: Loa
     """Clean, check and assign a frame of the layer's fields (text); rows come back as table columns.
 
     `lines` names each row in rejects (a CSV line, a feature's position or an OBJECTID, as `unit`
-    says); `raw` is each row's source text (a feature's JSON), else the cells are re-joined as CSV. Rejected: no or a
-    non-numeric or repeated OBJECTID, no CRIME_REPORT_ID, a DATE_REPORTED that is missing, not a
-    date or implausible, a CLEARANCE_DATE that is not a date, a NUL character. Kept without a
-    point: no coordinates, the placeholder point, a point outside the county.
+    says); `raw` is each row's source text (a feature's JSON), else the cells are re-joined as CSV.
+    Rejected: no, a non-numeric or a repeated OBJECTID, no CRIME_REPORT_ID, a DATE_REPORTED that is
+    missing, not a date or implausible, a CLEARANCE_DATE that is not a date, a NUL character.
+    Kept without a point: no coordinates, the placeholder point, a point outside the county.
     """
     frame = frame.reset_index(drop=True)
     lines = np.asarray(lines, dtype=np.int64)
@@ -267,7 +267,8 @@ def prepare_homicides(frame: pd.DataFrame, lines: np.ndarray, areas, report: Loa
         report.fixes[f"{col.lower()}_not_a_number_cleared"] += int(
             pc.sum(pc.and_(pc.is_null(values), pc.not_equal(kept(cells), ""))).as_py() or 0)
         columns[dest] = values
-    lon, lat, no_point, coords = _points(frame, good, areas, report)
+    lon, lat, npa_id, coords = _points(frame, good, areas, report)
+    no_point = pd.isna(npa_id)
     for col, dest in HOMICIDES.floats.items():
         # As published, except that the placeholder point is no coordinate at all.
         columns[dest] = pc.filter(clean.arrow_number(coords[col]), keep)
@@ -281,10 +282,8 @@ def prepare_homicides(frame: pd.DataFrame, lines: np.ndarray, areas, report: Loa
     _add(report.notes, "ipv_values_not_recognised", int(pd.isna(flags[good]).sum()))
     columns["intimate_partner"] = pa.array(flags[good], type=pa.bool_())
 
-    npa_id = np.full(n, None, dtype=object)
     division_id = np.full(n, None, dtype=object)
     located = np.flatnonzero(good & ~no_point)
-    npa_id[located] = areas.npa.lookup(lon[located], lat[located])
     division_id[located] = areas.division.lookup(lon[located], lat[located])
     columns["geom"] = pa.array(np.where(no_point, None, ewkb_points_hex(np.nan_to_num(lon), np.nan_to_num(lat)))[good],
                                type=pa.string())
@@ -300,7 +299,7 @@ def prepare_homicides(frame: pd.DataFrame, lines: np.ndarray, areas, report: Loa
 
 def _points(frame: pd.DataFrame, good: np.ndarray, areas, report: LoadReport
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, pd.Series]]:
-    """Lon/lat of each row, which rows have no usable point (counted by cause among the good rows),
+    """Lon/lat of each row, its NPA (None: no usable point, counted by cause among the good rows),
     and the coordinate cells with the placeholder point blanked."""
     coords = {c: _column(frame, c) for c in (HOMICIDES.lat, HOMICIDES.lon, HOMICIDES.x, HOMICIDES.y)}
     lat = np.asarray(pc.fill_null(clean.arrow_number(coords[HOMICIDES.lat]), np.nan), dtype=float)
@@ -315,15 +314,16 @@ def _points(frame: pd.DataFrame, good: np.ndarray, areas, report: LoadReport
     report.fixes["coordinates_swapped"] += found.swapped
     have = np.isfinite(found.lon) & np.isfinite(found.lat)
     in_county = have & clean.in_box(found.lon, found.lat)
-    in_npa = np.zeros(len(frame), dtype=bool)
+    npa_id = np.full(len(frame), None, dtype=object)
     idx = np.flatnonzero(in_county)
-    in_npa[idx] = areas.npa.positions(found.lon[idx], found.lat[idx]) >= 0
+    npa_id[idx] = areas.npa.lookup(found.lon[idx], found.lat[idx])
+    in_npa = ~pd.isna(npa_id)
     no_point = ~in_npa
     _add(report.notes, "kept_without_a_point", int((good & no_point).sum()))
     _add(report.notes, "placeholder_points", int((good & placeholder).sum()))
     _add(report.notes, "no_coordinates", int((good & ~have & ~placeholder).sum()))
     _add(report.notes, "points_outside_the_county", int((good & have & ~in_npa).sum()))
-    return found.lon, found.lat, no_point, coords
+    return found.lon, found.lat, npa_id, coords
 
 
 def _compare(frame, good, no_point, report_id, reported, npa_id, division_id, areas, report: LoadReport) -> None:

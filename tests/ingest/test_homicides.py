@@ -149,6 +149,17 @@ def test_a_csv_of_the_same_fields_stores_the_same_rows(engine, layer_file, layer
     assert (report.rows_read, report.inserted, report.updated, report.unchanged) == (VICTIMS, 0, 0, VICTIMS)
     assert report.notes["format"] == "csv" and report.notes["kept_without_a_point"] == UNPLACED
     assert snapshot(engine)["homicides"] == before
+    # An f=geojson answer too; one flagged as a page of a larger layer says so.
+    geojson = {"type": "FeatureCollection", "exceededTransferLimit": True, "features": [
+        {"type": "Feature", "id": f["attributes"]["OBJECTID"], "properties": f["attributes"],
+         "geometry": {"type": "Point", "coordinates": [f["geometry"]["x"], f["geometry"]["y"]]}}
+        for f in layer["features"]]}
+    path = tmp_path / "homicides.geojson"
+    path.write_text(json.dumps(geojson))
+    report = load_homicides(engine, path)
+    assert (report.inserted, report.updated, report.unchanged) == (0, 0, VICTIMS)
+    assert report.notes["format"] == "geojson" and "more records" in report.notes["exceeded_transfer_limit"]
+    assert snapshot(engine)["homicides"] == before
 
 
 def test_a_file_that_is_not_the_layer_is_refused_whole(engine, layer_file, layer, tmp_path):
