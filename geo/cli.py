@@ -1112,7 +1112,7 @@ def token_list_cmd() -> None:
 @click.option("--bbox", help="minlon,minlat,maxlon,maxlat in WGS84.")
 @click.option("--run", type=int, help="Analysis run of a hot spot layer [default: the latest].")
 def export_cmd(layer: str, fmt: str | None, out: Path, run: int | None, **filters: str | None) -> None:
-    """Write LAYER (calls, incidents, divisions, neighborhoods, hotspot_cells, hotspot_npas) to a file.
+    """Write LAYER (calls, incidents, homicides, divisions, neighborhoods, hotspot_cells, hotspot_npas) to a file.
 
     The same rows, fields and formats as the server's /export/LAYER.EXT (docs/exports.md).
     """

@@ -109,10 +109,17 @@ def test_the_real_layer_loads_one_row_per_victim(engine, layer_file, layer):
 
 
 def test_reloading_the_same_file_changes_nothing(engine, layer_file):
-    first = load_homicides(engine, layer_file)
+    env = {"DATABASE_URL": engine.url.render_as_string(hide_password=False)}
+    first = CliRunner().invoke(main, ["load", "homicides", str(layer_file)], env=env)
+    assert first.exit_code == 0, first.output
+    assert f"read {VICTIMS}  loaded {VICTIMS} (new {VICTIMS}, changed 0, unchanged 0)  rejected 0" in first.output
+    assert f"kept_without_a_point: {UNPLACED}" in first.output and "npa_disagreements: 186" in first.output
+    batch = one(engine, "SELECT max(batch_id) FROM ingest_batches WHERE kind = 'homicides'")
     before = snapshot(engine)
     again = load_homicides(engine, layer_file)
-    assert again.already_loaded_batch == first.batch_id and snapshot(engine) == before
+    assert again.already_loaded_batch == batch and snapshot(engine) == before
+    repeat = CliRunner().invoke(main, ["load", "homicides", str(layer_file)], env=env)
+    assert f"was already loaded (batch {batch}); nothing changed" in repeat.output
     version = data_versions(engine)["homicides"]
     forced = load_homicides(engine, layer_file, force=True)
     assert (forced.inserted, forced.updated, forced.unchanged) == (0, 0, VICTIMS)

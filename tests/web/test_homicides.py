@@ -135,6 +135,24 @@ def test_exports_round_trip(client, db, tmp_path):
         assert dict(zip(info["fields"], info["dtypes"]))[date_field].startswith("datetime64")
 
 
+def test_cli_export_takes_the_homicide_filters(web_url, db, tmp_path):
+    from click.testing import CliRunner
+
+    from geo.cli import main
+
+    out = tmp_path / "central.geojson"
+    run = CliRunner().invoke(main, ["export", "homicides", "--out", str(out), "--division", "Central", "--start",
+                                    "2019-01-01", "--end", "2021-12-31"], env={"DATABASE_URL": web_url})
+    assert run.exit_code == 0, run.output
+    expected = {r[0] for r in sql(db, "SELECT objectid FROM homicides WHERE division_id = '01'"
+                                      " AND date_reported BETWEEN '2019-01-01' AND '2021-12-31'")}
+    assert expected and {f["id"] for f in json.loads(out.read_text())["features"]} == expected
+    assert f"wrote {len(expected)} homicides rows" in run.output
+    refused = CliRunner().invoke(main, ["export", "homicides", "--out", str(out), "--violent", "true"],
+                                 env={"DATABASE_URL": web_url})
+    assert refused.exit_code == 2 and "homicides are all violent crimes" in refused.output
+
+
 def test_map_page_draws_the_victims(browser_page, live_server):
     p = browser_page
     p.goto(live_server + "/?layers=homicides&start=2015-01-01&end=2025-12-31&lat=35.25&lon=-80.83&z=10")
