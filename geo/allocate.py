@@ -89,13 +89,20 @@ def workload(engine: Engine, period: Period, config: AllocationConfig) -> pd.Dat
             "SELECT division_id, coalesce(category, 'unknown') AS category,"
             " extract(hour FROM received_at AT TIME ZONE :tz)::int AS hour,"
             " count(*) AS calls, count(*) FILTER (WHERE label) AS violent FROM calls"
-            f" WHERE division_id IS NOT NULL AND {where} GROUP BY 1, 2, 3"), conn, params=params)
+            # A call known only by its date belongs to no shift: left out (counted in attrs).
+            f" WHERE division_id IS NOT NULL AND received_at_precision <> 'date' AND {where} GROUP BY 1, 2, 3"),
+            conn, params=params)
+        left_out = conn.execute(sa.text(
+            f"SELECT count(*) FROM calls WHERE division_id IS NOT NULL AND received_at_precision = 'date' AND {where}"),
+            params).scalar_one()
     shift_of = {h: name for name, (a, b) in config.shifts.items() for h in _hours(a, b)}
     rows["shift"] = rows["hour"].map(shift_of)
     minutes = rows["category"].map(config.minutes).fillna(config.minutes.get("unknown", 30.0))
     officers = (rows["calls"] - rows["violent"]) * config.officers_default + rows["violent"] * config.officers_violent
     rows["officer_minutes"] = minutes * officers
-    return rows.groupby(["division_id", "shift", "category"], as_index=False)[["calls", "violent", "officer_minutes"]].sum()
+    out = rows.groupby(["division_id", "shift", "category"], as_index=False)[["calls", "violent", "officer_minutes"]].sum()
+    out.attrs["left_out_date_only"] = int(left_out)
+    return out
 
 
 def allocate(engine: Engine, officers: int, period: Period, config: AllocationConfig | None = None) -> tuple[pd.DataFrame, dict[str, str]]:

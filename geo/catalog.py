@@ -95,6 +95,11 @@ LAYERS: dict[str, Layer] = {
                 _p("city"),
                 _p("zip", queryable=True),
                 _p("incident_report_id", description="linked incident report, if any"),
+                _p("received_at_precision", queryable=True,
+                   description="'time': received_at is an instant; 'date': a calendar date only (stored at local "
+                               "midnight, time of day unknown)"),
+                _p("data_origin", description="'real' (a published file or feed) or 'synthetic' (the demo generator); "
+                                              "filter with origin=real|synthetic"),
                 # Street addresses of callers stay in the database (issue 7: private fields).
                 _p("address", private=True),
             ),
@@ -102,7 +107,9 @@ LAYERS: dict[str, Layer] = {
         Layer(
             id="incidents",
             title="Incident reports",
-            description="Incident reports in CMPD's published layout, with the project's category and spatial join.",
+            description="Incident reports in CMPD's published layout, with the project's category and spatial join. "
+                        "Non-crimes (800-series reports, Unfounded) are kept with is_crime = false; data_origin says "
+                        "whether a row is a real CMPD record or generated.",
             source="incidents",
             id_sql="incident_report_id",
             id_type="string",
@@ -125,6 +132,11 @@ LAYERS: dict[str, Layer] = {
                 _p("place_type_description"),
                 _p("division_id"),
                 _p("npa_id", type="integer", queryable=True),
+                _p("date_reported_precision", queryable=True,
+                   description="'date': date_reported is a calendar date (CMPD publishes no time of day), stored "
+                               "at local midnight; 'report_id': time of day inferred from the report id; 'time': an instant"),
+                _p("data_origin", description="'real' (a published CMPD file or feed) or 'synthetic' (the demo "
+                                              "generator); filter with origin=real|synthetic"),
             ),
         ),
         Layer(
@@ -295,3 +307,18 @@ def latest_call_date(conn: Connection | Engine, tz: str):
         with conn.connect() as c:
             return latest_call_date(c, tz)
     return conn.execute(sa.text("SELECT (max(received_at) AT TIME ZONE :tz)::date FROM calls"), {"tz": tz}).scalar()
+
+
+def origin_counts(conn: Connection | Engine) -> dict[str, dict[str, int]]:
+    """Rows per data origin ('real', 'synthetic') in each point table: what a map or count is made of."""
+    def run(c: Connection) -> dict[str, dict[str, int]]:
+        out = {}
+        for table in ("calls", "incidents"):   # fixed names, never from a request
+            rows = c.execute(sa.text(f"SELECT data_origin, count(*) FROM {table} GROUP BY 1")).all()
+            out[table] = {"real": 0, "synthetic": 0, **{o: int(n) for o, n in rows}}
+        return out
+
+    if isinstance(conn, Engine):
+        with conn.connect() as c:
+            return run(c)
+    return run(conn)

@@ -86,7 +86,9 @@ SELECT c.call_id,
        extract(epoch FROM c.received_at)::bigint AS received_epoch,
        c.call_type,
        c.priority,
-       extract(hour FROM c.received_at AT TIME ZONE %(tz)s)::int AS hour,
+       -- A call known only by its date has no hour: '?' in the features, never midnight.
+       CASE WHEN c.received_at_precision = 'date' THEN NULL
+            ELSE extract(hour FROM c.received_at AT TIME ZONE %(tz)s)::int END AS hour,
        (extract(isodow FROM c.received_at AT TIME ZONE %(tz)s)::int - 1) AS weekday,
        c.npa_id,
        c.division_id
@@ -150,7 +152,7 @@ def make_features(calls: pd.DataFrame, rates: AreaRates) -> pd.DataFrame:
     feats = pd.DataFrame({
         "call_type": calls["call_type"].fillna("").astype(str).str.upper().str.strip(),
         "priority": code(calls["priority"]),
-        "hour": calls["hour"].astype(int).astype(str),
+        "hour": code(calls["hour"]),
         "weekday": calls["weekday"].astype(int).astype(str),
         "npa_id": code(calls["npa_id"]),
         "division_id": calls["division_id"].fillna("none").astype(str),
@@ -260,7 +262,10 @@ def train(engine: Engine, *, test_months: int = 3, seed: int = 0, models_dir: Pa
     """Fit, calibrate, evaluate on later months, store the artifact and a model_runs row."""
     started = datetime.now(timezone.utc)
     steps = tqdm(total=5, desc="train", unit="step", disable=not progress, leave=False)
-    calls = read_calls(engine, with_truth=True)
+    # Training learns the hour of day from calls that have one; date-only calls are left out (counted).
+    calls = read_calls(engine, with_truth=True, where="c.received_at_precision <> 'date'")
+    with engine.connect() as conn:
+        date_only = conn.execute(sa.text("SELECT count(*) FROM calls WHERE received_at_precision = 'date'")).scalar_one()
     steps.update()
     if calls.empty or calls["violent"].sum() < 20:
         raise ModelError("too few calls with violent outcomes to train; load calls and incidents first")
@@ -315,6 +320,7 @@ def train(engine: Engine, *, test_months: int = 3, seed: int = 0, models_dir: Pa
         "threshold_rule": "max F1 on the calibration months", "rate_prior_calls": RATE_PRIOR_CALLS,
         "taxonomy_sha256": hashlib.sha256(TAXONOMY_CSV.read_bytes()).hexdigest(),
         "train_rows": int(fit.sum()), "calibration_rows": int(cal.sum()), "test_rows": int(test.sum()),
+        "left_out_date_only_calls": int(date_only),
         "train_seconds": round((datetime.now(timezone.utc) - started).total_seconds(), 1),
     }
     joblib.dump({"version": version, "model": model, "base": base, "rates": rates, "threshold": threshold,

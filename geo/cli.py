@@ -262,11 +262,21 @@ def load_call_counts_cmd(path: Path, force: bool) -> None:
 @load.command("incidents")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @_force
-def load_incidents_cmd(path: Path, force: bool) -> None:
-    """A CMPD Incidents CSV export (published column layout); assigns division and NPA."""
-    from geo.ingest.incidents import load_incidents
+@click.option("--time-from-report-id", is_flag=True,
+              help="Where DATE_REPORTED is a calendar date only, take the time of day from the report id's HHMM "
+                   "(YYYYMMDD-HHMM-NN). An inference CMPD does not document: every row it fills is flagged "
+                   "(date_reported_precision = 'report_id').")
+def load_incidents_cmd(path: Path, force: bool, time_from_report_id: bool) -> None:
+    """A CMPD Incidents CSV export (published column layout); assigns division and NPA.
 
-    _run_load(load_incidents, _engine(), path, force=force, progress=True)
+    Dates without a time of day (CMPD's `YYYY/MM/DD 00:00:00+00`, epoch ms at 00:00 UTC) are
+    calendar dates in HOTSPOTS_TIMEZONE and are stored as such; the report says what it found.
+    """
+    from geo.ingest.incidents import load_incidents
+    from geo.ingest.points import LoadOptions
+
+    _run_load(load_incidents, _engine(), path, force=force, progress=True,
+              options=LoadOptions(time_from_report_id=time_from_report_id))
 
 
 @load.command("homicides")
@@ -413,19 +423,25 @@ def sync_cmd(layer: str, url: str | None, fmt: str, date_field: str | None, sinc
 # --- demo data -------------------------------------------------------------------------------
 @main.command("demo-data")
 @click.option("--calls", "n_calls", default=500_000, show_default=True, help="Number of calls for service.")
-@click.option("--start", default="2021-01-01", show_default=True, help="First day (YYYY-MM-DD).")
-@click.option("--days", default=365, show_default=True, help="Length of the period in days.")
+@click.option("--start", default=None, help="First day (YYYY-MM-DD); default: the demo year's first day (DEMO_START in geo/synth.py).")
+@click.option("--days", type=int, default=None, help="Length of the period in days; default: the demo year's length (DEMO_DAYS).")
 @click.option("--seed", default=2264, show_default=True, help="Random seed; the same seed gives the same files.")
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder (default HOTSPOTS_VAR_DIR/demo).")
 @click.option("--clean", is_flag=True, help="No dirty rows (by default a few percent are dirty like real exports).")
 @click.option("--no-load", is_flag=True, help="Only write the CSVs.")
-def demo_data_cmd(n_calls: int, start: str, days: int, seed: int, out: Path | None, clean: bool, no_load: bool) -> None:
+def demo_data_cmd(n_calls: int, start: str | None, days: int | None, seed: int, out: Path | None, clean: bool,
+                  no_load: bool) -> None:
     """Generate SYNTHETIC CMPD-schema calls and incidents calibrated on the real counts, and load them."""
     from geo.demo import generate_and_load
+    from geo.synth import DEMO_DAYS, DEMO_START
 
     try:
+        first = date.fromisoformat(start) if start else DEMO_START
+    except ValueError:
+        raise click.BadParameter(f"{start!r} is not a date (YYYY-MM-DD)", param_hint="--start") from None
+    try:
         reports = generate_and_load(
-            n_calls=n_calls, start=date.fromisoformat(start), days=days, seed=seed, out=out,
+            n_calls=n_calls, start=first, days=DEMO_DAYS if days is None else days, seed=seed, out=out,
             dirty=not clean, load=not no_load, engine=None if no_load else _engine(),
         )
     except IngestError as exc:
@@ -485,7 +501,7 @@ def serve_cmd(host: str | None, port: int | None, workers: int | None) -> None:
 @main.command("summary")
 def summary_cmd() -> None:
     """Row counts of every table and the period the calls and incidents cover."""
-    from geo.demo import summary_lines
+    from geo.summary import summary_lines
 
     for line in summary_lines(_engine()):
         click.echo(line)
@@ -636,7 +652,7 @@ def taxonomy_cmd(apply_: bool, kind: str) -> None:
             if codes:
                 click.echo("  NIBRS codes: " + ", ".join(codes))
     non_crime = sorted(code for code, (_, crime) in taxonomy.nibrs.items() if not crime)
-    click.echo("\nNot counted as crimes: " + ", ".join(non_crime) + ", and CMPD's 800-series report codes")
+    click.echo("\nNot counted as crimes: " + ", ".join(non_crime) + ", and CMPD's other 800-series report codes")
     if apply_:
         changed = apply_taxonomy(_engine(), taxonomy)
         click.echo(f"\nrecategorised: {changed['calls']:,} calls, {changed['incidents']:,} incidents")
@@ -721,6 +737,8 @@ def stats_hours_cmd(start: str | None, end: str | None, division: str | None, ca
     click.echo("     " + "".join(f"{h:>6}" for h in range(24)))
     for day, row in matrix.iterrows():
         click.echo(f"{day:5}" + "".join(f"{int(v):>6,}" for v in row))
+    if matrix.attrs.get("left_out_date_only"):
+        click.echo(f"left out: {matrix.attrs['left_out_date_only']:,} calls known only by their date (no time of day)")
 
 
 @stats.command("compstat")
@@ -1110,6 +1128,7 @@ def token_list_cmd() -> None:
 @click.option("--violent", help="true or false: the model's label (calls) or the violent category (incidents).")
 @click.option("--min-p", "min_p", help="Lowest model probability (calls).")
 @click.option("--bbox", help="minlon,minlat,maxlon,maxlat in WGS84.")
+@click.option("--origin", help="real or synthetic: only real CMPD records, or only generated ones.")
 @click.option("--run", type=int, help="Analysis run of a hot spot layer [default: the latest].")
 def export_cmd(layer: str, fmt: str | None, out: Path, run: int | None, **filters: str | None) -> None:
     """Write LAYER (calls, incidents, homicides, divisions, neighborhoods, hotspot_cells, hotspot_npas) to a file.

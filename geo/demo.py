@@ -18,6 +18,8 @@ from geo.ingest.incidents import load_incidents
 from geo.ingest.reference import DataDir, load_reference
 from geo.migrate import migrate
 from geo.settings import data_settings, database_settings, locale_settings
+from geo.summary import summary_lines
+from geo.synth import DEMO_DAYS, DEMO_START, generate
 
 SYNTH_INPUTS = ["divisions", "npa", "population", "violent_crimes", "property_crimes", "disorder_calls", "offenses"]
 
@@ -41,8 +43,8 @@ def _params_file(out: Path) -> Path:
 def generate_and_load(
     *,
     n_calls: int = 500_000,
-    start: date = date(2021, 1, 1),
-    days: int = 365,
+    start: date = DEMO_START,
+    days: int = DEMO_DAYS,
     seed: int = 2264,
     out: Path | None = None,
     dirty: bool = True,
@@ -52,8 +54,6 @@ def generate_and_load(
     progress: bool = True,
 ) -> list[LoadReport]:
     """Write the synthetic CSVs (reusing them when the parameters match) and load them."""
-    from geo.synth import generate
-
     data = DataDir(Path(data_dir or data_settings().data_dir))
     data.require(SYNTH_INPUTS)
     out = Path(out or data_settings().demo_dir)
@@ -100,43 +100,6 @@ def remove_demo_data(engine: Engine, out: Path) -> int:
         conn.execute(sa.text("DELETE FROM ingest_batches WHERE batch_id = ANY(:b)"), {"b": batches})
         conn.execute(sa.text("UPDATE model_runs SET is_current = false WHERE is_current"))
     return len(batches)
-
-
-def summary_lines(engine: Engine) -> list[str]:
-    """Row counts per table and the time span of calls and incidents."""
-    tables = ["divisions", "neighborhoods", "offense_counts", "call_counts", "incidents", "calls", "ingest_rejects"]
-    lines = []
-    with engine.connect() as conn:
-        for t in tables:
-            n = conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one()
-            lines.append(f"  {t:16} {n:>10,} rows")
-        tz = locale_settings().timezone
-        for t, col in (("calls", "received_at"), ("incidents", "date_reported")):
-            lo, hi = conn.execute(
-                sa.text(f"SELECT (min({col}) AT TIME ZONE :tz)::date, (max({col}) AT TIME ZONE :tz)::date FROM {t}"),
-                {"tz": tz},
-            ).one()
-            if lo:
-                lines.append(f"  {t} from {lo} to {hi}")
-        violent = conn.execute(
-            sa.text("SELECT count(*) FROM incidents WHERE highest_nibrs_code IN ('09A', '11A', '120', '13A')")
-        ).scalar_one()
-        lines.append(f"  violent incidents (NIBRS 09A, 11A, 120, 13A): {violent:,}")
-        scored = conn.execute(sa.text(
-            "SELECT count(*) FILTER (WHERE model_version IS NOT NULL), count(*) FILTER (WHERE label),"
-            " coalesce(sum(p_violent), 0) FROM calls")).one()
-        if scored[0]:
-            lines.append(f"  calls scored by the classifier: {scored[0]:,}; labelled violent: {scored[1]:,}; "
-                         f"expected violent (sum of probabilities): {scored[2]:,.0f}")
-        by_div = conn.execute(
-            sa.text(
-                "SELECT coalesce(d.short_name, '(outside CMPD divisions)'), count(*) FROM calls c"
-                " LEFT JOIN divisions d USING (division_id) GROUP BY 1 ORDER BY 2 DESC LIMIT 5"
-            )
-        ).all()
-        if by_div:
-            lines.append("  busiest divisions by calls: " + ", ".join(f"{d} {n:,}" for d, n in by_div))
-    return lines
 
 
 def save_demo_hotspots(engine: Engine, cell_ft: float = 1500.0) -> dict[str, int]:

@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Callable, Mapping
 from zoneinfo import ZoneInfo
@@ -24,7 +24,9 @@ PRESETS = {"7d": 7, "28d": 28, "365d": 365, "ytd": None}
 TRUE_WORDS = {"true", "1", "yes", "y", "t"}
 FALSE_WORDS = {"false", "0", "no", "n", "f"}
 # Parameters a filter reads; anything else in a request is the caller's business.
-FILTER_PARAMETERS = ("start", "end", "preset", "datetime", "division", "category", "violent", "min_p", "bbox")
+FILTER_PARAMETERS = ("start", "end", "preset", "datetime", "division", "category", "violent", "min_p", "bbox", "origin")
+# Where a row came from: a published file or feed, or the demo generator (never added silently).
+ORIGINS = ("real", "synthetic")
 
 
 class ParameterError(ValueError):
@@ -46,12 +48,14 @@ class Columns:
     violent: str | None = None       # SQL boolean expression ({p}: the table alias and dot)
     probability: str | None = None
     geom: str = "geom"
+    origin: str | None = "data_origin"
     time_is_date: bool = False       # `time` is a calendar date (compared with the filter's local dates)
 
 
 TABLE_COLUMNS = {
     "calls": Columns(time="received_at", violent="{p}label", probability="p_violent"),
-    "incidents": Columns(time="date_reported", violent="{p}category = 'violent_crime'"),
+    # A violent code on an Unfounded report is not a violent crime (is_crime is false there).
+    "incidents": Columns(time="date_reported", violent="({p}category = 'violent_crime' AND {p}is_crime)"),
     # Every homicide is a violent crime and has no taxonomy category: those filters are refused.
     "homicides": Columns(time="date_reported", category=None, time_is_date=True),
 }
@@ -70,6 +74,7 @@ class Filter:
     bbox: tuple[float, float, float, float] | None = None
     # How the request named it (for echoing back, e.g. in links and the map's URL).
     given: dict = field(default_factory=dict, compare=False)
+    origin: str | None = None   # 'real' or 'synthetic' rows only
 
     def where(self, table: str = "calls", alias: str = "") -> tuple[str, dict]:
         """SQL condition (never empty: 'TRUE' when nothing is filtered) and its bound parameters."""
@@ -110,6 +115,9 @@ class Filter:
             # points a few metres outside the box (index boxes are rounded to float4).
             clauses.append(f"ST_Intersects({p}{cols.geom}, ST_MakeEnvelope(:f_xmin, :f_ymin, :f_xmax, :f_ymax, 4326))")
             params.update(f_xmin=self.bbox[0], f_ymin=self.bbox[1], f_xmax=self.bbox[2], f_ymax=self.bbox[3])
+        if self.origin is not None and cols.origin:
+            clauses.append(f"{p}{cols.origin} = :f_origin")
+            params["f_origin"] = self.origin
         return (" AND ".join(clauses) or "TRUE"), params
 
     def key(self) -> str:
@@ -120,7 +128,7 @@ class Filter:
 
     def without_bbox(self) -> "Filter":
         """The same filter with no bounding box (tiles bring their own envelope)."""
-        return Filter(self.start, self.end, self.division, self.category, self.violent, self.min_p, None, dict(self.given))
+        return replace(self, bbox=None, given=dict(self.given))
 
     def local_period(self) -> tuple[date | None, date | None]:
         """The filter's time bounds as local dates [start, end) (None where open)."""
@@ -326,4 +334,9 @@ def parse_filter(
             raise ParameterError("min_p", f"{table} have no model probability; min_p applies to calls")
         min_p = parse_float("min_p", given["min_p"], 0.0, 1.0)
     bbox = parse_bbox(given["bbox"]) if "bbox" in given else None
-    return Filter(start, end, division, category, violent, min_p, bbox, given)
+    origin = None
+    if "origin" in given:
+        origin = given["origin"].lower()
+        if origin not in ORIGINS:
+            raise ParameterError("origin", f"unknown origin {given['origin']!r}; one of {', '.join(ORIGINS)}")
+    return Filter(start, end, division, category, violent, min_p, bbox, given, origin)

@@ -150,16 +150,21 @@ def hour_weekday(engine: Engine, period: Period, *, division: str | None = None,
     where, params = period_filter(period, category, division)
     if violent_only:
         where += " AND label"
+    # Calls known only by their date have no hour: left out of the matrix (never put at midnight)
+    # and counted in matrix.attrs["left_out_date_only"].
     sql = f"""
         SELECT extract(isodow FROM received_at AT TIME ZONE :tz)::int - 1 AS weekday,
                extract(hour FROM received_at AT TIME ZONE :tz)::int AS hour, count(*) AS calls
-        FROM calls WHERE {where} GROUP BY 1, 2
+        FROM calls WHERE {where} AND received_at_precision <> 'date' GROUP BY 1, 2
     """
     with engine.connect() as conn:
         rows = pd.read_sql(sa.text(sql), conn, params=params)
+        left_out = conn.execute(sa.text(f"SELECT count(*) FROM calls WHERE {where} AND received_at_precision = 'date'"),
+                                params).scalar_one()
     matrix = rows.pivot_table(index="weekday", columns="hour", values="calls", aggfunc="sum", fill_value=0)
     matrix = matrix.reindex(index=range(7), columns=range(24), fill_value=0).astype(int)
     matrix.index = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+    matrix.attrs["left_out_date_only"] = int(left_out)
     return matrix
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -228,10 +228,14 @@ def area_totals(engine: Engine, level_name: str, area_id, flt: Filter, populatio
     with engine.connect() as conn:
         r = conn.execute(sa.text(
             "SELECT count(*) AS calls, count(*) FILTER (WHERE c.label) AS violent,"
+            " count(*) FILTER (WHERE c.data_origin = 'real') AS real,"
+            " count(*) FILTER (WHERE c.data_origin = 'synthetic') AS synthetic,"
             f" coalesce(sum(c.p_violent), 0) AS expected FROM calls c WHERE {where}"),
             {**params, "area": area_id}).one()
     calls, violent = int(r.calls), int(r.violent)
     return {"calls": calls, "violent": violent, "expected_violent": round(float(r.expected), 2),
+            # What the counts are made of: real records, generated ones, or (said loudly) both.
+            "origins": {"real": int(r.real), "synthetic": int(r.synthetic)},
             "violent_share": round(violent / calls, 4) if calls else None,
             "calls_per_1000": per_1000(calls, population), "violent_per_1000": per_1000(violent, population)}
 
@@ -258,12 +262,17 @@ def hour_weekday(engine: Engine, level_name: str, area_id, flt: Filter) -> dict:
         rows = conn.execute(sa.text(
             "SELECT extract(isodow FROM c.received_at AT TIME ZONE :tz)::int - 1 AS d,"
             " extract(hour FROM c.received_at AT TIME ZONE :tz)::int AS h, count(*) AS n"
-            f" FROM calls c WHERE {where} GROUP BY 1, 2"), {**params, "area": area_id, "tz": _tz()}).all()
+            f" FROM calls c WHERE {where} AND c.received_at_precision <> 'date' GROUP BY 1, 2"),
+            {**params, "area": area_id, "tz": _tz()}).all()
+        # Calls known only by their date have no hour: left out, and said so.
+        left_out = conn.execute(sa.text(
+            f"SELECT count(*) FROM calls c WHERE {where} AND c.received_at_precision = 'date'"),
+            {**params, "area": area_id}).scalar_one()
     matrix = [[0] * 24 for _ in range(7)]
     for r in rows:
         matrix[r.d][r.h] = int(r.n)
     return {"weekdays": WEEKDAYS, "hours": list(range(24)), "counts": matrix,
-            "max": max(max(row) for row in matrix)}
+            "max": max(max(row) for row in matrix), "left_out_date_only": int(left_out)}
 
 
 def compstat_changes(engine: Engine, level_name: str, area_id, flt: Filter, as_of: date,
@@ -274,7 +283,7 @@ def compstat_changes(engine: Engine, level_name: str, area_id, flt: Filter, as_o
     still apply. Significance is the conditional Poisson test of geo.metrics.
     """
     lvl = level(level_name)
-    no_dates = Filter(None, None, flt.division, flt.category, flt.violent, flt.min_p, flt.bbox)
+    no_dates = replace(flt, start=None, end=None, given={})
     where, params = _area_where(lvl, no_dates)
     windows = compstat_windows(as_of)
     tz = _tz()

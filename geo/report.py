@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -67,7 +67,7 @@ def build_report(engine: Engine, flt: Filter, min_overlap: float = MIN_OVERLAP) 
         raise ValueError("the report needs a division")
     first, last = panel.data_range(engine)
     period = panel.analysis_period(flt, (first, last))
-    city = Filter(flt.start, flt.end, None, flt.category, flt.violent, flt.min_p)
+    city = replace(flt, division=None, bbox=None, given={})
     overlap = division_npas(engine, flt.division, min_overlap)
     shapes = [s for s in panel.area_shapes(engine, "npa") if s["id"] in overlap]
     counts = panel.area_counts(engine, "npa", city)

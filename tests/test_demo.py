@@ -7,7 +7,8 @@ from datetime import date
 
 import sqlalchemy as sa
 
-from geo.demo import generate_and_load, summary_lines
+from geo.demo import generate_and_load
+from geo.summary import summary_lines
 
 
 def test_demo_data_loads_with_exactly_the_expected_rejects(engine, tmp_path, data_dir):

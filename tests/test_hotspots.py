@@ -65,13 +65,15 @@ def test_npa_hotspots_on_labelled_calls(engine, tmp_path, data_dir):
     import sqlalchemy as sa
 
     from geo.demo import generate_and_load
+    from geo.taxonomy import load_taxonomy
 
     generate_and_load(n_calls=20_000, start=date(2021, 1, 1), days=120, seed=4, out=tmp_path / "d", engine=engine,
                       data_dir=data_dir, progress=False, dirty=False)
     with engine.begin() as conn:  # stand-in labels: the true outcome, so the test needs no model
         conn.execute(sa.text(
-            "UPDATE calls c SET label = (i.highest_nibrs_code IN ('09A','11A','120','13A')), p_violent = 0.5"
-            " FROM incidents i WHERE i.incident_report_id = c.incident_report_id"))
+            "UPDATE calls c SET label = (i.highest_nibrs_code = ANY(CAST(:violent AS text[]))), p_violent = 0.5"
+            " FROM incidents i WHERE i.incident_report_id = c.incident_report_id"),
+            {"violent": sorted(load_taxonomy().violent_codes)})
     result = npa_hotspots(engine, Period(date(2021, 1, 1), date(2021, 5, 1)), permutations=99)
     assert len(result) == 462
     hot = result[result["hotspot_class"].str.startswith("Hot")]

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request, send_from_directory
 
-from geo import panel
+from geo import catalog, panel
 from geo.filters import FILTER_PARAMETERS, PRESETS, Filter, ParameterError
 from web import database
 from web.errors import ApiError
@@ -94,6 +94,9 @@ def config():
         "calls_limit": CALLS_LIMIT,
         "homicides_limit": HOMICIDES_LIMIT,
         "default_officers": DEFAULT_OFFICERS,
+        # Real and synthetic rows per layer, for the legend (never added together silently).
+        "origins": database.memo(("map_origins",), ("calls", "incidents"),
+                                 lambda: catalog.origin_counts(database.engine())),
     })
 
 

@@ -14,7 +14,7 @@ from functools import lru_cache
 from flask import Blueprint, current_app, jsonify, render_template
 
 from geo.catalog import LAYERS
-from geo.filters import PRESETS
+from geo.filters import FILTER_PARAMETERS, ORIGINS, PRESETS
 from geo.ingest import live
 from geo.taxonomy import load_taxonomy
 
@@ -63,10 +63,13 @@ def _filter_parameters() -> dict[str, dict]:
         "bbox": _query("bbox", "minlon,minlat,maxlon,maxlat in WGS84 degrees (CRS84).",
                        {"type": "array", "minItems": 4, "maxItems": 6, "items": {"type": "number"}},
                        style="form", explode=False, example=[-80.9, 35.2, -80.8, 35.3]),
+        "origin": _query("origin", "Only real records (published CMPD files or feeds) or only synthetic ones (the "
+                                   "demo generator); real and synthetic rows are never added together silently.",
+                         {"type": "string", "enum": list(ORIGINS)}),
     }
 
 
-FILTERS = ("start", "end", "preset", "datetime", "division", "category", "violent", "min_p", "bbox")
+FILTERS = FILTER_PARAMETERS
 
 
 def _filters() -> list[dict]:

@@ -106,6 +106,14 @@ class LoadReport:
         for fix, n in sorted(self.fixes.items()):
             lines.append(f"    fixed {fix}: {n:,}")
         for key, value in self.notes.items():
+            if key == "times":
+                for column, seen in value.items():
+                    counts = ", ".join(f"{seen[k]:,} {label}" for k, label in
+                                       (("date", "dates"), ("time", "timed"), ("report_id", "time from report id"))
+                                       if seen.get(k))
+                    ms = f"; {seen['epoch_ms']:,} epoch ms" if seen.get("epoch_ms") else ""
+                    lines.append(f"    {column}: read as {seen['read_as']} ({counts or 'no values'}{ms})")
+                continue
             lines.append(f"    {key}: {value:,}" if isinstance(value, int) else f"    {key}: {value}")
         return lines
 

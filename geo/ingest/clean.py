@@ -19,8 +19,6 @@ _CITY_ALIASES = {"CLT": "CHARLOTTE"}
 
 # A generous box around Mecklenburg County (lon/lat); the exact test is against the NPA polygons.
 COUNTY_BOX = (-81.10, 34.95, -80.50, 35.56)
-# Same box in EPSG:2264 feet, to tell State Plane X/Y from junk before projecting.
-STATE_PLANE_BOX = (1_350_000.0, 440_000.0, 1_560_000.0, 660_000.0)
 
 EARLIEST_PLAUSIBLE = pd.Timestamp("1990-01-01")
 
@@ -80,10 +78,14 @@ def normalise_city(values: pd.Series) -> tuple[pd.Series, int]:
 
 
 def clean_zip(values: pd.Series) -> tuple[pd.Series, int]:
-    """Five-digit ZIP or '' ; returns how many non-empty cells were not a ZIP code."""
+    """Five-digit ZIP or '' ; returns how many non-empty cells were not a ZIP code.
+
+    ZIP+4 (`28202-1234`, `282021234`) keeps its five digits; a ZIP written as a number by a
+    spreadsheet round trip (`28239.0`) is that ZIP.
+    """
     raw = strip(values)
     codes, uniques = pd.factorize(raw)
-    found = pd.Series(uniques, dtype=object).str.extract(r"^(\d{5})(?:-?\d{4})?$", expand=False).fillna("")
+    found = pd.Series(uniques, dtype=object).str.extract(r"^(\d{5})(?:\.0+|-?\d{4})?$", expand=False).fillna("")
     mapped = np.array(list(found) + [""], dtype=object)
     zip5 = pd.Series(mapped[codes], index=raw.index, dtype=object)
     not_zip = int(((raw != "") & (zip5 == "")).sum())
@@ -97,6 +99,77 @@ class ParsedTimes:
     text: pd.Series        # '' where empty; '...+00' for UTC values; local wall time otherwise
     bad: np.ndarray        # non-empty but not a date
     implausible: np.ndarray  # a date, but before 1990 or in the future
+    bare: np.ndarray = None    # a valid date written without any time of day (`2021-12-27`)
+    day: pd.Series = None      # the calendar date as written ('YYYY-MM-DD'), '' where not valid
+    epoch_ms: int = 0          # cells that were epoch milliseconds (the ArcGIS API's dates)
+
+
+# Epoch milliseconds, as the ArcGIS REST API and CSVs flattened from it write dates: 12 or 13
+# digits cover 1973..2286 (a 10-digit number could be seconds, and is left to fail as a date).
+_EPOCH_MS = r"^-?\d{12,13}(?:\.0+)?$"
+DAY_MS = 86_400_000
+
+
+def epoch_ms_as_text(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """Cells holding epoch milliseconds rewritten as the UTC text ArcGIS hub exports carry
+    (`YYYY/MM/DD hh:mm:ss+00`); other cells unchanged. Returns the text and the converted mask."""
+    is_ms = raw.str.match(_EPOCH_MS).to_numpy(dtype=bool)
+    if not is_ms.any():
+        return raw, is_ms
+    ms = pd.to_numeric(raw[is_ms].str.replace(r"\.0+$", "", regex=True), errors="coerce")
+    when = pd.to_datetime(ms, unit="ms", utc=True, errors="coerce")
+    text = raw.copy()
+    text[is_ms] = when.dt.strftime("%Y/%m/%d %H:%M:%S+00").fillna(raw[is_ms])
+    return text, is_ms
+
+
+# A time of day that is midnight as written: `00:00`, `00:00:00`, `00:00:00.000` (any offset after
+# it), or `12:00 AM`. A CMPD export writes every calendar date that way.
+_MIDNIGHT = re.compile(r"(?:^|[ T])0?0:00(?::00(?:\.0+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)?$"
+                       r"|\s12:00(?::00)?\s*[Aa][Mm]$")
+_HAS_TIME = r"\d:\d{2}"
+_BARE_DATE = r"^(?:\d{4}[-/]\d{1,2}[-/]\d{1,2}|\d{1,2}/\d{1,2}/\d{4})$"
+
+
+@dataclass
+class TimeOfDay:
+    """Whether a column's cells carry a time of day: how many have one that is not midnight."""
+
+    values: int    # non-empty cells
+    timed: int     # cells with a time of day other than midnight
+
+    @property
+    def calendar_dates(self) -> bool:
+        """No cell carries a time of day: the column holds calendar dates, not instants."""
+        return self.values > 0 and self.timed == 0
+
+
+def time_of_day(values: pd.Series) -> TimeOfDay:
+    """Judge a date column by its cells (epoch ms included): cheap, for a file's first pass.
+
+    A column in which no value has a time other than midnight (CMPD's `YYYY/MM/DD 00:00:00+00`,
+    epoch ms at 00:00 UTC, bare dates) holds calendar dates. One real time anywhere makes it a
+    column of instants, in which only bare dates are dates (judged per value).
+    """
+    raw, _ = epoch_ms_as_text(strip(values))
+    nonempty = raw != ""
+    has_time = raw.str.contains(_HAS_TIME, regex=True)
+    midnight = raw.str.contains(_MIDNIGHT, regex=True)
+    return TimeOfDay(values=int(nonempty.sum()), timed=int((nonempty & has_time & ~midnight).sum()))
+
+
+def as_calendar_dates(parsed: ParsedTimes, column: TimeOfDay) -> tuple[pd.Series, np.ndarray]:
+    """The text to store and each value's precision ('time', 'date', or None where empty).
+
+    A date is stored at local midnight of its calendar day (read in HOTSPOTS_TIMEZONE by the
+    load's session), never as the instant its UTC midnight would be: 2021/12/27 00:00:00+00 is
+    27 December in Charlotte, not 19:00 on the 26th.
+    """
+    valid = (parsed.text != "").to_numpy()
+    as_date = valid & (parsed.bare | column.calendar_dates)
+    text = parsed.text.where(~as_date, parsed.day + " 00:00:00")
+    precision = np.where(valid, np.where(as_date, "date", "time"), None).astype(object)
+    return text, precision
 
 
 _ISO = re.compile(
@@ -136,12 +209,13 @@ def _fast_times(raw: pd.Series) -> tuple[np.ndarray, pd.Series, np.ndarray]:
 
 
 def parse_times(values: pd.Series, now: pd.Timestamp | None = None) -> ParsedTimes:
-    """Parse ISO (`2021-03-14 22:17:00`), ArcGIS (`2021/03/14 22:17:00+00`) and US (`3/14/2021 10:17 PM`) times.
+    """Parse ISO (`2021-03-14 22:17:00`), ArcGIS (`2021/03/14 22:17:00+00`), US (`3/14/2021 10:17 PM`)
+    and epoch-millisecond (`1615760220000`, the ArcGIS API's own form, UTC) times.
 
     Values with an offset are instants (ArcGIS hub exports are UTC); values without one are local
     wall time, which PostgreSQL localises with the session time zone during the load.
     """
-    raw = strip(values)
+    raw, is_ms = epoch_ms_as_text(strip(values))
     n = len(raw)
     empty = (raw == "").to_numpy()
     fast_valid, fast_text, fast_when = _fast_times(raw)
@@ -191,7 +265,14 @@ def parse_times(values: pd.Series, now: pd.Timestamp | None = None) -> ParsedTim
     w = when.to_numpy()
     implausible = ok & ((w < EARLIEST_PLAUSIBLE.to_datetime64()) | (w > (now + pd.Timedelta(days=1)).to_datetime64()))
     text = text.where(~implausible, "")
-    return ParsedTimes(text=text, bad=bad, implausible=implausible)
+    valid = (text != "").to_numpy()
+    bare = valid & raw.str.match(_BARE_DATE).to_numpy(dtype=bool)
+    # The calendar date as written (for a value with an offset, the date in that offset).
+    written = text.str.slice(0, 10)
+    padded = written.str.match(r"^\d{4}-\d{2}-\d{2}$").to_numpy(dtype=bool)
+    day = pd.Series(np.where(padded, written, when.dt.strftime("%Y-%m-%d").fillna("")), index=raw.index, dtype=object)
+    day = day.where(valid, "")
+    return ParsedTimes(text=text, bad=bad, implausible=implausible, bare=bare, day=day, epoch_ms=int(is_ms.sum()))
 
 
 @dataclass
@@ -202,6 +283,9 @@ class Coordinates:
     lat: np.ndarray
     from_state_plane: int
     swapped: int
+    from_geometry: int = 0
+    unusable_lat_lon: int = 0   # latitude/longitude present but junk, replaced from X/Y or geometry
+    placeholders: int = 0       # the State Plane origin standing for "no location": unknown
 
 
 def _to_float(values: pd.Series) -> np.ndarray:
@@ -209,9 +293,35 @@ def _to_float(values: pd.Series) -> np.ndarray:
     return np.array(pc.fill_null(arrow_number(values), np.nan).to_numpy(zero_copy_only=False), dtype=float)
 
 
-def coordinates(lat: pd.Series | None, lon: pd.Series | None, x: pd.Series | None, y: pd.Series | None) -> Coordinates:
-    """Lon/lat from LATITUDE/LONGITUDE, repaired when swapped, else from State Plane X/Y (EPSG:2264)."""
-    n = len(next(s for s in (lat, lon, x, y) if s is not None))
+# Where State Plane (0, 0) lands in lon/lat, in Alabama: CMPD's records without a location carry
+# it (the homicide layer's five unplaced victims). It means "unknown", never a point.
+PLACEHOLDER_LONLAT = (-85.5683, 33.5682)
+_PLACEHOLDER_TOLERANCE_DEG = 0.01
+
+
+def is_placeholder(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """True where a point is the State Plane origin placeholder."""
+    return ((np.abs(lon - PLACEHOLDER_LONLAT[0]) < _PLACEHOLDER_TOLERANCE_DEG)
+            & (np.abs(lat - PLACEHOLDER_LONLAT[1]) < _PLACEHOLDER_TOLERANCE_DEG))
+
+
+def _usable(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """A point worth trusting: finite, in the county's box, not degenerate (latitude = longitude,
+    a junk latitude CMPD publishes) and not the placeholder."""
+    with np.errstate(invalid="ignore"):
+        return (np.isfinite(lon) & np.isfinite(lat) & in_box(lon, lat) & (lon != lat) & ~is_placeholder(lon, lat))
+
+
+def coordinates(lat: pd.Series | None, lon: pd.Series | None, x: pd.Series | None, y: pd.Series | None,
+                geometry_lon: pd.Series | None = None, geometry_lat: pd.Series | None = None) -> Coordinates:
+    """Lon/lat from LATITUDE/LONGITUDE (repaired when swapped), else State Plane X/Y (EPSG:2264), else
+    the record's geometry.
+
+    Latitude/longitude that are junk (out of the county's range, or latitude = longitude) fall
+    back to X/Y, then to the geometry; when neither gives a usable point the values are kept as
+    given, so the row is rejected naming them. The State Plane origin placeholder is unknown.
+    """
+    n = len(next(s for s in (lat, lon, x, y, geometry_lon, geometry_lat) if s is not None))
     la = _to_float(lat) if lat is not None else np.full(n, np.nan)
     lo = _to_float(lon) if lon is not None else np.full(n, np.nan)
     # 0 is how many exports spell "unknown".
@@ -219,17 +329,35 @@ def coordinates(lat: pd.Series | None, lon: pd.Series | None, x: pd.Series | Non
     lo[lo == 0] = np.nan
     swapped = (la < -60) & (lo > 20) & (lo < 50)  # e.g. lat=-80.8, lon=35.2
     la[swapped], lo[swapped] = lo[swapped].copy(), la[swapped].copy()
-    have = np.isfinite(la) & np.isfinite(lo)
-    from_sp = 0
+    placeholders = is_placeholder(lo, la)
+    la[placeholders] = lo[placeholders] = np.nan
+    given = np.isfinite(la) & np.isfinite(lo)
+    ok = _usable(lo, la)
+    from_sp = np.zeros(n, dtype=bool)
     if x is not None and y is not None:
         xs = _to_float(x)
         ys = _to_float(y)
-        use = ~have & np.isfinite(xs) & np.isfinite(ys) & (xs != 0) & (ys != 0)
-        if use.any():
-            plo, pla = state_plane_to_lonlat(xs[use], ys[use])
-            lo[use], la[use] = plo, pla
-            from_sp = int(use.sum())
-    return Coordinates(lon=lo, lat=la, from_state_plane=from_sp, swapped=int(swapped.sum()))
+        try_sp = ~ok & np.isfinite(xs) & np.isfinite(ys) & (xs != 0) & (ys != 0)
+        if try_sp.any():
+            plo, pla = state_plane_to_lonlat(xs[try_sp], ys[try_sp])
+            # Taken when it is a usable point, or when latitude/longitude gave nothing at all.
+            take = _usable(plo, pla) | ~given[try_sp]
+            idx = np.flatnonzero(try_sp)[take]
+            lo[idx], la[idx] = plo[take], pla[take]
+            from_sp[idx] = True
+            ok = _usable(lo, la)
+    from_geom = np.zeros(n, dtype=bool)
+    if geometry_lon is not None and geometry_lat is not None:
+        glo, gla = _to_float(geometry_lon), _to_float(geometry_lat)
+        geom_ok = _usable(glo, gla)
+        placeholders |= ~ok & is_placeholder(glo, gla) & ~np.isfinite(lo)
+        take = ~ok & geom_ok
+        lo[take], la[take] = glo[take], gla[take]
+        from_geom = take
+        from_sp &= ~take
+    return Coordinates(lon=lo, lat=la, from_state_plane=int(from_sp.sum()), swapped=int(swapped.sum()),
+                       from_geometry=int(from_geom.sum()), unusable_lat_lon=int((given & (from_sp | from_geom)).sum()),
+                       placeholders=int(placeholders.sum()))
 
 
 def in_box(lon: np.ndarray, lat: np.ndarray, box: tuple[float, float, float, float] = COUNTY_BOX) -> np.ndarray:

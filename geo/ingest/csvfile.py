@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -217,14 +217,18 @@ class SourceScan:
     lines: np.ndarray
     malformed: list[tuple[int, str, str]]
     has_nul: bool = False
+    columns: dict[str, pd.Series] = field(default_factory=dict)  # the `also` columns the file has
 
 
-def scan_source_csv(path: Path, required: list[str], id_column: str) -> SourceScan:
-    """Read only the id column (every row is still parsed, so malformed rows are found)."""
+def scan_source_csv(path: Path, required: list[str], id_column: str, also: list[str] = ()) -> SourceScan:
+    """Read only the id column and the `also` columns present (every row is still parsed, so
+    malformed rows are found); the time columns are judged over the whole file this way."""
     names, encoding, has_nul = _columns(path, required)
-    table, malformed = _read(Path(path), names, encoding, [id_column])
+    extra = [c for c in dict.fromkeys(also) if c in names and c != id_column]
+    table, malformed = _read(Path(path), names, encoding, [id_column, *extra])
     ids = table.column(id_column).to_pandas()
-    return SourceScan(names, encoding, ids, _lines(len(ids), malformed), malformed, has_nul)
+    columns = {c: table.column(c).to_pandas() for c in extra}
+    return SourceScan(names, encoding, ids, _lines(len(ids), malformed), malformed, has_nul, columns)
 
 
 def iter_source_batches(path: Path, scan: SourceScan) -> Iterator[pd.DataFrame]:

@@ -45,7 +45,6 @@ from geo.ingest.batch import (
 from geo.ingest.csvfile import nul_rows, raw_rows, read_source_csv
 from geo.ingest.points import PointSource, area_indexes, ewkb_points_hex, upsert_rows
 from geo.settings import locale_settings
-from geo.spatial import state_plane_to_lonlat
 
 # The layer's fields and their table columns. AGE, IPV and CMPD_PATROL_DIVISION are also read
 # (a number of years, a flag, a division code); CALENDAR_YEAR/CALENDAR_MONTH are not stored: they
@@ -84,14 +83,16 @@ HOMICIDES = PointSource(
     x="X_COORD_PUBLIC",
     y="Y_COORD_PUBLIC",
     source_division=("CMPD_PATROL_DIVISION",),
+    # A JSON answer's geometry fills LATITUDE/LONGITUDE where they are empty (arcgis.records_frame);
+    # every record of the layer is real.
+    geometry_lon=None,
+    geometry_lat=None,
+    origin_column=None,
 )
 
 # A file lacking any of these is not the Homicide layer: it is refused whole, naming them.
 REQUIRED_FIELDS = ("OBJECTID", "CRIME_REPORT_ID", "DATE_REPORTED", "AGE", "GENDER", "RACE_ETHNICITY", "WEAPON",
                    "CIRCUMSTANCES", "IPV", "CLEARANCE_STATUS", "CMPD_PATROL_DIVISION", "NPA")
-# The State Plane origin (x = y = 0 ft in EPSG:2264) in lon/lat: the layer's point for "no location".
-PLACEHOLDER_LON, PLACEHOLDER_LAT = (float(v[0]) for v in state_plane_to_lonlat(np.array([0.0]), np.array([0.0])))
-PLACEHOLDER_DEGREES = 0.01   # about a kilometre: far from Mecklenburg County, which lies 5 degrees east
 # Ages beyond this are not ages (the layer's oldest victim is 79).
 MAX_AGE = 120
 IPV_TRUE = {"intimate partner", "yes", "y", "true", "1"}
@@ -305,13 +306,14 @@ def _points(frame: pd.DataFrame, good: np.ndarray, areas, report: LoadReport
     lat = np.asarray(pc.fill_null(clean.arrow_number(coords[HOMICIDES.lat]), np.nan), dtype=float)
     lon = np.asarray(pc.fill_null(clean.arrow_number(coords[HOMICIDES.lon]), np.nan), dtype=float)
     with np.errstate(invalid="ignore"):
-        placeholder = (np.abs(lon - PLACEHOLDER_LON) < PLACEHOLDER_DEGREES) & (np.abs(lat - PLACEHOLDER_LAT) < PLACEHOLDER_DEGREES)
-    # The placeholder is read as "no coordinates" before any repair could move it somewhere else.
+        placeholder = clean.is_placeholder(lon, lat)
+    # The placeholder is no coordinate at all: blanked before the repairs, and stored as NULL.
     for col in (HOMICIDES.lat, HOMICIDES.lon):
         coords[col] = coords[col].where(~placeholder, "")
     found = clean.coordinates(*(coords[c] for c in (HOMICIDES.lat, HOMICIDES.lon, HOMICIDES.x, HOMICIDES.y)))
     report.fixes["coordinates_from_state_plane"] += found.from_state_plane
     report.fixes["coordinates_swapped"] += found.swapped
+    report.fixes["latitude_longitude_unusable"] += found.unusable_lat_lon
     have = np.isfinite(found.lon) & np.isfinite(found.lat)
     in_county = have & clean.in_box(found.lon, found.lat)
     npa_id = np.full(len(frame), None, dtype=object)

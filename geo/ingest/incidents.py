@@ -7,7 +7,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from geo.ingest.batch import LoadReport
-from geo.ingest.points import PointSource, load_points
+from geo.ingest.points import LoadOptions, PointSource, load_points
 
 INCIDENTS = PointSource(
     kind="incidents",
@@ -53,9 +53,13 @@ INCIDENTS = PointSource(
     source_division=("DIVISION_ID", "CMPD_PATROL_DIVISION"),
     category_from="HIGHEST_NIBRS_CODE",
     category_kind="nibrs",
+    # Report ids read YYYYMMDD-HHMM-NN; the HHMM is a time only by inference (--time-from-report-id).
+    report_id_time="DATE_REPORTED",
+    unfounded_column="CLEARANCE_STATUS",
 )
 
 
-def load_incidents(engine: Engine, path: Path, *, force: bool = False, progress: bool = False) -> LoadReport:
+def load_incidents(engine: Engine, path: Path, *, force: bool = False, progress: bool = False,
+                   options: LoadOptions = LoadOptions()) -> LoadReport:
     """Load a CMPD Incidents CSV export; see INCIDENTS for the column mapping."""
-    return load_points(engine, INCIDENTS, path, force=force, progress=progress)
+    return load_points(engine, INCIDENTS, path, force=force, progress=progress, options=options)

@@ -61,12 +61,36 @@ class PointSource:
     reset_on_change: tuple[str, ...] = ()  # table columns cleared when a record changes
     category_from: str | None = None       # source column categorised by geo/taxonomy.csv
     category_kind: str = "call_type"       # "call_type" or "nibrs"
+    # The record's point as a geometry (the API's GeoJSON flattened to columns, or a JSON input's
+    # geometry): the last fall-back when LAT/LON and State Plane X/Y are unusable.
+    geometry_lon: str | None = "COORDINATES_LON"
+    geometry_lat: str | None = "COORDINATES_LAT"
+    origin_column: str | None = "DATA_ORIGIN"  # 'synthetic' marks generated rows; absent/empty is real
+    # The source time column whose time of day a report id `YYYYMMDD-HHMM-NN` may fill (only
+    # with time_from_report_id; an inference, flagged as precision 'report_id' on every row).
+    report_id_time: str | None = None
+    # clearance column whose 'Unfounded' (found not to be a crime) keeps a report out of crime counts
+    unfounded_column: str | None = None
+
+    @property
+    def precision_columns(self) -> dict[str, str]:
+        """Source time column -> the table column recording how precise it is."""
+        return {col: f"{dest}_precision" for col, dest in self.times.items()}
 
     @property
     def required_columns(self) -> list[str]:
         """Columns the header must contain."""
         cols = [self.id_column, self.required_time, *self.required_text]
         return [c for c in dict.fromkeys(cols) if c]
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """Choices a load makes that the data cannot make for it."""
+
+    # Fill the unknown time of day of a calendar-date report from its report id's HHMM (an
+    # inference CMPD does not document; every filled row says so in its precision column).
+    time_from_report_id: bool = False
 
 
 def ewkb_points_hex(lon: np.ndarray, lat: np.ndarray, srid: int = 4326) -> np.ndarray:
@@ -101,6 +125,8 @@ class _Parts:
     division_id: np.ndarray
     lon: np.ndarray
     lat: np.ndarray
+    precisions: dict[str, np.ndarray]
+    origin: np.ndarray
 
 
 def _count(mask: pa.Array | pa.ChunkedArray) -> int:
@@ -133,6 +159,9 @@ def _build_rows(source: PointSource, parts: _Parts, report: LoadReport) -> pa.Ta
         columns[dest] = values
     for dest, values in parts.times.items():
         columns[dest] = pa.array(values.to_numpy(dtype=object)[good], type=pa.large_string())
+    for dest, values in parts.precisions.items():
+        columns[f"{dest}_precision"] = pa.array(values[good], type=pa.large_string())
+    columns["data_origin"] = pa.array(parts.origin[good], type=pa.large_string())
     if source.city and source.city in frame.columns:
         city, _ = clean.normalise_city(frame[source.city])
         columns[source.text[source.city]] = pc.filter(clean.arrow_text(city), keep)
@@ -154,6 +183,12 @@ def _build_rows(source: PointSource, parts: _Parts, report: LoadReport) -> pa.Ta
         values = frame[source.category_from][good]
         if source.category_kind == "nibrs":
             category, is_crime = taxonomy.categorise_codes(values)
+            _add(report.notes, "not_crimes_by_code", int((~is_crime).sum()))
+            if source.unfounded_column and source.unfounded_column in frame.columns:
+                # Unfounded: investigated and found not to be a crime. Kept and served, never counted as one.
+                unfounded = (clean.strip(frame[source.unfounded_column][good]).str.upper() == "UNFOUNDED").to_numpy()
+                _add(report.notes, "unfounded_reports", int(unfounded.sum()))
+                is_crime = is_crime & ~unfounded
             columns["is_crime"] = pa.array(is_crime)
         else:
             category = taxonomy.categorise_call_types(values)
@@ -167,7 +202,8 @@ def _build_rows(source: PointSource, parts: _Parts, report: LoadReport) -> pa.Ta
 
 
 def load_points(
-    engine: Engine, source: PointSource, path: Path, *, force: bool = False, progress: bool = False
+    engine: Engine, source: PointSource, path: Path, *, force: bool = False, progress: bool = False,
+    options: LoadOptions = LoadOptions(),
 ) -> LoadReport:
     """Load one CSV of point records in a single transaction and return the counts.
 
@@ -195,7 +231,8 @@ def load_points(
         division=AreaIndex(divisions.geometry, divisions["division_id"]),
         division_codes=dict(zip(divisions["short_name"], divisions["division_id"])),
     )
-    scan = scan_source_csv(path, source.required_columns, source.id_column)
+    scan = scan_source_csv(path, source.required_columns, source.id_column, also=list(source.times))
+    time_columns = {col: clean.time_of_day(values) for col, values in scan.columns.items()}
     report.rows_read = len(scan.ids) + len(scan.malformed)
     if scan.encoding != "utf-8":
         report.notes["encoding"] = scan.encoding
@@ -215,7 +252,8 @@ def load_points(
             stop = start + len(frame)
             frame.index = pd.RangeIndex(len(frame))
             yield _prepare_batch(source, frame, scan.lines[start:stop], dup[start:stop], first_line[start:stop],
-                                 areas, report, rejects, check_nul=scan.has_nul)
+                                 areas, report, rejects, check_nul=scan.has_nul, time_columns=time_columns,
+                                 options=options)
             bar.update(len(frame))
             start = stop
         if start != len(ids):
@@ -241,10 +279,13 @@ class _Areas:
 def _prepare_batch(
     source: PointSource, frame: pd.DataFrame, lines: np.ndarray, dup: np.ndarray, first_line: np.ndarray,
     areas: _Areas, report: LoadReport, rejects: Rejects, *, check_nul: bool = True,
+    time_columns: dict[str, clean.TimeOfDay] | None = None, options: LoadOptions = LoadOptions(),
 ) -> pa.Table:
     """Validate, repair and assign one batch; rejected rows go to `rejects`, the rest come back as rows.
 
     `check_nul` looks for NUL characters in every cell (a file's scan says whether it has any).
+    `time_columns` is the whole file's verdict on each time column (calendar dates or instants);
+    without it the batch itself is judged (a sync page, a posted batch).
     """
     n = len(frame)
     alive = np.ones(n, dtype=bool)
@@ -267,6 +308,8 @@ def _prepare_batch(
     reject(dup, "duplicate_id", lambda mask: [f"{source.id_column} repeats the row at line {fl}" for fl in first_line[mask]])
 
     times: dict[str, pd.Series] = {}
+    precisions: dict[str, np.ndarray] = {}
+    judged: dict[str, tuple] = {}
     for col, dest in source.times.items():
         if col not in frame.columns:
             continue
@@ -275,20 +318,36 @@ def _prepare_batch(
         reject(parsed.bad, "bad_date", lambda mask, raw=raw, col=col: [f"{col} {str(v).strip()!r} is not a date" for v in raw[mask]])
         reject(parsed.implausible, "implausible_date",
                lambda mask, raw=raw, col=col: [f"{col} {str(v).strip()!r} is before 1990 or in the future" for v in raw[mask]])
-        times[dest] = parsed.text
+        # Calendar dates are judged per column over the whole file (or sync page), bare dates per value.
+        column = (time_columns or {}).get(col) or clean.time_of_day(frame[col])
+        times[dest], precisions[dest] = clean.as_calendar_dates(parsed, column)
+        if options.time_from_report_id and col == source.report_id_time:
+            times[dest], precisions[dest] = _time_from_report_id(frame[source.id_column], times[dest], precisions[dest],
+                                                                 parsed.day)
+        judged[col] = (dest, column, parsed.epoch_ms)
     if source.required_time:
         empty_time = (times[source.times[source.required_time]] == "").to_numpy()
         reject(empty_time, "missing_value", f"{source.required_time} is empty")
     for col in source.required_text:
         reject((clean.strip(frame[col]) == "").to_numpy(), "missing_value", f"{col} is empty")
 
-    coords = clean.coordinates(
-        *(frame[c] if c and c in frame.columns else None for c in (source.lat, source.lon, source.x, source.y))
-    )
+    origin = np.full(n, "real", dtype=object)
+    if source.origin_column and source.origin_column in frame.columns:
+        given = clean.strip(frame[source.origin_column]).str.lower()
+        reject((~given.isin(["", "real", "synthetic"])).to_numpy(), "bad_value",
+               lambda mask: [f"{source.origin_column} {shown_cell(v)} is not 'real' or 'synthetic'"
+                             for v in frame[source.origin_column].to_numpy(dtype=object)[mask]])
+        origin[(given == "synthetic").to_numpy()] = "synthetic"
+
+    coord_sources = (source.lat, source.lon, source.x, source.y, source.geometry_lon, source.geometry_lat)
+    coords = clean.coordinates(*(frame[c] if c and c in frame.columns else None for c in coord_sources))
     report.fixes["coordinates_from_state_plane"] += coords.from_state_plane
+    report.fixes["coordinates_from_geometry"] += coords.from_geometry
     report.fixes["coordinates_swapped"] += coords.swapped
+    report.fixes["latitude_longitude_unusable"] += coords.unusable_lat_lon
+    report.fixes["placeholder_point_unknown"] += coords.placeholders
     have_xy = np.isfinite(coords.lon) & np.isfinite(coords.lat)
-    coord_columns = [c for c in (source.lat, source.lon, source.x, source.y) if c and c in frame.columns]
+    coord_columns = [c for c in coord_sources if c and c in frame.columns]
 
     def no_coordinates(mask: np.ndarray) -> list[str]:
         cells = [(c, frame[c].to_numpy(dtype=object)[mask]) for c in coord_columns]
@@ -326,11 +385,44 @@ def _prepare_batch(
         _add(report.notes, "division_disagreements", int((known & (src_good != division_id[good])).sum()))
         _add(report.notes, "source_division_unrecognised", int((src_good == "?").sum()))
     _add(report.notes, "outside_cmpd_divisions", int(pd.isna(division_id[good]).sum()))
-    return _build_rows(source, _Parts(frame, good, times, npa_id, division_id, coords.lon, coords.lat), report)
+    for col, (dest, column, epoch_ms) in judged.items():
+        _note_times(report, col, column, precisions[dest][good], epoch_ms)
+    return _build_rows(source, _Parts(frame, good, times, npa_id, division_id, coords.lon, coords.lat, precisions,
+                                      origin), report)
 
 
 def _add(counter: dict, key: str, value: int) -> None:
     counter[key] = counter.get(key, 0) + value
+
+
+_REPORT_ID = r"^(\d{8})-(\d{2})(\d{2})-\d+$"
+
+
+def _time_from_report_id(ids: pd.Series, text: pd.Series, precision: np.ndarray,
+                         day: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """Date-only values whose report id `YYYYMMDD-HHMM-NN` names the same day take HHMM as local time."""
+    parts = clean.strip(ids).str.extract(_REPORT_ID)
+    same_day = (parts[0] == day.str.replace("-", "", regex=False)).fillna(False).to_numpy(dtype=bool)
+    hh = pd.to_numeric(parts[1], errors="coerce").to_numpy()
+    mm = pd.to_numeric(parts[2], errors="coerce").to_numpy()
+    valid_time = (hh >= 0) & (hh <= 23) & (mm >= 0) & (mm <= 59)
+    is_date = precision == "date"
+    fill = is_date & same_day & valid_time
+    filled = day + " " + parts[1].fillna("00") + ":" + parts[2].fillna("00") + ":00"
+    precision = np.where(fill, "report_id", precision).astype(object)
+    return text.where(~fill, filled), precision
+
+
+def _note_times(report: LoadReport, col: str, column: clean.TimeOfDay, kept: np.ndarray, epoch_ms: int) -> None:
+    """What the load found in a time column, for the report: calendar dates or instants, and how
+    many of the rows kept are dates, timed, or timed from their report id."""
+    seen = report.notes.setdefault("times", {}).setdefault(col, {"read_as": "", "date": 0, "time": 0, "report_id": 0})
+    seen["read_as"] = ("calendar dates in HOTSPOTS_TIMEZONE (no time of day)" if column.calendar_dates
+                       else "instants (bare dates in it read as calendar dates)")
+    for kind in ("date", "time", "report_id"):
+        seen[kind] += int((kept == kind).sum())
+    if epoch_ms:
+        seen["epoch_ms"] = seen.get("epoch_ms", 0) + epoch_ms
 
 
 # A batch at least this large relative to the table is loaded with its secondary indexes dropped
@@ -451,12 +543,13 @@ def area_indexes(engine: Engine) -> _Areas:
 
 
 def prepare_frame(source: PointSource, frame: pd.DataFrame, lines: np.ndarray, areas: _Areas, report: LoadReport,
-                  rejects: Rejects) -> pa.Table:
-    """Clean, reject and assign a frame of source text columns exactly as a batch of a CSV file is."""
+                  rejects: Rejects, options: LoadOptions = LoadOptions()) -> pa.Table:
+    """Clean, reject and assign a frame of source text columns exactly as a batch of a CSV file is
+    (its time columns judged on the frame itself: a sync page is judged per page)."""
     frame = frame.reset_index(drop=True)
     ids = clean.strip(frame[source.id_column])
     dup, first_line = clean.first_duplicates(ids.where(ids != "", None), lines)
-    rows = _prepare_batch(source, frame, lines, dup, first_line, areas, report, rejects)
+    rows = _prepare_batch(source, frame, lines, dup, first_line, areas, report, rejects, options=options)
     report.fixes = +report.fixes
     return rows
 

@@ -364,3 +364,23 @@ def test_sync_every_keeps_running_and_stops_cleanly_on_ctrl_c(engine, npa_points
     assert layer.requests[3]["where"] == "DATE_REPORTED >= TIMESTAMP '2021-03-21 12:00:00' OR DATE_REPORTED IS NULL"
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*), count(DISTINCT incident_report_id) FROM incidents")).one() == (24, 24)
+
+
+def test_a_layer_of_calendar_dates_is_stored_by_local_day(engine, npa_points):
+    """The real API's dates are epoch ms at 00:00 UTC: calendar dates, judged per page, never the
+    previous evening's instant."""
+    records, points = [], []
+    for day in range(1, 13):
+        p = npa_points[day % len(npa_points)]
+        records.append(incident(day, f"202112{day:02d}-1830-00", f"2021-12-{day:02d} 00:00:00", p,
+                                DATE_INCIDENT_BEGAN=epoch_ms(f"2021-12-{day:02d} 00:00:00")))
+        points.append(p)
+    with FakeArcGIS(FakeLayer(records, points)) as server:
+        result = sync_feed(engine, make_feed("incidents", settings(), url=server.layer_url), client())
+    assert result.inserted == 12
+    with engine.connect() as conn:
+        got = conn.execute(sa.text(
+            "SELECT incident_report_id, (date_reported AT TIME ZONE 'America/New_York')::text,"
+            " date_reported_precision, date_incident_began_precision FROM incidents ORDER BY 1")).all()
+    assert [tuple(r) for r in got] == [(f"202112{d:02d}-1830-00", f"2021-12-{d:02d} 00:00:00", "date", "date")
+                                       for d in range(1, 13)]

@@ -19,7 +19,8 @@ from geo.catalog import data_versions
 from geo.cli import main
 from geo.ingest.arcgis import FeedClient, make_feed, read_state, sync_feed
 from geo.ingest.batch import IngestError
-from geo.ingest.homicides import PLACEHOLDER_LAT, PLACEHOLDER_LON, calendar_date, load_homicides
+from geo.ingest.clean import PLACEHOLDER_LONLAT
+from geo.ingest.homicides import calendar_date, load_homicides
 from geo.settings import ArcGISSettings
 from tests.clusters import snapshot
 from tests.ingest.fake_arcgis import FakeArcGIS, FakeLayer
@@ -63,7 +64,8 @@ def test_the_real_layer_loads_one_row_per_victim(engine, layer_file, layer):
         (VICTIMS, REPORTS, UNPLACED, 1, "real")]
     # The victims without a place are the ones the layer puts at the State Plane origin; none is stored there.
     placeholder = {f["attributes"]["OBJECTID"] for f in layer["features"]
-                   if abs(f["geometry"]["x"] - PLACEHOLDER_LON) < 0.01 and abs(f["geometry"]["y"] - PLACEHOLDER_LAT) < 0.01}
+                   if abs(f["geometry"]["x"] - PLACEHOLDER_LONLAT[0]) < 0.01
+                   and abs(f["geometry"]["y"] - PLACEHOLDER_LONLAT[1]) < 0.01}
     assert len(placeholder) == UNPLACED
     assert {r[0] for r in rows(engine, "SELECT objectid FROM homicides WHERE geom IS NULL")} == placeholder
     assert report.notes["kept_without_a_point"] == report.notes["placeholder_points"] == UNPLACED

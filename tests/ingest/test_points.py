@@ -310,3 +310,60 @@ def _snapshot(engine) -> dict:
 def test_required_columns_are_the_published_ones():
     assert INCIDENTS.required_columns == ["INCIDENT_REPORT_ID", "DATE_REPORTED"]
     assert set(INCIDENTS.text) | set(INCIDENTS.floats) | set(INCIDENTS.integers) | set(INCIDENTS.times) == set(INCIDENT_COLUMNS) - {"INCIDENT_REPORT_ID"}
+
+
+def test_calendar_dates_are_local_days_and_stay_out_of_the_7x24(engine, tmp_path, places):
+    """A column of timed values with some bare dates: those are calendar dates (per value); a column
+    of midnights only is calendar dates throughout; neither is ever put at midnight in the 7x24."""
+    from datetime import date
+
+    from geo.metrics import Period, hour_weekday
+
+    lon, lat, _, _ = places[120]
+    rows = [
+        call("C-1", lon, lat, DATE_RECEIVED="2021-07-04 23:59:30"),
+        call("C-2", lon, lat, DATE_RECEIVED="2021-07-05"),                 # bare date in a timed column
+        call("C-3", lon, lat, DATE_RECEIVED="2021/07/05 00:00:00+00"),     # midnight, but the column has times
+        call("C-4", lon, lat, DATE_RECEIVED="1625529600000"),              # epoch ms, 2021-07-06 00:00 UTC
+    ]
+    report = load_calls(engine, write_csv(tmp_path / "mixed.csv", CALL_COLUMNS, rows))
+    assert report.notes["times"]["DATE_RECEIVED"]["date"] == 1
+    assert report.notes["times"]["DATE_RECEIVED"]["time"] == 3
+    assert "instants" in report.notes["times"]["DATE_RECEIVED"]["read_as"]
+    with engine.connect() as conn:
+        got = dict((r[0], r[1:]) for r in conn.execute(sa.text(
+            "SELECT call_id, (received_at AT TIME ZONE 'America/New_York')::text, received_at_precision FROM calls")))
+    assert got == {"C-1": ("2021-07-04 23:59:30", "time"), "C-2": ("2021-07-05 00:00:00", "date"),
+                   "C-3": ("2021-07-04 20:00:00", "time"), "C-4": ("2021-07-05 20:00:00", "time")}
+    matrix = hour_weekday(engine, Period(date(2021, 7, 1), date(2021, 7, 8)))
+    assert int(matrix.to_numpy().sum()) == 3 and matrix.attrs["left_out_date_only"] == 1
+    assert matrix.loc["Mon", 0] == 0   # C-2 (Monday 5 July) is not at midnight
+
+    # Every value midnight (or epoch ms at 00:00 UTC): the whole column is calendar dates.
+    dates = [call(f"D-{i}", lon, lat, DATE_RECEIVED=v)
+             for i, v in enumerate(["2021/07/05 00:00:00+00", "1625529600000", "2021-07-07 00:00:00"])]
+    report = load_calls(engine, write_csv(tmp_path / "dates.csv", CALL_COLUMNS, dates))
+    assert report.notes["times"]["DATE_RECEIVED"] == {
+        "read_as": "calendar dates in HOTSPOTS_TIMEZONE (no time of day)", "date": 3, "time": 0, "report_id": 0,
+        "epoch_ms": 1}
+    with engine.connect() as conn:
+        got = dict(conn.execute(sa.text(
+            "SELECT call_id, (received_at AT TIME ZONE 'America/New_York')::text FROM calls"
+            " WHERE received_at_precision = 'date' AND call_id LIKE 'D-%'")).all())
+    assert got == {"D-0": "2021-07-05 00:00:00", "D-1": "2021-07-06 00:00:00", "D-2": "2021-07-07 00:00:00"}
+    matrix = hour_weekday(engine, Period(date(2021, 7, 1), date(2021, 7, 8)))
+    assert int(matrix.to_numpy().sum()) == 3 and matrix.attrs["left_out_date_only"] == 4
+
+
+def test_origin_column_marks_generated_rows_and_refuses_other_values(engine, tmp_path, places):
+    lon, lat, _, _ = places[120]
+    columns = CALL_COLUMNS + ["DATA_ORIGIN"]
+    rows = [call("C-1", lon, lat, DATA_ORIGIN="synthetic"), call("C-2", lon, lat, DATA_ORIGIN=""),
+            call("C-3", lon, lat, DATA_ORIGIN="made up")]
+    report = load_calls(engine, write_csv(tmp_path / "o.csv", columns, rows))
+    assert dict(report.rejected) == {"bad_value": 1}
+    with engine.connect() as conn:
+        got = dict(conn.execute(sa.text("SELECT call_id, data_origin FROM calls")).all())
+        detail = conn.execute(sa.text("SELECT detail FROM ingest_rejects")).scalar_one()
+    assert got == {"C-1": "synthetic", "C-2": "real"}
+    assert "DATA_ORIGIN 'made up'" in detail

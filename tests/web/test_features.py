@@ -116,7 +116,8 @@ def test_queryables_are_a_json_schema(client):
     schema = r.get_json()
     assert schema["type"] == "object" and schema["additionalProperties"] is False
     assert schema["$id"].endswith("/ogc/collections/calls/queryables")
-    assert set(schema["properties"]) == {"call_type", "priority", "npa_id", "zip", "category", "violent"}
+    assert set(schema["properties"]) == {"call_type", "priority", "npa_id", "zip", "category", "violent",
+                                         "received_at_precision"}
     assert schema["properties"]["priority"]["type"] == "integer"
     assert schema["properties"]["violent"]["type"] == "boolean"
     divisions = client.get("/ogc/collections/divisions/queryables").get_json()
@@ -446,3 +447,17 @@ def test_gdal_reads_the_service(live_server, db):
     assert all(abs(truth[c] - p) < 1e-6 for c, p in zip(calls["call_id"], calls["p_violent"]))
     assert CRS.from_epsg(4326).equals(calls.crs, ignore_axis_order=True)
     assert str(calls["received_at"].dtype).startswith("datetime64")
+
+
+def test_origin_filter_and_property(client, db):
+    """Every row says where it came from; origin=real|synthetic selects, anything else is refused."""
+    synthetic = scalar(db, "SELECT count(*) FROM calls WHERE data_origin = 'synthetic'")
+    assert synthetic == scalar(db, "SELECT count(*) FROM calls") > 0   # the web fixture's calls are generated
+    body, _ = get_json(client, "/ogc/collections/calls/items?origin=synthetic&limit=5")
+    assert body["numberMatched"] == synthetic
+    assert {f["properties"]["data_origin"] for f in body["features"]} == {"synthetic"}
+    body, _ = get_json(client, "/ogc/collections/calls/items?origin=real")
+    assert body["numberMatched"] == 0 and body["features"] == []
+    r = client.get("/ogc/collections/calls/items?origin=fake")
+    assert r.status_code == 400 and "origin" in r.get_data(as_text=True)
+    assert "real" in r.get_data(as_text=True) and "synthetic" in r.get_data(as_text=True)
