@@ -214,6 +214,7 @@ def test_bad_records_are_rejected_with_reasons_and_the_rest_kept(engine, layer, 
     a[8]["CLEARANCE_DATE"] = "soon"                           # a clearance date that is not a date
     a[9]["AGE"] = "Unknown"                                   # kept: no number of years
     a[9]["LATITUDE_PUBLIC"], a[9]["LONGITUDE_PUBLIC"] = 35.9, -79.0   # kept: a point outside the county
+    a[9]["X_COORD_PUBLIC"] = a[9]["Y_COORD_PUBLIC"] = None            # (no State Plane X/Y to fall back on)
     features[9]["geometry"] = {"x": -79.0, "y": 35.9}
     a[10]["DATE_REPORTED"] = 1750780800000                    # 2025-06-24 16:00 UTC: an instant, its local date
     features.append("not a feature")
