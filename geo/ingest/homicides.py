@@ -20,7 +20,6 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -98,55 +97,11 @@ MAX_AGE = 120
 IPV_TRUE = {"intimate partner", "yes", "y", "true", "1"}
 IPV_FALSE = {"", "no", "n", "false", "0", "not intimate partner"}
 REPORT_ID = re.compile(r"^(\d{8})-\d{4}-\d{2}$")
-_EPOCH_MS = re.compile(r"^[+-]?\d{11,14}(?:\.0*)?$")
-_ISO = re.compile(r"^(\d{4})[-/](\d{1,2})[-/](\d{1,2})"
-                  r"(?:[ T](\d{1,2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?)?\s*(Z|[+-]\d{2}(?::?\d{2})?)?$")
-_US = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})(?:\s+(\d{1,2}):(\d{2})(?::(\d{2}))?\s*([AaPp][Mm])?)?$")
 
 
 # --- calendar dates --------------------------------------------------------------------------------
-def _offset(text: str) -> timezone:
-    if text in ("Z", "z"):
-        return timezone.utc
-    sign = -1 if text[0] == "-" else 1
-    digits = text[1:].replace(":", "")
-    return timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0)))
-
-
-def calendar_date(text: str, tz: ZoneInfo) -> tuple[date | None, str]:
-    """One published date cell as a calendar date, and how it was read.
-
-    'date': a date, or midnight UTC (the layer's encoding of a Charlotte date), taken as written;
-    'local': an instant at another time of day, taken as its date in `tz`; 'empty'; 'bad'.
-    """
-    v = text.strip()
-    if not v:
-        return None, "empty"
-    try:
-        if _EPOCH_MS.match(v):
-            instant = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=int(float(v)))
-            return _from_instant(instant, tz)
-        m = _ISO.match(v)
-        if m:
-            year, month, day, hh, mm, ss, off = m.groups()
-            d = date(int(year), int(month), int(day))
-            if off is None:
-                return d, "date"     # no offset: the date as written (a local wall time at most)
-            clock = datetime(d.year, d.month, d.day, int(hh or 0), int(mm or 0), int(ss or 0), tzinfo=_offset(off))
-            return _from_instant(clock, tz)
-        m = _US.match(v)
-        if m:
-            return date(int(m.group(3)), int(m.group(1)), int(m.group(2))), "date"
-    except (ValueError, OverflowError):
-        return None, "bad"
-    return None, "bad"
-
-
-def _from_instant(instant: datetime, tz: ZoneInfo) -> tuple[date, str]:
-    utc = instant.astimezone(timezone.utc)
-    if (utc.hour, utc.minute, utc.second, utc.microsecond) == (0, 0, 0, 0):
-        return utc.date(), "date"
-    return instant.astimezone(tz).date(), "local"
+# A time of day followed by an offset: the value is an instant ('2021-03-14' ends in '-14', a day).
+_INSTANT = r"\d:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
 
 
 @dataclass
@@ -159,18 +114,24 @@ class CalendarDates:
     local: int               # instants with a time of day, taken as their local date
 
 
-def calendar_dates(values: pd.Series, tz: ZoneInfo, today: date | None = None) -> CalendarDates:
-    """Read a column of date cells (each distinct value once)."""
-    codes, uniques = pd.factorize(clean.strip(values))
-    today = today or datetime.now(tz).date()
-    earliest = clean.EARLIEST_PLAUSIBLE.date()
-    read = [calendar_date(u, tz) for u in uniques]
-    text = np.array([d.isoformat() if d else "" for d, _ in read] + [""], dtype=object)[codes]
-    how = np.array([h for _, h in read] + ["empty"], dtype=object)[codes]
-    when = [d for d, _ in read] + [None]
-    odd = np.array([d is not None and not earliest <= d <= today + timedelta(days=1) for d in when])[codes]
-    text = np.where(odd, "", text)
-    return CalendarDates(text=text, bad=how == "bad", implausible=odd, local=int((how == "local").sum()))
+def calendar_dates(values: pd.Series, tz: ZoneInfo) -> CalendarDates:
+    """Read date cells (every form clean.parse_times reads, epoch milliseconds included) as calendar dates.
+
+    A date, a local wall time, or midnight UTC (the layer's encoding of a Charlotte date) gives the
+    date as written; an instant at another time of day gives its date in `tz`.
+    """
+    parsed = clean.parse_times(values)
+    day = parsed.day.to_numpy(dtype=object).copy()
+    instant = (parsed.text != "") & parsed.text.str.contains(_INSTANT, regex=True)
+    local = 0
+    if instant.any():
+        when = pd.to_datetime(parsed.text[instant].str.replace(r"([+-]\d{2})$", r"\1:00", regex=True),
+                              format="ISO8601", utc=True)
+        timed = when != when.dt.normalize()
+        local_day = when[timed].dt.tz_convert(tz).dt.strftime("%Y-%m-%d")
+        day[parsed.text.index.get_indexer(local_day.index)] = local_day.to_numpy(dtype=object)
+        local = int(timed.sum())
+    return CalendarDates(text=day, bad=parsed.bad, implausible=parsed.implausible, local=local)
 
 
 # --- cleaning: one function for files and the ArcGIS feed ------------------------------------------

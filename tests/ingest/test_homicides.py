@@ -11,6 +11,8 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import numpy as np
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
@@ -20,7 +22,7 @@ from geo.cli import main
 from geo.ingest.arcgis import FeedClient, make_feed, read_state, sync_feed
 from geo.ingest.batch import IngestError
 from geo.ingest.clean import PLACEHOLDER_LONLAT
-from geo.ingest.homicides import calendar_date, load_homicides
+from geo.ingest.homicides import calendar_dates, load_homicides
 from geo.settings import ArcGISSettings
 from tests.clusters import snapshot
 from tests.ingest.fake_arcgis import FakeArcGIS, FakeLayer
@@ -249,21 +251,25 @@ def test_bad_records_are_rejected_with_reasons_and_the_rest_kept(engine, layer, 
 
 def test_calendar_dates_are_read_as_written():
     cases = {
-        "1750723200000": (date(2025, 6, 24), "date"),            # midnight UTC: the layer's encoding of a date
-        "2025/06/24 00:00:00+00": (date(2025, 6, 24), "date"),    # the portal's CSV
-        "2025-06-24": (date(2025, 6, 24), "date"),
-        "2025-06-24T00:00:00Z": (date(2025, 6, 24), "date"),
-        "2025-06-24 21:30:00": (date(2025, 6, 24), "date"),       # local wall time: its date
-        "6/24/2025": (date(2025, 6, 24), "date"),
-        "1750734000000": (date(2025, 6, 23), "local"),            # 03:00 UTC is 23:00 the day before in Charlotte
-        "2025-06-24T02:00:00+00:00": (date(2025, 6, 23), "local"),
-        "2025-06-24T00:00:00-04:00": (date(2025, 6, 24), "local"),
-        "": (None, "empty"),
-        "2025-02-30": (None, "bad"),
-        "June 24": (None, "bad"),
-        "20250624": (None, "bad"),
+        "1750723200000": "2025-06-24",                 # midnight UTC: the layer's encoding of a date
+        "2025/06/24 00:00:00+00": "2025-06-24",        # the portal's CSV
+        "2025-06-24": "2025-06-24",
+        "2025-06-24T00:00:00Z": "2025-06-24",
+        "2025-06-24 21:30:00": "2025-06-24",           # local wall time: its date
+        "6/24/2025": "2025-06-24",
+        "1750734000000": "2025-06-23",                 # 03:00 UTC is 23:00 the day before in Charlotte
+        "2025-06-24T02:00:00+00:00": "2025-06-23",
+        "2025-06-24T00:00:00-04:00": "2025-06-24",     # local midnight, given as an instant
+        "": "",
+        "2025-02-30": "",
+        "June 24": "",
+        "20250624": "",
+        "1985-01-01": "",                              # before 1990
     }
-    assert {text: calendar_date(text, NY) for text in cases} == cases
+    read = calendar_dates(pd.Series(list(cases)), NY)
+    assert dict(zip(cases, read.text)) == cases
+    assert list(np.flatnonzero(read.bad)) == [10, 11, 12] and list(np.flatnonzero(read.implausible)) == [13]
+    assert read.local == 3
 
 
 # --- hotspots sync --layer homicides ------------------------------------------------------------------
