@@ -267,7 +267,8 @@ def load_call_counts_cmd(path: Path, force: bool) -> None:
                    "(YYYYMMDD-HHMM-NN). An inference CMPD does not document: every row it fills is flagged "
                    "(date_reported_precision = 'report_id').")
 def load_incidents_cmd(path: Path, force: bool, time_from_report_id: bool) -> None:
-    """A CMPD Incidents CSV export (published column layout); assigns division and NPA.
+    """A CMPD Incidents CSV export (published column layout), or the layer's ArcGIS query answer
+    (f=json) or GeoJSON saved to a file; assigns division and NPA.
 
     Dates without a time of day (CMPD's `YYYY/MM/DD 00:00:00+00`, epoch ms at 00:00 UTC) are
     calendar dates in HOTSPOTS_TIMEZONE and are stored as such; the report says what it found.
@@ -293,7 +294,8 @@ def load_homicides_cmd(path: Path, force: bool) -> None:
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @_force
 def load_calls_cmd(path: Path, force: bool) -> None:
-    """A calls-for-service CSV (layout in docs/data-formats.md); assigns division and NPA."""
+    """A calls-for-service CSV (layout in docs/data-formats.md), or an ArcGIS query answer (f=json)
+    or GeoJSON of the same fields; assigns division and NPA."""
     from geo.ingest.calls import load_calls
 
     _run_load(load_calls, _engine(), path, force=force, progress=True)

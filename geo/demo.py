@@ -80,6 +80,29 @@ def generate_and_load(
     ]
 
 
+# The real CMPD point records the demo shows beside the synthetic ones, when HOTSPOTS_DATA_DIR has them
+# (shared/cmpd/real/README.md): (loader kind, file name).
+REAL_FILES = (("incidents", "incidents_streets_QVXYZ.csv"), ("incidents", "incidents_api_sample.csv"),
+              ("homicides", "homicides_arcgis.json"))
+
+
+def load_real_records(engine: Engine, data_dir: Path) -> list[LoadReport]:
+    """Load the real incidents and homicides under DATA_DIR/real that are present (each once: a file
+    already loaded is recognised by its checksum). Their rows are data_origin 'real'."""
+    reports = []
+    for kind, name in REAL_FILES:
+        path = Path(data_dir) / "real" / name
+        if not path.is_file():
+            continue
+        if kind == "incidents":
+            reports.append(load_incidents(engine, path))
+        else:
+            from geo.ingest.homicides import load_homicides
+
+            reports.append(load_homicides(engine, path))
+    return reports
+
+
 def remove_demo_data(engine: Engine, out: Path) -> int:
     """Delete what earlier demo files in `out` loaded (rows, rejects, batches), before loading new ones.
 
@@ -152,6 +175,12 @@ def run_demo(echo: Callable[[str], None] = print) -> None:
     for report in generate_and_load(engine=engine, data_dir=data.root):
         for line in report.summary_lines():
             echo("  " + line)
+    real = load_real_records(engine, data.root)
+    if real:
+        echo(f"Real CMPD records from {data.root / 'real'} (kept apart from the synthetic rows: data_origin = real):")
+        for report in real:
+            for line in report.summary_lines():
+                echo("  " + line)
     # Rows loaded before categories existed (an older schema) get them now.
     with engine.connect() as conn:
         missing = conn.execute(sa.text("SELECT count(*) FROM calls WHERE category IS NULL")).scalar()

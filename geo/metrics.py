@@ -263,15 +263,21 @@ def npa_rates(engine: Engine, period: Period) -> pd.DataFrame:
 
 
 def clearance_rates(engine: Engine, period: Period, by: str = "division") -> pd.DataFrame:
-    """Share of crime incidents (not 800-series reports) cleared, per area and category.
+    """Share of crime incidents (not 800-series reports, not Unfounded) cleared, per area and category.
 
-    Cleared means CLEARANCE_STATUS 'Closed/Cleared' or a detail status of cleared by arrest or
-    exceptionally cleared; reports in the period are counted by DATE_REPORTED.
+    As the FBI counts clearances (UCR/NIBRS): cleared by arrest (including an arrest by another
+    agency) or by exceptional means. CMPD writes that in CLEARANCE_STATUS ('Cleared by Arrest',
+    'Exceptionally Cleared', 'Cleared by Arrest by Another Agency'); older exports wrote
+    'Closed/Cleared' with the kind in CLEARANCE_DETAIL_STATUS. Unfounded reports are not crimes and
+    are outside the denominator (is_crime). Reports in the period are counted by DATE_REPORTED.
     """
     sql = f"""
         SELECT {_area_expr(by)} AS area, coalesce(category, 'unknown') AS category, count(*) AS incidents,
-               count(*) FILTER (WHERE clearance_status ILIKE 'closed/cleared'
-                                   OR clearance_detail_status IN ('Cleared by Arrest', 'Exceptionally Cleared')) AS cleared
+               count(*) FILTER (WHERE clearance_status IN ('Cleared by Arrest', 'Exceptionally Cleared',
+                                                           'Cleared by Arrest by Another Agency')
+                                   OR (clearance_status ILIKE 'closed/cleared'
+                                       AND clearance_detail_status IN ('Cleared by Arrest', 'Exceptionally Cleared')))
+                   AS cleared
         FROM incidents
         WHERE is_crime AND date_reported >= (CAST(:start AS timestamp) AT TIME ZONE :tz)
           AND date_reported < (CAST(:end AS timestamp) AT TIME ZONE :tz)

@@ -154,6 +154,11 @@ def test_clearance_rates(engine):
             ("Open", "Open", True, "violent_crime"),
             ("Closed/Cleared", "Exceptionally Cleared", True, "property"),
             ("Closed/Cleared", "Cleared by Arrest", False, "service_other"),  # 800-series: not a crime
+            # CMPD's own wording (the real files): the kind of clearance is the status.
+            ("Exceptionally Cleared", "Victim Chose not to Prosecute", True, "violent_crime"),
+            ("Cleared by Arrest by Another Agency", None, True, "property"),
+            ("Cleared by Arrest", None, True, "property"),
+            ("Unfounded", None, False, "property"),   # not a crime: outside the denominator
         ]):
             conn.execute(sa.text(
                 "INSERT INTO incidents (incident_report_id, date_reported, clearance_status, clearance_detail_status,"
@@ -162,7 +167,7 @@ def test_clearance_rates(engine):
                 {"i": f"R{i}", "s": status, "d": detail, "c": crime, "k": cat})
     rows = clearance_rates(engine, Period(date(2021, 5, 1), date(2021, 6, 1)))
     got = {(r.area, r.category): (r.incidents, r.cleared, r.clearance_rate) for r in rows.itertuples()}
-    assert got == {("01", "property"): (1, 1, 1.0), ("01", "violent_crime"): (3, 1, 0.3333)}
+    assert got == {("01", "property"): (3, 3, 1.0), ("01", "violent_crime"): (4, 2, 0.5)}
 
 
 def test_leading_indicator_finds_a_planted_relation(engine):

@@ -16,9 +16,7 @@ frame is cleaned, checked and assigned to areas here. What the layer holds, and 
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -42,13 +40,26 @@ from geo.ingest.batch import (
     store_rejects,
 )
 from geo.ingest.csvfile import nul_rows, raw_rows, read_source_csv
+from geo.ingest.jsonfile import is_feature_file, read_feature_file
 from geo.ingest.points import PointSource, area_indexes, ewkb_points_hex, upsert_rows
 from geo.settings import locale_settings
+
+@dataclass(frozen=True)
+class HomicideLayout(PointSource):
+    """The Homicide layer's fields: a point layout whose files must also carry the victim fields."""
+
+    victim_fields: tuple[str, ...] = ()
+
+    @property
+    def required_columns(self) -> list[str]:
+        """Fields a file must have (a CSV header, or an answer's fields): without them it is not the layer."""
+        return list(dict.fromkeys([*super().required_columns, *self.victim_fields]))
+
 
 # The layer's fields and their table columns. AGE, IPV and CMPD_PATROL_DIVISION are also read
 # (a number of years, a flag, a division code); CALENDAR_YEAR/CALENDAR_MONTH are not stored: they
 # are DATE_REPORTED's year and month.
-HOMICIDES = PointSource(
+HOMICIDES = HomicideLayout(
     kind="homicides",
     table="homicides",
     id_column="OBJECTID",
@@ -82,16 +93,12 @@ HOMICIDES = PointSource(
     x="X_COORD_PUBLIC",
     y="Y_COORD_PUBLIC",
     source_division=("CMPD_PATROL_DIVISION",),
-    # A JSON answer's geometry fills LATITUDE/LONGITUDE where they are empty (arcgis.records_frame);
-    # every record of the layer is real.
-    geometry_lon=None,
-    geometry_lat=None,
-    origin_column=None,
+    origin_column=None,    # every record of the layer is real
+    # A file lacking any of these is not the Homicide layer: it is refused whole, naming them.
+    victim_fields=("AGE", "GENDER", "RACE_ETHNICITY", "WEAPON", "CIRCUMSTANCES", "IPV", "CLEARANCE_STATUS",
+                   "CMPD_PATROL_DIVISION", "NPA"),
 )
 
-# A file lacking any of these is not the Homicide layer: it is refused whole, naming them.
-REQUIRED_FIELDS = ("OBJECTID", "CRIME_REPORT_ID", "DATE_REPORTED", "AGE", "GENDER", "RACE_ETHNICITY", "WEAPON",
-                   "CIRCUMSTANCES", "IPV", "CLEARANCE_STATUS", "CMPD_PATROL_DIVISION", "NPA")
 # Ages beyond this are not ages (the layer's oldest victim is 79).
 MAX_AGE = 120
 IPV_TRUE = {"intimate partner", "yes", "y", "true", "1"}
@@ -160,12 +167,11 @@ def _add(notes: dict, key: str, value: int) -> None:
     notes[key] = notes.get(key, 0) + value
 
 
-def prepare_homicides(frame: pd.DataFrame, lines: np.ndarray, areas, report: LoadReport, rejects: Rejects,
-                      raw: Sequence[str] | None = None, unit: str = "line") -> pa.Table:
+def prepare_homicides(frame: pd.DataFrame, lines: np.ndarray, areas, report: LoadReport, rejects: Rejects) -> pa.Table:
     """Clean, check and assign a frame of the layer's fields (text); rows come back as table columns.
 
-    `lines` names each row in rejects (a CSV line, a feature's position or an OBJECTID, as `unit`
-    says); `raw` is each row's source text (a feature's JSON), else the cells are re-joined as CSV.
+    `lines` names each row in rejects: a CSV line, a feature's position or an OBJECTID (whose
+    FeatureRejects keep the feature's JSON as the raw text and say so in the details).
     Rejected: no, a non-numeric or a repeated OBJECTID, no CRIME_REPORT_ID, a DATE_REPORTED that is
     missing, not a date or implausible, a CLEARANCE_DATE that is not a date, a NUL character.
     Kept without a point: no coordinates, the placeholder point, a point outside the county.
@@ -180,8 +186,7 @@ def prepare_homicides(frame: pd.DataFrame, lines: np.ndarray, areas, report: Loa
         mask = mask & alive
         if not mask.any():
             return
-        text = [raw[i] for i in np.flatnonzero(mask)] if raw is not None else raw_rows(frame, mask)
-        rejects.add(lines[mask], text, reason, detail(mask) if callable(detail) else detail)
+        rejects.add(lines[mask], raw_rows(frame, mask), reason, detail(mask) if callable(detail) else detail)
         alive[mask] = False
 
     def shown(values: pd.Series | np.ndarray, mask: np.ndarray, what: str) -> list[str]:
@@ -196,7 +201,7 @@ def prepare_homicides(frame: pd.DataFrame, lines: np.ndarray, areas, report: Loa
     reject(oid.isna().to_numpy(), "bad_id",
            lambda m: [f"{t} is not a whole number" for t in shown(ids, m, "OBJECTID")])
     dup, first = clean.first_duplicates(oid.where(alive), lines)
-    reject(dup, "duplicate_id", lambda m: [f"OBJECTID {ids[i]} repeats the record at {unit} {first[i]}"
+    reject(dup, "duplicate_id", lambda m: [f"OBJECTID {ids[i]} repeats the record at line {first[i]}"
                                             for i in np.flatnonzero(m)])
     report_id = _column(frame, "CRIME_REPORT_ID")
     reject((report_id == "").to_numpy(), "missing_value", "CRIME_REPORT_ID is empty")
@@ -259,22 +264,29 @@ def prepare_homicides(frame: pd.DataFrame, lines: np.ndarray, areas, report: Loa
     return table
 
 
+def _numbers(values: pd.Series) -> np.ndarray:
+    """Text cells as floats, NaN where not a number."""
+    return np.asarray(pc.fill_null(clean.arrow_number(values), np.nan), dtype=float)
+
+
 def _points(frame: pd.DataFrame, good: np.ndarray, areas, report: LoadReport
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, pd.Series]]:
     """Lon/lat of each row, its NPA (None: no usable point, counted by cause among the good rows),
     and the coordinate cells with the placeholder point blanked."""
     coords = {c: _column(frame, c) for c in (HOMICIDES.lat, HOMICIDES.lon, HOMICIDES.x, HOMICIDES.y)}
-    lat = np.asarray(pc.fill_null(clean.arrow_number(coords[HOMICIDES.lat]), np.nan), dtype=float)
-    lon = np.asarray(pc.fill_null(clean.arrow_number(coords[HOMICIDES.lon]), np.nan), dtype=float)
+    geometry = [_column(frame, c) for c in (HOMICIDES.geometry_lon, HOMICIDES.geometry_lat)]   # JSON inputs only
     with np.errstate(invalid="ignore"):
-        placeholder = clean.is_placeholder(lon, lat)
+        given = clean.is_placeholder(_numbers(coords[HOMICIDES.lon]), _numbers(coords[HOMICIDES.lat]))
+        placeholder = given | clean.is_placeholder(*(_numbers(g) for g in geometry))
     # The placeholder is no coordinate at all: blanked before the repairs, and stored as NULL.
     for col in (HOMICIDES.lat, HOMICIDES.lon):
-        coords[col] = coords[col].where(~placeholder, "")
-    found = clean.coordinates(*(coords[c] for c in (HOMICIDES.lat, HOMICIDES.lon, HOMICIDES.x, HOMICIDES.y)))
+        coords[col] = coords[col].where(~given, "")
+    found = clean.coordinates(*(coords[c] for c in (HOMICIDES.lat, HOMICIDES.lon, HOMICIDES.x, HOMICIDES.y)),
+                              *geometry)
     report.fixes["coordinates_from_state_plane"] += found.from_state_plane
     report.fixes["coordinates_swapped"] += found.swapped
     report.fixes["latitude_longitude_unusable"] += found.unusable_lat_lon
+    report.fixes["coordinates_from_geometry"] += found.from_geometry
     have = np.isfinite(found.lon) & np.isfinite(found.lat)
     in_county = have & clean.in_box(found.lon, found.lat)
     npa_id = np.full(len(frame), None, dtype=object)
@@ -283,9 +295,9 @@ def _points(frame: pd.DataFrame, good: np.ndarray, areas, report: LoadReport
     in_npa = ~pd.isna(npa_id)
     no_point = ~in_npa
     _add(report.notes, "kept_without_a_point", int((good & no_point).sum()))
-    _add(report.notes, "placeholder_points", int((good & placeholder).sum()))
+    _add(report.notes, "placeholder_points", int((good & no_point & placeholder).sum()))
     _add(report.notes, "no_coordinates", int((good & ~have & ~placeholder).sum()))
-    _add(report.notes, "points_outside_the_county", int((good & have & ~in_npa).sum()))
+    _add(report.notes, "points_outside_the_county", int((good & have & ~in_npa & ~placeholder).sum()))
     return found.lon, found.lat, npa_id, coords
 
 
@@ -326,13 +338,14 @@ def _row_hashes(table: pa.Table) -> np.ndarray:
 # --- files -----------------------------------------------------------------------------------------
 @dataclass
 class SourceRecords:
-    """A file's records as the layer's text frame, each row's line (or feature number) and raw text."""
+    """A file's records as the layer's text frame, each row's line (or feature position), and the
+    rejects its reading already found (malformed rows or features)."""
 
     frame: pd.DataFrame
     lines: np.ndarray
-    raw: list[str] | None                     # each feature's JSON; None for a CSV (its cells are the text)
-    malformed: list[tuple[int, str, str]] = field(default_factory=list)   # (line, raw, detail)
-    form: str = "csv"                         # 'arcgis-json', 'geojson' or 'csv'
+    rejects: Rejects
+    rows_read: int
+    form: str                                   # 'json' (ArcGIS), 'geojson' or 'csv'
     notes: dict = field(default_factory=dict)
 
 
@@ -340,73 +353,19 @@ def read_homicides_file(path: Path) -> SourceRecords:
     """The ArcGIS JSON (or GeoJSON) answer as saved, or a CSV of the same fields; IngestError when the
     file is neither, naming what is missing or broken."""
     path = Path(path)
-    with open(path, "rb") as fh:
-        head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
-    if head[:1] in (b"{", b"["):
-        return _read_json(path)
-    table = read_source_csv(path, list(REQUIRED_FIELDS))
+    if is_feature_file(path):
+        f = read_feature_file(path, HOMICIDES)
+        return SourceRecords(f.frame, f.lines, f.rejects(), f.rows_read, f.fmt, dict(f.notes))
+    table = read_source_csv(path, HOMICIDES.required_columns)
     names = set(table.frame.columns)
     if not ({HOMICIDES.lat, HOMICIDES.lon} <= names or {HOMICIDES.x, HOMICIDES.y} <= names):
         raise IngestError(f"{path}: no coordinate columns: expected {HOMICIDES.lat} and {HOMICIDES.lon}, "
                           f"or {HOMICIDES.x} and {HOMICIDES.y}")
+    rejects = Rejects()
+    rejects.add(np.array([m[0] for m in table.malformed], dtype=np.int64), [m[1] for m in table.malformed],
+                "malformed_row", [m[2] for m in table.malformed])
     notes = {"encoding": table.encoding} if table.encoding != "utf-8" else {}
-    return SourceRecords(table.frame, table.lines, None, table.malformed, "csv", notes)
-
-
-def _read_json(path: Path) -> SourceRecords:
-    from geo.ingest.arcgis import FeedError, parse_page, records_frame   # arcgis imports this module's layout
-
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8-sig"))
-    except UnicodeDecodeError as exc:
-        raise IngestError(f"{path}: not UTF-8 text at byte {exc.start}: not a saved ArcGIS answer") from None
-    except json.JSONDecodeError as exc:
-        raise IngestError(f"{path}: not a complete JSON document ({exc.msg} at line {exc.lineno}, column "
-                          f"{exc.colno}); was the download cut off?") from None
-    if not isinstance(data, dict):
-        raise IngestError(f"{path}: a JSON {type(data).__name__}, not an ArcGIS query answer (an object with features)")
-    if "error" in data:
-        error = data["error"] if isinstance(data["error"], dict) else {"message": str(data["error"])}
-        raise IngestError(f"{path}: the file holds an ArcGIS error answer (code {error.get('code')}: "
-                          f"{error.get('message', '')}), not records")
-    form = "geojson" if data.get("type") == "FeatureCollection" else "arcgis-json"
-    features = data.get("features")
-    if not isinstance(features, list):
-        raise IngestError(f"{path}: no features array: not an ArcGIS query answer (f=json or f=geojson)")
-    if form == "arcgis-json" and data.get("geometryType") not in (None, "esriGeometryPoint"):
-        raise IngestError(f"{path}: geometryType {data.get('geometryType')!r}: the Homicide layer holds points "
-                          "(esriGeometryPoint)")
-    member = "properties" if form == "geojson" else "attributes"
-    good, lines, malformed = [], [], []
-    for number, f in enumerate(features, start=1):
-        if isinstance(f, dict) and isinstance(f.get(member), dict):
-            good.append(f)
-            lines.append(number)
-        else:
-            malformed.append((number, json.dumps(f, default=str)[:10_000],
-                              f"feature {number} is not an object with {member}"))
-    names = _field_names(data, good, member)
-    missing = [c for c in REQUIRED_FIELDS if c not in names]
-    if missing:
-        raise IngestError(f"{path}: missing field(s) {', '.join(missing)}; found {', '.join(sorted(names)) or 'none'}. "
-                          f"Expected the Homicide layer's fields: {', '.join(REQUIRED_FIELDS)}")
-    try:
-        page = parse_page({**data, "features": good}, "geojson" if form == "geojson" else "json", 0)
-    except FeedError as exc:
-        raise IngestError(f"{path}: {exc}") from None
-    notes = {}
-    if page.more:
-        notes["exceeded_transfer_limit"] = "the saved answer says the layer holds more records than this page"
-    return SourceRecords(records_frame(HOMICIDES, page), np.array(lines, dtype=np.int64), page.raw, malformed,
-                         form, notes)
-
-
-def _field_names(data: dict, features: list[dict], member: str) -> set[str]:
-    """Upper-case field names: the answer's `fields` list, else every attribute name the features use."""
-    fields = data.get("fields")
-    if isinstance(fields, list) and fields:
-        return {str(f.get("name", "")).upper() for f in fields if isinstance(f, dict)}
-    return {str(k).upper() for f in features for k in f[member]}
+    return SourceRecords(table.frame, table.lines, rejects, len(table.frame) + len(table.malformed), "csv", notes)
 
 
 def load_homicides(engine: Engine, path: Path, *, force: bool = False) -> LoadReport:
@@ -421,19 +380,15 @@ def load_homicides(engine: Engine, path: Path, *, force: bool = False) -> LoadRe
             return report
     source = read_homicides_file(path)
     areas = area_indexes(engine)
-    report.rows_read = len(source.frame) + len(source.malformed)
+    report.rows_read = source.rows_read
     report.notes.update({"format": source.form, **source.notes})
-    rejects = Rejects()
-    rejects.add(np.array([m[0] for m in source.malformed], dtype=np.int64), [m[1] for m in source.malformed],
-                "malformed_row", [m[2] for m in source.malformed])
-    rows = prepare_homicides(source.frame, source.lines, areas, report, rejects, source.raw,
-                             "line" if source.form == "csv" else "feature")
+    rows = prepare_homicides(source.frame, source.lines, areas, report, source.rejects)
     report.mark("prepare", timer)
     with engine.begin() as conn:
         report.batch_id = start_batch(conn, report)
         report.inserted, report.updated = upsert_rows(conn, HOMICIDES, rows, report.batch_id)
         report.unchanged = rows.num_rows - report.inserted - report.updated
-        store_rejects(conn, report, rejects)
+        store_rejects(conn, report, source.rejects)
         report.seconds = timer.elapsed
         finish_batch(conn, report)
     return report

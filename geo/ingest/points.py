@@ -32,6 +32,7 @@ from geo.ingest.batch import (
     store_rejects,
 )
 from geo.ingest.csvfile import iter_source_batches, nul_rows, raw_rows, scan_source_csv, shown_cell
+from geo.ingest.jsonfile import is_feature_file, read_feature_file
 from geo.settings import locale_settings
 from geo.taxonomy import UNKNOWN, load_taxonomy
 from geo.spatial import AreaIndex, read_divisions, read_neighborhoods
@@ -205,11 +206,13 @@ def load_points(
     engine: Engine, source: PointSource, path: Path, *, force: bool = False, progress: bool = False,
     options: LoadOptions = LoadOptions(),
 ) -> LoadReport:
-    """Load one CSV of point records in a single transaction and return the counts.
+    """Load one file of point records in a single transaction and return the counts.
 
-    A first pass reads the id column (duplicates, line numbers, malformed rows); the second
-    streams the file in record batches that are cleaned, assigned to areas and sent to
-    PostgreSQL while the next batch is being prepared.
+    A CSV is read twice: a first pass reads the id column (duplicates, line numbers, malformed
+    rows); the second streams the file in record batches that are cleaned, assigned to areas and
+    sent to PostgreSQL while the next batch is being prepared. A JSON file (an ArcGIS query
+    answer or a GeoJSON FeatureCollection, told by its content) is read whole and goes the same
+    way from its features (`load_frame`).
     """
     timer = Timer()
     path = Path(path)
@@ -231,6 +234,12 @@ def load_points(
         division=AreaIndex(divisions.geometry, divisions["division_id"]),
         division_codes=dict(zip(divisions["short_name"], divisions["division_id"])),
     )
+    if is_feature_file(path):
+        features = read_feature_file(path, source)
+        report.rows_read = features.rows_read
+        report.notes.update(features.notes)
+        return load_frame(engine, source, features.frame, features.lines, features.rejects(), areas, report, timer,
+                          progress=progress, options=options)
     scan = scan_source_csv(path, source.required_columns, source.id_column, also=list(source.times))
     time_columns = {col: clean.time_of_day(values) for col, values in scan.columns.items()}
     report.rows_read = len(scan.ids) + len(scan.malformed)
@@ -264,6 +273,42 @@ def load_points(
     finally:
         bar.close()   # cleared before any error is printed, so the error stands on its own line
     report.fixes = +report.fixes  # drop zero counts
+    return report
+
+
+# Rows per batch of a file read whole (about the rows of a CSV's 16 MB record batch).
+FRAME_BATCH_ROWS = 100_000
+
+
+def load_frame(
+    engine: Engine, source: PointSource, frame: pd.DataFrame, lines: np.ndarray, rejects: Rejects, areas: _Areas,
+    report: LoadReport, timer: Timer, *, progress: bool = False, options: LoadOptions = LoadOptions(),
+) -> LoadReport:
+    """Load source text rows already in memory (a JSON file's features) the way a CSV's batches are loaded.
+
+    `lines` gives each row's position for its reject; `rejects` may already hold rows set aside
+    while reading (and says what raw text a reject keeps). One transaction, as for a CSV.
+    """
+    # As for a CSV, calendar dates are judged per column over the whole file, not per batch.
+    time_columns = {col: clean.time_of_day(frame[col]) for col in source.times if col in frame.columns}
+    ids = clean.strip(frame[source.id_column])
+    dup, first_line = clean.first_duplicates(ids.where(ids != "", None), lines)
+    report.mark("scan", timer)
+    bar = tqdm(total=len(frame), desc=f"load {source.kind}", unit="row", unit_scale=True, disable=not progress,
+               leave=False)
+
+    def chunks() -> Iterator[pa.Table]:
+        for start in range(0, len(frame), FRAME_BATCH_ROWS):
+            part = slice(start, start + FRAME_BATCH_ROWS)
+            yield _prepare_batch(source, frame.iloc[part].reset_index(drop=True), lines[part], dup[part],
+                                 first_line[part], areas, report, rejects, time_columns=time_columns, options=options)
+            bar.update(len(lines[part]))
+
+    try:
+        _write(engine, source, report, chunks(), rejects, timer)
+    finally:
+        bar.close()
+    report.fixes = +report.fixes
     return report
 
 

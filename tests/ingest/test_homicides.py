@@ -169,7 +169,7 @@ def test_a_csv_of_the_same_fields_stores_the_same_rows(engine, layer_file, layer
     path.write_text(json.dumps(geojson))
     report = load_homicides(engine, path)
     assert (report.inserted, report.updated, report.unchanged) == (0, 0, VICTIMS)
-    assert report.notes["format"] == "geojson" and "more records" in report.notes["exceeded_transfer_limit"]
+    assert report.notes["format"] == "geojson" and "exceededTransferLimit" in report.notes["partial_page"]
     assert snapshot(engine)["homicides"] == before
 
 
@@ -178,15 +178,22 @@ def test_a_file_that_is_not_the_layer_is_refused_whole(engine, layer_file, layer
     before = snapshot(engine)
     data = layer_file.read_bytes()
     cases = {
-        "cut.json": (data[: len(data) // 2], r"not a complete JSON document \(.* at line \d+, column \d+\); was the download cut off"),
-        "garbage.json": (b"{\x00\xff garbage", r"not UTF-8|not a complete JSON document"),
-        "list.json": (b"[1, 2, 3]", "a JSON list, not an ArcGIS query answer"),
-        "nofeatures.json": (json.dumps({"fields": layer["fields"]}).encode(), "no features array"),
+        "cut.json": (data[: len(data) // 2], r"not valid JSON \(.*: line \d+ column \d+; the file ends early: cut off\?\)"),
+        "garbage.json": (b"{\x00\xff garbage", r"not JSON text|not valid JSON"),
+        "list.json": (b"[1, 2, 3]", "the file holds a JSON array, not an object"),
+        "nofeatures.json": (json.dumps({"fields": layer["fields"]}).encode(), "no 'features' array"),
         "error.json": (json.dumps({"error": {"code": 400, "message": "Invalid query"}}).encode(),
-                       "ArcGIS error answer .*400: Invalid query"),
-        "fields.json": (json.dumps({**layer, "fields": [f for f in layer["fields"] if f["name"] not in ("WEAPON", "AGE")]}
-                                   ).encode(), "missing field\\(s\\) AGE, WEAPON"),
-        "polygons.json": (json.dumps({**layer, "geometryType": "esriGeometryPolygon"}).encode(), "holds points"),
+                       "an ArcGIS error answer, not features \\(code 400: Invalid query\\)"),
+        # An incidents answer: OBJECTID and DATE_REPORTED, but none of the victim fields.
+        "incidents.json": (json.dumps({"fields": [{"name": n} for n in ("OBJECTID", "INCIDENT_REPORT_ID", "DATE_REPORTED")],
+                                       "features": [{"attributes": {"OBJECTID": 1, "INCIDENT_REPORT_ID": "x",
+                                                                    "DATE_REPORTED": 1750723200000}}]}).encode(),
+                           "missing field\\(s\\) CRIME_REPORT_ID, AGE, GENDER"),
+        "fields.json": (json.dumps({**layer, "fields": [f for f in layer["fields"] if f["name"] not in ("WEAPON", "AGE")],
+                                    "features": [{**f, "attributes": {k: v for k, v in f["attributes"].items()
+                                                                      if k not in ("WEAPON", "AGE")}}
+                                                 for f in layer["features"]]}).encode(),
+                        "missing field\\(s\\) AGE, WEAPON"),
         "sr.json": (json.dumps({**layer, "spatialReference": {"wkid": 3857}}).encode(), "spatial reference 3857"),
         "incidents.csv": (b"INCIDENT_REPORT_ID,DATE_REPORTED\n1,2021/01/01 00:00:00+00\n",
                           "missing column\\(s\\) OBJECTID, CRIME_REPORT_ID"),
@@ -236,7 +243,7 @@ def test_bad_records_are_rejected_with_reasons_and_the_rest_kept(engine, layer, 
         (7, "implausible_date", "DATE_REPORTED '1980/01/01 00:00:00+00' is before 1990 or in the future"),
         (8, "missing_value", "CRIME_REPORT_ID is empty"),
         (9, "bad_date", "CLEARANCE_DATE 'soon' is not a date"),
-        (13, "malformed_row", "feature 13 is not an object with attributes"),
+        (13, "malformed_row", "feature 13 is not a feature: str, expected a JSON object with attributes"),
     ]
     raw = json.loads(rows(engine, "SELECT raw FROM ingest_rejects WHERE line = 6")[0][0])
     assert raw["attributes"]["DATE_REPORTED"] == "24 June"      # the record as it was in the file
