@@ -156,7 +156,7 @@ def db_status() -> None:
 
 @db.command("migrate")
 def db_migrate() -> None:
-    """Apply pending SQL migrations from sql/migrations (recorded in schema_migrations)."""
+    """Apply pending SQL migrations from geo/sql/migrations (recorded in schema_migrations)."""
     from geo.migrate import MigrationError, migrate
 
     try:

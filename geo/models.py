@@ -1,4 +1,4 @@
-"""GeoAlchemy2 table definitions matching sql/migrations (a test keeps the two in step)."""
+"""GeoAlchemy2 table definitions matching geo/sql/migrations (a test keeps the two in step)."""
 
 from __future__ import annotations
 

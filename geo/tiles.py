@@ -1,9 +1,9 @@
 """Map tiles: z/x/y checks, Mapbox Vector Tiles from PostGIS, kernel-density heat tiles, a tile cache.
 
 Vector tiles (EPSG:3857, extent 4096, buffer 64) are built by PostGIS from the readable templates
-in sql/tiles/, filled with identifiers from geo/catalog.py and geo/filters.py only; every value is
-bound. Calls and incidents are too dense to send as raw points at city zooms (a z10 tile held
-170,000 points and 5 MB), so the rule is:
+in geo/sql/tiles/ (package data, read with importlib.resources), filled with identifiers from
+geo/catalog.py and geo/filters.py only; every value is bound. Calls and incidents are too dense
+to send as raw points at city zooms (a z10 tile held 170,000 points and 5 MB), so the rule is:
 
 - below `RAW_MIN_ZOOM` (14) a point layer is always aggregated: one point per occupied square
   cell of `CELL` tile units (64 x 64 cells per tile) with `count`, `violent` and, for calls,
@@ -27,7 +27,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
+from importlib import resources
 from typing import Hashable
 
 import numpy as np
@@ -37,7 +37,7 @@ from sqlalchemy.engine import Connection, Engine
 from geo.catalog import LAYERS, Layer
 from geo.filters import TABLE_COLUMNS, Filter, ParameterError, parse_int
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql" / "tiles"
+SQL_DIR = resources.files("geo") / "sql" / "tiles"
 
 MAX_ZOOM = 22
 EXTENT = 4096            # MVT tile coordinate range
@@ -270,7 +270,7 @@ def cluster_points(engine: Engine, table: str = "calls") -> None:
     lyr = LAYERS[table]
     if lyr.filter_table is None:
         raise ValueError(f"{table!r} is not a point layer; one of calls, incidents")
-    index = f"{lyr.source}_geom_idx"        # named by sql/migrations/001_core.sql
+    index = f"{lyr.source}_geom_idx"        # named by geo/sql/migrations/001_core.sql
     with engine.begin() as conn:
         conn.exec_driver_sql(f"CLUSTER {lyr.source} USING {index}")
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:

@@ -81,6 +81,15 @@ def test_an_edited_migration_is_refused(empty_engine, tmp_path):
         migrate(empty_engine, d)
 
 
+def test_migrations_are_package_data_and_a_missing_folder_is_named(tmp_path):
+    # The default folder is the package's own (importlib.resources), not a path beside a checkout.
+    assert str(migrate_mod.MIGRATIONS_DIR).endswith("geo/sql/migrations")
+    assert [m.path.name for m in migrate_mod.discover()][0] == "001_core.sql"
+    with pytest.raises(MigrationError, match=f"no migrations folder at {tmp_path / 'nope'}"):
+        migrate_mod.discover(tmp_path / "nope")
+    assert migrate_mod.discover(str(tmp_path)) == []
+
+
 def test_a_failing_migration_applies_nothing(empty_engine, tmp_path):
     d = tmp_path / "migrations"
     d.mkdir()
