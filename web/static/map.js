@@ -5,7 +5,7 @@
 (function () {
   'use strict';
 
-  var FILTER_KEYS = ['preset', 'start', 'end', 'division', 'category', 'violent', 'min_p'];
+  var FILTER_KEYS = ['preset', 'start', 'end', 'division', 'category', 'violent', 'min_p', 'origin'];
   var LAYER_KEYS = ['areas', 'divisions', 'hotspots', 'heat', 'calls', 'homicides'];
   // Homicides have calendar dates and no taxonomy category or model label: only these filters apply.
   var HOMICIDE_FILTERS = ['preset', 'start', 'end', 'division'];
