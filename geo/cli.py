@@ -904,7 +904,7 @@ def hotspots_cmd(source: str, start: str | None, end: str | None, measure: str, 
     model_version = None
     dask = _dask(compute, scheduler, dask_workers)
     if dask is not None and source != "calls":
-        raise click.BadParameter("Dask runs the calls analysis; offense and homicide counts are small tables",
+        raise click.BadParameter("Dask runs the calls analysis; offense counts and homicide counts are small tables",
                                  param_hint="--engine")
     if grid_ft and source != "calls":
         raise click.BadParameter(f"grid cells are computed from calls; {source} are counted per NPA",
