@@ -117,7 +117,6 @@ def _get(summary: str, tag: str, responses: dict, parameters: list | None = None
 
 
 _OBJ = {"type": "object"}
-_GEOJSON = {"application/geo+json": _ref("schemas", "FeatureCollection")}
 # The map's own JSON (areas, hot spots) is GeoJSON served as application/json, which fetch() reads as such.
 _MAP_GEOJSON = {"application/json": _ref("schemas", "FeatureCollection")}
 _LEVEL = _path("level", "Area level.", {"type": "string", "enum": ["division", "npa"]})
