@@ -315,7 +315,8 @@ def _steps_for(engine: Engine, source: Source, period: Period, unit: str, origin
     covered = Period(max(period.start, first), min(period.end, last + timedelta(days=1)))
     span = (first, last)
     if covered.end <= covered.start:
-        raise ValueError(f"the {source.table} span {first}..{last}, outside {period.start}..{period.end - timedelta(days=1)}")
+        raise ValueError(f"the {source.table} span {first}..{last}, "
+                         f"outside {period.start}..{period.end - timedelta(days=1)}")
     steps, left_out = time_steps(covered, unit)
     if len(steps) < MIN_STEPS:
         partial = "; ".join(f"{x.step.label} {x.covered:.0%} covered" for x in left_out)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from libpysal.weights import lat2W
+from scipy.stats import norm
 
 from geo.emerging import (MIN_STEPS, NO_PATTERN, PATTERNS, emerging_class, emerging_hotspots, npa_emerging,
                           space_time_weights, time_steps)
@@ -84,6 +85,13 @@ def test_gi_star_of_each_bin_is_the_hand_formula_over_its_space_time_neighbours(
     wi = w.sum(axis=1)
     hand = (w @ x - mean * wi) / (sd * np.sqrt((n * wi - wi ** 2) / (n - 1)))
     assert found.z.ravel() == pytest.approx(hand, abs=1e-12)
+    # ArcGIS's Gi_Bin from the FDR q-values over all 300 bins; the state at 90% is any non-zero bin.
+    from scipy.stats import false_discovery_control
+
+    q = false_discovery_control(2 * norm.sf(np.abs(hand)), method="bh")
+    level = np.select([q < 0.01, q < 0.05, q < 0.10], [3, 2, 1], 0)
+    assert (found.bins.ravel() == np.sign(hand) * level).all() and (found.bins != 0).sum() > 0
+    assert (found.state == np.sign(found.bins)).all()
     from geo.hotspots import mann_kendall
 
     assert found.table.loc[7, "trend_z"] == pytest.approx(mann_kendall(found.z[:, 7])[0])
@@ -275,7 +283,8 @@ def test_grid_cells_and_both_origins(engine):
     from tests.test_metrics import add_calls
 
     # Two scored calls that are not violent mark the data's extent: the whole of 2021.
-    rows = [(datetime(2021, 1, 1, 12), "01", "traffic", False, 0.01), (datetime(2021, 12, 31, 12), "01", "traffic", False, 0.01)]
+    rows = [(datetime(2021, 1, 1, 12), "01", "traffic", False, 0.01),
+            (datetime(2021, 12, 31, 12), "01", "traffic", False, 0.01)]
     for month in range(1, 13):   # one cell's violent calls grow month after month, 20 to 31
         rows += [(datetime(2021, month, 10, 22), "01", "violent_crime", True, 0.9)] * (19 + month)
     add_calls(engine, rows)
