@@ -109,7 +109,8 @@ def read_calls(engine: Engine, *, with_truth: bool, where: str = "TRUE", params:
     truth = join = ""
     if with_truth:
         params["violent"] = sorted(load_taxonomy().violent_codes)
-        truth = ", coalesce(i.highest_nibrs_code = ANY(%(violent)s::text[]), false)::int AS violent"
+        # Ground truth: a linked report of an FBI violent crime that was founded (not Unfounded).
+        truth = ", coalesce(i.highest_nibrs_code = ANY(%(violent)s::text[]) AND i.is_crime, false)::int AS violent"
         join = "LEFT JOIN incidents i ON i.incident_report_id = c.incident_report_id"
     sql = _CALLS_SQL.format(truth=truth, join=join, where=where, limit=f"LIMIT {int(limit)}" if limit else "")
     with engine.connect() as conn:
