@@ -38,7 +38,7 @@ class Layer:
     id_type: str                # JSON type of the id
     geom: str = "geom"          # geometry column of `source`, EPSG:4326
     geometry_type: str = "Point"
-    filter_table: str | None = None   # 'calls' / 'incidents': the shared filters apply (geo.filters)
+    filter_table: str | None = None   # 'calls' / 'incidents' / 'homicides': the shared filters apply (geo.filters)
     time_property: str | None = None  # the property `datetime` filters on
     version_layer: str = ""     # data_versions row whose bump makes cached tiles/pages stale
     properties: tuple[Property, ...] = field(default_factory=tuple)
@@ -140,6 +140,41 @@ LAYERS: dict[str, Layer] = {
             ),
         ),
         Layer(
+            id="homicides",
+            title="Homicide victims",
+            description="CMPD's Homicide layer, one feature per victim (real records, City of Charlotte open data); "
+                        "dates are calendar dates in Charlotte with no time of day. Victims published without a "
+                        "location have a null geometry: they are in items and exports, not in tiles.",
+            source="homicides",
+            id_sql="objectid",
+            id_type="integer",
+            filter_table="homicides",
+            time_property="date_reported",
+            version_layer="homicides",
+            properties=(
+                _p("objectid", type="integer", description="the layer's OBJECTID (one per victim)"),
+                _p("crime_report_id", description="CMPD report id; a report with several victims repeats it",
+                   queryable=True),
+                _p("date_reported", type="string", format="date", description="date reported, a calendar date in Charlotte"),
+                _p("age", type="integer", description="victim's age in years (empty where not published as a number)"),
+                _p("gender", queryable=True),
+                _p("race_ethnicity", queryable=True),
+                _p("weapon", queryable=True),
+                _p("circumstances", queryable=True),
+                _p("intimate_partner", type="boolean", description="flagged as intimate-partner violence (IPV)",
+                   queryable=True),
+                _p("clearance_status", queryable=True),
+                _p("clearance_date", type="string", format="date"),
+                _p("location", description="hundred-block location as CMPD publishes it"),
+                _p("cmpd_patrol_division", description="patrol division as published"),
+                _p("division_id", description="CMPD division code from the spatial join"),
+                _p("npa_source", type="integer", description="NPA as published (CMPD's own assignment)"),
+                _p("npa_id", type="integer", description="Neighborhood Profile Area from the spatial join", queryable=True),
+                _p("council_district", type="integer", queryable=True),
+                _p("commission_district", type="integer"),
+            ),
+        ),
+        Layer(
             id="divisions",
             title="CMPD patrol divisions",
             description="The 14 CMPD patrol division polygons (City of Charlotte open data).",
@@ -200,7 +235,7 @@ LAYERS: dict[str, Layer] = {
             id_type="integer",
             geometry_type="MultiPolygon",
             version_layer="hotspot_npas",
-            run_kinds=("calls_npa_hotspots", "offenses_npa_hotspots"),
+            run_kinds=("calls_npa_hotspots", "offenses_npa_hotspots", "homicides_npa_hotspots"),
             properties=(
                 _p("run_id", type="integer"),
                 _p("npa_id", type="integer", queryable=True),

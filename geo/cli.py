@@ -280,6 +280,16 @@ def load_incidents_cmd(path: Path, force: bool, time_from_report_id: bool) -> No
               options=LoadOptions(time_from_report_id=time_from_report_id))
 
 
+@load.command("homicides")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@_force
+def load_homicides_cmd(path: Path, force: bool) -> None:
+    """CMPD's Homicide layer, one row per victim: the ArcGIS JSON answer as saved, or a CSV of its fields."""
+    from geo.ingest.homicides import load_homicides
+
+    _run_load(load_homicides, _engine(), path, force=force)
+
+
 @load.command("calls")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @_force
@@ -320,12 +330,13 @@ def rejects_cmd(kind: str | None, reason: str | None, limit: int) -> None:
 
 # --- ArcGIS feed ----------------------------------------------------------------------------
 @main.command("sync")
-@click.option("--layer", type=click.Choice(["all", "incidents", "calls"]), default="all", show_default=True,
+@click.option("--layer", type=click.Choice(["all", "incidents", "calls", "homicides"]), default="all", show_default=True,
               help="Which feed; all = every layer with a URL configured.")
 @click.option("--url", help="The layer (…/FeatureServer/0) or its /query URL [HOTSPOTS_ARCGIS_<LAYER>_URL]; needs one --layer.")
 @click.option("--format", "fmt", type=click.Choice(["json", "geojson"]), default="json", show_default=True,
               help="Ask for Esri JSON or GeoJSON pages.")
-@click.option("--date-field", help="Field the sync is incremental on [DATE_REPORTED / DATE_RECEIVED]; an edit-date field catches every edit.")
+@click.option("--date-field", help="Field the sync is incremental on [DATE_REPORTED (incidents, homicides) / DATE_RECEIVED]; "
+                                   "an edit-date field catches every edit.")
 @click.option("--since", help="First sync only: records dated on or after YYYY-MM-DD [HOTSPOTS_ARCGIS_SINCE, default all].")
 @click.option("--full", is_flag=True, help="Ignore the high-water mark and read the whole layer again.")
 @click.option("--every", help="Keep running: sync again this often (30s, 5m, 1h); Ctrl-C stops.")
@@ -348,11 +359,12 @@ def sync_cmd(layer: str, url: str | None, fmt: str, date_field: str | None, sinc
 
     settings = arcgis_settings()
     if url and layer == "all":
-        raise click.BadParameter("name the layer the URL is for (--layer incidents or --layer calls)", param_hint="--url")
-    kinds = [layer] if layer != "all" else [k for k in ("incidents", "calls") if getattr(settings, f"{k}_url")]
+        raise click.BadParameter("name the layer the URL is for (--layer incidents, calls or homicides)",
+                                 param_hint="--url")
+    kinds = [layer] if layer != "all" else [k for k in ("incidents", "calls", "homicides") if getattr(settings, f"{k}_url")]
     if not kinds:
-        raise click.ClickException("no feed configured: set HOTSPOTS_ARCGIS_INCIDENTS_URL (and/or "
-                                   "HOTSPOTS_ARCGIS_CALLS_URL), or pass --layer and --url")
+        raise click.ClickException("no feed configured: set HOTSPOTS_ARCGIS_INCIDENTS_URL, HOTSPOTS_ARCGIS_CALLS_URL "
+                                   "and/or HOTSPOTS_ARCGIS_HOMICIDES_URL, or pass --layer and --url")
     try:
         feeds = [make_feed(k, settings, url=url, fmt=fmt, date_field=date_field, since=since) for k in kinds]
         interval = parse_interval(every) if every else None
@@ -850,15 +862,30 @@ def _current_model(engine) -> str | None:
         return conn.execute(sa.text("SELECT model_version FROM model_runs WHERE is_current")).scalar()
 
 
+def _years(text: str | None) -> tuple[int, int] | None:
+    """'2019-2021' or '2020' as (first, last) years; None when not given."""
+    if not text:
+        return None
+    try:
+        parts = [int(p) for p in text.split("-")]
+    except ValueError:
+        raise click.BadParameter("use YYYY or YYYY-YYYY", param_hint="--years") from None
+    if len(parts) > 2 or parts[0] > parts[-1]:
+        raise click.BadParameter(f"{text!r}: use YYYY or YYYY-YYYY with the first year first", param_hint="--years")
+    return parts[0], parts[-1]
+
+
 @main.command("hotspots")
-@click.option("--source", type=click.Choice(["calls", "offenses"]), default="calls", show_default=True,
-              help="Model-labelled calls, or CMPD's published violent offense counts per NPA (real data).")
+@click.option("--source", type=click.Choice(["calls", "offenses", "homicides"]), default="calls", show_default=True,
+              help="Model-labelled calls, CMPD's published violent offense counts per NPA, or homicide victims "
+                   "per NPA (both real data).")
 @_from
 @_to
 @click.option("--measure", type=click.Choice(["labelled", "expected"]), default="labelled", show_default=True,
               help="calls: count calls labelled violent, or sum the model's probabilities (expected violent calls).")
 @click.option("--grid-ft", type=float, help="calls: square cells of this many feet (EPSG:2264) instead of NPAs.")
-@click.option("--years", default="2019-2021", show_default=True, help="offenses: year range.")
+@click.option("--years", help="offenses, homicides: year range, e.g. 2019-2021 [offenses: 2019-2021; "
+                              "homicides: every year loaded].")
 @click.option("--category", multiple=True, help="offenses: detail categories (default: the Violent Crime roll-up).")
 @click.option("--permutations", default=999, show_default=True)
 @click.option("--save", is_flag=True, help="Store the result as an analysis run (for the map and exports).")
@@ -866,17 +893,23 @@ def _current_model(engine) -> str | None:
 @_compute_engine
 @_scheduler
 @_dask_workers
-def hotspots_cmd(source: str, start: str | None, end: str | None, measure: str, grid_ft: float | None, years: str,
+def hotspots_cmd(source: str, start: str | None, end: str | None, measure: str, grid_ft: float | None, years: str | None,
                  category: tuple[str, ...], permutations: int, save: bool, out: Path | None, compute: str,
                  scheduler: str | None, dask_workers: int) -> None:
     """Getis-Ord Gi* hot and cold spots of violent crime over the 462 NPAs or grid cells (FDR-corrected)."""
-    from geo.hotspots import grid_hotspots, npa_hotspots, offense_hotspots, save_cell_results, save_npa_results
+    from geo.hotspots import (grid_hotspots, homicide_hotspots, npa_hotspots, offense_hotspots, save_cell_results,
+                              save_npa_results)
 
     engine = _engine()
     model_version = None
     dask = _dask(compute, scheduler, dask_workers)
     if dask is not None and source != "calls":
-        raise click.BadParameter("Dask runs the calls analysis; offense counts are one small table", param_hint="--engine")
+        raise click.BadParameter("Dask runs the calls analysis; offense counts and homicide counts are small tables",
+                                 param_hint="--engine")
+    if grid_ft and source != "calls":
+        raise click.BadParameter(f"grid cells are computed from calls; {source} are counted per NPA",
+                                 param_hint="--grid-ft")
+    counted = "violent"
     if dask is not None:
         from geo import scale
 
@@ -901,19 +934,25 @@ def hotspots_cmd(source: str, start: str | None, end: str | None, measure: str, 
         result = npa_hotspots(engine, period, measure=measure, permutations=permutations)
         params = {"period": [str(period.start), str(period.end)], "measure": measure, "permutations": permutations}
         model_version = _current_model(engine)
-    else:
+    elif source == "homicides":
         try:
-            parts = [int(p) for p in years.split("-")]
-        except ValueError:
-            raise click.BadParameter("use YYYY or YYYY-YYYY", param_hint="--years") from None
-        try:
-            result = offense_hotspots(engine, (parts[0], parts[-1]), list(category) or None, permutations=permutations)
+            result, info = homicide_hotspots(engine, _years(years), permutations=permutations)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from exc
-        params = {"years": [parts[0], parts[-1]], "categories": list(category) or ["Violent Crime"], "permutations": permutations}
+        params = {**info, "permutations": permutations}
+        counted = "homicide victims"
+        click.echo(f"source: homicides (CMPD Homicide layer), {info['years'][0]}-{info['years'][1]}: "
+                   f"{info['victims']:,} victims, {info['victims_without_npa']:,} without a location left out")
+    else:
+        span = _years(years) or (2019, 2021)
+        try:
+            result = offense_hotspots(engine, span, list(category) or None, permutations=permutations)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        params = {"years": list(span), "categories": list(category) or ["Violent Crime"], "permutations": permutations}
     for name, n in result["hotspot_class"].value_counts().items():
         total = result.loc[result["hotspot_class"] == name, "value"].sum()
-        click.echo(f"{name:28} {n:>5} {'cells' if grid_ft else 'NPAs'}, {total:>10,.1f} violent")
+        click.echo(f"{name:28} {n:>5} {'cells' if grid_ft else 'NPAs'}, {total:>10,.1f} {counted}")
     hot = result[result["hotspot_class"].str.startswith("Hot")].sort_values("gi_z", ascending=False)
     if len(hot) and not grid_ft:
         click.echo("\nhottest NPAs: " + ", ".join(f"{int(r.npa_id)} (z {r.gi_z:.1f}, {r.value:,.0f})" for r in hot.head(10).itertuples()))
@@ -1094,7 +1133,7 @@ def token_list_cmd() -> None:
 @click.option("--origin", help="real or synthetic: only real CMPD records, or only generated ones.")
 @click.option("--run", type=int, help="Analysis run of a hot spot layer [default: the latest].")
 def export_cmd(layer: str, fmt: str | None, out: Path, run: int | None, **filters: str | None) -> None:
-    """Write LAYER (calls, incidents, divisions, neighborhoods, hotspot_cells, hotspot_npas) to a file.
+    """Write LAYER (calls, incidents, homicides, divisions, neighborhoods, hotspot_cells, hotspot_npas) to a file.
 
     The same rows, fields and formats as the server's /export/LAYER.EXT (docs/exports.md).
     """

@@ -102,6 +102,19 @@ SHAPEFILE_FIELDS: dict[str, str] = {
     "gi_p": "gi_p",
     "gi_q": "gi_q",
     "hotspot_class": "hs_class",
+    "objectid": "objectid",
+    "crime_report_id": "report_id",
+    "age": "age",
+    "gender": "gender",
+    "race_ethnicity": "race_eth",
+    "weapon": "weapon",
+    "circumstances": "circumst",
+    "intimate_partner": "ipv",
+    "clearance_date": "clear_date",
+    "cmpd_patrol_division": "division",
+    "npa_source": "npa_source",
+    "council_district": "council",
+    "commission_district": "commission",
 }
 
 
@@ -188,7 +201,7 @@ def _where(lyr: Layer, flt: Filter) -> tuple[str, dict]:
 
 
 def _order(lyr: Layer) -> str:
-    # Calls and incidents leave in time order (the time index serves it); areas by id.
+    # Calls, incidents and homicides leave in time order (the time index serves it); areas by id.
     if lyr.filter_table is not None:
         return f"{TABLE_COLUMNS[lyr.filter_table].time}, {lyr.id_sql}"
     return lyr.id_sql
@@ -199,6 +212,8 @@ def _text_sql(p: Property) -> str:
     if p.format == "date-time":
         # AT TIME ZONE 'UTC' makes the text independent of the session's TimeZone; NULL stays NULL.
         return f"((to_json(({p.sql}) AT TIME ZONE 'UTC') #>> '{{}}') || 'Z')"
+    if p.format == "date":
+        return f"to_char({p.sql}, 'YYYY-MM-DD')"   # a calendar date: no time, no zone
     return p.sql
 
 
@@ -222,7 +237,8 @@ def _csv_line_sql(lyr: Layer) -> str:
     # as turning every value into a Python object and back into text (bench/exports.py).
     cells = [_csv_cell_sql(p) for p in lyr.public]
     if lyr.geometry_type == "Point":
-        cells += [f"ST_X({lyr.geom})::text", f"ST_Y({lyr.geom})::text"]
+        # Empty cells for a row without a location (homicide victims published without one).
+        cells += [f"coalesce(ST_X({lyr.geom})::text, '')", f"coalesce(ST_Y({lyr.geom})::text, '')"]
     else:
         cells.append("'\"' || ST_AsText(" + lyr.geom + ") || '\"'")
     return " || ',' || ".join(cells)
@@ -279,6 +295,8 @@ def arrow_schema(lyr: Layer, shapefile: bool):
         if p.format == "date-time":
             # dBase has no time zone (its D type is a bare date): shapefiles get ISO 8601 UTC text.
             kind = pa.string() if shapefile else pa.timestamp("us", tz="UTC")
+        elif p.format == "date":
+            kind = pa.date32()   # a dBase D field, a GeoPackage DATE
         else:
             kind = {"integer": pa.int64(), "number": pa.float64(), "boolean": pa.bool_()}.get(p.type, pa.string())
         fields.append(pa.field(name, kind))
@@ -300,14 +318,16 @@ def _arrow_batch(lyr: Layer, schema, rows: Sequence[Sequence], shapefile: bool):
             array = pa.array(values, pa.string())
             if shapefile and (pc.max(pc.binary_length(array)).as_py() or 0) > DBF_TEXT_BYTES:
                 array = pa.array([dbf_text(v) for v in values], pa.string())
-        elif p.format == "date-time":
+        elif p.format in ("date-time", "date"):
             array = pa.array(values, pa.string()).cast(field.type)
         else:
             array = pa.array(values, field.type)
         arrays.append(array)
     if lyr.geometry_type == "Point":
-        wkb = shapely.to_wkb(shapely.points(np.asarray(columns[-2], dtype="float64"),
-                                            np.asarray(columns[-1], dtype="float64")))
+        x = np.asarray(columns[-2], dtype="float64")
+        y = np.asarray(columns[-1], dtype="float64")
+        wkb = shapely.to_wkb(shapely.points(x, y)).astype(object)
+        wkb[np.isnan(x)] = None   # no location: a null geometry, not POINT (NaN NaN)
     else:
         wkb = [bytes(b) for b in columns[-1]]
     arrays.append(pa.array(wkb, pa.binary()))
@@ -320,7 +340,7 @@ def fields_csv(lyr: Layer) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["field", "property", "type", "description"])
     for field, p in shapefile_fields(lyr):
-        kind = "date-time (ISO 8601 text, UTC)" if p.format == "date-time" else p.type
+        kind = {"date-time": "date-time (ISO 8601 text, UTC)", "date": "date (a calendar date)"}.get(p.format, p.type)
         w.writerow([field, p.name, kind, p.description])
     return buf.getvalue()
 

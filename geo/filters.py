@@ -49,12 +49,15 @@ class Columns:
     probability: str | None = None
     geom: str = "geom"
     origin: str | None = "data_origin"
+    time_is_date: bool = False       # `time` is a calendar date (compared with the filter's local dates)
 
 
 TABLE_COLUMNS = {
     "calls": Columns(time="received_at", violent="{p}label", probability="p_violent"),
     # A violent code on an Unfounded report is not a violent crime (is_crime is false there).
     "incidents": Columns(time="date_reported", violent="({p}category = 'violent_crime' AND {p}is_crime)"),
+    # Every homicide is a violent crime and has no taxonomy category: those filters are refused.
+    "homicides": Columns(time="date_reported", category=None, time_is_date=True),
 }
 
 
@@ -79,12 +82,22 @@ class Filter:
         p = f"{alias}." if alias else ""
         clauses: list[str] = []
         params: dict = {}
-        if self.start is not None:
-            clauses.append(f"{p}{cols.time} >= :f_start")
-            params["f_start"] = self.start
-        if self.end is not None:
-            clauses.append(f"{p}{cols.time} < :f_end")
-            params["f_end"] = self.end
+        if cols.time_is_date:
+            # A calendar date is in the filter when any part of its local day is: [first, last) days.
+            first, last = self.local_period()
+            if first is not None:
+                clauses.append(f"{p}{cols.time} >= :f_start")
+                params["f_start"] = first
+            if last is not None:
+                clauses.append(f"{p}{cols.time} < :f_end")
+                params["f_end"] = last
+        else:
+            if self.start is not None:
+                clauses.append(f"{p}{cols.time} >= :f_start")
+                params["f_start"] = self.start
+            if self.end is not None:
+                clauses.append(f"{p}{cols.time} < :f_end")
+                params["f_end"] = self.end
         if self.division is not None:
             clauses.append(f"{p}{cols.division} = :f_division")
             params["f_division"] = self.division
@@ -304,6 +317,10 @@ def parse_filter(
         division = divisions[key]
 
     category = None
+    if "category" in given and cols.category is None:
+        raise ParameterError("category", f"{table} have no taxonomy category; category applies to calls and incidents")
+    if "violent" in given and cols.violent is None:
+        raise ParameterError("violent", f"{table} are all violent crimes; violent applies to calls and incidents")
     if "category" in given:
         categories = load_taxonomy().categories
         category = given["category"].lower()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from datetime import date
 
 import geopandas as gpd
 import numpy as np
@@ -128,6 +129,34 @@ def offense_hotspots(engine: Engine, years: tuple[int, int], categories: list[st
     if values.empty:
         raise ValueError(f"no offense counts for {wanted} in {years[0]}-{years[1]}; load them with `hotspots load offenses`")
     return _with_gi(read_neighborhoods(engine), values, permutations, seed)
+
+
+def homicide_hotspots(engine: Engine, years: tuple[int, int] | None = None, *, permutations: int = 999,
+                      seed: int = 0) -> tuple[gpd.GeoDataFrame, dict]:
+    """Gi* on the number of homicide victims per NPA (our spatial join) in calendar years `years`
+    (default: every year loaded), and what was counted: years, victims, victims without a point.
+
+    Victims published without a location have no NPA and are left out (their count is returned).
+    """
+    with engine.connect() as conn:
+        first, last, stored = conn.execute(sa.text(
+            "SELECT min(extract(year FROM date_reported))::int, max(extract(year FROM date_reported))::int, count(*)"
+            " FROM homicides")).one()
+        if not stored:
+            raise ValueError("no homicides loaded; load them with `hotspots load homicides FILE`")
+        lo, hi = years if years is not None else (first, last)
+        counted = {"a": date(lo, 1, 1), "b": date(hi + 1, 1, 1)}
+        values = pd.read_sql(sa.text(
+            "SELECT npa_id, count(*)::float AS value FROM homicides"
+            " WHERE date_reported >= :a AND date_reported < :b AND npa_id IS NOT NULL GROUP BY 1"),
+            conn, params=counted)
+        victims, unplaced = conn.execute(sa.text(
+            "SELECT count(*), count(*) FILTER (WHERE npa_id IS NULL) FROM homicides"
+            " WHERE date_reported >= :a AND date_reported < :b"), counted).one()
+    if not victims:
+        raise ValueError(f"no homicides in {lo}-{hi}; the loaded ones span {first}-{last}")
+    info = {"years": [lo, hi], "victims": int(victims), "victims_without_npa": int(unplaced)}
+    return _with_gi(read_neighborhoods(engine), values, permutations, seed), info
 
 
 def _start_run(conn, kind: str, params: dict, model_version: str | None) -> int:

@@ -117,6 +117,8 @@ class ArcGISSettings(BaseSettings):
     # A FeatureServer/MapServer layer URL (…/FeatureServer/0) or its …/query endpoint; empty: not configured.
     incidents_url: str = Field(default="", alias="HOTSPOTS_ARCGIS_INCIDENTS_URL")
     calls_url: str = Field(default="", alias="HOTSPOTS_ARCGIS_CALLS_URL")
+    # CMPD's Homicide layer (one feature per victim), incremental on DATE_REPORTED like incidents.
+    homicides_url: str = Field(default="", alias="HOTSPOTS_ARCGIS_HOMICIDES_URL")
     # Records per request; servers cap it at their maxRecordCount (often 1,000 or 2,000) and say so.
     page_size: int = Field(default=1000, alias="HOTSPOTS_ARCGIS_PAGE_SIZE")
     timeout_s: float = Field(default=60.0, alias="HOTSPOTS_ARCGIS_TIMEOUT_S")

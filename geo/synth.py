@@ -479,7 +479,9 @@ def generate(
     rep_local = pd.DatetimeIndex(reported)
     stamp = rep_local.strftime("%Y%m%d-%H%M")
     seq = pd.Series(stamp).groupby(stamp).cumcount().to_numpy() + 1
-    report_ids = np.char.add(np.char.add(stamp.to_numpy().astype(str), "-"), np.char.zfill(seq.astype(str), 2)).astype(object)
+    # CMPD's id layout YYYYMMDD-HHMM-NN, with an S before the sequence: a generated report can never
+    # take a real report's id (the demo's year overlaps the real records).
+    report_ids = np.char.add(np.char.add(stamp.to_numpy().astype(str), "-S"), np.char.zfill(seq.astype(str), 2)).astype(object)
     calls.loc[linked, "INCIDENT_REPORT_ID"] = report_ids[: len(linked)]
     status, detail = _clearance(rng, tables, taxonomy, i_code, i_unfounded)
     dated = (status != "Open") | (detail != "Open")  # CMPD dates every closed report (and pending validations)

@@ -129,6 +129,9 @@ TILE_LAYERS: dict[str, TileLayer] = {
         _tile_layer("calls", ("call_id", "received_at", "call_type", "category", "p_violent", "violent"), True),
         _tile_layer("incidents", ("incident_report_id", "date_reported", "highest_nibrs_code",
                                   "highest_nibrs_description", "category", "clearance_status"), True),
+        # A few hundred victims: raw points at every zoom. Rows without a location have no place in a tile.
+        _tile_layer("homicides", ("objectid", "crime_report_id", "date_reported", "age", "gender", "race_ethnicity",
+                                  "weapon", "circumstances", "intimate_partner", "clearance_status")),
         _tile_layer("divisions"),
         _tile_layer("neighborhoods"),
         _tile_layer("hotspot_cells"),
@@ -170,6 +173,8 @@ def _columns(t: TileLayer) -> str:
         if prop.format == "date-time":
             # ISO 8601 in UTC whatever the session's TimeZone is.
             expr = f"to_char({expr} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+        elif prop.format == "date":
+            expr = f"to_char({expr}, 'YYYY-MM-DD')"   # a calendar date, whatever the DateStyle
         cols.append(f"{expr} AS {_quote(name)}")
     return ",\n           ".join(cols)
 

@@ -336,3 +336,22 @@ def test_a_posted_date_is_a_local_calendar_date(engine):
     # The day in Charlotte (not UTC midnight, 20:00 the day before); a date-time at midnight stays an instant.
     assert [tuple(r) for r in got] == [("DAY-1", "2021-06-01 00:00:00", "date"), ("DAY-2", "2021-06-01 00:00:00", "time")]
     assert (notes["date"], notes["time"]) == (1, 1)
+
+
+def test_a_posted_call_never_replaces_a_synthetic_one(engine, tmp_path):
+    """A posted call is real: one whose id a generated call holds refuses the batch (400 in the API),
+    as a file load refuses it, and nothing of the batch is stored."""
+    (_, lon, lat), = _points(engine, 1)
+    fake = _call("SYN-1", lon, lat)
+    path = tmp_path / "synthetic.csv"
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(",".join([*live.COLUMNS.values(), "DATA_ORIGIN"]) + "\n")
+        fh.write(",".join([*("" if fake.get(k) is None else str(fake[k]) for k in live.COLUMNS), "synthetic"]) + "\n")
+    assert load_calls(engine, path).inserted == 1
+    with pytest.raises(live.BatchError) as err:
+        _ingest(engine, [_call("NEW-1", lon, lat), {**fake, "call_type": "NOISE COMPLAINT"}])
+    assert err.value.parameter == "calls" and "synthetic" in err.value.message
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT call_id, call_type, data_origin FROM calls")).all() == [
+            ("SYN-1", "ASSAULT", "synthetic")]
+        assert conn.execute(sa.text("SELECT count(*) FROM ingest_batches WHERE kind = 'calls_api'")).scalar_one() == 0

@@ -23,6 +23,8 @@ bp = Blueprint("maps", __name__)
 # Calls are drawn one by one from this zoom on (a few streets); below it the heat layer shows them.
 CALLS_MIN_ZOOM = 15
 CALLS_LIMIT = 2000
+# Homicide victims are drawn all at once: the whole layer is under a thousand.
+HOMICIDES_LIMIT = 5000
 DEFAULT_OFFICERS = 300   # a planning figure for the panel's allocation; the request's `officers` overrides it
 PRESET_LABELS = {"7d": "Last 7 days", "28d": "Last 28 days", "ytd": "Year to date", "365d": "Last 365 days"}
 _POLYGONS = {"division": "divisions", "npa": "neighborhoods"}
@@ -90,6 +92,7 @@ def config():
         "timezone": locale_settings().timezone,
         "calls_min_zoom": CALLS_MIN_ZOOM,
         "calls_limit": CALLS_LIMIT,
+        "homicides_limit": HOMICIDES_LIMIT,
         "default_officers": DEFAULT_OFFICERS,
         # Real and synthetic rows per layer, for the legend (never added together silently).
         "origins": database.memo(("map_origins",), ("calls", "incidents"),

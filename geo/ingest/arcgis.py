@@ -1,11 +1,12 @@
 """Following an ArcGIS REST feature layer (the City of Charlotte's open-data services): `hotspots sync`.
 
 A sync asks the layer's `/query` endpoint for every record whose date field (DATE_REPORTED for
-incidents, DATE_RECEIVED for calls) is at or after the stored high-water mark less an overlap
-window, ordered by that date and the object id, one page (`resultOffset`/`resultRecordCount`) at a
+incidents and homicides, DATE_RECEIVED for calls) is at or after the stored high-water mark less an
+overlap window, ordered by that date and the object id, one page (`resultOffset`/`resultRecordCount`) at a
 time. Each page becomes the same text frame a CSV export gives (geo/ingest/pages.py, which also
 serves such an answer saved in a file; dates as the hub's `YYYY/MM/DD hh:mm:ss+00`), goes through
-the file loaders' cleaning, rejects and area assignment (geo/ingest/points.py), and is merged by
+the file loaders' cleaning, rejects and area assignment (geo/ingest/points.py; for the Homicide
+layer geo/ingest/homicides.py), and is merged by
 row hash: new records are inserted, changed ones updated, identical ones left alone. The page's
 records, its rejects, its ingest_batches row and the advanced high-water mark commit in one
 transaction, so a sync killed at any point resumes from what is really stored: the next run
@@ -38,12 +39,16 @@ from sqlalchemy.engine import Engine
 
 from geo.ingest.batch import LoadReport, finish_batch, start_batch, store_rejects
 from geo.ingest.calls import CALLS
+from geo.ingest.homicides import HOMICIDES, prepare_homicides
 from geo.ingest.incidents import INCIDENTS
 from geo.ingest.pages import FeatureRejects, Page, PageError, read_page, source_frame
 from geo.ingest.points import PointSource, area_indexes, prepare_frame, upsert_rows
 from geo.settings import ArcGISSettings
 
-SOURCES: dict[str, PointSource] = {"incidents": INCIDENTS, "calls": CALLS}
+SOURCES: dict[str, PointSource] = {"incidents": INCIDENTS, "calls": CALLS, "homicides": HOMICIDES}
+# Layers whose records are cleaned by their own loader's function rather than the point loaders'
+# (one victim per record, dates that are calendar dates, rows kept without a point).
+PREPARERS = {"homicides": prepare_homicides}
 # ArcGIS error codes (in an HTTP 200 body) and HTTP statuses worth another try: the server is
 # busy or restarting. Anything else (400 "Invalid query", 498 token) will not heal by waiting.
 RETRY_CODES = frozenset({429, 500, 502, 503, 504})
@@ -59,7 +64,7 @@ class FeedError(RuntimeError):
 class Feed:
     """One ArcGIS layer followed into one table."""
 
-    kind: str                       # 'incidents' or 'calls'
+    kind: str                       # 'incidents', 'calls' or 'homicides'
     url: str                        # the layer's …/query endpoint
     date_field: str                 # incremental on this field (e.g. DATE_REPORTED, or an EditDate)
     oid_field: str = "OBJECTID"
@@ -365,7 +370,11 @@ def store_page(engine: Engine, feed: Feed, page: Page, areas, where: str) -> Loa
                         sha256=feed.key, rows_read=len(frame))
     # Rejects are keyed by the record's object id and keep the record's JSON.
     rejects = FeatureRejects(dict(zip(oids.tolist(), page.raw)), "with OBJECTID")
-    rows = prepare_frame(feed.source, frame, oids, areas, report, rejects)
+    prepare = PREPARERS.get(feed.kind)
+    if prepare is not None:
+        rows = prepare(frame, oids, areas, report, rejects)
+    else:
+        rows = prepare_frame(feed.source, frame, oids, areas, report, rejects)
     mark = page_high_water(feed, page)
     with engine.begin() as conn:
         report.batch_id = start_batch(conn, report)

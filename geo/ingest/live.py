@@ -35,7 +35,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from geo.classify import ModelError, StoredModel, label_selected, load_model
 from geo.ingest import clean
-from geo.ingest.batch import LoadReport, finish_batch, start_batch, store_rejects
+from geo.ingest.batch import IngestError, LoadReport, finish_batch, start_batch, store_rejects
 from geo.ingest.calls import CALLS
 from geo.ingest.pages import FeatureRejects
 from geo.ingest.points import area_indexes, merge_rows, prepare_frame
@@ -408,7 +408,10 @@ def ingest_calls(engine: Engine, payload: Any, *, body_sha256: str, source: str,
 
     with engine.begin() as conn:
         report.batch_id = start_batch(conn, report)
-        merged = merge_rows(conn, CALLS, prepared, report.batch_id)
+        try:
+            merged = merge_rows(conn, CALLS, prepared, report.batch_id)
+        except IngestError as exc:   # a posted call_id is a synthetic call's: the client's problem, not the server's
+            raise BatchError("features" if rows[0].geojson else "calls", str(exc)) from None
         report.inserted = sum(merged.values())
         report.updated = len(merged) - report.inserted
         report.unchanged = prepared.num_rows - len(merged)

@@ -572,7 +572,21 @@ def _drop_primary_key(conn, table: str) -> list[str]:
 
 def _upsert(conn, source: PointSource, cols: list[str]) -> tuple[int, int]:
     """Merge the staged rows: new ids inserted, changed rows updated, identical ones left alone."""
+    _refuse_origin_clash(conn, source)
     return merge_staged(conn, source.table, "stage_points", source.id_field, cols, **_merge_rule(source))
+
+
+def _refuse_origin_clash(conn, source: PointSource) -> None:
+    """IngestError, refusing the whole batch, when a staged row's id is stored with the other origin (a
+    generated record with a real report's id, or the reverse): real and synthetic records never replace each other."""
+    clash = conn.exec_driver_sql(
+        f"SELECT count(*), min(s.{source.id_field}), min(t.data_origin) FROM stage_points s"
+        f" JOIN {source.table} t USING ({source.id_field}) WHERE t.data_origin <> s.data_origin").one()
+    if clash[0]:
+        raise IngestError(
+            f"{clash[0]:,} {source.kind} carry ids already stored as {clash[2]} records (e.g. {clash[1]!r}) but are "
+            f"{'synthetic' if clash[2] == 'real' else 'real'} here; nothing was loaded: real and synthetic records "
+            "must not replace each other (give generated records ids of their own)")
 
 
 def _merge_rule(source: PointSource) -> dict:
@@ -655,4 +669,5 @@ def merge_rows(conn, source: PointSource, rows: pa.Table, batch_id: int) -> dict
     ).scalar_one()
     if not changed:
         return {}
+    _refuse_origin_clash(conn, source)
     return merge_staged_keys(conn, source.table, "stage_points", source.id_field, cols, **_merge_rule(source))

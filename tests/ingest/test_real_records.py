@@ -146,3 +146,38 @@ def test_zip_written_as_a_number_is_a_zip(engine, tmp_path, data_dir):
     load_incidents(engine, path)
     stored = _stored(engine)
     assert [stored[r["INCIDENT_REPORT_ID"]][6] for r in rows] == ["28239", "28277", None]
+
+
+def test_a_generated_record_never_replaces_a_real_one(engine, data_dir, tmp_path):
+    """The same report id arriving as synthetic (or real over synthetic) refuses the file whole."""
+    from geo.ingest.batch import IngestError
+    from tests.clusters import snapshot
+
+    path = data_dir / "real" / STREETS
+    load_incidents(engine, path)
+    rows = _rows(path)[:5]
+    for r in rows:
+        r["DATA_ORIGIN"] = "synthetic"
+    fake = tmp_path / "clash.csv"
+    with open(fake, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    before = snapshot(engine)
+    with pytest.raises(IngestError, match=r"5 incidents carry ids already stored as real records .*nothing was loaded"):
+        load_incidents(engine, fake)
+    assert snapshot(engine) == before
+
+
+def test_generated_report_ids_are_marked_and_never_real_ones(tmp_path, data_dir):
+    from datetime import date
+
+    from geo.synth import generate
+
+    generate(data_dir, tmp_path, start=date(2024, 1, 1), days=20, n_calls=3000, seed=3, dirty=False, progress=False)
+    ids = [r["INCIDENT_REPORT_ID"] for r in _rows(tmp_path / "incidents.csv")]
+    real = {r["INCIDENT_REPORT_ID"] for name in (STREETS, API) for r in _rows(data_dir / "real" / name)}
+    import re
+
+    assert ids and all(re.fullmatch(r"\d{8}-\d{4}-S\d{2,}", i) for i in ids)
+    assert not set(ids) & real

@@ -32,6 +32,9 @@ CASES = {
     "incidents": ("start=2021-05-01&end=2021-05-31&violent=true",
                   "SELECT incident_report_id FROM incidents WHERE date_reported >= '2021-05-01 00:00-04'"
                   " AND date_reported < '2021-06-01 00:00-04' AND category = 'violent_crime'"),
+    # Real victims, some without a location: they are in every format (with an empty geometry).
+    "homicides": ("start=2024-01-01&end=2024-12-31",
+                  "SELECT objectid FROM homicides WHERE date_reported BETWEEN '2024-01-01' AND '2024-12-31'"),
     "divisions": ("", "SELECT division_id FROM divisions"),
     "neighborhoods": ("bbox=-80.9,35.2,-80.8,35.3",
                       "SELECT npa_id FROM neighborhoods WHERE geom && ST_MakeEnvelope(-80.9, 35.2, -80.8, 35.3, 4326)"),
@@ -59,7 +62,8 @@ def read_export(body: bytes, layer: str, ext: str, tmp_path):
     path = tmp_path / f"{layer}.{ext}"
     path.write_bytes(body)
     source = {"zip": f"/vsizip/{path}/{layer}.shp", "gpkg": str(path), "geojson": str(path), "csv": str(path)}[ext]
-    options = {"X_POSSIBLE_NAMES": "lon", "Y_POSSIBLE_NAMES": "lat"} if ext == "csv" and layer in ("calls", "incidents") else {}
+    points = ("calls", "incidents", "homicides")
+    options = {"X_POSSIBLE_NAMES": "lon", "Y_POSSIBLE_NAMES": "lat"} if ext == "csv" and layer in points else {}
     return pyogrio.read_dataframe(source, **options), source
 
 

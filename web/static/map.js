@@ -1,12 +1,14 @@
 /* The supervisor map: one set of filters drives the choropleth, the Gi* hot spots, the density
-   tiles, the individual calls and the side panel. The whole view (filters, layers, centre, zoom,
+   tiles, the individual calls, the homicide victims and the side panel. The whole view (filters, layers, centre, zoom,
    selected area) is kept in the page URL so a link reopens exactly this view.
    Plain JavaScript on Leaflet (served from the xstatic-leaflet package); no build step. */
 (function () {
   'use strict';
 
-  var FILTER_KEYS = ['preset', 'start', 'end', 'division', 'category', 'violent', 'min_p'];
-  var LAYER_KEYS = ['areas', 'divisions', 'hotspots', 'heat', 'calls'];
+  var FILTER_KEYS = ['preset', 'start', 'end', 'division', 'category', 'violent', 'min_p', 'origin'];
+  var LAYER_KEYS = ['areas', 'divisions', 'hotspots', 'heat', 'calls', 'homicides'];
+  // Homicides have calendar dates and no taxonomy category or model label: only these filters apply.
+  var HOMICIDE_FILTERS = ['preset', 'start', 'end', 'division'];
   var DEFAULT_LAYERS = ['areas', 'divisions', 'hotspots', 'calls'];
   var CHOROPLETH = ['#ffffb2', '#fecc5c', '#fd8d3c', '#f03b20', '#bd0026'];
   var ZERO_COLOUR = '#f4f4f4';
@@ -23,6 +25,7 @@
   var layers = {};          // Leaflet layers by key
   var generation = 0;       // bumps on each refresh; late answers to older requests are dropped
   var callsAbort = null;
+  var homicidesAbort = null;
   var choroplethBreaks = [];
   var state = readUrl();
 
@@ -183,7 +186,8 @@
   function buildMap() {
     map = L.map('map', {zoomControl: true, preferCanvas: false, zoomSnap: 0.5});
     // One pane per layer, so the stacking is fixed whatever order the data arrive in.
-    [['heatPane', 350], ['areasPane', 400], ['divisionsPane', 410], ['hotspotsPane', 420], ['callsPane', 450]].forEach(function (p) {
+    [['heatPane', 350], ['areasPane', 400], ['divisionsPane', 410], ['hotspotsPane', 420], ['callsPane', 450],
+     ['homicidesPane', 460]].forEach(function (p) {
       map.createPane(p[0]).style.zIndex = p[1];
     });
     map.getPane('divisionsPane').style.pointerEvents = 'none';
@@ -237,6 +241,10 @@
       div.appendChild(el('div', {'class': 'section'}, [el('h4', {text: 'Calls (zoom ' + config.calls_min_zoom + '+)'}),
         el('div', {}, [el('i', {style: 'background:#b2182b;border-radius:50%'}), 'labelled violent']),
         el('div', {}, [el('i', {style: 'background:#4d4d4d;border-radius:50%'}), 'other'])]));
+    }
+    if (on('homicides')) {
+      div.appendChild(el('div', {'class': 'section'}, [el('h4', {text: 'Homicide victims (CMPD, real)'}),
+        el('div', {}, [el('i', {style: 'background:#000;border:2px solid #ffd400;border-radius:50%'}), 'one victim'])]));
     }
   };
 
@@ -416,6 +424,48 @@
       });
   }
 
+  function loadHomicides() {
+    if (homicidesAbort) { homicidesAbort.abort(); homicidesAbort = null; }
+    if (layers.homicides) { layers.homicides.clearLayers(); }
+    if (!on('homicides')) { notice('homicides', null); return; }
+    if (!layers.homicides) { layers.homicides = L.layerGroup().addTo(map); }
+    var p = new URLSearchParams();
+    HOMICIDE_FILTERS.forEach(function (k) { if (state.filters[k]) { p.set(k, state.filters[k]); } });
+    p.set('limit', String(config.homicides_limit));
+    homicidesAbort = new AbortController();
+    fetchJson('/ogc/collections/homicides/items?' + p.toString(), {signal: homicidesAbort.signal, headers: {Accept: 'application/geo+json'}})
+      .then(function (fc) {
+        var features = fc.features || [];
+        var drawn = 0;
+        features.forEach(function (f) {
+          if (!f.geometry) { return; }   // published without a location
+          var q = f.properties || {};
+          var marker = L.circleMarker([f.geometry.coordinates[1], f.geometry.coordinates[0]], {
+            pane: 'homicidesPane', className: 'homicide', radius: 5, weight: 2, color: '#ffd400', fillColor: '#000', fillOpacity: 0.9
+          });
+          marker.bindPopup(el('div', {'class': 'homicide-popup'}, [
+            el('strong', {text: 'Homicide, reported ' + q.date_reported}), el('br'),
+            'Victim: ' + [q.age === null || q.age === undefined ? 'age unknown' : 'age ' + q.age, q.gender, q.race_ethnicity]
+              .filter(function (x) { return x; }).join(', '), el('br'),
+            'Weapon: ' + (q.weapon || 'n/a') + ' · Circumstances: ' + (q.circumstances || 'n/a') +
+              (q.intimate_partner ? ' (intimate partner)' : ''), el('br'),
+            'Clearance: ' + (q.clearance_status || 'n/a') + ' · Report ' + q.crime_report_id
+          ]));
+          layers.homicides.addLayer(marker);
+          drawn += 1;
+        });
+        document.body.setAttribute('data-homicides-drawn', String(drawn));
+        var unplaced = features.length - drawn;
+        var more = fc.numberMatched > features.length ? ' (the first ' + fmt(features.length) + ' of ' + fmt(fc.numberMatched) + ')' : '';
+        notice('homicides', fmt(fc.numberMatched) + ' homicide victims in this period' + more +
+          (unplaced ? '; ' + fmt(unplaced) + ' published without a location are not drawn.' : '.'));
+      })
+      .catch(function (err) {
+        if (err.name === 'AbortError') { return; }
+        notice('homicides', 'Homicides could not be loaded (' + err.message + ').', true);
+      });
+  }
+
   // --- loading ---------------------------------------------------------------------------------
   function refresh() {
     var gen = ++generation;
@@ -457,6 +507,7 @@
     if (layers.divisionShapes) { if (on('divisions')) { layers.divisionShapes.addTo(map); } else { map.removeLayer(layers.divisionShapes); } }
     updateHeat();
     loadCalls();
+    loadHomicides();
     loadPanel();
   }
 
