@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import csv
-
 import sqlalchemy as sa
 
 from geo.ingest.incidents import load_incidents
 from geo.summary import summary_lines
 from geo.taxonomy import load_taxonomy
+from tests.factories import read_rows, write_rows
 
 
 def test_summary_counts_real_and_synthetic_apart(engine, data_dir, tmp_path):
     real = data_dir / "real" / "incidents_streets_QVXYZ.csv"
     load_incidents(engine, real)
-    with open(real, newline="", encoding="utf-8-sig") as fh:
-        rows = list(csv.DictReader(fh))[:40]
+    rows = read_rows(real)[:40]
     for i, r in enumerate(rows):
         r["INCIDENT_REPORT_ID"] = f"SYN-{i}"
         r["DATA_ORIGIN"] = "synthetic"
-    fake = tmp_path / "generated.csv"
-    with open(fake, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    fake = write_rows(tmp_path / "generated.csv", rows)
     load_incidents(engine, fake)
     lines = summary_lines(engine)
     text = "\n".join(lines)
