@@ -501,14 +501,27 @@ def daily_counts(engine: Engine, flt: Filter, by: str, start: date, end: date, t
     return wide.sort_index(axis=1)
 
 
+AREA_TABLES = {"division": ("divisions", "division_id"), "npa": ("neighborhoods", "npa_id")}
+
+
+def level_areas(engine: Engine, by: str) -> list[str]:
+    """Every area id of a level ('division' or 'npa') as text, as `_area_expr` writes them."""
+    table, column = AREA_TABLES[by]
+    with engine.connect() as conn:
+        return [r[0] for r in conn.execute(sa.text(f"SELECT {column}::text FROM {table} ORDER BY {column}"))]
+
+
 def compstat(engine: Engine, as_of: date, *, by: str = "city", flt: Filter | None = None, compare: str = "year",
              alpha: float = 0.05, table: str = "calls", areas: list | None = None) -> pd.DataFrame:
     """The CompStat report for `as_of`: week, 28 days and year to date per area (see compstat_table).
 
     The filter's dates are replaced by the windows; its other conditions (category, violent,
-    probability, division, origin, box) apply. The one CompStat of the CLI and the map's panel.
+    probability, division, origin, box) apply. Every division or NPA is reported and tested, with
+    or without calls (`areas` overrides the list). The one CompStat of the CLI and the map's panel.
     """
     flt = replace(flt or Filter(), start=None, end=None, given={})
+    if areas is None and by != "city":
+        areas = level_areas(engine, by)
     coverage = data_coverage(engine, table, flt.origin)
     rules = _window_rules(as_of, compare)
     starts = [min(c.start, rule(c).start) for c, rule in rules.values()]

@@ -228,6 +228,12 @@ def test_compstat_counts_calls_by_local_day_and_tests_every_division(engine):
                 {"id": f"E{i}", "t": when, "p": precision, "tz": TZ})
     table = compstat(engine, date(2021, 7, 1), by="division")
     assert list(table["window"].unique()) == ["week", "28 days", "year to date"]
+    # Every division is reported and in the FDR family, with calls or without.
+    with engine.connect() as conn:
+        divisions = [r[0] for r in conn.execute(sa.text("SELECT division_id FROM divisions ORDER BY 1"))]
+    assert table.loc[table["window"] == "week", "area"].tolist() == divisions and len(divisions) == 14
+    quiet = table[(table["area"] == divisions[-1]) & (table["window"] == "week")].iloc[0]
+    assert (quiet["current"], quiet["prior"], quiet["p_value"]) == (0, 0, 1.0)
     rows = table.set_index(["window", "area"])
     windows = compstat_windows(date(2021, 7, 1))
     for name, (current, prior) in windows.items():

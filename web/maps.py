@@ -211,8 +211,8 @@ def _panel_body(lvl: panel.Level, area: dict, flt: Filter, officers: int, compar
     # areas once per report date and filter (its dates replaced by the windows) and shared.
     no_dates = replace(flt, start=None, end=None, given={})
     table = database.memo(("map_compstat", lvl.metrics_by, no_dates.key(), as_of.isoformat(), compare),
-                          ("calls",), lambda: compstat(engine, as_of, by=lvl.metrics_by, flt=no_dates, compare=compare,
-                                                       areas=[str(s["id"]) for s in _shapes(lvl.name)]))
+                          ("calls", _POLYGONS[lvl.name]),
+                          lambda: compstat(engine, as_of, by=lvl.metrics_by, flt=no_dates, compare=compare))
     body["compstat"] = {"as_of": as_of.isoformat(), "report_end": report_end(as_of).isoformat(), "compare": compare,
                         "windows": panel.compstat_for(table, area_id)}
     # Outreach and allocation compare the area with the whole city, so they are computed city-wide
