@@ -601,8 +601,8 @@ def _month_add(day: date, months: int) -> date:
     return date(index // 12, index % 12 + 1, 1)
 
 
-def complete_months(period: Period, *coverages: tuple[date | None, date | None]) -> tuple[list[date], list[str]]:
-    """Calendar months inside the period that every source covers from first to last day, and those left out."""
+def complete_months(period: Period, **coverages: tuple[date | None, date | None]) -> tuple[list[date], list[str]]:
+    """Calendar months inside the period that every source (name=(first, last)) covers whole, and those left out."""
     first = _month_add(date(period.start.year, period.start.month, 1), 0)
     months, left_out = [], []
     m = first
@@ -611,26 +611,18 @@ def complete_months(period: Period, *coverages: tuple[date | None, date | None])
         reasons = []
         if m < period.start or nxt > period.end:
             reasons.append("the period holds part of it")
-        for lo, hi in coverages:
-            if lo is None or hi is None or lo > m or hi < nxt - timedelta(days=1):
-                reasons.append(f"the data cover {lo}..{hi}")
+        for name, (lo, hi) in coverages.items():
+            if lo is None or hi is None:
+                reasons.append(f"no {name}")
+            elif lo > m or hi < nxt - timedelta(days=1):
+                reasons.append(f"{name} cover {lo}..{hi}")
         if reasons:
-            left_out.append(f"{m:%Y-%m}: {'; '.join(dict.fromkeys(reasons))}")
+            left_out.append(f"{m:%Y-%m}: {'; '.join(reasons)}")
         else:
             months.append(m)
         m = nxt
-    # Only a consecutive run can be paired month to month: the longest one.
-    runs, run = [], []
-    for month in months:
-        if run and _month_add(run[-1], 1) != month:
-            runs.append(run)
-            run = []
-        run.append(month)
-    if run:
-        runs.append(run)
-    best = max(runs, key=len) if runs else []
-    left_out += [f"{m:%Y-%m}: not next to the longest run of complete months" for m in months if m not in best]
-    return best, sorted(left_out)
+    # Coverage is one span per source, so the complete months are consecutive.
+    return months, left_out
 
 
 # Violent incidents are dated by when they happened where CMPD gives it (DATE_INCIDENT_BEGAN, not
@@ -652,7 +644,7 @@ def indicator_panel(engine: Engine, period: Period, flt: Filter | None = None) -
     flt = replace(flt or Filter(), start=None, end=None, given={})
     calls_cover = data_coverage(engine, "calls", flt.origin)
     incidents_cover = data_coverage(engine, "incidents", flt.origin)
-    months, left_out = complete_months(period, calls_cover, incidents_cover)
+    months, left_out = complete_months(period, calls=calls_cover, incidents=incidents_cover)
     empty = IndicatorPanel(months, np.array([], dtype=int), {}, np.zeros((0, len(months))), left_out,
                            {"occurrence": 0, "report": 0})
     if not months:

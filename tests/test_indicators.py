@@ -99,11 +99,15 @@ def test_a_planted_lead_is_found_and_the_others_are_not():
 
 def test_complete_months_leave_out_a_half_finished_last_month():
     months, left_out = complete_months(Period(date(2021, 1, 1), date(2021, 12, 1)),
-                                       (date(2021, 1, 1), date(2021, 11, 10)), (date(2020, 12, 1), date(2021, 11, 30)))
+                                       calls=(date(2021, 1, 1), date(2021, 11, 10)),
+                                       incidents=(date(2020, 12, 1), date(2021, 11, 30)))
     assert months == [date(2021, m, 1) for m in range(1, 11)]
-    assert left_out == ["2021-11: the data cover 2021-01-01..2021-11-10"]
+    assert left_out == ["2021-11: calls cover 2021-01-01..2021-11-10"]
     months, left_out = complete_months(Period(date(2021, 1, 15), date(2021, 6, 1)),
-                                       (date(2021, 1, 1), date(2021, 12, 31)), (date(2021, 1, 1), date(2021, 12, 31)))
+                                       calls=(date(2021, 1, 1), date(2021, 12, 31)), incidents=(None, None))
+    assert months == [] and left_out[0] == "2021-01: the period holds part of it; no incidents"
+    months, left_out = complete_months(Period(date(2021, 1, 15), date(2021, 6, 1)),
+                                       calls=(date(2021, 1, 1), date(2021, 12, 31)))
     assert months[0] == date(2021, 2, 1) and left_out == ["2021-01: the period holds part of it"]
 
 
@@ -161,7 +165,7 @@ def test_the_database_panel_drops_the_half_finished_month_and_dates_violence_by_
     period = Period(date(2021, 1, 1), date(2022, 4, 1))
     panel = indicator_panel(engine, period)
     assert panel.months == [date(2021 + (m - 1) // 12, (m - 1) % 12 + 1, 1) for m in range(1, 15)]
-    assert panel.left_out_months == ["2022-03: the data cover 2021-01-01..2022-03-10"]
+    assert panel.left_out_months == ["2022-03: calls cover 2021-01-01..2022-03-10; incidents cover 2021-01-01..2022-03-10"]
     generated = [i for i in incidents[:-4] if i[3] == "13A"]
     in_months = sum(1 for i in generated if i[0] < datetime(2022, 3, 1))
     assert list(panel.npas) == npas and panel.violent_dated == {"occurrence": 1, "report": in_months + 1}
@@ -193,6 +197,19 @@ def test_the_database_finds_a_planted_lead(engine):
     # Calls run 5 January - 6 December, incidents 10 February - 10 January: March to November are
     # complete in both, so 8 pairs of months.
     assert (result.loc["disorder", "npas"], result.loc["disorder", "months"]) == (8, 8)
+    # The command prints the same numbers and says which months it used and left out.
+    from click.testing import CliRunner
+
+    from geo.cli import main
+
+    out = CliRunner().invoke(main, ["stats", "indicators", "--from", "2021-01-01", "--to", "2021-12-31"],
+                             env={"DATABASE_URL": engine.url.render_as_string(hide_password=False)})
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert "complete months: 2021-03 to 2021-11 (9)" in lines
+    assert "left out 2021-12: calls cover 2021-01-05..2021-12-06" in lines
+    row = next(line.split() for line in lines if line.startswith("disorder"))
+    assert float(row[1]) == pytest.approx(result.loc["disorder", "beta"], abs=5e-4) and row[-1] == "associated"
 
 
 def test_violence_on_the_real_incidents_is_counted_by_occurrence_month(engine, data_dir):
