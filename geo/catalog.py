@@ -309,11 +309,18 @@ def latest_call_date(conn: Connection | Engine, tz: str):
     return conn.execute(sa.text("SELECT (max(received_at) AT TIME ZONE :tz)::date FROM calls"), {"tz": tz}).scalar()
 
 
-def origin_counts(conn: Connection | Engine) -> dict[str, dict[str, int]]:
+ORIGIN_TABLES = ("calls", "incidents")
+
+
+def origin_counts(conn: Connection | Engine, tables: tuple[str, ...] = ORIGIN_TABLES) -> dict[str, dict[str, int]]:
     """Rows per data origin ('real', 'synthetic') in each point table: what a map or count is made of."""
+    unknown = set(tables) - set(ORIGIN_TABLES)
+    if unknown:
+        raise ValueError(f"no data_origin in {sorted(unknown)}; tables with one: {', '.join(ORIGIN_TABLES)}")
+
     def run(c: Connection) -> dict[str, dict[str, int]]:
         out = {}
-        for table in ("calls", "incidents"):   # fixed names, never from a request
+        for table in tables:   # checked against ORIGIN_TABLES, never from a request
             rows = c.execute(sa.text(f"SELECT data_origin, count(*) FROM {table} GROUP BY 1")).all()
             out[table] = {"real": 0, "synthetic": 0, **{o: int(n) for o, n in rows}}
         return out

@@ -104,16 +104,23 @@ ORDER BY c.call_id
 def read_calls(engine: Engine, *, with_truth: bool, where: str = "TRUE", params: dict | None = None,
                limit: int | None = None) -> pd.DataFrame:
     """Calls with the raw inputs of the features (and, for training, the ground truth)."""
+    with engine.connect() as conn:
+        return _calls_frame(conn, with_truth=with_truth, where=where, params=params, limit=limit)
+
+
+def _calls_frame(conn, *, with_truth: bool, where: str = "TRUE", params: dict | None = None,
+                 limit: int | None = None) -> pd.DataFrame:
+    """read_calls on an open connection (inside the caller's transaction, which sees its own writes)."""
     params = dict(params or {})
     params["tz"] = locale_settings().timezone
     truth = join = ""
     if with_truth:
         params["violent"] = sorted(load_taxonomy().violent_codes)
-        truth = ", coalesce(i.highest_nibrs_code = ANY(%(violent)s::text[]), false)::int AS violent"
+        # Ground truth: a linked report of an FBI violent crime that was founded (not Unfounded).
+        truth = ", coalesce(i.highest_nibrs_code = ANY(%(violent)s::text[]) AND i.is_crime, false)::int AS violent"
         join = "LEFT JOIN incidents i ON i.incident_report_id = c.incident_report_id"
     sql = _CALLS_SQL.format(truth=truth, join=join, where=where, limit=f"LIMIT {int(limit)}" if limit else "")
-    with engine.connect() as conn:
-        frame = _read_query(conn, sql, params, text_columns=("call_id", "call_type", "division_id"))
+    frame = _read_query(conn, sql, params, text_columns=("call_id", "call_type", "division_id"))
     if frame.empty:
         return frame
     frame["received_at"] = pd.to_datetime(frame["received_epoch"], unit="s", utc=True)
@@ -414,6 +421,36 @@ class LabelResult:
     seconds: float
 
 
+def label_selected(conn, stored: StoredModel, where: str, params: dict | None = None, *,
+                   limit: int | None = None) -> pd.DataFrame:
+    """Score the calls `where` selects (first `limit` by call_id) and write their labels, on `conn`.
+
+    The one labelling step of `hotspots label` (a chunk per transaction), its Dask workers (a
+    partition each) and live ingest (the posted batch's new and changed calls, in the storing
+    transaction): the features come from the stored rows (read_calls' query), the label is
+    p >= threshold compared before p is rounded to real, labelled_at is the transaction's now().
+    Returns the scores written (call_id, p, label); empty when nothing was selected.
+    """
+    calls = _calls_frame(conn, with_truth=False, where=where, params=params, limit=limit)
+    if calls.empty:
+        return pd.DataFrame({"call_id": pd.Series(dtype=object), "p": pd.Series(dtype=np.float32),
+                             "label": pd.Series(dtype=bool)})
+    p = stored.score(calls)
+    out = pd.DataFrame({"call_id": calls["call_id"], "p": p.astype(np.float32), "label": p >= stored.threshold})
+    from geo.ingest.batch import copy_frame
+
+    # ON COMMIT DROP: the table lives on this transaction's connection only, so parallel workers do not collide.
+    conn.exec_driver_sql("CREATE TEMP TABLE scored (call_id text PRIMARY KEY, p real, label boolean) ON COMMIT DROP")
+    copy_frame(conn, "scored", out)
+    conn.execute(
+        sa.text("UPDATE calls c SET p_violent = s.p, label = s.label, model_version = :v, labelled_at = now()"
+                " FROM scored s WHERE c.call_id = s.call_id"),
+        {"v": stored.version},
+    )
+    conn.exec_driver_sql("DROP TABLE scored")
+    return out
+
+
 def label_calls(engine: Engine, *, relabel: bool = False, chunk_rows: int = 250_000, progress: bool = False,
                 version: str | None = None) -> LabelResult:
     """Score unlabelled calls (or, with relabel, those scored by another model) in chunks.
@@ -433,25 +470,14 @@ def label_calls(engine: Engine, *, relabel: bool = False, chunk_rows: int = 250_
     labelled = violent = 0
     last = ""
     while True:
-        calls = read_calls(engine, with_truth=False, where=f"{todo_where} AND c.call_id > %(last)s",
-                           params={"version": stored.version, "last": last}, limit=chunk_rows)
-        if calls.empty:
-            break
-        p = stored.score(calls)
-        out = pd.DataFrame({"call_id": calls["call_id"], "p": p.astype(np.float32), "label": p >= stored.threshold})
         with engine.begin() as conn:
-            from geo.ingest.batch import copy_frame
-
-            conn.exec_driver_sql("CREATE TEMP TABLE scored (call_id text PRIMARY KEY, p real, label boolean) ON COMMIT DROP")
-            copy_frame(conn, "scored", out)
-            conn.execute(
-                sa.text("UPDATE calls c SET p_violent = s.p, label = s.label, model_version = :v, labelled_at = now()"
-                        " FROM scored s WHERE c.call_id = s.call_id"),
-                {"v": stored.version},
-            )
+            out = label_selected(conn, stored, f"{todo_where} AND c.call_id > %(last)s",
+                                 {"version": stored.version, "last": last}, limit=chunk_rows)
+        if out.empty:
+            break
         labelled += len(out)
         violent += int(out["label"].sum())
-        last = str(calls["call_id"].iloc[-1])
+        last = str(out["call_id"].iloc[-1])
         bar.update(len(out))
     bar.close()
     return LabelResult(stored.version, labelled, violent, (datetime.now(timezone.utc) - started).total_seconds())

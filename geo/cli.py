@@ -835,31 +835,62 @@ def allocate_cmd(officers: int, start: str | None, end: str | None, config_path:
 
 
 @main.command("emerging")
-@_from
+@click.option("--from", "start", help="First day, YYYY-MM-DD (default: 1 January of last year).")
 @_to
-@click.option("--measure", type=click.Choice(["labelled", "expected"]), default="labelled", show_default=True)
+@click.option("--source", type=click.Choice(["incidents", "calls"]),
+              help="What is counted: recorded violent incidents (FBI violent NIBRS codes; the default when any are "
+                   "loaded) or calls (see --measure).")
+@click.option("--measure", type=click.Choice(["labelled", "expected"]), default="expected", show_default=True,
+              help="calls: count the calls labelled violent, or sum the model's probabilities (expected violent calls).")
+@click.option("--origin", type=click.Choice(["real", "synthetic"]),
+              help="Only real or only synthetic rows (required when the period holds both).")
+@click.option("--step", "unit", type=click.Choice(["month", "week"]), default="month", show_default=True,
+              help="Time step: calendar months or Monday-Sunday weeks.")
+@click.option("--time-neighbours", "neighbourhood_steps", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Earlier steps in each bin's space-time neighbourhood (ArcGIS's Neighborhood Time Step).")
+@click.option("--confidence", type=click.Choice(["90", "95", "99"]), default="90", show_default=True,
+              help="Confidence (%) at which a bin is a hot or cold spot and a trend counts.")
 @click.option("--grid-ft", type=float, help="Square cells of this many feet (EPSG:2264) instead of NPAs.")
-@click.option("--out", type=click.Path(path_type=Path), help="Also write the areas with their classes (.geojson, .gpkg).")
-def emerging_cmd(start: str | None, end: str | None, measure: str, grid_ft: float | None, out: Path | None) -> None:
-    """Emerging hot spots per NPA or grid cell: monthly Gi* plus a Mann-Kendall trend (new, intensifying, ...)."""
-    from geo.hotspots import EMERGING_CLASSES, grid_emerging, npa_emerging
+@click.option("--out", type=click.Path(path_type=Path), help="Also write the areas with their patterns (.geojson, .gpkg).")
+def emerging_cmd(start: str | None, end: str | None, source: str | None, measure: str, origin: str | None, unit: str,
+                 neighbourhood_steps: int, confidence: str, grid_ft: float | None, out: Path | None) -> None:
+    """Emerging hot spots as ArcGIS defines them: a space-time cube, Gi* per bin, FDR, Mann-Kendall, 17 patterns.
 
-    if grid_ft:
-        result = grid_emerging(_engine(), _period(start, end), cell_ft=grid_ft, measure=measure)
-        unit = "cells"
-    else:
-        result = npa_emerging(_engine(), _period(start, end), measure=measure)
-        unit = "NPAs"
-    counts = result["emerging_class"].value_counts()
+    Only complete time steps are analysed (a partial first or last one is left out and named);
+    at least 10 are needed.
+    """
+    from geo.emerging import NO_PATTERN, default_source, grid_emerging, npa_emerging
+
+    engine = _engine()
+    first = start or date(date.today().year - 1, 1, 1).isoformat()
+    counted = (default_source(engine) if source is None else "incidents" if source == "incidents" else measure)
+    settings = {"source": counted, "unit": unit, "neighbourhood_steps": neighbourhood_steps,
+                "confidence": int(confidence) / 100, "origin": origin}
+    try:
+        if grid_ft:
+            run = grid_emerging(engine, _period(first, end), cell_ft=grid_ft, **settings)
+        else:
+            run = npa_emerging(engine, _period(first, end), **settings)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    cube, unit_name = run.cube, "cells" if grid_ft else "NPAs"
+    click.echo(f"source: {cube.source}")
+    click.echo(f"time steps: {len(cube.steps)} complete {unit}s, {cube.steps[0].label} to {cube.steps[-1].label} "
+               f"(the data spans {cube.data_span[0]} to {cube.data_span[1]})")
+    click.echo(f"left out: {cube.describe_left_out()}")
+    click.echo(f"neighbours: {'queen-contiguous cells' if grid_ft else 'queen-contiguous NPAs'} and the location "
+               f"itself, in the same {unit} and the {neighbourhood_steps} {unit}{'s' if neighbourhood_steps > 1 else ''} "
+               f"before; Gi* over {cube.counts.size:,} bins, "
+               f"Benjamini-Hochberg FDR, significant at {confidence}% confidence; Mann-Kendall on each location's "
+               "Gi* z-scores\n")
     if out:
-        result.to_file(out)
-    for name, meaning in EMERGING_CLASSES.items():
-        if unit == "cells":
-            click.echo(f"{name:13} {counts.get(name, 0):>6} {unit} ({meaning})")
-            continue
-        ids = result.loc[result["emerging_class"] == name, "npa_id"].astype(int).tolist()
-        listed = (": NPAs " + ", ".join(map(str, ids[:12])) + (" ..." if len(ids) > 12 else "")) if ids and name != "no pattern" else ""
-        click.echo(f"{name:13} {counts.get(name, 0):>4}  ({meaning}){listed}")
+        run.areas.to_file(out)
+    for name, n in run.pattern_counts().items():
+        ids = [] if grid_ft or name == NO_PATTERN else run.areas.loc[run.areas["pattern"] == name, "npa_id"].astype(int)
+        listed = (": " + ", ".join(map(str, list(ids)[:12])) + (" ..." if len(ids) > 12 else "")) if len(ids) else ""
+        click.echo(f"{name:23} {n:>6} {unit_name}{listed}")
+    if out:
+        click.echo(f"\nwrote {out}")
 
 
 @main.command("stability")
@@ -925,7 +956,7 @@ def hotspots_cmd(source: str, start: str | None, end: str | None, measure: str, 
     model_version = None
     dask = _dask(compute, scheduler, dask_workers)
     if dask is not None and source != "calls":
-        raise click.BadParameter("Dask runs the calls analysis; offense and homicide counts are small tables",
+        raise click.BadParameter("Dask runs the calls analysis; offense counts and homicide counts are small tables",
                                  param_hint="--engine")
     if grid_ft and source != "calls":
         raise click.BadParameter(f"grid cells are computed from calls; {source} are counted per NPA",

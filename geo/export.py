@@ -34,8 +34,6 @@ CHUNK_ROWS = 20_000
 FILE_BLOCK = 1 << 20
 # dBase III text fields hold at most 254 bytes; longer values are cut at a UTF-8 character boundary.
 DBF_TEXT_BYTES = 254
-# A spreadsheet evaluates a cell starting with one of these as a formula (CSV injection).
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 FIELDS_FILE = "fields.csv"
 
 

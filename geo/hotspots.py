@@ -391,7 +391,7 @@ def violent_density(engine: Engine, period: Period, *, measure: str = "labelled"
     return kernel_density(x, y, w, shapely.bounds(_county_2264(engine)), bandwidth_ft=bandwidth_ft, cell_ft=cell_ft)
 
 
-# --- emerging hot spots -----------------------------------------------------------------------
+# --- trend test (emerging hot spots: geo/emerging.py) ------------------------------------------
 def mann_kendall(series: np.ndarray) -> tuple[float, float]:
     """Mann-Kendall trend test: (z, two-sided p). Ties corrected; no trend gives z near 0."""
     x = np.asarray(series, dtype=float)
@@ -406,72 +406,6 @@ def mann_kendall(series: np.ndarray) -> tuple[float, float]:
         return 0.0, 1.0
     z = (s - np.sign(s)) / np.sqrt(var)  # continuity correction
     return float(z), float(2 * norm.sf(abs(z)))
-
-
-EMERGING_CLASSES = {
-    "new": "hot in the latest period and in no earlier one",
-    "intensifying": "hot in at least 90% of periods including the latest, counts rising significantly (Mann-Kendall)",
-    "persistent": "hot in at least 90% of periods including the latest, no significant trend",
-    "diminishing": "hot in at least 90% of periods including the latest, counts falling significantly",
-    "sporadic": "hot in the latest period and some earlier ones, but in less than 90% of them",
-    "historical": "not hot in the latest period, but hot in at least 90% of the earlier ones",
-    "no pattern": "none of the above",
-}
-
-
-def emerging_class(hot: np.ndarray, trend_z: float, trend_p: float, alpha: float = 0.05) -> str:
-    """Classify one area from its per-period hot flags (oldest first) and the trend of its counts."""
-    hot = np.asarray(hot, dtype=bool)
-    latest, earlier = hot[-1], hot[:-1]
-    share = hot.mean()
-    if latest and not earlier.any():
-        return "new"
-    if latest and share >= 0.9:
-        if trend_p < alpha:
-            return "intensifying" if trend_z > 0 else "diminishing"
-        return "persistent"
-    if latest and earlier.any():
-        return "sporadic"
-    if not latest and len(earlier) and earlier.mean() >= 0.9:
-        return "historical"
-    return "no pattern"
-
-
-def emerging_hotspots(areas: gpd.GeoDataFrame | None, counts: np.ndarray, *, alpha: float = 0.05,
-                      weights=None) -> pd.DataFrame:
-    """Emerging hot-spot classes from a (periods x areas) count matrix, oldest period first.
-
-    Each period gets its own Gi* (FDR-corrected); an area is hot in a period when it is a hot spot
-    at 95% or more. The trend is Mann-Kendall over the area's counts.
-    """
-    counts = np.asarray(counts, dtype=float)
-    hot = np.zeros(counts.shape, dtype=bool)
-    weights = weights if weights is not None else queen_weights(areas)
-    for t in range(counts.shape[0]):
-        result = gi_star(None, counts[t], permutations=0, weights=weights)
-        hot[t] = (result.z > 0) & (result.q < 0.05)
-    rows = []
-    for i in range(counts.shape[1]):
-        z, p = mann_kendall(counts[:, i])
-        rows.append({"trend_z": z, "trend_p": p, "hot_periods": int(hot[:, i].sum()),
-                     "emerging_class": emerging_class(hot[:, i], z, p, alpha)})
-    return pd.DataFrame(rows)
-
-
-def npa_emerging(engine: Engine, period: Period, *, measure: str = "labelled") -> gpd.GeoDataFrame:
-    """Emerging hot-spot classes of violent calls per NPA, with calendar months as the time steps."""
-    value = "count(*) FILTER (WHERE label)" if measure == "labelled" else "coalesce(sum(p_violent), 0)"
-    npas = read_neighborhoods(engine)
-    where, params = period_filter(period)
-    with engine.connect() as conn:
-        rows = pd.read_sql(sa.text(
-            f"SELECT npa_id, to_char(received_at AT TIME ZONE :tz, 'YYYY-MM') AS month, {value} AS value FROM calls"
-            f" WHERE npa_id IS NOT NULL AND {where} GROUP BY 1, 2"), conn, params=params)
-    months = pd.period_range(period.start, period.end - pd.Timedelta(days=1), freq="M").strftime("%Y-%m")
-    matrix = rows.pivot_table(index="month", columns="npa_id", values="value", aggfunc="sum", fill_value=0)
-    matrix = matrix.reindex(index=months, columns=npas["npa_id"], fill_value=0)
-    classes = emerging_hotspots(npas, matrix.to_numpy(dtype=float))
-    return gpd.GeoDataFrame(pd.concat([npas.reset_index(drop=True), classes], axis=1), geometry="geom", crs=npas.crs)
 
 
 def threshold_stability(engine: Engine, period: Period, thresholds: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6),
@@ -498,16 +432,3 @@ def threshold_stability(engine: Engine, period: Period, thresholds: tuple[float,
     out["hot_at"] = [",".join(f"{t:g}" for t, h in zip(thresholds, hot[:, j]) if h) for j in range(len(npas))]
     out["stability"] = hot.mean(axis=0)
     return out
-
-
-def grid_emerging(engine: Engine, period: Period, *, cell_ft: float = 1000.0, measure: str = "labelled") -> gpd.GeoDataFrame:
-    """Emerging hot-spot classes per square grid cell (EPSG:2264 feet), months as time steps; cells in EPSG:4326."""
-    rows = _violent_points(engine, period, measure)
-    lattice = Lattice.over(_county_2264(engine), cell_ft)
-    months = pd.period_range(period.start, period.end - pd.Timedelta(days=1), freq="M").strftime("%Y-%m")
-    counts = np.vstack([lattice.sums(*(rows.loc[rows["month"] == m, c].to_numpy() for c in ("x", "y", "w")))
-                        for m in months])
-    classes = emerging_hotspots(None, counts, weights=lattice.weights)
-    cells = gpd.GeoDataFrame({"col": lattice.cols, "row": lattice.rows}, geometry=lattice.grid.polygons(lattice.cols, lattice.rows),
-                             crs=2264)
-    return gpd.GeoDataFrame(pd.concat([cells, classes], axis=1), geometry="geometry", crs=2264).to_crs(4326)

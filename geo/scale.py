@@ -206,25 +206,14 @@ def _cell_sums(points: gpd.GeoDataFrame, spec: LatticeSpec, n_cells: int) -> pd.
 
 
 def _label_partition(part: TimeSlice, url: str, model, relabel: bool) -> tuple[int, int]:
-    """Score one slice's calls that need it and write them back in one bulk UPDATE; returns (scored, violent)."""
-    from geo.classify import read_calls
-    from geo.ingest.batch import copy_frame
+    """Score one slice's calls that need it and write them back (geo.classify.label_selected); returns (scored, violent)."""
+    from geo.classify import label_selected
 
-    engine = worker_engine(url)
     where, params = part.clause()
     todo = "c.model_version IS DISTINCT FROM %(version)s" if relabel else "c.model_version IS NULL"
-    calls = read_calls(engine, with_truth=False, where=f"{todo} AND {where}", params={**params, "version": model.version})
-    if calls.empty:
-        return 0, 0
-    p = model.score(calls)
-    out = pd.DataFrame({"call_id": calls["call_id"], "p": p.astype(np.float32), "label": p >= model.threshold})
-    with engine.begin() as conn:
-        # Each partition commits on its own (an interrupted run keeps finished partitions); the
-        # temporary table lives on this task's connection only, so parallel tasks do not collide.
-        conn.exec_driver_sql("CREATE TEMP TABLE scored (call_id text PRIMARY KEY, p real, label boolean) ON COMMIT DROP")
-        copy_frame(conn, "scored", out)
-        conn.execute(sa.text("UPDATE calls c SET p_violent = s.p, label = s.label, model_version = :v, labelled_at = now()"
-                             " FROM scored s WHERE c.call_id = s.call_id"), {"v": model.version})
+    # Each partition commits on its own (an interrupted run keeps finished partitions).
+    with worker_engine(url).begin() as conn:
+        out = label_selected(conn, model, f"{todo} AND {where}", {**params, "version": model.version})
     return len(out), int(out["label"].sum())
 
 

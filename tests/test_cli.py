@@ -93,10 +93,25 @@ def test_hotspots_command_on_published_offenses(run, tmp_path):
     assert len(written) == 462 and written.crs.to_epsg() == 4326 and "hotspot_class" in written.columns
 
 
-def test_emerging_command_lists_every_class(run):
-    result = run("emerging", "--from", "2021-01-01", "--to", "2021-06-30")
+def test_emerging_command_names_source_steps_left_out_and_every_pattern(run, engine):
+    from datetime import date
+
+    from geo.emerging import PATTERNS
+    from tests.test_emerging import YEAR_2021, plant_calls
+
+    centre, _ = plant_calls(engine, [*YEAR_2021, (date(2022, 1, 1), 0.1)])  # the data ends on 3 January 2022
+    result = run("emerging", "--source", "calls", "--measure", "labelled", "--from", "2021-01-01", "--to", "2022-01-31")
     assert result.exit_code == 0, result.output
-    for name in ("new", "intensifying", "persistent", "diminishing", "sporadic", "historical", "no pattern"):
-        assert any(line.startswith(name) for line in result.output.splitlines()), name
-    # No calls in the test database: every NPA has no pattern.
-    assert "no pattern     462" in result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("source: calls the model labelled violent")
+    assert "time steps: 12 complete months, 2021-01 to 2021-12 (the data spans 2021-01-01 to 2022-01-03)" in lines
+    assert "left out: 2022-01 (10% covered)" in lines
+    counts = {name: int(line[len(name):].split()[0]) for name in PATTERNS for line in lines if line.startswith(name + " ")}
+    assert set(counts) == set(PATTERNS) and sum(counts.values()) == 462
+    persistent = next(line for line in lines if line.startswith("Persistent Hot Spot"))
+    assert str(centre) in persistent.split(": ")[1].replace(",", " ").split()
+    default = run("emerging", "--from", "2021-01-01", "--to", "2022-01-31")   # no incidents loaded: expected calls
+    assert default.exit_code == 0 and default.output.startswith("source: expected violent calls")
+    short = run("emerging", "--source", "calls", "--from", "2021-01-01", "--to", "2021-06-30")
+    assert short.exit_code == 1 and "need at least 10 complete months" in short.output
+    assert "holds 6 complete months" in short.output

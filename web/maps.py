@@ -96,8 +96,9 @@ def config():
         "homicides_limit": HOMICIDES_LIMIT,
         "default_officers": DEFAULT_OFFICERS,
         # Real and synthetic rows per layer, for the legend (never added together silently).
-        "origins": database.memo(("map_origins",), ("calls", "incidents"),
-                                 lambda: catalog.origin_counts(database.engine())),
+        # (Calls only: the map draws calls, and the page must not wait on the incidents table.)
+        "origins": database.memo(("map_origins",), ("calls",),
+                                 lambda: catalog.origin_counts(database.engine(), ("calls",))),
     })
 
 

@@ -355,6 +355,23 @@ def test_calendar_dates_are_local_days_and_stay_out_of_the_7x24(engine, tmp_path
     assert int(matrix.totals.to_numpy().sum()) == 3 and matrix.left_out_date_only == 4
 
 
+def test_dates_nanoseconds_or_postgresql_cannot_hold_are_rejected_not_a_crash(engine, tmp_path, places):
+    """Years outside 1678..2261 (what a datetime64[ns] holds) and offsets beyond PostgreSQL's 15:59
+    used to fail the whole load (an Arrow/pandas overflow, or PostgreSQL refusing the COPY)."""
+    lon, lat, _, _ = places[120]
+    rows = [call("C-OK", lon, lat),
+            call("C-0001", lon, lat, DATE_RECEIVED="0001-01-01 00:00:00+00"),    # the fast (Arrow) path
+            call("C-4227", lon, lat, DATE_RECEIVED="4227-01-23"),                # the ISO (pandas) path
+            call("C-US", lon, lat, DATE_RECEIVED="01/23/4227 10:00"),            # the US-format path
+            call("C-OFF", lon, lat, DATE_RECEIVED="2021-06-01T10:00:00+23:59")]  # no offset PostgreSQL takes
+    report = load_calls(engine, write_csv(tmp_path / "calls.csv", CALL_COLUMNS, rows))
+    assert report.inserted == 1
+    with engine.connect() as conn:
+        got = conn.execute(sa.text("SELECT line, reason FROM ingest_rejects WHERE kind = 'calls' ORDER BY line")).all()
+    assert [tuple(r) for r in got] == [(3, "implausible_date"), (4, "implausible_date"), (5, "implausible_date"),
+                                       (6, "bad_date")]
+
+
 def test_origin_column_marks_generated_rows_and_refuses_other_values(engine, tmp_path, places):
     lon, lat, _, _ = places[120]
     columns = CALL_COLUMNS + ["DATA_ORIGIN"]
