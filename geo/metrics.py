@@ -244,15 +244,15 @@ def hour_weekday(engine: Engine, flt: Filter | Period, *, division: str | None =
     """
     flt = _filter_of(flt, division, category, violent_only)
     where, params = _area_clause(*flt.where("calls"), area)
-    tz = _tz()
+    tz, precision = _tz(), TABLE_COLUMNS["calls"].precision
     sql = f"""
         SELECT extract(isodow FROM received_at AT TIME ZONE :tz)::int - 1 AS weekday,
                extract(hour FROM received_at AT TIME ZONE :tz)::int AS hour, count(*) AS calls
-        FROM calls WHERE {where} AND received_at_precision <> 'date' GROUP BY 1, 2
+        FROM calls WHERE {where} AND {precision} <> 'date' GROUP BY 1, 2
     """
     with engine.connect() as conn:
         rows = pd.read_sql(sa.text(sql), conn, params={**params, "tz": tz})
-        left_out = conn.execute(sa.text(f"SELECT count(*) FROM calls WHERE {where} AND received_at_precision = 'date'"),
+        left_out = conn.execute(sa.text(f"SELECT count(*) FROM calls WHERE {where} AND {precision} = 'date'"),
                                 params).scalar_one()
     totals = rows.pivot_table(index="weekday", columns="hour", values="calls", aggfunc="sum", fill_value=0)
     totals = totals.reindex(index=range(7), columns=range(24), fill_value=0).astype(int)
