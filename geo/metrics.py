@@ -163,7 +163,7 @@ def _filter_of(flt: Filter | Period, division: str | None, category: str | None,
     return flt
 
 
-def _area_clause(where: str, params: dict, area: tuple[str, object] | None, alias: str = "") -> tuple[str, dict]:
+def _area_clause(where: str, params: dict, area: tuple[str, object] | None) -> tuple[str, dict]:
     """The condition narrowed to one area: area = (by, id), by one of AREA_COLUMNS other than 'city'."""
     if area is None:
         return where, params
@@ -171,8 +171,7 @@ def _area_clause(where: str, params: dict, area: tuple[str, object] | None, alia
     column = AREA_COLUMNS.get(by)
     if column is None:
         raise ValueError(f"area level must be one of {', '.join(k for k, v in AREA_COLUMNS.items() if v)}, not {by!r}")
-    p = f"{alias}." if alias else ""
-    return f"{where} AND {p}{column} = :m_area", {**params, "m_area": value}
+    return f"{where} AND {column} = :m_area", {**params, "m_area": value}
 
 
 def data_coverage(engine: Engine, table: str = "calls", origin: str | None = None) -> tuple[date | None, date | None]:
@@ -272,7 +271,6 @@ def hour_weekday(engine: Engine, flt: Filter | Period, *, division: str | None =
 # --- CompStat ------------------------------------------------------------------------------------
 # The CompStat report (NYPD practice): the report week (Monday-Sunday), the 28 days and the year to
 # date ending with it, each against the same period a year earlier. Methods: docs/methods.md.
-COMPSTAT_WINDOWS = ("week", "28 days", "year to date")
 COMPARISONS = {"year": "the same period a year earlier", "previous": "the period just before (back to back)"}
 HISTORY_PAIRS = 26   # at most this many earlier pairs estimate an area's dispersion
 HISTORY_DAYS = 6 * 365   # and none starts more than six years before the window
