@@ -725,53 +725,74 @@ def stats_calls_cmd(start: str | None, end: str | None, by: str, division: str |
 @click.option("--division", help="Only this division code.")
 @click.option("--category", help="Only this category (see `hotspots taxonomy`).")
 @click.option("--violent-only", is_flag=True, help="Only calls the model labelled violent.")
+@click.option("--totals", is_flag=True, help="Print the counts instead of the mean per occurrence.")
 @_save
 def stats_hours_cmd(start: str | None, end: str | None, division: str | None, category: str | None, violent_only: bool,
-                    save: bool) -> None:
-    """Calls by weekday and hour of day (local time): the 7x24 matrix."""
+                    totals: bool, save: bool) -> None:
+    """Calls by weekday and hour of day (local time): the 7x24 matrix, as calls per occurrence of each weekday-hour."""
     from geo.metrics import hour_weekday
 
     period = _period(start, end)
     matrix = hour_weekday(_engine(), period, division=division, category=category, violent_only=violent_only)
     if save:
         _save_table("hour_weekday", {"period": [period.start, period.end], "division": division, "category": category,
-                                     "violent_only": violent_only}, matrix)
-    click.echo("     " + "".join(f"{h:>6}" for h in range(24)))
-    for day, row in matrix.iterrows():
-        click.echo(f"{day:5}" + "".join(f"{int(v):>6,}" for v in row))
-    if matrix.attrs.get("left_out_date_only"):
-        click.echo(f"left out: {matrix.attrs['left_out_date_only']:,} calls known only by their date (no time of day)")
+                                     "violent_only": violent_only}, matrix.to_frame())
+    times = matrix.occurrences[12]
+    click.echo(("calls" if totals else "mean calls per occurrence") + f" of each weekday-hour, {matrix.start:%Y-%m-%d}"
+               f" to {matrix.end - timedelta(days=1):%Y-%m-%d}; weekdays occur "
+               + ", ".join(f"{d} {int(n)}x" for d, n in times.items()))
+    table = matrix.totals if totals else matrix.mean
+    click.echo("     " + "".join(f"{h:>7}" for h in range(24)))
+    for day, row in table.iterrows():
+        click.echo(f"{day:5}" + "".join(f"{int(v):>7,}" if totals else ("    n/a" if v != v else f"{v:>7.2f}") for v in row))
+    if matrix.left_out_date_only:
+        click.echo(f"left out: {matrix.left_out_date_only:,} calls known only by their date (no time of day)")
 
 
 @stats.command("compstat")
-@click.option("--as-of", help="Report date, YYYY-MM-DD; windows end the day before (default: today).")
+@click.option("--as-of", help="Report date, YYYY-MM-DD; the report week is the last Monday-Sunday before it "
+                              "(default: today).")
 @click.option("--by", type=click.Choice(["city", "division", "npa"]), default="city", show_default=True)
 @click.option("--category", help="Only this category.")
 @click.option("--violent-only", is_flag=True, help="Only calls the model labelled violent.")
+@click.option("--compare", type=click.Choice(["year", "previous"]), default="year", show_default=True,
+              help="year: each window against the same period a year earlier (CompStat practice); previous: the "
+                   "week and 28 days against the ones just before (back to back; mixes in the season).")
 @_save
-def stats_compstat_cmd(as_of: str | None, by: str, category: str | None, violent_only: bool, save: bool) -> None:
-    """Last 7 / 28 days, year to date and 365 days against the prior period, with a Poisson test."""
+def stats_compstat_cmd(as_of: str | None, by: str, category: str | None, violent_only: bool, compare: str,
+                       save: bool) -> None:
+    """CompStat: the report week, 28 days and year to date against a year earlier, overdispersion-aware, FDR across areas."""
+    from geo.filters import Filter
     from geo.metrics import compstat
 
     try:
         day = date.fromisoformat(as_of) if as_of else date.today()
     except ValueError:
         raise click.BadParameter("use YYYY-MM-DD", param_hint="--as-of") from None
-    table = compstat(_engine(), day, by=by, category=category, violent_only=violent_only)
+    flt = Filter(category=category, violent=True if violent_only else None)
+    table = compstat(_engine(), day, by=by, flt=flt, compare=compare)
     if save:
-        _save_table("compstat", {"as_of": day, "by": by, "category": category, "violent_only": violent_only}, table)
+        _save_table("compstat", {"as_of": day, "by": by, "category": category, "violent_only": violent_only,
+                                 "compare": compare}, table)
     if table.empty:
         click.echo("no calls in those windows")
         return
-    click.echo(f"{'window':13} {'area':8} {'current':>9} {'prior':>9} {'change':>8} {'p':>7}  note")
+    for window, rows in table.groupby("window", sort=False):
+        first = rows.iloc[0]
+        click.echo(f"{window}: {first.current_period.replace('..', ' to ')} against "
+                   f"{first.prior_period.replace('..', ' to ')}")
+    click.echo(f"\n{'window':13} {'area':8} {'current':>9} {'prior':>9} {'change':>8} {'phi':>6} {'p':>7} {'q':>7}  note")
     for r in table.itertuples():
         if not r.data_covers_both:
-            note, change = "data do not cover both periods", "  n/a"
+            change = "  n/a"
         else:
-            note = "significant" if r.significant else "within noise"
-            change = f"{r.pct_change:+.1f}%"
-        p_text = f"{r.p_value:.3f}" if r.p_value == r.p_value else "n/a"
-        click.echo(f"{r.window:13} {str(r.area):8} {r.current:>9,} {r.prior:>9,} {change:>8} {p_text:>7}  {note}")
+            change = f"{r.pct_change:+.1f}%" if r.pct_change == r.pct_change else "  n/a"
+        note = r.note or ("significant" if r.significant else "within noise")
+        p_text, q_text, phi = (f"{v:.3f}" if v == v else "n/a" for v in (r.p_value, r.q_value, r.dispersion))
+        click.echo(f"{r.window:13} {str(r.area):8} {r.current:>9,} {r.prior:>9,} {change:>8} {phi:>6} {p_text:>7} "
+                   f"{q_text:>7}  {note}")
+    click.echo("\nphi: the area's dispersion (variance / Poisson variance) from its own earlier pairs of that window;"
+               " q: Benjamini-Hochberg across the areas of a window; significant: q < 0.05 (docs/methods.md).")
 
 
 @main.command("allocate")
@@ -1020,25 +1041,38 @@ def stats_monthly_cmd(start: str | None, end: str | None, by: str, category: str
 @stats.command("indicators")
 @_from
 @_to
+@click.option("--permutations", default=999, show_default=True, help="Permutations of whole NPA series.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the permutations (same seed, same p-values).")
 @_save
-def stats_indicators_cmd(start: str | None, end: str | None, save: bool) -> None:
-    """Call categories that go with more violent incidents the next month, across NPAs (association, not cause)."""
+def stats_indicators_cmd(start: str | None, end: str | None, permutations: int, seed: int, save: bool) -> None:
+    """Call categories that go with more violent incidents the next month, within NPAs (association, not cause)."""
     from geo.metrics import leading_indicators
 
     period = _period(start, end)
-    table = leading_indicators(_engine(), period)
+    table = leading_indicators(_engine(), period, permutations=permutations, seed=seed)
+    info = table.attrs
     if save:
-        _save_table("leading_indicators", {"period": [period.start, period.end]}, table)
+        _save_table("leading_indicators", {"period": [period.start, period.end], "permutations": permutations,
+                                           "seed": seed}, table)
+    months = info["months"]
+    click.echo(f"complete months: {months[0]} to {months[-1]} ({len(months)})" if months else "no complete months")
+    for note in info["left_out_months"]:
+        click.echo(f"left out {note}")
+    dated = info["violent_dated"]
+    click.echo(f"violent incidents dated by occurrence: {dated['occurrence']:,}; by report date (no occurrence date):"
+               f" {dated['report']:,}")
     if table.empty:
-        click.echo("not enough calls in that period")
+        click.echo("not enough data: at least 4 complete months, 3 NPAs and 200 calls of a category")
         return
-    click.echo(f"{'category':26}{'rho':>8}{'p':>10}{'q (FDR)':>10}{'NPA-months':>12}{'calls':>10}")
+    click.echo(f"\n{'category':26}{'beta':>8}{'partial r':>11}{'t':>8}{'p':>9}{'q (FDR)':>9}{'calls':>10}")
     for r in table.itertuples():
-        flag = "  <- associated" if r.q_value < 0.05 and r.rho > 0 else ""
-        click.echo(f"{r.category:26}{r.rho:>8.3f}{r.p_value:>10.4f}{r.q_value:>10.4f}{r.n_pairs:>12,}{r.calls:>10,}{flag}")
-    click.echo("\nRank correlation of each NPA's monthly calls (relative to its own average) with its violent incidents"
-               " the following month. An association says where to look; it does not show that the calls cause"
-               " anything, nor that fewer of them would mean less violence.")
+        flag = "  <- associated" if r.significant else ""
+        click.echo(f"{r.category:26}{r.beta:>8.3f}{r.partial_r:>11.3f}{r.t:>8.2f}{r.p_value:>9.4f}{r.q_value:>9.4f}"
+                   f"{r.calls:>10,}{flag}")
+    click.echo("\nPer category: next month's violent incidents on this month's calls, each relative to the NPA's own"
+               " monthly mean, with NPA and month fixed effects and last month's violence as a control; p from"
+               f" {permutations} permutations of whole NPA series. An association says where to look; it does not"
+               " show that the calls cause anything, nor that fewer of them would mean less violence.")
 
 
 @stats.command("outreach")

@@ -8,6 +8,7 @@ xstatic-leaflet package, so the page needs no internet.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from datetime import timedelta
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request, send_from_directory
@@ -156,6 +157,16 @@ def _officers() -> int:
     return officers
 
 
+def _compare() -> str:
+    from geo.metrics import COMPARISONS
+
+    compare = (request.args.get("compare") or "year").strip().lower()
+    if compare not in COMPARISONS:
+        raise ParameterError("compare", f"{compare!r} is not one of {', '.join(COMPARISONS)} ("
+                                        + "; ".join(f"{k}: {v}" for k, v in COMPARISONS.items()) + ")")
+    return compare
+
+
 def _period_key(period) -> tuple:
     return (period.start.isoformat(), period.end.isoformat())
 
@@ -166,6 +177,7 @@ def area_panel(level_name: str, area_id: str):
     lvl = _level(level_name)
     flt = request_filter("calls")
     officers = _officers()
+    compare = _compare()
     engine = database.engine()
     try:
         area = panel.resolve_area(engine, level_name, area_id, database.division_names())
@@ -173,14 +185,14 @@ def area_panel(level_name: str, area_id: str):
         raise ApiError(400, str(exc), "id") from None
     except panel.UnknownArea as exc:
         raise ApiError(404, f"{exc}; see /api/areas/{level_name} for the ids", "id") from None
-    key = ("map_panel", level_name, str(area["id"]), flt.key(), officers)
+    key = ("map_panel", level_name, str(area["id"]), flt.key(), officers, compare)
     return jsonify(database.memo(key, ("calls", "divisions", "neighborhoods"),
-                                 lambda: _panel_body(lvl, area, flt, officers)))
+                                 lambda: _panel_body(lvl, area, flt, officers, compare)))
 
 
-def _panel_body(lvl: panel.Level, area: dict, flt: Filter, officers: int) -> dict:
+def _panel_body(lvl: panel.Level, area: dict, flt: Filter, officers: int, compare: str) -> dict:
     from geo.allocate import allocate
-    from geo.metrics import outreach_flags
+    from geo.metrics import compstat, outreach_flags, report_end
 
     engine = database.engine()
     first, last = _data_range()
@@ -195,9 +207,15 @@ def _panel_body(lvl: panel.Level, area: dict, flt: Filter, officers: int) -> dic
         "totals": panel.area_totals(engine, lvl.name, area_id, flt, area.get("population")),
         "categories": panel.category_breakdown(engine, lvl.name, area_id, flt),
         "hour_weekday": panel.hour_weekday(engine, lvl.name, area_id, flt),
-        "compstat": {"as_of": as_of.isoformat(),
-                     "windows": panel.compstat_changes(engine, lvl.name, area_id, flt, as_of, (first, last))},
     }
+    # CompStat tests every area of the level (FDR across them), so the table is computed for all
+    # areas once per report date and filter (its dates replaced by the windows) and shared.
+    no_dates = replace(flt, start=None, end=None, given={})
+    table = database.memo(("map_compstat", lvl.metrics_by, no_dates.key(), as_of.isoformat(), compare),
+                          ("calls", _POLYGONS[lvl.name]),
+                          lambda: compstat(engine, as_of, by=lvl.metrics_by, flt=no_dates, compare=compare))
+    body["compstat"] = {"as_of": as_of.isoformat(), "report_end": report_end(as_of).isoformat(), "compare": compare,
+                        "windows": panel.compstat_for(table, area_id)}
     # Outreach and allocation compare the area with the whole city, so they are computed city-wide
     # once per period and shared by every area's panel.
     flags = database.memo(("map_outreach", lvl.metrics_by, _period_key(period)), ("calls",),

@@ -158,7 +158,10 @@ def _paths() -> dict:
                                       [_LEVEL, *_filters()], errors=(400, 404)),
         "/api/panel/{level}/{id}": _get("Side panel of one division or NPA: totals, categories, 7x24, CompStat, outreach, "
                                         "allocation", "map", _ok("Panel numbers", {"application/json": _OBJ}),
-                                        [_LEVEL, _path("id", "Division code or NPA number.", {"type": "string"}), *_filters()],
+                                        [_LEVEL, _path("id", "Division code or NPA number.", {"type": "string"}), *_filters(),
+                                         _query("compare", "CompStat comparison: the same period a year earlier "
+                                                "(default) or the period just before.",
+                                                {"type": "string", "enum": ["year", "previous"]})],
                                         errors=(400, 404)),
         "/ogc": _get("OGC API - Features landing page", "ogc", _ok("Landing page", {"application/json": _OBJ, "text/html": {"type": "string"}}),
                      [_F]),

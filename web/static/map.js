@@ -565,21 +565,30 @@
     });
     body.appendChild(cats);
 
-    body.appendChild(el('h3', {text: 'Calls by hour and weekday (local time)'}));
+    body.appendChild(el('h3', {text: 'Calls per occurrence of each hour and weekday (local time)'}));
     body.appendChild(hoursTable(d.hour_weekday));
+    if (d.hour_weekday.left_out_date_only) {
+      body.appendChild(el('p', {'class': 'muted', text: fmt(d.hour_weekday.left_out_date_only) +
+        ' calls known only by their date are left out (no time of day).'}));
+    }
 
-    body.appendChild(el('h3', {text: 'CompStat (as of ' + d.compstat.as_of + ')'}));
-    var cs = el('table', {'class': 'compstat'}, [row(['Window', 'Now', 'Before', 'Change', 'p'], 'th')]);
-    d.compstat.windows.forEach(function (w) {
+    var cst = d.compstat;
+    body.appendChild(el('h3', {text: 'CompStat (week ending ' + cst.report_end + ')'}));
+    var cs = el('table', {'class': 'compstat'}, [row(['Window', 'Now', cst.compare === 'year' ? 'Year before' : 'Before',
+      'Change', 'q'], 'th')]);
+    cst.windows.forEach(function (w) {
       var change = w.pct_change === null ? 'n/a' : (w.pct_change > 0 ? '+' : '') + w.pct_change.toFixed(1) + '%';
-      var tr = row([w.window, fmt(w.current), fmt(w.prior), change, w.p_value === null ? 'n/a' : w.p_value.toFixed(3)]);
-      tr.title = w.data_covers_both ? (w.significant ? 'significant change (Poisson test, 5%)' : 'within noise')
-        : 'the data do not cover both periods';
-      if (w.significant) { tr.cells[3].className = w.current > w.prior * 1 ? 'up' : 'down'; tr.cells[3].textContent += ' *'; }
+      var tr = row([w.window, fmt(w.current), fmt(w.prior), change, w.q_value === null ? 'n/a' : w.q_value.toFixed(3)]);
+      tr.title = w.current_period.join(' to ') + ' against ' + w.prior_period.join(' to ') + '; ' +
+        (w.note || (w.significant ? 'significant change' : 'within noise') + ' (dispersion ' +
+         (w.dispersion === null ? 'n/a' : w.dispersion.toFixed(2)) + ' from ' + w.history_pairs + ' earlier pairs)');
+      if (w.significant) { tr.cells[3].className = w.pct_change > 0 ? 'up' : 'down'; tr.cells[3].textContent += ' *'; }
       cs.appendChild(tr);
     });
     body.appendChild(cs);
-    body.appendChild(el('p', {'class': 'muted', text: '* significant at 5% (conditional Poisson test); n/a: the data do not cover both periods.'}));
+    body.appendChild(el('p', {'class': 'muted', text: '* significant at 5% after the FDR correction across areas ' +
+      '(quasi-Poisson test, dispersion from the area\u2019s own history); n/a: the data do not cover both periods ' +
+      'or the history is too short.'}));
 
     body.appendChild(el('h3', {text: 'Outreach flags'}));
     if (d.outreach.flags.length) {
@@ -611,6 +620,7 @@
   }
 
   function hoursTable(hw) {
+    // Shaded by calls per occurrence: a period holds some weekdays more often than others.
     var table = el('table', {'class': 'hours'});
     var head = el('tr', {}, [el('th', {text: ''})]);
     hw.hours.forEach(function (h) { head.appendChild(el('th', {text: h % 3 === 0 ? String(h) : ''})); });
@@ -618,9 +628,12 @@
     hw.counts.forEach(function (counts, d) {
       var tr = el('tr', {}, [el('th', {text: hw.weekdays[d]})]);
       counts.forEach(function (n, h) {
-        var alpha = hw.max ? n / hw.max : 0;
-        tr.appendChild(el('td', {title: hw.weekdays[d] + ' ' + h + ':00 \u2013 ' + fmt(n) + ' calls',
-          'data-count': String(n), style: 'background:rgba(189,0,38,' + alpha.toFixed(3) + ')'}));
+        var mean = hw.mean[d][h], times = hw.occurrences[d][h];
+        var alpha = hw.max_mean && mean !== null ? mean / hw.max_mean : 0;
+        tr.appendChild(el('td', {title: hw.weekdays[d] + ' ' + h + ':00 \u2013 ' + (mean === null ? 'n/a' : fmt(mean, 2)) +
+          ' calls per occurrence (' + fmt(n) + ' calls in ' + fmt(times) + ' occurrences)',
+          'data-count': String(n), 'data-mean': mean === null ? '' : String(mean),
+          style: 'background:rgba(189,0,38,' + alpha.toFixed(3) + ')'}));
       });
       table.appendChild(tr);
     });
