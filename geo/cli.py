@@ -302,26 +302,43 @@ def load_calls_cmd(path: Path, force: bool) -> None:
 
 
 @main.command("rejects")
-@click.option("--kind", help="incidents, calls, offense_counts, ...")
+@click.option("--kind", help="incidents, calls, homicides, offense_counts, ... (the kinds stored are listed on a typo)")
 @click.option("--reason", help="e.g. bad_date, missing_coordinates, duplicate_id")
+@click.option("--file", "file_", help="Only rejects of this source file (its name or path).")
+@click.option("--batch", type=int, help="Only rejects of this load (batch id, as the load report prints it).")
 @click.option("--limit", default=20, show_default=True)
-def rejects_cmd(kind: str | None, reason: str | None, limit: int) -> None:
-    """Show rejected rows with their file, line, reason and raw text, and counts per reason."""
+def rejects_cmd(kind: str | None, reason: str | None, file_: str | None, batch: int | None, limit: int) -> None:
+    """Show rejected rows, newest first, with their file, line, reason and raw text, and counts per reason."""
     engine = _engine()
     where, params = [], {"lim": limit}
+    with engine.connect() as conn:
+        stored = {c: sorted(v for (v,) in conn.execute(sa.text(f"SELECT DISTINCT {c} FROM ingest_rejects")))
+                  for c in ("kind", "reason")}
+    for option, value, column in (("--kind", kind, "kind"), ("--reason", reason, "reason")):
+        if value is not None and value not in stored[column]:
+            raise click.BadParameter(f"no rejects of {column} {value!r}; stored: {', '.join(stored[column]) or 'none'}",
+                                     param_hint=option)
     if kind:
         where.append("kind = :kind")
         params["kind"] = kind
     if reason:
         where.append("reason = :reason")
         params["reason"] = reason
+    if file_:
+        # The path as given when loading, or just its name.
+        where.append("(source_file = :file OR source_file LIKE '%/' || :file)")
+        params["file"] = file_
+    if batch is not None:
+        where.append("batch_id = :batch")
+        params["batch"] = batch
     clause = ("WHERE " + " AND ".join(where)) if where else ""
     with engine.connect() as conn:
         for k, r, n in conn.execute(sa.text(f"SELECT kind, reason, count(*) FROM ingest_rejects {clause} GROUP BY 1, 2 ORDER BY 1, 2"), params):
             click.echo(f"{k:16} {r:22} {n:>9,}")
         click.echo("")
         rows = conn.execute(
-            sa.text(f"SELECT source_file, line, reason, detail, raw FROM ingest_rejects {clause} ORDER BY reject_id LIMIT :lim"),
+            sa.text(f"SELECT source_file, line, reason, detail, raw FROM ingest_rejects {clause}"
+                    " ORDER BY reject_id DESC LIMIT :lim"),
             params,
         )
         for f, line, r, detail, raw in rows:
@@ -456,13 +473,41 @@ def demo_data_cmd(n_calls: int, start: str | None, days: int | None, seed: int, 
 def demo_cmd(serve: bool) -> None:
     """Everything `make demo` does: database, reference and demo data, model, hot spots, then the server."""
     from geo.demo import run_demo
+    from geo.settings import server_settings
 
+    if serve:
+        # Before the long load: a port another server holds would only fail at the very end.
+        s = server_settings()
+        taken = _port_taken(s.host, s.port)
+        if taken:
+            raise click.ClickException(
+                f"port {s.port} on {s.host} is in use ({taken}); nothing was started or loaded. Stop the other "
+                f"server or choose a free port: HOTSPOTS_PORT={s.port + 1} make demo")
+    stop_hint = ("The private database keeps running; stop it with `.venv/bin/hotspots db down`."
+                 if not database_settings().database_url else "")
     try:
         run_demo(echo=click.echo)
     except (IngestError, dbmod.ClusterError, dbmod.DatabaseNotConfigured) as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(f"{exc}\n{stop_hint}".strip()) from exc
+    except KeyboardInterrupt:
+        raise click.ClickException(f"interrupted; what was loaded so far is kept. {stop_hint}".strip()) from None
     if serve:
+        if stop_hint:
+            click.echo(stop_hint.replace("keeps running", "keeps running after Ctrl-C"))
         _serve(None, None, None)
+
+
+def _port_taken(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be bound (e.g. 'address already in use'), or None when it is free."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as gunicorn binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.strerror.lower() if exc.strerror else str(exc)
+    return None
 
 
 def _serve(host: str | None, port: int | None, workers: int | None) -> None:
