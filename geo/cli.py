@@ -1230,10 +1230,11 @@ def token_list_cmd() -> None:
 # --- exports ---------------------------------------------------------------------------------
 @main.command("export")
 @click.argument("layer")
-@click.option("--format", "fmt", help="zip (shapefile), gpkg, geojson or csv [default: from --out's extension].")
+@click.option("--format", "fmt", help="shp (the shapefile's files beside --out), zip (shapefile, zipped), gpkg, "
+                                      "geojson or csv [default: from --out's extension].")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="File to write.")
-@click.option("--start", help="First local date (YYYY-MM-DD) or RFC 3339 instant.")
-@click.option("--end", help="Last local date (inclusive) or instant.")
+@click.option("--from", "--start", "start", help="First local date (YYYY-MM-DD) or RFC 3339 instant.")
+@click.option("--to", "--end", "end", help="Last local date (inclusive) or instant.")
 @click.option("--preset", help="7d, 28d, 365d or ytd, ending at the latest data (or --end).")
 @click.option("--division", help="Division code or name.")
 @click.option("--category", help="Taxonomy category (see `hotspots taxonomy`).")
@@ -1252,19 +1253,20 @@ def export_cmd(layer: str, fmt: str | None, out: Path, run: int | None, **filter
     from geo.filters import ParameterError, parse_filter
     from geo.settings import locale_settings
 
-    ext = fmt or out.suffix.lstrip(".")
+    ext = (fmt or out.suffix.lstrip(".")).lower()
     # Long exports show progress on a terminal (never in a captured or piped log).
     progress = (lambda n: click.echo(f"  {n:,} rows", err=True)) if sys.stderr.isatty() else None
     try:
         table = export_layer(layer).filter_table or "calls"
-        export_format(ext)
+        if ext != "shp":   # shp: the zipped shapefile's files, written unzipped beside --out
+            export_format(ext)
         engine = _engine()
         flt = parse_filter({k: v for k, v in filters.items() if v is not None}, table=table,
                            divisions=division_names(engine),
                            as_of=lambda: latest_call_date(engine, locale_settings().timezone))
         job = write_export(engine, layer, ext, flt, out, run, progress=progress)
     except ParameterError as exc:
-        option = {"layer": "LAYER", "format": "--format (or --out's extension)"}.get(
+        option = {"layer": "LAYER", "format": "--format (or --out's extension)", "start": "--from", "end": "--to"}.get(
             exc.parameter, "--" + exc.parameter.replace("_", "-"))
         raise click.BadParameter(exc.message, param_hint=option) from None
     except NoSavedRun as exc:
@@ -1275,8 +1277,8 @@ def export_cmd(layer: str, fmt: str | None, out: Path, run: int | None, **filter
 
 @main.command("report")
 @click.option("--division", required=True, help="Division code or name, e.g. 01 or Central.")
-@click.option("--start", help="First day, YYYY-MM-DD.")
-@click.option("--end", help="Last day, YYYY-MM-DD, included.")
+@click.option("--from", "--start", "start", help="First day, YYYY-MM-DD.")
+@click.option("--to", "--end", "end", help="Last day, YYYY-MM-DD, included.")
 @click.option("--preset", type=click.Choice(["7d", "28d", "ytd", "365d"]),
               help="A window ending on the newest data (or on --end).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="HTML file to write.")
