@@ -450,8 +450,10 @@ def choose_cell_size(x: np.ndarray, y: np.ndarray, study_area, w: np.ndarray | N
        the band before and drops at the band after) is the scale at which the points cluster
        most distinctly; the cell side is the peak distance / sqrt(2), so that a cell's queen
        neighbours (the Gi* neighbourhood) all lie within the peak distance.
-    3. No valid peak (no significant clustering, or clustering strongest at the shortest band):
-       the cell side is 2d.
+       Only peaks whose cell leaves at least MIN_POINTS_FOR_AUTO (30) cells in the study area
+       count: ArcGIS does not trust Gi* on fewer than 30 features.
+    3. No valid peak (no significant clustering, clustering strongest at the shortest band, or
+       only at a city-wide scale): the cell side is 2d.
     """
     import shapely
 
@@ -466,7 +468,10 @@ def choose_cell_size(x: np.ndarray, y: np.ndarray, study_area, w: np.ndarray | N
     z = band_moran_z(values, lattice.index, bands)
     distances = scan * np.arange(1, bands + 1)
     scanned = [(float(dist), float(zk)) for dist, zk in zip(distances, z)]
+    largest = np.sqrt(shapely.area(study_area) / MIN_POINTS_FOR_AUTO)   # cell side leaving 30 cells
     for k in range(1, bands - 1):
+        if distances[k] / np.sqrt(2) > largest:
+            break
         if z[k] >= PEAK_Z and z[k] > z[k - 1] and z[k] > z[k + 1]:
             size = float(np.round(distances[k] / np.sqrt(2), -1))
             return CellSize(size, "autocorrelation_peak",
@@ -475,7 +480,8 @@ def choose_cell_size(x: np.ndarray, y: np.ndarray, study_area, w: np.ndarray | N
                             d, scan, scanned)
     size = float(np.round(2.0 * d, -1))
     return CellSize(size, "nearest_neighbour",
-                    f"no significant peak of Moran's I z over {bands} bands of {scan:,.0f} ft; "
+                    f"no significant peak of Moran's I z at a band leaving {MIN_POINTS_FOR_AUTO} or more cells "
+                    f"({bands} bands of {scan:,.0f} ft scanned); "
                     f"cell = 2 x mean nearest-neighbour distance {d:,.0f} ft", d, scan, scanned)
 
 

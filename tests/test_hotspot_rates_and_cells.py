@@ -231,3 +231,26 @@ def test_real_offense_rates_per_1000_residents(engine):
     assert (n, units) == (462 - no_residents, [PER_1000])
     assert total == pytest.approx(analysed["event_count"].sum())
     assert f'"npas_without_residents": {no_residents}' in params
+
+
+def test_cell_size_of_real_homicide_points(data_dir):
+    """CMPD's real homicide points: clustering rises to a city-wide scale (fewer than 30 cells), so
+    no valid peak counts and the nearest-neighbour size is used."""
+    import json
+
+    import shapely
+
+    layer = json.loads((data_dir / "real" / "homicides_arcgis.json").read_text())
+    lonlat = [(f["geometry"]["x"], f["geometry"]["y"]) for f in layer["features"]
+              if (f.get("geometry") or {}).get("x") is not None]
+    points = gpd.GeoSeries(gpd.points_from_xy(*zip(*lonlat)), crs=4326).to_crs(2264)
+    county = shapely.union_all(gpd.read_file(data_dir / "npa" / "npa.geojson").to_crs(2264).geometry.to_numpy())
+    x, y = points.x.to_numpy(), points.y.to_numpy()
+    inside = shapely.contains_xy(county, x, y)
+    choice = choose_cell_size(x[inside], y[inside], county)
+    assert inside.sum() >= 900
+    assert choice.rule == "nearest_neighbour", choice.reason
+    assert choice.cell_ft == round(2 * choice.mean_nn_ft, -1) and 2_000 <= choice.cell_ft <= 4_000
+    dist, z = map(np.array, zip(*choice.bands))
+    top = dist[np.argmax(z)]
+    assert z.max() > 1.96 and top / np.sqrt(2) > np.sqrt(county.area / 30)   # the peak is city-wide
