@@ -254,3 +254,29 @@ def test_cell_size_of_real_homicide_points(data_dir):
     dist, z = map(np.array, zip(*choice.bands))
     top = dist[np.argmax(z)]
     assert z.max() > 1.96 and top / np.sqrt(2) > np.sqrt(county.area / 30)   # the peak is city-wide
+
+
+def test_cli_rates_and_cell_size_options(engine, tmp_path):
+    import sqlalchemy as sa
+    from click.testing import CliRunner
+
+    from geo.cli import main
+
+    env = {"DATABASE_URL": engine.url.render_as_string(hide_password=False), "HOTSPOTS_VAR_DIR": str(tmp_path / "v")}
+
+    def run(*args):
+        return CliRunner().invoke(main, ["hotspots", *args], env=env, catch_exceptions=False)
+
+    out = run("--source", "offenses", "--years", "2019-2021", "--per-1000", "--permutations", "0", "--save")
+    assert out.exit_code == 0, out.output
+    assert "value: violent per 1,000 residents; 2 NPAs without residents left out (47.0 violent in them)" in out.output
+    assert "Left out: no residents" in out.output and "/1,000)" in out.output
+    with engine.connect() as conn:
+        unit, n, params = conn.execute(sa.text(
+            "SELECT max(value_unit), count(*), max(r.params->>'value_unit') FROM hotspot_npa_results"
+            " JOIN analysis_runs r USING (run_id) WHERE run_id = (SELECT max(run_id) FROM analysis_runs)")).one()
+    assert (unit, n, params) == (PER_1000, 460, PER_1000)
+    for args, hint in ((["--grid-ft", "auto", "--per-1000"], "--per-1000"), (["--grid-ft", "-3"], "--grid-ft"),
+                       (["--grid-ft", "wide"], "--grid-ft")):
+        bad = run(*args)
+        assert bad.exit_code == 2 and hint in bad.output, bad.output
