@@ -980,7 +980,12 @@ def _years(text: str | None) -> tuple[int, int] | None:
 @_to
 @click.option("--measure", type=click.Choice(["labelled", "expected"]), default="labelled", show_default=True,
               help="calls: count calls labelled violent, or sum the model's probabilities (expected violent calls).")
-@click.option("--grid-ft", type=float, help="calls: square cells of this many feet (EPSG:2264) instead of NPAs.")
+@click.option("--grid-ft", help="calls: square grid cells instead of NPAs: 'auto' (the size chosen from the calls' "
+                               "locations, as ArcGIS Optimized Hot Spot Analysis does; see docs/methods.md) or a "
+                               "side in feet (EPSG:2264).")
+@click.option("--per-1000", "per_1000", is_flag=True,
+              help="NPAs: Gi* on the value per 1,000 residents (ArcGIS's 'divide by' population); NPAs without "
+                   "residents are left out and counted.")
 @click.option("--years", help="offenses, homicides: year range, e.g. 2019-2021 [offenses: 2019-2021; "
                               "homicides: every year loaded].")
 @click.option("--category", multiple=True, help="offenses: detail categories (default: the Violent Crime roll-up).")
@@ -990,9 +995,9 @@ def _years(text: str | None) -> tuple[int, int] | None:
 @_compute_engine
 @_scheduler
 @_dask_workers
-def hotspots_cmd(source: str, start: str | None, end: str | None, measure: str, grid_ft: float | None, years: str | None,
-                 category: tuple[str, ...], permutations: int, save: bool, out: Path | None, compute: str,
-                 scheduler: str | None, dask_workers: int) -> None:
+def hotspots_cmd(source: str, start: str | None, end: str | None, measure: str, grid_ft: str | None, per_1000: bool,
+                 years: str | None, category: tuple[str, ...], permutations: int, save: bool, out: Path | None,
+                 compute: str, scheduler: str | None, dask_workers: int) -> None:
     """Getis-Ord Gi* hot and cold spots of violent crime over the 462 NPAs or grid cells (FDR-corrected)."""
     from geo.hotspots import (grid_hotspots, homicide_hotspots, npa_hotspots, offense_hotspots, save_cell_results,
                               save_npa_results)
@@ -1006,55 +1011,89 @@ def hotspots_cmd(source: str, start: str | None, end: str | None, measure: str, 
     if grid_ft and source != "calls":
         raise click.BadParameter(f"grid cells are computed from calls; {source} are counted per NPA",
                                  param_hint="--grid-ft")
+    if grid_ft and per_1000:
+        raise click.BadParameter("rates need a population per area; grid cells have none (use NPAs)",
+                                 param_hint="--per-1000")
+    if grid_ft is not None:
+        grid_ft = grid_ft.strip().lower()
+        if grid_ft != "auto":
+            try:
+                if not float(grid_ft) > 0:
+                    raise ValueError
+            except ValueError:
+                raise click.BadParameter(f"{grid_ft!r}: give 'auto' or a positive number of feet",
+                                         param_hint="--grid-ft") from None
+    rate = {"value_unit": "per_1000_residents"} if per_1000 else {}
     counted = "violent"
     if dask is not None:
         from geo import scale
 
         period = _period(start, end)
         with dask as client:
-            if grid_ft:
-                result = scale.grid_hotspots(engine, client, period, cell_ft=grid_ft, measure=measure,
-                                             permutations=permutations)
-            else:
-                result = scale.npa_hotspots(engine, client, period, measure=measure, permutations=permutations)
+            try:
+                if grid_ft:
+                    result = scale.grid_hotspots(engine, client, period, cell_ft=grid_ft, measure=measure,
+                                                 permutations=permutations)
+                else:
+                    result = scale.npa_hotspots(engine, client, period, measure=measure, permutations=permutations,
+                                                per_1000=per_1000)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="--grid-ft" if grid_ft else "--measure") from exc
         params = {"period": [str(period.start), str(period.end)], "measure": measure, "permutations": permutations,
-                  **({"cell_ft": grid_ft} if grid_ft else {})}
+                  **(result.attrs["cell_size"].as_params() if grid_ft else rate)}
         model_version = _current_model(engine)
     elif source == "calls" and grid_ft:
         period = _period(start, end)
-        result = grid_hotspots(engine, period, cell_ft=grid_ft, measure=measure, permutations=permutations)
-        params = {"period": [str(period.start), str(period.end)], "measure": measure, "cell_ft": grid_ft,
-                  "permutations": permutations}
+        try:
+            result = grid_hotspots(engine, period, cell_ft=grid_ft, measure=measure, permutations=permutations)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--grid-ft") from exc
+        params = {"period": [str(period.start), str(period.end)], "measure": measure, "permutations": permutations,
+                  **result.attrs["cell_size"].as_params()}
         model_version = _current_model(engine)
     elif source == "calls":
         period = _period(start, end)
-        result = npa_hotspots(engine, period, measure=measure, permutations=permutations)
-        params = {"period": [str(period.start), str(period.end)], "measure": measure, "permutations": permutations}
+        result = npa_hotspots(engine, period, measure=measure, permutations=permutations, per_1000=per_1000)
+        params = {"period": [str(period.start), str(period.end)], "measure": measure, "permutations": permutations,
+                  **rate}
         model_version = _current_model(engine)
     elif source == "homicides":
         try:
-            result, info = homicide_hotspots(engine, _years(years), permutations=permutations)
+            result, info = homicide_hotspots(engine, _years(years), permutations=permutations, per_1000=per_1000)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from exc
-        params = {**info, "permutations": permutations}
+        params = {**info, "permutations": permutations, **rate}
         counted = "homicide victims"
         click.echo(f"source: homicides (CMPD Homicide layer), {info['years'][0]}-{info['years'][1]}: "
                    f"{info['victims']:,} victims, {info['victims_without_npa']:,} without a location left out")
     else:
         span = _years(years) or (2019, 2021)
         try:
-            result = offense_hotspots(engine, span, list(category) or None, permutations=permutations)
+            result = offense_hotspots(engine, span, list(category) or None, permutations=permutations,
+                                      per_1000=per_1000)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from exc
-        params = {"years": list(span), "categories": list(category) or ["Violent Crime"], "permutations": permutations}
+        params = {"years": list(span), "categories": list(category) or ["Violent Crime"], "permutations": permutations,
+                  **rate}
+    if grid_ft:
+        choice = result.attrs["cell_size"]
+        click.echo(f"grid cells: {choice.cell_ft:,.0f} ft ({choice.rule}: {choice.reason})")
+    if per_1000:
+        left = result.attrs["left_out"]
+        click.echo(f"value: {counted} per 1,000 residents; {left['npas_without_residents']} NPAs without residents "
+                   f"left out ({left['events_in_them']:,.1f} {counted} in them)")
+    total_of = "event_count" if "event_count" in result else "value"
     for name, n in result["hotspot_class"].value_counts().items():
-        total = result.loc[result["hotspot_class"] == name, "value"].sum()
+        total = result.loc[result["hotspot_class"] == name, total_of].sum()
         click.echo(f"{name:28} {n:>5} {'cells' if grid_ft else 'NPAs'}, {total:>10,.1f} {counted}")
     hot = result[result["hotspot_class"].str.startswith("Hot")].sort_values("gi_z", ascending=False)
     if len(hot) and not grid_ft:
-        click.echo("\nhottest NPAs: " + ", ".join(f"{int(r.npa_id)} (z {r.gi_z:.1f}, {r.value:,.0f})" for r in hot.head(10).itertuples()))
+        shown = "{:,.2f}/1,000" if per_1000 else "{:,.0f}"
+        click.echo("\nhottest NPAs: " + ", ".join(f"{int(r.npa_id)} (z {r.gi_z:.1f}, {shown.format(r.value)})"
+                                                 for r in hot.head(10).itertuples()))
     if save and grid_ft:
-        run_id = save_cell_results(engine, "calls_grid_hotspots", params, result, grid_ft, model_version)
+        run_id = save_cell_results(engine, "calls_grid_hotspots", params, result, result.attrs["cell_size"].cell_ft,
+                                   model_version)
         click.echo(f"saved as analysis run {run_id}")
     elif save:
         run_id = save_npa_results(engine, f"{source}_npa_hotspots", params, result, model_version)
