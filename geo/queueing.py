@@ -83,3 +83,17 @@ def concurrent_calls_quantile(mean, q: float = 0.9) -> np.ndarray:
         raise ValueError(f"quantile {q} must be between 0 and 1")
     mean = np.asarray(mean, dtype=float)
     return np.where(mean > 0, stats.poisson.ppf(q, np.maximum(mean, 1e-300)), 0).astype(int)
+
+
+def erlang_c_table(offered, max_units: int) -> np.ndarray:
+    """P(wait) for every load (rows) and every number of units 0..max_units (columns), one pass of
+    the Erlang B recursion; 1 where c <= load, 0 for zero load."""
+    a = np.asarray(offered, dtype=float).ravel()
+    out = np.ones((len(a), max_units + 1))
+    b = np.ones(len(a))
+    for c in range(1, max_units + 1):
+        b = a * b / (c + a * b)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[:, c] = np.where(c > a, b / (1 - a / c * (1 - b)), 1.0)
+    out[a == 0, :] = 0.0
+    return out
