@@ -344,8 +344,10 @@ def officers_for(units, config: StaffingConfig) -> np.ndarray:
     return np.ceil(np.round(raw, 9)).astype(int)
 
 
-def plan(load: pd.DataFrame, config: StaffingConfig, officers: int | None = None) -> pd.DataFrame:
-    """One row per division and shift; with `officers`, units placed by marginal allocation."""
+def plan(load: pd.DataFrame, config: StaffingConfig, officers: int | None = None,
+         units: dict[tuple[str, str], int] | None = None) -> pd.DataFrame:
+    """One row per division and shift; with `officers`, units placed by marginal allocation; with
+    `units` ({(division, shift): units}), that given plan evaluated (e.g. a proportional split)."""
     config.check()
     hours = pd.Series(shift_of_hour(config), name="shift")
     need = units_needed(load["offered"].to_numpy(), load["offered_p1"].to_numpy(), load["service_min"].to_numpy(),
@@ -358,8 +360,16 @@ def plan(load: pd.DataFrame, config: StaffingConfig, officers: int | None = None
     cap = max(needed.values(), default=1) + 1
     if officers is not None:
         cap = max(cap, min(MAX_UNITS, int(officers / (config.officers_per_unit * config.relief.factor)) + 2))
+    if units is not None:
+        missing = [key for key in order if key not in units]
+        if missing or any(u < 0 for u in units.values()):
+            raise ValueError(f"given units need a count >= 0 for every division and shift; missing {missing[:3]}")
+        cap = max(cap, max(units.values(), default=0) + 1)
     tables = WaitTables(frame, cap)
-    placed = dict(needed) if officers is None else marginal_allocation(groups, index, order, officers, config, tables)
+    if units is not None:
+        placed = {key: int(units[key]) for key in order}
+    else:
+        placed = dict(needed) if officers is None else marginal_allocation(groups, index, order, officers, config, tables)
     rows = []
     for key in order:
         g = groups[key]
