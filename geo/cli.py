@@ -863,6 +863,8 @@ def allocate_cmd(officers: int | None, start: str | None, end: str | None, confi
     placed = int(table["officers"].sum())
     click.echo(f"total officers: {placed}" + (f" of {officers} given" if officers is not None else
                                               f" needed ({int(table['units'].sum())} unit-posts)"))
+    if table.attrs.get("left_out_date_only"):
+        click.echo(f"{table.attrs['left_out_date_only']:,} calls known only by their date (no hour) were left out.")
     if officers is not None and placed < officers:
         click.echo(f"{officers - placed} officer(s) not placed: the next unit would need more than are left.")
     click.echo("")

@@ -214,11 +214,14 @@ def call_counts(engine: Engine, period: Period) -> pd.DataFrame:
             "  + extract(hour FROM received_at AT TIME ZONE :tz)::int) AS hour_of_week,"
             " count(*) AS calls, count(*) FILTER (WHERE label) AS violent,"
             " count(*) FILTER (WHERE priority = 1) AS p1, count(priority) AS priority_known FROM calls"
-            # A call known only by its date has no hour: left out, as in geo.allocate.workload.
+            # A call known only by its date has no hour: left out (counted in attrs).
             f" WHERE division_id IS NOT NULL AND received_at_precision <> 'date' AND {where} GROUP BY 1, 2, 3"),
             conn, params=params)
+        left_out = conn.execute(sa.text(
+            f"SELECT count(*) FROM calls WHERE division_id IS NOT NULL AND received_at_precision = 'date' AND {where}"),
+            params).scalar_one()
         divisions = [r[0] for r in conn.execute(sa.text("SELECT division_id FROM divisions ORDER BY division_id"))]
-    rows.attrs["divisions"] = divisions
+    rows.attrs.update(divisions=divisions, left_out_date_only=int(left_out))
     return rows
 
 
@@ -490,4 +493,6 @@ def build_plan(engine: Engine, period: Period, config: StaffingConfig | None = N
     config = config or StaffingConfig.load()
     counts = call_counts(engine, period)
     load = hourly_load(counts, counts.attrs["divisions"], weekday_counts(period), config, service)
-    return plan(load, config, officers)
+    out = plan(load, config, officers)
+    out.attrs["left_out_date_only"] = counts.attrs["left_out_date_only"]
+    return out

@@ -200,6 +200,22 @@ def test_marginal_allocation_never_takes_an_officer_away():
         plan(load, config, officers=17)    # 1 unit x 9 division-shifts x ceil(1.617)
 
 
+def test_a_given_plan_is_evaluated_with_the_same_formulas():
+    config = StaffingConfig.load()
+    load = hourly_load(_counts(np.random.default_rng(7)), ["01", "02", "03"], weekday_counts(FOUR_WEEKS), config)
+    needed = plan(load, config)
+    keys = list(zip(needed["division"], needed["shift"]))
+    same = plan(load, config, units=dict(zip(keys, needed["units"])))
+    assert same[["units", "p_wait", "mean_wait_min", "officers"]].equals(needed[["units", "p_wait", "mean_wait_min", "officers"]])
+    # One unit per division-shift: the busy shifts have hours with more work than one unit clears.
+    one = plan(load, config, units={k: 1 for k in keys})
+    busy = one[one["division"] == "03"]
+    assert busy["warnings"].str.contains("calls queue without limit").all()
+    assert np.isinf(busy["mean_wait_min"]).all() and (busy["officers"] == 2).all()
+    with pytest.raises(ValueError, match="every division and shift"):
+        plan(load, config, units={keys[0]: 1})
+
+
 @pytest.mark.parametrize(("edit", "message"), [
     (("traffic = 50", "traffic = -5"), "service_minutes must be above 0; traffic = -5.0"),
     (("alarms = 15", "alarms = 0"), "service_minutes must be above 0; alarms = 0.0"),
