@@ -28,6 +28,9 @@ def test_largest_remainder_sums_exactly():
         assert out.sum() == seats and (out >= 0).all()
         assert np.all(np.abs(out - weights / weights.sum() * seats) < 1 + 1e-9)
     assert list(largest_remainder(np.array([1.0, 1.0, 2.0]), 4)) == [1, 1, 2]
+    # The Alabama paradox of the proportional split (issue 15): one more seat takes one away.
+    assert list(largest_remainder(np.array([6.0, 6.0, 2.0]), 10)) == [4, 4, 2]
+    assert list(largest_remainder(np.array([6.0, 6.0, 2.0]), 11)) == [5, 5, 1]
 
 
 def test_allocation_follows_workload_and_keeps_minimums(engine):
@@ -159,6 +162,10 @@ def test_measured_service_times_replace_the_configured_ones():
     assert assumed.loc[("01", 10), "offered"] == pytest.approx(2 * 50 / 60)
     assert measured.loc[("01", 10), "offered"] == pytest.approx(2 * 24 / 60)
     assert (assumed.loc[("01", 10), "service_source"], measured.loc[("01", 10), "service_source"]) == (ASSUMED, "measured")
+    with pytest.raises(ValueError, match="measured service_min must be above 0; 1 rows are not"):
+        hourly_load(counts, ["01"], weekday_counts(FOUR_WEEKS), config,
+                    service=pd.DataFrame({"division_id": ["01"], "hour_of_week": [10], "category": ["traffic"],
+                                          "service_min": [0.0]}))
     # No priorities recorded: the configured P1 share, said so.
     assert measured.loc[("01", 10), "p1_share"] == config.p1_share and measured.loc[("01", 10), "p1_source"] == ASSUMED
 
