@@ -627,7 +627,7 @@
         ' officers placed city-wide by marginal allocation; ' + st.service_times + '.'}));
       st.shifts.forEach(function (s) {
         if (s.warnings) { body.appendChild(el('p', {'class': 'warning', text: s.shift + ': ' + s.warnings})); }
-        body.appendChild(el('p', {'class': 'reasoning', text: s.shift + ': ' + s.needs_reasoning}));
+        body.appendChild(el('p', {'class': 'needs-reasoning', text: s.shift + ': ' + s.needs_reasoning}));
       });
     }
   }
