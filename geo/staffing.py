@@ -47,6 +47,7 @@ HOURS_OF_WEEK = 168
 ASSUMED = "assumed (configured)"
 MEASURED = "measured"
 MAX_UNITS = 2000          # a division-shift needing more than this is a configuration error
+NEGLIGIBLE_WAIT_MIN = 1 / 60   # marginal allocation stops once every mean wait is under a second
 
 
 @dataclass
@@ -362,7 +363,9 @@ def plan(load: pd.DataFrame, config: StaffingConfig, officers: int | None = None
     needed = {key: int(groups[key]["units_needed"].max()) for key in order}
     cap = max(needed.values(), default=1) + 1
     if officers is not None:
-        cap = max(cap, min(MAX_UNITS, int(officers / (config.officers_per_unit * config.relief.factor)) + 2))
+        # Enough room for marginal allocation to bring every mean wait under NEGLIGIBLE_WAIT_MIN.
+        cap = max(cap, min(MAX_UNITS, int(officers / (config.officers_per_unit * config.relief.factor)) + 2,
+                           2 * cap + 20))
     if units is not None:
         missing = [key for key in order if key not in units]
         if missing or any(u < 0 for u in units.values()):
@@ -372,7 +375,8 @@ def plan(load: pd.DataFrame, config: StaffingConfig, officers: int | None = None
     if units is not None:
         placed = {key: int(units[key]) for key in order}
     else:
-        placed = dict(needed) if officers is None else marginal_allocation(groups, index, order, officers, config, tables)
+        placed = dict(needed) if officers is None else marginal_allocation(groups, index, order, officers, config,
+                                                                            tables, needed)
     rows = []
     for key in order:
         g = groups[key]
@@ -451,10 +455,13 @@ def _delay(g: pd.DataFrame, rows: np.ndarray, tables: WaitTables, units: int) ->
 
 
 def marginal_allocation(groups: dict, index: dict, order: list, officers: int, config: StaffingConfig,
-                        tables: WaitTables) -> dict:
+                        tables: WaitTables, needed: dict) -> dict:
     """Units per division-shift from N officers: start at the minimum, then one unit at a time to the
-    worst mean wait (ties: the largest reduction, then the most overloaded), stopping at the first unit
-    whose officers no longer fit. Every step only adds, so more officers never take a unit away."""
+    worst mean wait among the division-shifts still short of what their targets need (`needed`), then
+    among all (ties: the largest reduction, then the most overloaded). Stops at the first unit whose
+    officers no longer fit, or once every target is met and every mean wait is under a second (the
+    rest are not needed). The order of steps does not depend on N, so more officers never take a
+    unit away."""
     units = {key: config.min_units for key in order}
     floor = int(officers_for(np.array(list(units.values())), config).sum())
     if officers < floor:
@@ -471,12 +478,13 @@ def marginal_allocation(groups: dict, index: dict, order: list, officers: int, c
     def priority(key):
         wait, overload = state[key]
         gain = (wait - after[key]) if math.isfinite(wait) else math.inf
-        return (wait, gain, overload)
+        return (units[key] < needed[key], wait, gain, overload)
 
     while True:
         worst = max(order, key=priority)
-        if state[worst][0] == 0 or units[worst] >= tables.max_units:
-            break        # nobody waits (or the table's cap): the rest of the officers are not needed
+        if units[worst] >= tables.max_units or (state[worst][0] < NEGLIGIBLE_WAIT_MIN
+                                                 and all(units[k] >= needed[k] for k in order)):
+            break        # targets met and no mean wait reaches a second: the rest are not needed
         cost = int(officers_for(units[worst] + 1, config)) - int(officers_for(units[worst], config))
         if used + cost > officers:
             break

@@ -203,6 +203,10 @@ def test_marginal_allocation_never_takes_an_officer_away():
     assert short["warnings"].str.len().gt(0).any()
     assert "rule of 60" in " ".join(short["warnings"]) or "without limit" in " ".join(short["warnings"])
     assert (plan(load, config, officers=needed + 60)["warnings"] == "").all()
+    # Far more officers than any wait needs: placing stops once every mean wait is under a second.
+    plenty = plan(load, config, officers=100_000)
+    assert plenty["mean_wait_min"].max() < 1 / 60 and plenty["officers"].sum() < 100_000
+    assert (plenty["officers"] >= plan(load, config, officers=needed + 60)["officers"]).all()
     with pytest.raises(ValueError, match="below the 18 officers"):
         plan(load, config, officers=17)    # 1 unit x 9 division-shifts x ceil(1.617)
 
