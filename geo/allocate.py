@@ -16,7 +16,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from geo.metrics import Period, period_filter
+from geo.metrics import Period
 
 ALLOCATION_TOML = Path(__file__).with_name("allocation.toml")
 
@@ -83,18 +83,11 @@ def largest_remainder(weights: np.ndarray, seats: int) -> np.ndarray:
 
 def workload(engine: Engine, period: Period, config: AllocationConfig) -> pd.DataFrame:
     """Officer-minutes of work per division, shift and category over the period."""
-    where, params = period_filter(period)
-    with engine.connect() as conn:
-        rows = pd.read_sql(sa.text(
-            "SELECT division_id, coalesce(category, 'unknown') AS category,"
-            " extract(hour FROM received_at AT TIME ZONE :tz)::int AS hour,"
-            " count(*) AS calls, count(*) FILTER (WHERE label) AS violent FROM calls"
-            # A call known only by its date belongs to no shift: left out (counted in attrs).
-            f" WHERE division_id IS NOT NULL AND received_at_precision <> 'date' AND {where} GROUP BY 1, 2, 3"),
-            conn, params=params)
-        left_out = conn.execute(sa.text(
-            f"SELECT count(*) FROM calls WHERE division_id IS NOT NULL AND received_at_precision = 'date' AND {where}"),
-            params).scalar_one()
+    from geo.staffing import call_counts   # imported here: geo.staffing builds on this module
+
+    counts = call_counts(engine, period)
+    rows = counts.assign(hour=counts["hour_of_week"].astype(int) % 24)
+    left_out = counts.attrs["left_out_date_only"]
     shift_of = {h: name for name, (a, b) in config.shifts.items() for h in _hours(a, b)}
     rows["shift"] = rows["hour"].map(shift_of)
     minutes = rows["category"].map(config.minutes).fillna(config.minutes.get("unknown", 30.0))

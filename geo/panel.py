@@ -323,6 +323,18 @@ def allocation_for(table: pd.DataFrame, reasons: dict[str, str], division_id: st
             "reasoning": reasons.get(division_id, "no calls in the period")}
 
 
+def staffing_for(table: pd.DataFrame, division_id: str) -> dict:
+    """One division's rows of a geo.staffing plan: units, waits, utilisation, officers, warnings, needs."""
+    rows = table[table["division"] == division_id]
+    keep = ["shift", "calls_per_hour", "mean_service_min", "units", "units_needed", "p_wait", "mean_wait_min",
+            "p1_mean_wait_min", "utilisation", "officers", "officers_needed", "warnings", "needs_reasoning"]
+    shifts = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
+              for r in rows[keep].to_dict(orient="records")]
+    return {"division_id": division_id, "shifts": shifts, "officers": int(rows["officers"].sum()),
+            "officers_citywide": int(table["officers"].sum()), "officers_given": table.attrs.get("officers_given"),
+            "service_times": ", ".join(sorted(set(rows["service_times"]))) + " service times"}
+
+
 def as_of_date(flt: Filter, last: date | None) -> date:
     """The CompStat report date: the day after the filter's last day, else the day after the newest data."""
     _, hi = flt.local_period()

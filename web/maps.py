@@ -193,6 +193,7 @@ def area_panel(level_name: str, area_id: str):
 def _panel_body(lvl: panel.Level, area: dict, flt: Filter, officers: int, compare: str) -> dict:
     from geo.allocate import allocate
     from geo.metrics import compstat, outreach_flags, report_end
+    from geo.staffing import build_plan
 
     engine = database.engine()
     first, last = _data_range()
@@ -226,6 +227,9 @@ def _panel_body(lvl: panel.Level, area: dict, flt: Filter, officers: int, compar
         table, reasons = database.memo(("map_allocation", _period_key(period), officers), ("calls", "divisions"),
                                        lambda: allocate(engine, officers, period))
         body["allocation"] = {"period": body["period"], **panel.allocation_for(table, reasons, division_id)}
+        plan = database.memo(("map_staffing", _period_key(period), officers), ("calls", "divisions"),
+                             lambda: build_plan(engine, period, officers=officers))
+        body["staffing"] = {"period": body["period"], **panel.staffing_for(plan, division_id)}
     else:
-        body["allocation"] = None
+        body["allocation"] = body["staffing"] = None
     return panel.clean_json(body)

@@ -148,6 +148,12 @@ def test_clicking_an_area_opens_its_panel(page):
     assert f"{data['totals']['calls']:,}" in p.locator("#panel-body table.totals").inner_text()
     if data["allocation"]:
         assert data["allocation"]["reasoning"] in p.locator("#panel-body .reasoning").inner_text()
+        # The queueing plan's table: a header and one row per shift, with its units.
+        shifts = data["staffing"]["shifts"]
+        assert p.locator("#panel-body table.staffing tr").count() == 1 + len(shifts)
+        units = p.locator("#panel-body table.staffing td:nth-child(3)").all_inner_texts()
+        assert units == [f"{s['units']:,}" for s in shifts]
+        assert p.locator("#panel-body .needs-reasoning").count() == len(shifts)
     p.click("#panel-close")
     assert p.locator("#panel").is_hidden() and "sel" not in page.url_params()
     assert page.errors == []

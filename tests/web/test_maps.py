@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from geo.allocate import allocate
+from geo.staffing import build_plan
 from geo.db import make_engine
 from geo.hotspots import npa_hotspots
 from geo.filters import Filter
@@ -287,6 +288,15 @@ def test_division_panel_compstat_outreach_and_allocation(client, db):
     assert al["officers"] == int(ours["officers"].sum()) and al["officers_citywide"] == 200
     assert {s["shift"]: s["officers"] for s in al["shifts"]} == dict(zip(ours["shift"], ours["officers"]))
     assert al["reasoning"] == reasons["02"]
+    # The queueing plan for the same 200 officers: the library's rows for division 02.
+    plan = build_plan(db, period, officers=200)
+    mine = plan[plan["division"] == "02"].set_index("shift")
+    st = d["staffing"]
+    assert st["officers_citywide"] == int(plan["officers"].sum()) <= 200 and st["officers_given"] == 200
+    assert {s["shift"]: (s["units"], s["officers"]) for s in st["shifts"]} == {
+        k: (int(r.units), int(r.officers)) for k, r in mine.iterrows()}
+    assert [s["p_wait"] for s in st["shifts"]] == [round(v, 4) for v in mine["p_wait"]]
+    assert st["service_times"] == "assumed (configured) service times"
 
 
 def test_npa_panel_rates_and_division(client, db):

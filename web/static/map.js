@@ -613,6 +613,23 @@
     } else {
       body.appendChild(el('p', {'class': 'muted', text: 'Allocation is planned per division.'}));
     }
+
+    var st = d.staffing;
+    if (st) {
+      body.appendChild(el('h3', {text: 'Staffing plan (queueing)'}));
+      var tt = el('table', {'class': 'staffing'}, [row(['Shift', 'Calls/h', 'Units', 'Needed', 'P(wait)', 'P1 wait min', 'Busy', 'Officers'], 'th')]);
+      st.shifts.forEach(function (s) {
+        tt.appendChild(row([s.shift, fmt(s.calls_per_hour, 2), fmt(s.units), fmt(s.units_needed), pct(s.p_wait),
+          s.p1_mean_wait_min === null ? 'no limit' : fmt(s.p1_mean_wait_min, 2), pct(s.utilisation), fmt(s.officers)]));
+      });
+      body.appendChild(tt);
+      body.appendChild(el('p', {'class': 'muted', text: fmt(st.officers) + ' of ' + fmt(st.officers_citywide) +
+        ' officers placed city-wide by marginal allocation; ' + st.service_times + '.'}));
+      st.shifts.forEach(function (s) {
+        if (s.warnings) { body.appendChild(el('p', {'class': 'warning', text: s.shift + ': ' + s.warnings})); }
+        body.appendChild(el('p', {'class': 'needs-reasoning', text: s.shift + ': ' + s.needs_reasoning}));
+      });
+    }
   }
 
   function row(cells, tag) {
