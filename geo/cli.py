@@ -576,6 +576,16 @@ def model_report_cmd(version: str | None, top: int) -> None:
         direction = "raises" if odds > 1 else "lowers"
         factor = odds if odds > 1 else 1 / odds
         click.echo(f"  {text}: {direction} the odds {factor:,.1f}x")
+    from geo.accuracy import format_table, latest_accuracy
+
+    scored = latest_accuracy(_engine())
+    if scored is None:
+        click.echo("\nMap accuracy: not computed (run `hotspots accuracy`).")
+    else:
+        click.echo(f"\nMap accuracy (analysis run {scored['run_id']}): hot spots on {scored['train'][0]}..{scored['train'][1]} "
+                   f"scored on recorded violent incidents of {scored['test'][0]}..{scored['test'][1]} (end dates excluded)")
+        for line in format_table(scored["rows"]):
+            click.echo("  " + line)
 
 
 _compute_engine = click.option(
@@ -837,11 +847,12 @@ def allocate_cmd(officers: int, start: str | None, end: str | None, config_path:
 @main.command("emerging")
 @click.option("--from", "start", help="First day, YYYY-MM-DD (default: 1 January of last year).")
 @_to
-@click.option("--source", type=click.Choice(["incidents", "calls"]),
-              help="What is counted: recorded violent incidents (FBI violent NIBRS codes; the default when any are "
-                   "loaded) or calls (see --measure).")
+@click.option("--source", type=click.Choice(["incidents", "homicides", "labelled", "expected", "calls"]),
+              help="What is counted (geo/sources.py): recorded violent incidents (FBI violent NIBRS codes; the default "
+                   "when the period holds any), homicide victims, model-labelled calls, expected violent calls (the "
+                   "default otherwise), or calls as --measure says.")
 @click.option("--measure", type=click.Choice(["labelled", "expected"]), default="expected", show_default=True,
-              help="calls: count the calls labelled violent, or sum the model's probabilities (expected violent calls).")
+              help="--source calls: count the calls labelled violent, or sum the model's probabilities.")
 @click.option("--origin", type=click.Choice(["real", "synthetic"]),
               help="Only real or only synthetic rows (required when the period holds both).")
 @click.option("--step", "unit", type=click.Choice(["month", "week"]), default="month", show_default=True,
@@ -863,7 +874,8 @@ def emerging_cmd(start: str | None, end: str | None, source: str | None, measure
 
     engine = _engine()
     first = start or date(date.today().year - 1, 1, 1).isoformat()
-    counted = (default_source(engine) if source is None else "incidents" if source == "incidents" else measure)
+    counted = (default_source(engine, _period(first, end), origin) if source is None
+               else measure if source == "calls" else source)
     settings = {"source": counted, "unit": unit, "neighbourhood_steps": neighbourhood_steps,
                 "confidence": int(confidence) / 100, "origin": origin}
     try:
@@ -891,6 +903,42 @@ def emerging_cmd(start: str | None, end: str | None, source: str | None, measure
         click.echo(f"{name:23} {n:>6} {unit_name}{listed}")
     if out:
         click.echo(f"\nwrote {out}")
+
+
+@main.command("accuracy")
+@click.option("--train-from", required=True, help="First day of period T, YYYY-MM-DD (hot spots found on it).")
+@click.option("--train-to", required=True, help="Last day of period T, YYYY-MM-DD.")
+@click.option("--test-from", required=True, help="First day of period T+1, YYYY-MM-DD (scored on its recorded violence).")
+@click.option("--test-to", required=True, help="Last day of period T+1, YYYY-MM-DD.")
+@click.option("--source", "sources", multiple=True, type=click.Choice(["incidents", "homicides", "labelled", "expected"]),
+              help="Sources to score (repeatable; default all with rows in T).")
+@click.option("--grid-ft", type=float, help="Also score square cells of this many feet (EPSG:2264).")
+@click.option("--origin", type=click.Choice(["real", "synthetic"]),
+              help="Only real or only synthetic rows (required when a period holds both).")
+@click.option("--save/--no-save", default=True, show_default=True,
+              help="Store the table as an analysis run (kind 'accuracy'; the model report and the map show it).")
+def accuracy_cmd(train_from: str, train_to: str, test_from: str, test_to: str, sources: tuple[str, ...],
+                 grid_ft: float | None, origin: str | None, save: bool) -> None:
+    """Hot spots found on period T scored on recorded violent incidents in T+1: hit rate, PAI, RRI per source."""
+    from geo.accuracy import accuracy, accuracy_params, format_table, save_accuracy
+
+    engine = _engine()
+    train, test = _period(train_from, train_to), _period(test_from, test_to)
+    try:
+        table = accuracy(engine, train, test, sources=sources or None, grid_ft=grid_ft, origin=origin)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    params = accuracy_params(train, test, table, grid_ft, origin)
+    click.echo(f"hot spots (Gi*, 99% and 95% hot, FDR) on {train.start}..{train.end - timedelta(days=1)}, scored on "
+               f"recorded violent incidents of {test.start}..{test.end - timedelta(days=1)}")
+    for name, words in params["sources"].items():
+        click.echo(f"  {words}" + ("  [no rows in T: left out]" if name in params["skipped"] else ""))
+    click.echo("hit rate: share of T+1's violent incidents in the hot areas; PAI = hit rate / area share "
+               "(Chainey et al. 2008); RRI = (in hot T+1 / in hot T) / (all T+1 / all T) (Levine 2008)\n")
+    for line in format_table(params["rows"]):
+        click.echo(line)
+    if save:
+        click.echo(f"\nsaved as analysis run {save_accuracy(engine, params, _current_model(engine))}")
 
 
 @main.command("stability")
@@ -928,14 +976,15 @@ def _years(text: str | None) -> tuple[int, int] | None:
 
 
 @main.command("hotspots")
-@click.option("--source", type=click.Choice(["calls", "offenses", "homicides"]), default="calls", show_default=True,
-              help="Model-labelled calls, CMPD's published violent offense counts per NPA, or homicide victims "
-                   "per NPA (both real data).")
+@click.option("--source", type=click.Choice(["incidents", "homicides", "labelled", "expected", "offenses"]),
+              help="What is counted (geo/sources.py): recorded violent incidents (the default when the period holds "
+                   "any), homicide victims, model-labelled calls, expected violent calls (the default otherwise), "
+                   "or CMPD's published violent offense counts per NPA.")
 @_from
 @_to
-@click.option("--measure", type=click.Choice(["labelled", "expected"]), default="labelled", show_default=True,
-              help="calls: count calls labelled violent, or sum the model's probabilities (expected violent calls).")
-@click.option("--grid-ft", type=float, help="calls: square cells of this many feet (EPSG:2264) instead of NPAs.")
+@click.option("--origin", type=click.Choice(["real", "synthetic"]),
+              help="Only real or only synthetic rows (required when the period holds both).")
+@click.option("--grid-ft", type=float, help="Square cells of this many feet (EPSG:2264) instead of NPAs (point sources).")
 @click.option("--years", help="offenses, homicides: year range, e.g. 2019-2021 [offenses: 2019-2021; "
                               "homicides: every year loaded].")
 @click.option("--category", multiple=True, help="offenses: detail categories (default: the Violent Crime roll-up).")
@@ -945,53 +994,50 @@ def _years(text: str | None) -> tuple[int, int] | None:
 @_compute_engine
 @_scheduler
 @_dask_workers
-def hotspots_cmd(source: str, start: str | None, end: str | None, measure: str, grid_ft: float | None, years: str | None,
-                 category: tuple[str, ...], permutations: int, save: bool, out: Path | None, compute: str,
-                 scheduler: str | None, dask_workers: int) -> None:
+def hotspots_cmd(source: str | None, start: str | None, end: str | None, origin: str | None, grid_ft: float | None,
+                 years: str | None, category: tuple[str, ...], permutations: int, save: bool, out: Path | None,
+                 compute: str, scheduler: str | None, dask_workers: int) -> None:
     """Getis-Ord Gi* hot and cold spots of violent crime over the 462 NPAs or grid cells (FDR-corrected)."""
     from geo.hotspots import (grid_hotspots, homicide_hotspots, npa_hotspots, offense_hotspots, save_cell_results,
                               save_npa_results)
+    from geo.sources import resolve
 
     engine = _engine()
     model_version = None
     dask = _dask(compute, scheduler, dask_workers)
-    if dask is not None and source != "calls":
-        raise click.BadParameter("Dask runs the calls analysis; offense counts and homicide counts are small tables",
-                                 param_hint="--engine")
-    if grid_ft and source != "calls":
-        raise click.BadParameter(f"grid cells are computed from calls; {source} are counted per NPA",
-                                 param_hint="--grid-ft")
-    counted = "violent"
+    if grid_ft and source == "offenses":
+        raise click.BadParameter("offense counts are published per NPA; grid cells need points", param_hint="--grid-ft")
+    by_years = source == "offenses" or (source == "homicides" and not grid_ft)
+    if not by_years:
+        period = _period(start, end)
+        try:
+            src = resolve(engine, source, period, origin)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        source = src.name
+        click.echo(f"source: {src.describe(origin)}")
+    if dask is not None and source not in ("labelled", "expected"):
+        raise click.BadParameter("Dask runs the calls analysis (--source labelled or expected)", param_hint="--engine")
+    counted = "counted" if by_years else source
     if dask is not None:
         from geo import scale
 
-        period = _period(start, end)
         with dask as client:
             if grid_ft:
-                result = scale.grid_hotspots(engine, client, period, cell_ft=grid_ft, measure=measure,
+                result = scale.grid_hotspots(engine, client, period, cell_ft=grid_ft, measure=source,
                                              permutations=permutations)
             else:
-                result = scale.npa_hotspots(engine, client, period, measure=measure, permutations=permutations)
-        params = {"period": [str(period.start), str(period.end)], "measure": measure, "permutations": permutations,
-                  **({"cell_ft": grid_ft} if grid_ft else {})}
-        model_version = _current_model(engine)
-    elif source == "calls" and grid_ft:
-        period = _period(start, end)
-        result = grid_hotspots(engine, period, cell_ft=grid_ft, measure=measure, permutations=permutations)
-        params = {"period": [str(period.start), str(period.end)], "measure": measure, "cell_ft": grid_ft,
-                  "permutations": permutations}
-        model_version = _current_model(engine)
-    elif source == "calls":
-        period = _period(start, end)
-        result = npa_hotspots(engine, period, measure=measure, permutations=permutations)
-        params = {"period": [str(period.start), str(period.end)], "measure": measure, "permutations": permutations}
-        model_version = _current_model(engine)
+                result = scale.npa_hotspots(engine, client, period, measure=source, permutations=permutations)
+    elif grid_ft:
+        result = grid_hotspots(engine, period, cell_ft=grid_ft, source=source, origin=origin, permutations=permutations)
+    elif not by_years:
+        result = npa_hotspots(engine, period, source=source, origin=origin, permutations=permutations)
     elif source == "homicides":
         try:
             result, info = homicide_hotspots(engine, _years(years), permutations=permutations)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from exc
-        params = {**info, "permutations": permutations}
+        params = {**info, "source": "homicides", "permutations": permutations}
         counted = "homicide victims"
         click.echo(f"source: homicides (CMPD Homicide layer), {info['years'][0]}-{info['years'][1]}: "
                    f"{info['victims']:,} victims, {info['victims_without_npa']:,} without a location left out")
@@ -1001,7 +1047,16 @@ def hotspots_cmd(source: str, start: str | None, end: str | None, measure: str, 
             result = offense_hotspots(engine, span, list(category) or None, permutations=permutations)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from exc
-        params = {"years": list(span), "categories": list(category) or ["Violent Crime"], "permutations": permutations}
+        params = {"years": list(span), "categories": list(category) or ["Violent Crime"], "source": "offenses",
+                  "permutations": permutations}
+        click.echo("source: offenses: CMPD's published violent offense counts per NPA")
+    if not by_years:
+        params = {"period": [str(period.start), str(period.end)], "source": source, "origin": origin,
+                  "source_words": src.describe(origin), "permutations": permutations,
+                  **({"measure": source} if source in ("labelled", "expected") else {}),
+                  **({"cell_ft": grid_ft} if grid_ft else {})}
+        if source in ("labelled", "expected"):
+            model_version = _current_model(engine)
     for name, n in result["hotspot_class"].value_counts().items():
         total = result.loc[result["hotspot_class"] == name, "value"].sum()
         click.echo(f"{name:28} {n:>5} {'cells' if grid_ft else 'NPAs'}, {total:>10,.1f} {counted}")
@@ -1012,7 +1067,8 @@ def hotspots_cmd(source: str, start: str | None, end: str | None, measure: str, 
         run_id = save_cell_results(engine, "calls_grid_hotspots", params, result, grid_ft, model_version)
         click.echo(f"saved as analysis run {run_id}")
     elif save:
-        run_id = save_npa_results(engine, f"{source}_npa_hotspots", params, result, model_version)
+        kind = source if by_years else "calls"  # point sources share the map's kind; params name the source
+        run_id = save_npa_results(engine, f"{kind}_npa_hotspots", params, result, model_version)
         click.echo(f"saved as analysis run {run_id}")
     if out:
         result.to_file(out)
