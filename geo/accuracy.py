@@ -72,7 +72,8 @@ def accuracy(engine: Engine, train: Period, test: Period, *, sources: tuple[str,
     """One row per source and level ('npa', and 'grid' when `grid_ft` is given): hot spots found
     on `train`, scored on the recorded violent incidents of `test` (see the module's docstring).
 
-    Sources with no rows in `train` are left out (named in attrs['skipped']).
+    Sources with no rows in `train` are left out (named in attrs['skipped']); attrs['hot'] holds
+    the hot NPA ids (or (col, row) cells) per (source, level).
     """
     from geo.sources import check_origin
 
@@ -102,7 +103,7 @@ def accuracy(engine: Engine, train: Period, test: Period, *, sources: tuple[str,
 
     if lattice is not None:
         truth_cells = {"train": cell_counts(train, TRUTH), "test": cell_counts(test, TRUTH)}
-    out, skipped = [], []
+    out, skipped, hot_ids = [], [], {}
     for name in names:
         src = get_source(name)
         check_origin(engine, src, train, origin)
@@ -112,13 +113,15 @@ def accuracy(engine: Engine, train: Period, test: Period, *, sources: tuple[str,
         values = truth_npa["train"] if name == TRUTH else _npa_counts(engine, npas, train, name, origin)
         hot = np.isin(gi_star(None, values, permutations=0, weights=weights).classes, HOT_CLASSES)
         out.append({"source": name, "level": "npa", **score(hot, npa_area, truth_npa["train"], truth_npa["test"])})
+        hot_ids[(name, "npa")] = [int(n) for n in npas["npa_id"][hot]]
         if lattice is not None:
             values = truth_cells["train"] if name == TRUTH else cell_counts(train, name)
             hot = np.isin(gi_star(None, values, permutations=0, weights=lattice.weights).classes, HOT_CLASSES)
             out.append({"source": name, "level": "grid",
                         **score(hot, np.ones(len(values)), truth_cells["train"], truth_cells["test"])})
+            hot_ids[(name, "grid")] = list(zip(lattice.cols[hot].tolist(), lattice.rows[hot].tolist()))
     table = pd.DataFrame(out, columns=COLUMNS)
-    table.attrs.update(skipped=skipped, words={n: get_source(n).describe(origin) for n in names})
+    table.attrs.update(skipped=skipped, hot=hot_ids, words={n: get_source(n).describe(origin) for n in names})
     return table
 
 
