@@ -764,26 +764,45 @@ def stats_hours_cmd(start: str | None, end: str | None, division: str | None, ca
                               "(default: today).")
 @click.option("--by", type=click.Choice(["city", "division", "npa"]), default="city", show_default=True)
 @click.option("--category", help="Only this category.")
-@click.option("--violent-only", is_flag=True, help="Only calls the model labelled violent.")
+@click.option("--source", type=click.Choice(["incidents", "homicides", "labelled", "expected", "calls"]),
+              help="What is counted (geo/sources.py): recorded violent incidents (the default when the windows hold "
+                   "any), homicide victims, model-labelled calls, expected violent calls (the default otherwise), "
+                   "or every call for service.")
+@click.option("--violent-only", is_flag=True, help="The same as --source labelled (calls the model labelled violent).")
+@click.option("--origin", type=click.Choice(["real", "synthetic"]),
+              help="Only real or only synthetic rows (required when the windows hold both).")
 @click.option("--compare", type=click.Choice(["year", "previous"]), default="year", show_default=True,
               help="year: each window against the same period a year earlier (CompStat practice); previous: the "
                    "week and 28 days against the ones just before (back to back; mixes in the season).")
 @_save
-def stats_compstat_cmd(as_of: str | None, by: str, category: str | None, violent_only: bool, compare: str,
-                       save: bool) -> None:
+def stats_compstat_cmd(as_of: str | None, by: str, category: str | None, source: str | None, violent_only: bool,
+                       origin: str | None, compare: str, save: bool) -> None:
     """CompStat: the report week, 28 days and year to date against a year earlier, overdispersion-aware, FDR across areas."""
     from geo.filters import Filter
-    from geo.metrics import compstat
+    from geo.metrics import Period, compstat, compstat_windows
+    from geo.sources import default_source
 
     try:
         day = date.fromisoformat(as_of) if as_of else date.today()
     except ValueError:
         raise click.BadParameter("use YYYY-MM-DD", param_hint="--as-of") from None
-    flt = Filter(category=category, violent=True if violent_only else None)
-    table = compstat(_engine(), day, by=by, flt=flt, compare=compare)
+    if violent_only and source not in (None, "labelled"):
+        raise click.BadParameter(f"--violent-only means --source labelled, not {source}", param_hint="--violent-only")
+    engine = _engine()
+    if violent_only:
+        source = "labelled"
+    elif source is None:
+        windows = [p for pair in compstat_windows(day, compare).values() for p in pair]
+        source = default_source(engine, Period(min(p.start for p in windows), max(p.end for p in windows)), origin)
+    flt = Filter(category=category, origin=origin)
+    try:
+        table = compstat(engine, day, by=by, flt=flt, compare=compare, source=None if source == "calls" else source)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"source: {table.attrs['source']}")
     if save:
-        _save_table("compstat", {"as_of": day, "by": by, "category": category, "violent_only": violent_only,
-                                 "compare": compare}, table)
+        _save_table("compstat", {"as_of": day, "by": by, "category": category, "source": source, "origin": origin,
+                                 "source_words": table.attrs["source"], "compare": compare}, table)
     if table.empty:
         click.echo("no calls in those windows")
         return
@@ -812,9 +831,12 @@ def stats_compstat_cmd(as_of: str | None, by: str, category: str | None, violent
 @click.option("--config", "config_path", type=click.Path(exists=True, path_type=Path),
               help="Weights file (default: geo/allocation.toml, which documents every weight).")
 @click.option("--shifts", help="Override the config's shifts, e.g. day=6-14,evening=14-22,night=22-6 (local hours).")
+@click.option("--source", type=click.Choice(["expected", "labelled"]), default="expected", show_default=True,
+              help="The violent (two-officer) part of the calls: expected violent calls (sum of probabilities) or "
+                   "calls the model labelled violent; calls about one incident counted once.")
 @_save
 def allocate_cmd(officers: int, start: str | None, end: str | None, config_path: Path | None, shifts: str | None,
-                 save: bool) -> None:
+                 source: str, save: bool) -> None:
     """Officers per division and shift in proportion to workload, with minimums, and suggested units and gear."""
     from geo.allocate import AllocationConfig, allocate, parse_shifts
 
@@ -825,13 +847,14 @@ def allocate_cmd(officers: int, start: str | None, end: str | None, config_path:
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--shifts") from exc
     try:
-        table, reasons = allocate(_engine(), officers, _period(start, end), config)
+        table, reasons = allocate(_engine(), officers, _period(start, end), config, source)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--officers") from exc
+    words = table.attrs["source"]
     if save:
         table = table.assign(reasoning=table["division_id"].map(reasons))
-        _save_table("allocation", {"officers": officers, "from": start, "to": end,
-                                   "config": str(config_path or "geo/allocation.toml")}, table)
+        _save_table("allocation", {"officers": officers, "from": start, "to": end, "source": source,
+                                   "source_words": words, "config": str(config_path or "geo/allocation.toml")}, table)
     pivot = table.pivot_table(index=["division_id", "short_name"], columns="shift", values="officers", aggfunc="sum")
     pivot = pivot[list(config.shifts)]
     pivot["total"] = pivot.sum(axis=1)
@@ -842,6 +865,7 @@ def allocate_cmd(officers: int, start: str | None, end: str | None, config_path:
     click.echo("")
     for code, text in sorted(reasons.items()):
         click.echo(f"{code}: {text}")
+    click.echo(f"\nsource of the violent (two-officer) calls: {words}")
 
 
 @main.command("emerging")

@@ -57,18 +57,21 @@ class Source:
         words = self.words.format(codes=", ".join(sorted(load_taxonomy().violent_codes)))
         return f"{self.name}: {words}" + (f"; {origin} rows only" if origin else "")
 
-    def units(self, period, origin: str | None = None, condition: str = "TRUE") -> tuple[str, dict]:
+    def units(self, period, origin: str | None = None, condition: str = "TRUE", extra: tuple[str, ...] = ()
+              ) -> tuple[str, dict]:
         """SQL (a SELECT to use as a subquery) with one row per counted unit in the period, and its parameters.
 
-        Columns: geom, npa_id, division_id, local_time, local_date, w (w > 0). `condition` is an
-        extra SQL condition on the source table's rows (its parameters are the caller's).
+        Columns: geom, npa_id, division_id, local_time, local_date, w (w > 0), and the table's
+        columns named in `extra`. `condition` is an extra SQL condition on the source table's rows
+        (its parameters are the caller's).
         """
         params = base_params(origin)
         params.update(p_start=period.start, p_end=period.end)
         picked = f"{self.where} AND {self.in_period()} AND ({condition})" + (
             " AND data_origin = :origin" if origin else "")
         columns = (f"geom, npa_id, division_id, {self.local_time()} AS local_time,"
-                   f" ({self.local_time()})::date AS local_date, ({self.value})::float AS w")
+                   f" ({self.local_time()})::date AS local_date, ({self.value})::float AS w"
+                   + "".join(f", {c}" for c in extra))
         if self.key is None:
             return f"SELECT {columns} FROM {self.table} WHERE {picked}", params
         return (f"SELECT DISTINCT ON ({self.key}) {columns} FROM {self.table} WHERE {picked}"

@@ -134,3 +134,32 @@ def test_real_and_synthetic_are_not_added(engine, run):
     assert counted(out.output, "incidents") == 2
     values, _ = npa_values(engine, PERIOD, "incidents", origin="real")
     assert values["value"].sum() == 1
+
+
+def test_compstat_counts_the_named_source(engine, run):
+    """The report's 28 days to 27 June 2021 against 2020's: incidents by default once any exist, calls once per incident."""
+    from geo.metrics import compstat
+
+    a, _ = npas(engine, 2)
+    with engine.begin() as conn:
+        for i in range(5):   # five labelled calls about one incident, in the current 28 days
+            add_call(conn, f"C{i}", a, f"2021-06-1{i} 10:00", True, 0.8, incident="R1")
+        add_call(conn, "L1", a, "2020-06-10 10:00", True, 0.6)   # a year earlier, unlinked
+        add_call(conn, "L2", a, "2020-06-11 10:00", True, 0.6)
+    table = compstat(engine, date(2021, 7, 1), source="labelled").set_index("window")
+    assert (table.loc["28 days", "current"], table.loc["28 days", "prior"]) == (1, 2)
+    assert table.attrs["source"].startswith("labelled: ")
+    expected = compstat(engine, date(2021, 7, 1), source="expected").set_index("window")
+    assert expected.loc["28 days", "current"] == pytest.approx(0.8) and expected.loc["28 days", "prior"] == pytest.approx(1.2)
+    out = run("stats", "compstat", "--as-of", "2021-07-01")
+    assert out.output.splitlines()[0].startswith("source: expected: ")
+    with engine.begin() as conn:
+        add_incident(conn, "I1", a, "2021-06-12 10:00")
+        add_incident(conn, "I2", a, "2021-06-13 10:00", is_crime=False)   # Unfounded
+        add_incident(conn, "I3", a, "2020-06-12 10:00", "120")
+        add_incident(conn, "I4", a, "2020-06-13 10:00", "120")
+        add_incident(conn, "I5", a, "2020-06-14 10:00", "120")
+    out = run("stats", "compstat", "--as-of", "2021-07-01")
+    assert out.output.splitlines()[0].startswith("source: incidents: recorded violent incidents")
+    row = next(line.split() for line in out.output.splitlines() if line.startswith("28 days") and "CMPD" in line)
+    assert row[2:5] == ["CMPD", "1", "3"]   # "28", "days", area, current, prior
