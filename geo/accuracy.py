@@ -162,3 +162,12 @@ def format_table(rows: list[dict]) -> list[str]:
         lines.append(f"{r['source']:10}{r['level']:6}{r['hot_areas']:>6}{r['areas']:>7}{num(r['area_share'], '.1%'):>8}"
                      f"{num(r['hit_rate'], '.1%'):>10}{num(r['pai'], '.2f'):>7}{num(r['rri'], '.2f'):>7}")
     return lines
+
+
+def report_lines(saved: dict | None) -> list[str]:
+    """The model report's section on the latest accuracy run (`latest_accuracy`), or how to compute one."""
+    if saved is None:
+        return ["Map accuracy: not computed (run `hotspots accuracy`)."]
+    return [f"Map accuracy (analysis run {saved['run_id']}): Gi* hot spots (99/95%) on {saved['train'][0]}.."
+            f"{saved['train'][1]} scored on recorded violent incidents of {saved['test'][0]}..{saved['test'][1]} "
+            "(end dates excluded)", *("  " + line for line in format_table(saved["rows"]))]

@@ -576,16 +576,9 @@ def model_report_cmd(version: str | None, top: int) -> None:
         direction = "raises" if odds > 1 else "lowers"
         factor = odds if odds > 1 else 1 / odds
         click.echo(f"  {text}: {direction} the odds {factor:,.1f}x")
-    from geo.accuracy import format_table, latest_accuracy
+    from geo.accuracy import latest_accuracy, report_lines
 
-    scored = latest_accuracy(_engine())
-    if scored is None:
-        click.echo("\nMap accuracy: not computed (run `hotspots accuracy`).")
-    else:
-        click.echo(f"\nMap accuracy (analysis run {scored['run_id']}): hot spots on {scored['train'][0]}..{scored['train'][1]} "
-                   f"scored on recorded violent incidents of {scored['test'][0]}..{scored['test'][1]} (end dates excluded)")
-        for line in format_table(scored["rows"]):
-            click.echo("  " + line)
+    click.echo("\n" + "\n".join(report_lines(latest_accuracy(_engine()))))
 
 
 _compute_engine = click.option(

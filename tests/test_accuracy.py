@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from geo.accuracy import accuracy, latest_accuracy, score
+from geo.accuracy import accuracy, latest_accuracy, report_lines, score
 from geo.cli import main
 from geo.metrics import Period
 
@@ -129,6 +129,10 @@ def test_planted_violence_is_found_by_incidents_and_missed_by_misleading_labels(
     assert saved["train"] == ["2021-01-01", "2021-07-01"] and saved["truth"] == "incidents"
     assert [(r["source"], r["level"]) for r in saved["rows"]] == [("incidents", "npa"), ("labelled", "npa")]
     assert saved["rows"][0]["pai"] == pytest.approx(inc["pai"])
+    lines = report_lines(saved)   # what `hotspots model report` prints under the model's metrics
+    assert lines[0].startswith(f"Map accuracy (analysis run {saved['run_id']}): Gi* hot spots (99/95%) on 2021-01-01")
+    assert lines[2].split()[:2] == ["incidents", "npa"] and lines[2].split()[-2] == f"{inc['pai']:.2f}"
+    assert report_lines(None) == ["Map accuracy: not computed (run `hotspots accuracy`)."]
 
 
 def test_a_map_unrelated_to_violence_scores_pai_near_1(engine):
