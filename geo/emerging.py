@@ -29,7 +29,8 @@ from sqlalchemy.engine import Engine
 
 from geo.hotspots import CLASSES, NOT_SIGNIFICANT, Lattice, gi_star, mann_kendall, queen_weights
 from geo.metrics import Period
-from geo.sources import SOURCES, Source, base_params, check_origin, default_source, get_source  # noqa: F401
+from geo.sources import Source, base_params, check_origin, get_source
+from geo.sources import default_source  # noqa: F401  (re-exported: `from geo.emerging import default_source`)
 from geo.spatial import read_neighborhoods
 
 MIN_STEPS = 10          # ArcGIS's space-time trend analysis needs at least ten time steps
@@ -224,8 +225,7 @@ def time_steps(covered: Period, unit: str = "month") -> tuple[list[TimeStep], li
 
 # --- what is counted --------------------------------------------------------------------------
 # What is counted: geo.sources (incidents, homicides, labelled or expected calls; one count per incident).
-def _source(name: str) -> Source:
-    return get_source(name)
+_source = get_source
 
 
 @dataclass
