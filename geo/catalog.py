@@ -59,10 +59,16 @@ def _p(name, sql=None, type="string", description="", **kw) -> Property:
 
 
 _GI = (
-    _p("value", type="number", description="the counted measure in the area (violent calls or expected violent calls)"),
+    _p("value", type="number", description="the analysed value in the area: a count (violent calls, expected violent "
+       "calls, offenses, victims) or, for NPA runs with value_unit per_1000_residents, that count per 1,000 residents"),
     _p("gi_z", type="number", description="Getis-Ord Gi* z-score"),
-    _p("gi_p", type="number", description="two-sided p-value (normal approximation)"),
-    _p("gi_q", type="number", description="p-value after Benjamini-Hochberg FDR correction"),
+    _p("gi_p", type="number", description="two-sided p-value of gi_z from the normal approximation, "
+       "2 x (1 - Phi(|z|)); the classes use it after FDR correction (gi_q)"),
+    _p("gi_q", type="number", description="gi_p after Benjamini-Hochberg FDR correction"),
+    _p("gi_p_sim", type="number", description="one-sided permutation pseudo p-value (esda G_Local p_sim): with P "
+       "conditional permutations of which L give a Gi* at least as large as observed, (min(L, P - L) + 1) / (P + 1), "
+       "the tail the observed value lies in; double it to compare with the two-sided gi_p; empty when run "
+       "without permutations"),
     _p("hotspot_class", type="string", description="ArcGIS-style class: Hot/Cold Spot with 99/95/90% confidence, or Not Significant",
        queryable=True),
 )
@@ -209,7 +215,7 @@ LAYERS: dict[str, Layer] = {
             title="Hot spot grid cells (Gi*)",
             description="Getis-Ord Gi* on square State Plane grid cells of violent calls, from the latest saved run "
                         "(`hotspots hotspots --grid-ft N --save`), or the run named by `run`.",
-            source=("(SELECT r.run_id, r.col, r.\"row\", r.cell_ft, r.value, r.gi_z, r.gi_p, r.gi_q, r.hotspot_class, r.geom"
+            source=("(SELECT r.run_id, r.col, r.\"row\", r.cell_ft, r.value, r.gi_z, r.gi_p, r.gi_q, r.gi_p_sim, r.hotspot_class, r.geom"
                     " FROM hotspot_cell_results r WHERE r.run_id = :run_id) src"),
             id_sql="(col::text || '_' || \"row\"::text)",
             id_type="string",
@@ -229,7 +235,8 @@ LAYERS: dict[str, Layer] = {
             title="Hot spot neighborhoods (Gi*)",
             description="Getis-Ord Gi* over the 462 NPAs, from the latest saved run (`hotspots hotspots --save`), "
                         "or the run named by `run`.",
-            source=("(SELECT r.run_id, r.npa_id, n.population, r.value, r.gi_z, r.gi_p, r.gi_q, r.hotspot_class, n.geom"
+            source=("(SELECT r.run_id, r.npa_id, n.population, r.value, r.value_unit, r.event_count, r.gi_z, r.gi_p,"
+                    " r.gi_q, r.gi_p_sim, r.hotspot_class, n.geom"
                     " FROM hotspot_npa_results r JOIN neighborhoods n USING (npa_id) WHERE r.run_id = :run_id) src"),
             id_sql="npa_id",
             id_type="integer",
@@ -240,6 +247,9 @@ LAYERS: dict[str, Layer] = {
                 _p("run_id", type="integer"),
                 _p("npa_id", type="integer", queryable=True),
                 _p("population", type="integer"),
+                _p("value_unit", type="string", description="what value is: 'count', or 'per_1000_residents' (the "
+                   "count per 1,000 residents; NPAs without residents are left out of such runs)"),
+                _p("event_count", type="number", description="the count behind value (equal to it for counts)"),
                 *_GI,
             ),
         ),

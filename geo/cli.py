@@ -302,26 +302,43 @@ def load_calls_cmd(path: Path, force: bool) -> None:
 
 
 @main.command("rejects")
-@click.option("--kind", help="incidents, calls, offense_counts, ...")
+@click.option("--kind", help="incidents, calls, homicides, offense_counts, ... (the kinds stored are listed on a typo)")
 @click.option("--reason", help="e.g. bad_date, missing_coordinates, duplicate_id")
+@click.option("--file", "file_", help="Only rejects of this source file (its name or path).")
+@click.option("--batch", type=int, help="Only rejects of this load (batch id, as the load report prints it).")
 @click.option("--limit", default=20, show_default=True)
-def rejects_cmd(kind: str | None, reason: str | None, limit: int) -> None:
-    """Show rejected rows with their file, line, reason and raw text, and counts per reason."""
+def rejects_cmd(kind: str | None, reason: str | None, file_: str | None, batch: int | None, limit: int) -> None:
+    """Show rejected rows, newest first, with their file, line, reason and raw text, and counts per reason."""
     engine = _engine()
     where, params = [], {"lim": limit}
+    with engine.connect() as conn:
+        stored = {c: sorted(v for (v,) in conn.execute(sa.text(f"SELECT DISTINCT {c} FROM ingest_rejects")))
+                  for c in ("kind", "reason")}
+    for option, value, column in (("--kind", kind, "kind"), ("--reason", reason, "reason")):
+        if value is not None and value not in stored[column]:
+            raise click.BadParameter(f"no rejects of {column} {value!r}; stored: {', '.join(stored[column]) or 'none'}",
+                                     param_hint=option)
     if kind:
         where.append("kind = :kind")
         params["kind"] = kind
     if reason:
         where.append("reason = :reason")
         params["reason"] = reason
+    if file_:
+        # The path as given when loading, or just its name.
+        where.append("(source_file = :file OR source_file LIKE '%/' || :file)")
+        params["file"] = file_
+    if batch is not None:
+        where.append("batch_id = :batch")
+        params["batch"] = batch
     clause = ("WHERE " + " AND ".join(where)) if where else ""
     with engine.connect() as conn:
         for k, r, n in conn.execute(sa.text(f"SELECT kind, reason, count(*) FROM ingest_rejects {clause} GROUP BY 1, 2 ORDER BY 1, 2"), params):
             click.echo(f"{k:16} {r:22} {n:>9,}")
         click.echo("")
         rows = conn.execute(
-            sa.text(f"SELECT source_file, line, reason, detail, raw FROM ingest_rejects {clause} ORDER BY reject_id LIMIT :lim"),
+            sa.text(f"SELECT source_file, line, reason, detail, raw FROM ingest_rejects {clause}"
+                    " ORDER BY reject_id DESC LIMIT :lim"),
             params,
         )
         for f, line, r, detail, raw in rows:
@@ -456,13 +473,41 @@ def demo_data_cmd(n_calls: int, start: str | None, days: int | None, seed: int, 
 def demo_cmd(serve: bool) -> None:
     """Everything `make demo` does: database, reference and demo data, model, hot spots, then the server."""
     from geo.demo import run_demo
+    from geo.settings import server_settings
 
+    if serve:
+        # Before the long load: a port another server holds would only fail at the very end.
+        s = server_settings()
+        taken = _port_taken(s.host, s.port)
+        if taken:
+            raise click.ClickException(
+                f"port {s.port} on {s.host} is in use ({taken}); nothing was started or loaded. Stop the other "
+                f"server or choose a free port: HOTSPOTS_PORT={s.port + 1} make demo")
+    stop_hint = ("The private database keeps running; stop it with `.venv/bin/hotspots db down`."
+                 if not database_settings().database_url else "")
     try:
         run_demo(echo=click.echo)
     except (IngestError, dbmod.ClusterError, dbmod.DatabaseNotConfigured) as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(f"{exc}\n{stop_hint}".strip()) from exc
+    except KeyboardInterrupt:
+        raise click.ClickException(f"interrupted; what was loaded so far is kept. {stop_hint}".strip()) from None
     if serve:
+        if stop_hint:
+            click.echo(stop_hint.replace("keeps running", "keeps running after Ctrl-C"))
         _serve(None, None, None)
+
+
+def _port_taken(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be bound (e.g. 'address already in use'), or None when it is free."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as gunicorn binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.strerror.lower() if exc.strerror else str(exc)
+    return None
 
 
 def _serve(host: str | None, port: int | None, workers: int | None) -> None:
@@ -1001,7 +1046,12 @@ def _years(text: str | None) -> tuple[int, int] | None:
 @_to
 @click.option("--origin", type=click.Choice(["real", "synthetic"]),
               help="Only real or only synthetic rows (required when the period holds both).")
-@click.option("--grid-ft", type=float, help="Square cells of this many feet (EPSG:2264) instead of NPAs (point sources).")
+@click.option("--grid-ft", help="Point sources: square grid cells instead of NPAs: 'auto' (the size chosen from the "
+                               "points' locations, as ArcGIS Optimized Hot Spot Analysis does; see docs/methods.md) "
+                               "or a side in feet (EPSG:2264).")
+@click.option("--per-1000", "per_1000", is_flag=True,
+              help="NPAs: Gi* on the value per 1,000 residents (ArcGIS's 'divide by' population); NPAs without "
+                   "residents are left out and counted.")
 @click.option("--years", help="offenses, homicides: year range, e.g. 2019-2021 [offenses: 2019-2021; "
                               "homicides: every year loaded].")
 @click.option("--category", multiple=True, help="offenses: detail categories (default: the Violent Crime roll-up).")
@@ -1011,9 +1061,9 @@ def _years(text: str | None) -> tuple[int, int] | None:
 @_compute_engine
 @_scheduler
 @_dask_workers
-def hotspots_cmd(source: str | None, start: str | None, end: str | None, origin: str | None, grid_ft: float | None,
-                 years: str | None, category: tuple[str, ...], permutations: int, save: bool, out: Path | None,
-                 compute: str, scheduler: str | None, dask_workers: int) -> None:
+def hotspots_cmd(source: str | None, start: str | None, end: str | None, origin: str | None, grid_ft: str | None,
+                 per_1000: bool, years: str | None, category: tuple[str, ...], permutations: int, save: bool,
+                 out: Path | None, compute: str, scheduler: str | None, dask_workers: int) -> None:
     """Getis-Ord Gi* hot and cold spots of violent crime over the 462 NPAs or grid cells (FDR-corrected)."""
     from geo.hotspots import (grid_hotspots, homicide_hotspots, npa_hotspots, offense_hotspots, save_cell_results,
                               save_npa_results)
@@ -1024,6 +1074,19 @@ def hotspots_cmd(source: str | None, start: str | None, end: str | None, origin:
     dask = _dask(compute, scheduler, dask_workers)
     if grid_ft and source == "offenses":
         raise click.BadParameter("offense counts are published per NPA; grid cells need points", param_hint="--grid-ft")
+    if grid_ft and per_1000:
+        raise click.BadParameter("rates need a population per area; grid cells have none (use NPAs)",
+                                 param_hint="--per-1000")
+    if grid_ft is not None:
+        grid_ft = grid_ft.strip().lower()
+        if grid_ft != "auto":
+            try:
+                if not float(grid_ft) > 0:
+                    raise ValueError
+            except ValueError:
+                raise click.BadParameter(f"{grid_ft!r}: give 'auto' or a positive number of feet",
+                                         param_hint="--grid-ft") from None
+    rate = {"value_unit": "per_1000_residents"} if per_1000 else {}
     by_years = source == "offenses" or (source == "homicides" and not grid_ft)
     if not by_years:
         period = _period(start, end)
@@ -1034,54 +1097,76 @@ def hotspots_cmd(source: str | None, start: str | None, end: str | None, origin:
         source = src.name
         click.echo(f"source: {src.describe(origin)}")
     if dask is not None and source not in ("labelled", "expected"):
-        raise click.BadParameter("Dask runs the calls analysis (--source labelled or expected)", param_hint="--engine")
-    counted = "counted" if by_years else source
+        raise click.BadParameter("Dask runs the calls analysis (--source labelled or expected); offense counts, "
+                                 "incidents and homicides are counted on this machine", param_hint="--engine")
+    counted = "violent" if by_years else source
     if dask is not None:
         from geo import scale
 
         with dask as client:
-            if grid_ft:
-                result = scale.grid_hotspots(engine, client, period, cell_ft=grid_ft, measure=source,
-                                             permutations=permutations)
-            else:
-                result = scale.npa_hotspots(engine, client, period, measure=source, permutations=permutations)
+            try:
+                if grid_ft:
+                    result = scale.grid_hotspots(engine, client, period, cell_ft=grid_ft, measure=source,
+                                                 permutations=permutations)
+                else:
+                    result = scale.npa_hotspots(engine, client, period, measure=source, permutations=permutations,
+                                                per_1000=per_1000)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="--grid-ft" if grid_ft else "--source") from exc
     elif grid_ft:
-        result = grid_hotspots(engine, period, cell_ft=grid_ft, source=source, origin=origin, permutations=permutations)
+        try:
+            result = grid_hotspots(engine, period, cell_ft=grid_ft, source=source, origin=origin,
+                                   permutations=permutations)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--grid-ft") from exc
     elif not by_years:
-        result = npa_hotspots(engine, period, source=source, origin=origin, permutations=permutations)
+        result = npa_hotspots(engine, period, source=source, origin=origin, permutations=permutations,
+                              per_1000=per_1000)
     elif source == "homicides":
         try:
-            result, info = homicide_hotspots(engine, _years(years), permutations=permutations)
+            result, info = homicide_hotspots(engine, _years(years), permutations=permutations, per_1000=per_1000)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from exc
-        params = {**info, "source": "homicides", "permutations": permutations}
+        params = {**info, "source": "homicides", "permutations": permutations, **rate}
         counted = "homicide victims"
         click.echo(f"source: homicides (CMPD Homicide layer), {info['years'][0]}-{info['years'][1]}: "
                    f"{info['victims']:,} victims, {info['victims_without_npa']:,} without a location left out")
     else:
         span = _years(years) or (2019, 2021)
         try:
-            result = offense_hotspots(engine, span, list(category) or None, permutations=permutations)
+            result = offense_hotspots(engine, span, list(category) or None, permutations=permutations,
+                                      per_1000=per_1000)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from exc
         params = {"years": list(span), "categories": list(category) or ["Violent Crime"], "source": "offenses",
-                  "permutations": permutations}
+                  "permutations": permutations, **rate}
         click.echo("source: offenses: CMPD's published violent offense counts per NPA")
     if not by_years:
         params = {"period": [str(period.start), str(period.end)], "source": source, "origin": origin,
                   "source_words": src.describe(origin), "permutations": permutations,
                   **({"measure": source} if source in ("labelled", "expected") else {}),
-                  **({"cell_ft": grid_ft} if grid_ft else {})}
+                  **(result.attrs["cell_size"].as_params() if grid_ft else rate)}
         if source in ("labelled", "expected"):
             model_version = _current_model(engine)
+    if grid_ft:
+        choice = result.attrs["cell_size"]
+        click.echo(f"grid cells: {choice.cell_ft:,.0f} ft ({choice.rule}: {choice.reason})")
+    if per_1000:
+        left = result.attrs["left_out"]
+        click.echo(f"value: {counted} per 1,000 residents; {left['npas_without_residents']} NPAs without residents "
+                   f"left out ({left['events_in_them']:,.1f} {counted} in them)")
+    total_of = "event_count" if "event_count" in result else "value"
     for name, n in result["hotspot_class"].value_counts().items():
-        total = result.loc[result["hotspot_class"] == name, "value"].sum()
+        total = result.loc[result["hotspot_class"] == name, total_of].sum()
         click.echo(f"{name:28} {n:>5} {'cells' if grid_ft else 'NPAs'}, {total:>10,.1f} {counted}")
     hot = result[result["hotspot_class"].str.startswith("Hot")].sort_values("gi_z", ascending=False)
     if len(hot) and not grid_ft:
-        click.echo("\nhottest NPAs: " + ", ".join(f"{int(r.npa_id)} (z {r.gi_z:.1f}, {r.value:,.0f})" for r in hot.head(10).itertuples()))
+        shown = "{:,.2f}/1,000" if per_1000 else "{:,.0f}"
+        click.echo("\nhottest NPAs: " + ", ".join(f"{int(r.npa_id)} (z {r.gi_z:.1f}, {shown.format(r.value)})"
+                                                 for r in hot.head(10).itertuples()))
     if save and grid_ft:
-        run_id = save_cell_results(engine, "calls_grid_hotspots", params, result, grid_ft, model_version)
+        run_id = save_cell_results(engine, "calls_grid_hotspots", params, result, result.attrs["cell_size"].cell_ft,
+                                   model_version)
         click.echo(f"saved as analysis run {run_id}")
     elif save:
         kind = source if by_years else "calls"  # point sources share the map's kind; params name the source
@@ -1258,10 +1343,11 @@ def token_list_cmd() -> None:
 # --- exports ---------------------------------------------------------------------------------
 @main.command("export")
 @click.argument("layer")
-@click.option("--format", "fmt", help="zip (shapefile), gpkg, geojson or csv [default: from --out's extension].")
+@click.option("--format", "fmt", help="shp (the shapefile's files beside --out), zip (shapefile, zipped), gpkg, "
+                                      "geojson or csv [default: from --out's extension].")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="File to write.")
-@click.option("--start", help="First local date (YYYY-MM-DD) or RFC 3339 instant.")
-@click.option("--end", help="Last local date (inclusive) or instant.")
+@click.option("--from", "--start", "start", help="First local date (YYYY-MM-DD) or RFC 3339 instant.")
+@click.option("--to", "--end", "end", help="Last local date (inclusive) or instant.")
 @click.option("--preset", help="7d, 28d, 365d or ytd, ending at the latest data (or --end).")
 @click.option("--division", help="Division code or name.")
 @click.option("--category", help="Taxonomy category (see `hotspots taxonomy`).")
@@ -1280,19 +1366,20 @@ def export_cmd(layer: str, fmt: str | None, out: Path, run: int | None, **filter
     from geo.filters import ParameterError, parse_filter
     from geo.settings import locale_settings
 
-    ext = fmt or out.suffix.lstrip(".")
+    ext = (fmt or out.suffix.lstrip(".")).lower()
     # Long exports show progress on a terminal (never in a captured or piped log).
     progress = (lambda n: click.echo(f"  {n:,} rows", err=True)) if sys.stderr.isatty() else None
     try:
         table = export_layer(layer).filter_table or "calls"
-        export_format(ext)
+        if ext != "shp":   # shp: the zipped shapefile's files, written unzipped beside --out
+            export_format(ext)
         engine = _engine()
         flt = parse_filter({k: v for k, v in filters.items() if v is not None}, table=table,
                            divisions=division_names(engine),
                            as_of=lambda: latest_call_date(engine, locale_settings().timezone))
         job = write_export(engine, layer, ext, flt, out, run, progress=progress)
     except ParameterError as exc:
-        option = {"layer": "LAYER", "format": "--format (or --out's extension)"}.get(
+        option = {"layer": "LAYER", "format": "--format (or --out's extension)", "start": "--from", "end": "--to"}.get(
             exc.parameter, "--" + exc.parameter.replace("_", "-"))
         raise click.BadParameter(exc.message, param_hint=option) from None
     except NoSavedRun as exc:
@@ -1303,8 +1390,8 @@ def export_cmd(layer: str, fmt: str | None, out: Path, run: int | None, **filter
 
 @main.command("report")
 @click.option("--division", required=True, help="Division code or name, e.g. 01 or Central.")
-@click.option("--start", help="First day, YYYY-MM-DD.")
-@click.option("--end", help="Last day, YYYY-MM-DD, included.")
+@click.option("--from", "--start", "start", help="First day, YYYY-MM-DD.")
+@click.option("--to", "--end", "end", help="Last day, YYYY-MM-DD, included.")
 @click.option("--preset", type=click.Choice(["7d", "28d", "ytd", "365d"]),
               help="A window ending on the newest data (or on --end).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="HTML file to write.")

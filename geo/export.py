@@ -99,6 +99,9 @@ SHAPEFILE_FIELDS: dict[str, str] = {
     "gi_z": "gi_z",
     "gi_p": "gi_p",
     "gi_q": "gi_q",
+    "gi_p_sim": "gi_p_sim",
+    "value_unit": "value_unit",
+    "event_count": "event_cnt",
     "hotspot_class": "hs_class",
     "objectid": "objectid",
     "crime_report_id": "report_id",
@@ -529,8 +532,14 @@ def open_export(engine: Engine, layer_name: str, ext: str, flt: Filter, run: int
 
 def write_export(engine: Engine, layer_name: str, ext: str, flt: Filter, out: Path, run: int | None = None,
                  **kw) -> Export:
-    """Write an export to `out` (via a .part file renamed when complete); returns the finished Export."""
+    """Write an export to `out` (via a .part file renamed when complete); returns the finished Export.
+
+    `shp` writes the shapefile itself: OUT.shp with its .shx, .dbf, .prj and .cpg (and OUT.fields.csv)
+    beside it, the members of the zipped shapefile under OUT's name.
+    """
     out = Path(out)
+    if ext.lower() == "shp":
+        return _write_shapefile(engine, layer_name, flt, out, run, **kw)
     part = out.with_name(out.name + ".part")
     with open_export(engine, layer_name, ext, flt, run, **kw) as job:
         try:
@@ -540,4 +549,25 @@ def write_export(engine: Engine, layer_name: str, ext: str, flt: Filter, out: Pa
             part.replace(out)
         finally:
             part.unlink(missing_ok=True)
+    return job
+
+
+def _write_shapefile(engine: Engine, layer_name: str, flt: Filter, out: Path, run: int | None, **kw) -> Export:
+    """The zipped shapefile's members written beside `out` (a .shp path), all or none."""
+    import tempfile
+    import zipfile
+
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        archive = Path(tmp) / "export.zip"
+        job = write_export(engine, layer_name, "zip", flt, archive, run, **kw)
+        staged = []
+        with zipfile.ZipFile(archive) as zf:
+            for member in zf.namelist():
+                name = Path(member).name
+                suffix = ".fields.csv" if name == FIELDS_FILE else Path(name).suffix
+                target = Path(tmp) / (out.stem + suffix)
+                target.write_bytes(zf.read(member))
+                staged.append(target)
+        for path in staged:   # moved only once every member was written
+            path.replace(out.parent / path.name)
     return job

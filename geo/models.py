@@ -234,6 +234,8 @@ hotspot_npa_results = Table(
     Column("run_id", BigInteger, primary_key=True, autoincrement=False),
     Column("npa_id", Integer, primary_key=True, autoincrement=False),
     *_gi_columns(),
+    Column("value_unit", Text, nullable=False, server_default="count"),  # 'count' | 'per_1000_residents' (010)
+    Column("event_count", Float),
 )
 
 hotspot_cell_results = Table(

@@ -289,13 +289,13 @@ def npa_values(engine: Engine, client, period: Period, *, measure: str = "labell
 
 
 def npa_hotspots(engine: Engine, client, period: Period, *, measure: str = "labelled", permutations: int = 999,
-                 seed: int = 0, partitions: int | None = None) -> gpd.GeoDataFrame:
+                 seed: int = 0, partitions: int | None = None, per_1000: bool = False) -> gpd.GeoDataFrame:
     """geo.hotspots.npa_hotspots with its per-NPA values aggregated on Dask; the same frame comes back."""
     from geo.hotspots import _with_gi
     from geo.spatial import read_neighborhoods
 
     values = npa_values(engine, client, period, measure=measure, partitions=partitions)
-    return _with_gi(read_neighborhoods(engine), values, permutations, seed)
+    return _with_gi(read_neighborhoods(engine), values, permutations, seed, per_1000=per_1000)
 
 
 def grid_values(engine: Engine, client, period: Period, lattice, *, measure: str = "labelled",
@@ -320,11 +320,20 @@ def grid_values(engine: Engine, client, period: Period, lattice, *, measure: str
     return total.reindex(np.arange(n_cells), fill_value=0.0).to_numpy(dtype=float)
 
 
-def grid_hotspots(engine: Engine, client, period: Period, *, cell_ft: float = 1000.0, measure: str = "labelled",
+def grid_hotspots(engine: Engine, client, period: Period, *, cell_ft: float | str = 1000.0, measure: str = "labelled",
                   permutations: int = 999, seed: int = 0, partitions: int | None = None) -> gpd.GeoDataFrame:
-    """geo.hotspots.grid_hotspots with the cell counts computed on Dask; cells returned in EPSG:4326."""
-    from geo.hotspots import Lattice, _county_2264, gi_star
+    """geo.hotspots.grid_hotspots with the cell counts computed on Dask; cells returned in EPSG:4326.
 
+    The cell size must be given: choosing it ('auto') needs every point's location on one
+    machine, which is what the Dask path avoids.
+    """
+    from geo.hotspots import Lattice, _county_2264, gi_star, resolve_cell_size
+
+    if isinstance(cell_ft, str) and cell_ft.strip().lower() == "auto":
+        raise ValueError("cell size 'auto' is not available on Dask (it needs every point on one machine): "
+                         "give the cell size in feet, e.g. --grid-ft 1500, or run without --engine dask")
+    choice = resolve_cell_size(cell_ft, np.empty(0), np.empty(0), None)
+    cell_ft = choice.cell_ft
     lattice = Lattice.over(_county_2264(engine), cell_ft)
     values = grid_values(engine, client, period, lattice, measure=measure, partitions=partitions)
     result = gi_star(None, values, permutations=permutations, seed=seed, weights=lattice.weights)
@@ -332,7 +341,9 @@ def grid_hotspots(engine: Engine, client, period: Period, *, cell_ft: float = 10
         "col": lattice.cols, "row": lattice.rows, "value": values, "gi_z": result.z, "gi_p": result.p,
         "gi_q": result.q, "gi_p_sim": result.p_sim, "hotspot_class": result.classes,
     }, geometry=lattice.grid.polygons(lattice.cols, lattice.rows), crs=2264)
-    return frame.to_crs(4326)
+    out = frame.to_crs(4326)
+    out.attrs["cell_size"] = choice
+    return out
 
 
 @dataclass

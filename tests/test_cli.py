@@ -115,3 +115,38 @@ def test_emerging_command_names_source_steps_left_out_and_every_pattern(run, eng
     short = run("emerging", "--source", "calls", "--from", "2021-01-01", "--to", "2021-06-30")
     assert short.exit_code == 1 and "need at least 10 complete months" in short.output
     assert "holds 6 complete months" in short.output
+
+
+def test_rejects_newest_first_by_file_and_batch_and_typos_refused(run, data_dir, tmp_path):
+    from tests.factories import read_rows, write_rows
+
+    rows = read_rows(data_dir / "real" / "incidents_streets_QVXYZ.csv")[:6]
+    rows[1]["DATE_REPORTED"] = "not a date"
+    first = write_rows(tmp_path / "first.csv", rows)
+    rows2 = [dict(r, INCIDENT_REPORT_ID=r["INCIDENT_REPORT_ID"] + "X") for r in rows]
+    rows2[4]["DATE_REPORTED"] = "still not"
+    second = write_rows(tmp_path / "second.csv", rows2)
+    assert run("load", "incidents", str(first)).exit_code == 0
+    assert run("load", "incidents", str(second)).exit_code == 0
+    listed = [line for line in run("rejects").output.splitlines() if " bad_date: " in line]
+    assert [line.split()[0] for line in listed] == ["second.csv:6", "second.csv:3", "first.csv:3"]  # newest first
+    only = run("rejects", "--file", "first.csv").output
+    assert "first.csv:3 bad_date" in only and "second.csv" not in only
+    assert "second.csv:6" in run("rejects", "--file", str(second)).output
+    result = run("rejects", "--kind", "call")
+    assert result.exit_code == 2 and "--kind" in result.output and "stored: incidents" in result.output
+    result = run("rejects", "--reason", "bad_dates")
+    assert result.exit_code == 2 and "bad_date" in result.output
+
+
+def test_demo_stops_at_once_when_its_port_is_taken(run):
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        result = run("demo", env={"HOTSPOTS_PORT": str(port), "HOTSPOTS_HOST": "127.0.0.1"})
+    assert result.exit_code == 1
+    assert f"port {port} on 127.0.0.1 is in use" in result.output and "nothing was started or loaded" in result.output
+    assert f"HOTSPOTS_PORT={port + 1}" in result.output

@@ -119,3 +119,19 @@ def test_models_match_the_migrated_schema(engine):
                 assert got["type"]._type_affinity == col.type._type_affinity, f"{table.name}.{col.name} type"
         pk = inspector.get_pk_constraint(table.name)["constrained_columns"]
         assert pk == [c.name for c in table.primary_key.columns], table.name
+
+
+def test_var_and_data_dirs_are_the_checkouts_from_any_directory(tmp_path, monkeypatch):
+    """Run from elsewhere, the CLI finds the checkout's var/ (never a second, empty cluster)."""
+    from geo.settings import DataSettings, checkout_root
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HOTSPOTS_VAR_DIR", raising=False)
+    monkeypatch.delenv("HOTSPOTS_DATA_DIR", raising=False)
+    root = Path(__file__).resolve().parent.parent
+    assert checkout_root() == root
+    assert DatabaseSettings().embedded_dir == root / "var" / "pg"
+    shared = root.parent / "shared" / "cmpd"
+    assert DataSettings().data_dir == (shared if (shared / "README.md").is_file() else root / "data" / "shapes")
+    monkeypatch.setenv("HOTSPOTS_VAR_DIR", str(tmp_path / "v"))
+    assert DatabaseSettings().embedded_dir == tmp_path / "v" / "pg"

@@ -190,7 +190,7 @@ def test_cli_dask_matches_local(server_url, scale_template, client, tmp_path):
             assert result.exit_code == 0, result.output
             return result.output
 
-        common = ["hotspots", "--from", "2021-01-01", "--to", "2021-12-31", "--permutations", "99"]
+        common = ["hotspots", "--from", "2021-01-01", "--to", "2021-12-31", "--permutations", "99", "--source", "labelled"]
         local = run(*common)
         on_dask = run(*common, "--scheduler", client.scheduler.address)
         assert "hottest NPAs" in local
@@ -198,6 +198,15 @@ def test_cli_dask_matches_local(server_url, scale_template, client, tmp_path):
         grid_local = run(*common, "--grid-ft", "2000")
         grid_dask = run(*common, "--grid-ft", "2000", "--engine", "dask", "--scheduler", client.scheduler.address)
         assert grid_dask == grid_local and "cells" in grid_local
+        # The cell size chosen from the data needs every point on one machine: refused on Dask, by name.
+        refused = CliRunner().invoke(main, [*common, "--grid-ft", "auto", "--engine", "dask", "--scheduler",
+                                            client.scheduler.address], env=env)
+        assert refused.exit_code == 2 and "'auto' is not available on Dask" in refused.output
+        auto = run(*common, "--grid-ft", "auto")
+        assert "grid cells: " in auto and ("(autocorrelation_peak: " in auto or "(nearest_neighbour: " in auto)
+        rates_local = run(*common, "--per-1000")
+        rates_dask = run(*common, "--per-1000", "--scheduler", client.scheduler.address)
+        assert rates_dask == rates_local and "per 1,000 residents" in rates_local
 
         engine = make_engine(url)
         with engine.begin() as conn:

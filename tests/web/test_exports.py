@@ -208,8 +208,8 @@ def test_csv_formula_injection_is_defused(writable_url):
 def test_cli_writes_the_same_rows_as_http(client, web_url, tmp_path):
     env = {"DATABASE_URL": web_url, "HOTSPOTS_VAR_DIR": str(tmp_path / "var")}
     runner = CliRunner()
-    result = runner.invoke(main, ["export", "calls", "--out", str(tmp_path / "cli.csv"), "--start", "2021-05-01",
-                                  "--end", "2021-05-31", "--division", "Central", "--min-p", "0.01"], env=env)
+    result = runner.invoke(main, ["export", "calls", "--out", str(tmp_path / "cli.csv"), "--from", "2021-05-01",
+                                  "--to", "2021-05-31", "--division", "Central", "--min-p", "0.01"], env=env)
     assert result.exit_code == 0, result.output
     http_body = client.get("/export/calls.csv?start=2021-05-01&end=2021-05-31&division=Central&min_p=0.01").get_data()
     rows = http_body.count(b"\r\n") - 1
@@ -224,8 +224,19 @@ def test_cli_writes_the_same_rows_as_http(client, web_url, tmp_path):
     assert feature_ids(cli_df, "hotspot_cells", "zip") == feature_ids(http_df, "hotspot_cells", "zip")
     assert cli_df["gi_z"].round(9).tolist() == http_df["gi_z"].round(9).tolist()
 
+    # --start is the old name of --from (the same option); divisions have no dates.
     result = runner.invoke(main, ["export", "divisions", "--out", str(tmp_path / "d.csv"), "--start", "2021-01-01"], env=env)
-    assert result.exit_code == 2 and "--start" in result.output
+    assert result.exit_code == 2 and "--from" in result.output
+
+    # .shp: the shapefile itself (the zip's members under the name asked for), readable as it is.
+    result = runner.invoke(main, ["export", "divisions", "--out", str(tmp_path / "divisions.shp")], env=env)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.glob("divisions.*")) == [
+        "divisions.cpg", "divisions.dbf", "divisions.fields.csv", "divisions.prj", "divisions.shp", "divisions.shx"]
+    shp = pyogrio.read_dataframe(tmp_path / "divisions.shp")
+    zipped, _ = read_export(client.get("/export/divisions.zip").get_data(), "divisions", "zip", tmp_path)
+    assert len(shp) == len(zipped) == 14 and sorted(shp["div_id"]) == sorted(zipped["div_id"])
+    assert shp.crs.to_epsg() == 4326
 
 
 def test_streamed_in_chunks_with_bounded_memory(web_url):
