@@ -621,6 +621,9 @@ def model_report_cmd(version: str | None, top: int) -> None:
         direction = "raises" if odds > 1 else "lowers"
         factor = odds if odds > 1 else 1 / odds
         click.echo(f"  {text}: {direction} the odds {factor:,.1f}x")
+    from geo.accuracy import latest_accuracy, report_lines
+
+    click.echo("\n" + "\n".join(report_lines(latest_accuracy(_engine()))))
 
 
 _compute_engine = click.option(
@@ -799,26 +802,45 @@ def stats_hours_cmd(start: str | None, end: str | None, division: str | None, ca
                               "(default: today).")
 @click.option("--by", type=click.Choice(["city", "division", "npa"]), default="city", show_default=True)
 @click.option("--category", help="Only this category.")
-@click.option("--violent-only", is_flag=True, help="Only calls the model labelled violent.")
+@click.option("--source", type=click.Choice(["incidents", "homicides", "labelled", "expected", "calls"]),
+              help="What is counted (geo/sources.py): recorded violent incidents (the default when the windows hold "
+                   "any), homicide victims, model-labelled calls, expected violent calls (the default otherwise), "
+                   "or every call for service.")
+@click.option("--violent-only", is_flag=True, help="The same as --source labelled (calls the model labelled violent).")
+@click.option("--origin", type=click.Choice(["real", "synthetic"]),
+              help="Only real or only synthetic rows (required when the windows hold both).")
 @click.option("--compare", type=click.Choice(["year", "previous"]), default="year", show_default=True,
               help="year: each window against the same period a year earlier (CompStat practice); previous: the "
                    "week and 28 days against the ones just before (back to back; mixes in the season).")
 @_save
-def stats_compstat_cmd(as_of: str | None, by: str, category: str | None, violent_only: bool, compare: str,
-                       save: bool) -> None:
+def stats_compstat_cmd(as_of: str | None, by: str, category: str | None, source: str | None, violent_only: bool,
+                       origin: str | None, compare: str, save: bool) -> None:
     """CompStat: the report week, 28 days and year to date against a year earlier, overdispersion-aware, FDR across areas."""
     from geo.filters import Filter
-    from geo.metrics import compstat
+    from geo.metrics import Period, compstat, compstat_windows
+    from geo.sources import default_source
 
     try:
         day = date.fromisoformat(as_of) if as_of else date.today()
     except ValueError:
         raise click.BadParameter("use YYYY-MM-DD", param_hint="--as-of") from None
-    flt = Filter(category=category, violent=True if violent_only else None)
-    table = compstat(_engine(), day, by=by, flt=flt, compare=compare)
+    if violent_only and source not in (None, "labelled"):
+        raise click.BadParameter(f"--violent-only means --source labelled, not {source}", param_hint="--violent-only")
+    engine = _engine()
+    if violent_only:
+        source = "labelled"
+    elif source is None:
+        windows = [p for pair in compstat_windows(day, compare).values() for p in pair]
+        source = default_source(engine, Period(min(p.start for p in windows), max(p.end for p in windows)), origin)
+    flt = Filter(category=category, origin=origin)
+    try:
+        table = compstat(engine, day, by=by, flt=flt, compare=compare, source=None if source == "calls" else source)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"source: {table.attrs['source']}")
     if save:
-        _save_table("compstat", {"as_of": day, "by": by, "category": category, "violent_only": violent_only,
-                                 "compare": compare}, table)
+        _save_table("compstat", {"as_of": day, "by": by, "category": category, "source": source, "origin": origin,
+                                 "source_words": table.attrs["source"], "compare": compare}, table)
     if table.empty:
         click.echo("no calls in those windows")
         return
@@ -855,9 +877,13 @@ def stats_compstat_cmd(as_of: str | None, by: str, category: str | None, violent
                    "earlier split of --officers by workload with minimums.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the plan, one row per division and shift, as .csv or .json.")
+@click.option("--source", type=click.Choice(["expected", "labelled"]), default="expected", show_default=True,
+              help="--method proportional: the violent (two-officer) part of the calls: expected violent calls (sum "
+                   "of probabilities) or calls the model labelled violent; calls about one incident counted once.")
 @_save
 def allocate_cmd(officers: int | None, start: str | None, end: str | None, config_path: Path | None,
-                 shifts: str | None, targets: str | None, method: str, out_path: Path | None, save: bool) -> None:
+                 shifts: str | None, targets: str | None, method: str, out_path: Path | None, source: str,
+                 save: bool) -> None:
     """Officers per division and shift: units the queueing targets need (or N placed by marginal allocation),
     with the skills, vehicles and gear the call mix needs."""
     from geo.allocate import parse_shifts
@@ -867,7 +893,7 @@ def allocate_cmd(officers: int | None, start: str | None, end: str | None, confi
             raise click.BadParameter("the proportional method needs --officers", param_hint="--officers")
         if targets or out_path:
             raise click.BadParameter("--targets and --out belong to --method plan", param_hint="--method")
-        return _allocate_proportional(officers, start, end, config_path, shifts, save)
+        return _allocate_proportional(officers, start, end, config_path, shifts, source, save)
     from geo.staffing import StaffingConfig, build_plan, parse_targets
 
     if out_path and out_path.suffix.lower() not in (".csv", ".json"):
@@ -920,7 +946,8 @@ def allocate_cmd(officers: int | None, start: str | None, end: str | None, confi
 
 
 def _allocate_proportional(officers: int, start: str | None, end: str | None, config_path: Path | None,
-                           shifts: str | None, save: bool) -> None:
+                           shifts: str | None, source: str, save: bool) -> None:
+    """The earlier split of N officers by workload with minimums (--method proportional)."""
     from geo.allocate import AllocationConfig, allocate, parse_shifts
 
     config = AllocationConfig.load(config_path) if config_path else AllocationConfig.load()
@@ -930,13 +957,14 @@ def _allocate_proportional(officers: int, start: str | None, end: str | None, co
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--shifts") from exc
     try:
-        table, reasons = allocate(_engine(), officers, _period(start, end), config)
+        table, reasons = allocate(_engine(), officers, _period(start, end), config, source)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--officers") from exc
+    words = table.attrs["source"]
     if save:
         table = table.assign(reasoning=table["division_id"].map(reasons))
-        _save_table("allocation", {"officers": officers, "from": start, "to": end,
-                                   "config": str(config_path or "geo/allocation.toml")}, table)
+        _save_table("allocation", {"officers": officers, "from": start, "to": end, "source": source,
+                                   "source_words": words, "config": str(config_path or "geo/allocation.toml")}, table)
     pivot = table.pivot_table(index=["division_id", "short_name"], columns="shift", values="officers", aggfunc="sum")
     pivot = pivot[list(config.shifts)]
     pivot["total"] = pivot.sum(axis=1)
@@ -947,16 +975,18 @@ def _allocate_proportional(officers: int, start: str | None, end: str | None, co
     click.echo("")
     for code, text in sorted(reasons.items()):
         click.echo(f"{code}: {text}")
+    click.echo(f"\nsource of the violent (two-officer) calls: {words}")
 
 
 @main.command("emerging")
 @click.option("--from", "start", help="First day, YYYY-MM-DD (default: 1 January of last year).")
 @_to
-@click.option("--source", type=click.Choice(["incidents", "calls"]),
-              help="What is counted: recorded violent incidents (FBI violent NIBRS codes; the default when any are "
-                   "loaded) or calls (see --measure).")
+@click.option("--source", type=click.Choice(["incidents", "homicides", "labelled", "expected", "calls"]),
+              help="What is counted (geo/sources.py): recorded violent incidents (FBI violent NIBRS codes; the default "
+                   "when the period holds any), homicide victims, model-labelled calls, expected violent calls (the "
+                   "default otherwise), or calls as --measure says.")
 @click.option("--measure", type=click.Choice(["labelled", "expected"]), default="expected", show_default=True,
-              help="calls: count the calls labelled violent, or sum the model's probabilities (expected violent calls).")
+              help="--source calls: count the calls labelled violent, or sum the model's probabilities.")
 @click.option("--origin", type=click.Choice(["real", "synthetic"]),
               help="Only real or only synthetic rows (required when the period holds both).")
 @click.option("--step", "unit", type=click.Choice(["month", "week"]), default="month", show_default=True,
@@ -978,7 +1008,8 @@ def emerging_cmd(start: str | None, end: str | None, source: str | None, measure
 
     engine = _engine()
     first = start or date(date.today().year - 1, 1, 1).isoformat()
-    counted = (default_source(engine) if source is None else "incidents" if source == "incidents" else measure)
+    counted = (default_source(engine, _period(first, end), origin) if source is None
+               else measure if source == "calls" else source)
     settings = {"source": counted, "unit": unit, "neighbourhood_steps": neighbourhood_steps,
                 "confidence": int(confidence) / 100, "origin": origin}
     try:
@@ -1006,6 +1037,42 @@ def emerging_cmd(start: str | None, end: str | None, source: str | None, measure
         click.echo(f"{name:23} {n:>6} {unit_name}{listed}")
     if out:
         click.echo(f"\nwrote {out}")
+
+
+@main.command("accuracy")
+@click.option("--train-from", required=True, help="First day of period T, YYYY-MM-DD (hot spots found on it).")
+@click.option("--train-to", required=True, help="Last day of period T, YYYY-MM-DD.")
+@click.option("--test-from", required=True, help="First day of period T+1, YYYY-MM-DD (scored on its recorded violence).")
+@click.option("--test-to", required=True, help="Last day of period T+1, YYYY-MM-DD.")
+@click.option("--source", "sources", multiple=True, type=click.Choice(["incidents", "homicides", "labelled", "expected"]),
+              help="Sources to score (repeatable; default all with rows in T).")
+@click.option("--grid-ft", type=float, help="Also score square cells of this many feet (EPSG:2264).")
+@click.option("--origin", type=click.Choice(["real", "synthetic"]),
+              help="Only real or only synthetic rows (required when a period holds both).")
+@click.option("--save/--no-save", default=True, show_default=True,
+              help="Store the table as an analysis run (kind 'accuracy'; the model report and the map show it).")
+def accuracy_cmd(train_from: str, train_to: str, test_from: str, test_to: str, sources: tuple[str, ...],
+                 grid_ft: float | None, origin: str | None, save: bool) -> None:
+    """Hot spots found on period T scored on recorded violent incidents in T+1: hit rate, PAI, RRI per source."""
+    from geo.accuracy import accuracy, accuracy_params, format_table, save_accuracy
+
+    engine = _engine()
+    train, test = _period(train_from, train_to), _period(test_from, test_to)
+    try:
+        table = accuracy(engine, train, test, sources=sources or None, grid_ft=grid_ft, origin=origin)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    params = accuracy_params(train, test, table, grid_ft, origin)
+    click.echo(f"hot spots (Gi*, 99% and 95% hot, FDR) on {train.start}..{train.end - timedelta(days=1)}, scored on "
+               f"recorded violent incidents of {test.start}..{test.end - timedelta(days=1)}")
+    for name, words in params["sources"].items():
+        click.echo(f"  {words}" + ("  [no rows in T: left out]" if name in params["skipped"] else ""))
+    click.echo("hit rate: share of T+1's violent incidents in the hot areas; PAI = hit rate / area share "
+               "(Chainey et al. 2008); RRI = (in hot T+1 / in hot T) / (all T+1 / all T) (Levine 2008)\n")
+    for line in format_table(params["rows"]):
+        click.echo(line)
+    if save:
+        click.echo(f"\nsaved as analysis run {save_accuracy(engine, params, _current_model(engine))}")
 
 
 @main.command("stability")
@@ -1043,16 +1110,17 @@ def _years(text: str | None) -> tuple[int, int] | None:
 
 
 @main.command("hotspots")
-@click.option("--source", type=click.Choice(["calls", "offenses", "homicides"]), default="calls", show_default=True,
-              help="Model-labelled calls, CMPD's published violent offense counts per NPA, or homicide victims "
-                   "per NPA (both real data).")
+@click.option("--source", type=click.Choice(["incidents", "homicides", "labelled", "expected", "offenses"]),
+              help="What is counted (geo/sources.py): recorded violent incidents (the default when the period holds "
+                   "any), homicide victims, model-labelled calls, expected violent calls (the default otherwise), "
+                   "or CMPD's published violent offense counts per NPA.")
 @_from
 @_to
-@click.option("--measure", type=click.Choice(["labelled", "expected"]), default="labelled", show_default=True,
-              help="calls: count calls labelled violent, or sum the model's probabilities (expected violent calls).")
-@click.option("--grid-ft", help="calls: square grid cells instead of NPAs: 'auto' (the size chosen from the calls' "
-                               "locations, as ArcGIS Optimized Hot Spot Analysis does; see docs/methods.md) or a "
-                               "side in feet (EPSG:2264).")
+@click.option("--origin", type=click.Choice(["real", "synthetic"]),
+              help="Only real or only synthetic rows (required when the period holds both).")
+@click.option("--grid-ft", help="Point sources: square grid cells instead of NPAs: 'auto' (the size chosen from the "
+                               "points' locations, as ArcGIS Optimized Hot Spot Analysis does; see docs/methods.md) "
+                               "or a side in feet (EPSG:2264).")
 @click.option("--per-1000", "per_1000", is_flag=True,
               help="NPAs: Gi* on the value per 1,000 residents (ArcGIS's 'divide by' population); NPAs without "
                    "residents are left out and counted.")
@@ -1065,22 +1133,19 @@ def _years(text: str | None) -> tuple[int, int] | None:
 @_compute_engine
 @_scheduler
 @_dask_workers
-def hotspots_cmd(source: str, start: str | None, end: str | None, measure: str, grid_ft: str | None, per_1000: bool,
-                 years: str | None, category: tuple[str, ...], permutations: int, save: bool, out: Path | None,
-                 compute: str, scheduler: str | None, dask_workers: int) -> None:
+def hotspots_cmd(source: str | None, start: str | None, end: str | None, origin: str | None, grid_ft: str | None,
+                 per_1000: bool, years: str | None, category: tuple[str, ...], permutations: int, save: bool,
+                 out: Path | None, compute: str, scheduler: str | None, dask_workers: int) -> None:
     """Getis-Ord Gi* hot and cold spots of violent crime over the 462 NPAs or grid cells (FDR-corrected)."""
     from geo.hotspots import (grid_hotspots, homicide_hotspots, npa_hotspots, offense_hotspots, save_cell_results,
                               save_npa_results)
+    from geo.sources import resolve
 
     engine = _engine()
     model_version = None
     dask = _dask(compute, scheduler, dask_workers)
-    if dask is not None and source != "calls":
-        raise click.BadParameter("Dask runs the calls analysis; offense counts and homicide counts are small tables",
-                                 param_hint="--engine")
-    if grid_ft and source != "calls":
-        raise click.BadParameter(f"grid cells are computed from calls; {source} are counted per NPA",
-                                 param_hint="--grid-ft")
+    if grid_ft and source == "offenses":
+        raise click.BadParameter("offense counts are published per NPA; grid cells need points", param_hint="--grid-ft")
     if grid_ft and per_1000:
         raise click.BadParameter("rates need a population per area; grid cells have none (use NPAs)",
                                  param_hint="--per-1000")
@@ -1094,45 +1159,47 @@ def hotspots_cmd(source: str, start: str | None, end: str | None, measure: str, 
                 raise click.BadParameter(f"{grid_ft!r}: give 'auto' or a positive number of feet",
                                          param_hint="--grid-ft") from None
     rate = {"value_unit": "per_1000_residents"} if per_1000 else {}
-    counted = "violent"
+    by_years = source == "offenses" or (source == "homicides" and not grid_ft)
+    if not by_years:
+        period = _period(start, end)
+        try:
+            src = resolve(engine, source, period, origin)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        source = src.name
+        click.echo(f"source: {src.describe(origin)}")
+    if dask is not None and source not in ("labelled", "expected"):
+        raise click.BadParameter("Dask runs the calls analysis (--source labelled or expected); offense counts, "
+                                 "incidents and homicides are counted on this machine", param_hint="--engine")
+    counted = "violent" if by_years else source
     if dask is not None:
         from geo import scale
 
-        period = _period(start, end)
         with dask as client:
             try:
                 if grid_ft:
-                    result = scale.grid_hotspots(engine, client, period, cell_ft=grid_ft, measure=measure,
+                    result = scale.grid_hotspots(engine, client, period, cell_ft=grid_ft, measure=source,
                                                  permutations=permutations)
                 else:
-                    result = scale.npa_hotspots(engine, client, period, measure=measure, permutations=permutations,
+                    result = scale.npa_hotspots(engine, client, period, measure=source, permutations=permutations,
                                                 per_1000=per_1000)
             except ValueError as exc:
-                raise click.BadParameter(str(exc), param_hint="--grid-ft" if grid_ft else "--measure") from exc
-        params = {"period": [str(period.start), str(period.end)], "measure": measure, "permutations": permutations,
-                  **(result.attrs["cell_size"].as_params() if grid_ft else rate)}
-        model_version = _current_model(engine)
-    elif source == "calls" and grid_ft:
-        period = _period(start, end)
+                raise click.BadParameter(str(exc), param_hint="--grid-ft" if grid_ft else "--source") from exc
+    elif grid_ft:
         try:
-            result = grid_hotspots(engine, period, cell_ft=grid_ft, measure=measure, permutations=permutations)
+            result = grid_hotspots(engine, period, cell_ft=grid_ft, source=source, origin=origin,
+                                   permutations=permutations)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--grid-ft") from exc
-        params = {"period": [str(period.start), str(period.end)], "measure": measure, "permutations": permutations,
-                  **result.attrs["cell_size"].as_params()}
-        model_version = _current_model(engine)
-    elif source == "calls":
-        period = _period(start, end)
-        result = npa_hotspots(engine, period, measure=measure, permutations=permutations, per_1000=per_1000)
-        params = {"period": [str(period.start), str(period.end)], "measure": measure, "permutations": permutations,
-                  **rate}
-        model_version = _current_model(engine)
+    elif not by_years:
+        result = npa_hotspots(engine, period, source=source, origin=origin, permutations=permutations,
+                              per_1000=per_1000)
     elif source == "homicides":
         try:
             result, info = homicide_hotspots(engine, _years(years), permutations=permutations, per_1000=per_1000)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from exc
-        params = {**info, "permutations": permutations, **rate}
+        params = {**info, "source": "homicides", "permutations": permutations, **rate}
         counted = "homicide victims"
         click.echo(f"source: homicides (CMPD Homicide layer), {info['years'][0]}-{info['years'][1]}: "
                    f"{info['victims']:,} victims, {info['victims_without_npa']:,} without a location left out")
@@ -1143,8 +1210,16 @@ def hotspots_cmd(source: str, start: str | None, end: str | None, measure: str, 
                                       per_1000=per_1000)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from exc
-        params = {"years": list(span), "categories": list(category) or ["Violent Crime"], "permutations": permutations,
-                  **rate}
+        params = {"years": list(span), "categories": list(category) or ["Violent Crime"], "source": "offenses",
+                  "permutations": permutations, **rate}
+        click.echo("source: offenses: CMPD's published violent offense counts per NPA")
+    if not by_years:
+        params = {"period": [str(period.start), str(period.end)], "source": source, "origin": origin,
+                  "source_words": src.describe(origin), "permutations": permutations,
+                  **({"measure": source} if source in ("labelled", "expected") else {}),
+                  **(result.attrs["cell_size"].as_params() if grid_ft else rate)}
+        if source in ("labelled", "expected"):
+            model_version = _current_model(engine)
     if grid_ft:
         choice = result.attrs["cell_size"]
         click.echo(f"grid cells: {choice.cell_ft:,.0f} ft ({choice.rule}: {choice.reason})")
@@ -1166,7 +1241,8 @@ def hotspots_cmd(source: str, start: str | None, end: str | None, measure: str, 
                                    model_version)
         click.echo(f"saved as analysis run {run_id}")
     elif save:
-        run_id = save_npa_results(engine, f"{source}_npa_hotspots", params, result, model_version)
+        kind = source if by_years else "calls"  # point sources share the map's kind; params name the source
+        run_id = save_npa_results(engine, f"{kind}_npa_hotspots", params, result, model_version)
         click.echo(f"saved as analysis run {run_id}")
     if out:
         result.to_file(out)

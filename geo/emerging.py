@@ -29,6 +29,8 @@ from sqlalchemy.engine import Engine
 
 from geo.hotspots import CLASSES, NOT_SIGNIFICANT, Lattice, gi_star, mann_kendall, queen_weights
 from geo.metrics import Period
+from geo.sources import Source, base_params, check_origin, get_source
+from geo.sources import default_source  # noqa: F401  (re-exported: `from geo.emerging import default_source`)
 from geo.spatial import read_neighborhoods
 
 MIN_STEPS = 10          # ArcGIS's space-time trend analysis needs at least ten time steps
@@ -222,46 +224,8 @@ def time_steps(covered: Period, unit: str = "month") -> tuple[list[TimeStep], li
 
 
 # --- what is counted --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Source:
-    """Rows of one table counted as violence: a filter, a weight per row and its time column."""
-
-    name: str
-    table: str
-    time: str
-    where: str          # which rows count
-    weight: str         # what each counts for
-    scope: str          # rows that show the data's time extent (a month with none of them is not covered)
-    words: str
-
-
-SOURCES = {
-    "incidents": Source("incidents", "incidents", "date_reported", "is_crime AND highest_nibrs_code = ANY(:violent)",
-                        "1.0", "TRUE",
-                        "recorded violent incidents (FBI violent NIBRS codes {codes}; Unfounded reports left out), "
-                        "on their local report date"),
-    "labelled": Source("labelled", "calls", "received_at", "label", "1.0", "p_violent IS NOT NULL",
-                       "calls the model labelled violent (model-labelled calls), at their local received time"),
-    "expected": Source("expected", "calls", "received_at", "p_violent > 0", "p_violent", "p_violent IS NOT NULL",
-                       "expected violent calls (the sum of the model's probabilities), at their local received time"),
-}
-
-
-def _source(name: str) -> Source:
-    if name not in SOURCES:
-        raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {name!r}")
-    return SOURCES[name]
-
-
-def default_source(engine: Engine) -> str:
-    """Recorded violent incidents where any are loaded, otherwise expected violent calls."""
-    from geo.taxonomy import load_taxonomy
-
-    with engine.connect() as conn:
-        any_violent = conn.execute(sa.text(
-            "SELECT EXISTS (SELECT 1 FROM incidents WHERE is_crime AND highest_nibrs_code = ANY(:violent))"),
-            {"violent": sorted(load_taxonomy().violent_codes)}).scalar_one()
-    return "incidents" if any_violent else "expected"
+# What is counted: geo.sources (incidents, homicides, labelled or expected calls; one count per incident).
+_source = get_source
 
 
 @dataclass
@@ -283,35 +247,21 @@ class Cube:
 
 
 def _params(source: Source, origin: str | None) -> tuple[str, dict]:
-    from geo.settings import locale_settings
-    from geo.taxonomy import load_taxonomy
-
-    params = {"tz": locale_settings().timezone, "violent": sorted(load_taxonomy().violent_codes)}
-    extra = ""
-    if origin is not None:
-        if origin not in ("real", "synthetic"):
-            raise ValueError(f"origin must be 'real' or 'synthetic', not {origin!r}")
-        extra, params["origin"] = " AND data_origin = :origin", origin
-    return extra, params
+    return (" AND data_origin = :origin" if origin is not None else ""), base_params(origin)
 
 
 def _steps_for(engine: Engine, source: Source, period: Period, unit: str, origin: str | None
                ) -> tuple[list[TimeStep], list[LeftOut], tuple[date, date], str, dict]:
     """The complete steps of `period` that the source's data covers, refusing fewer than MIN_STEPS."""
     extra, params = _params(source, origin)
-    local = f"({source.time} AT TIME ZONE :tz)::date"
+    local = f"({source.local_time()})::date"
     with engine.connect() as conn:
         first, last = conn.execute(sa.text(
             f"SELECT min({local}), max({local}) FROM {source.table} WHERE {source.scope}{extra}"), params).one()
         if first is None:
             raise ValueError(f"no {source.table} to count{' of origin ' + origin if origin else ''}"
                              f"{'; label the calls first (`hotspots label`)' if source.table == 'calls' else ''}")
-        origins = conn.execute(sa.text(
-            f"SELECT DISTINCT data_origin FROM {source.table} WHERE {source.scope}{extra}"
-            f" AND {local} >= :a AND {local} < :b"), {**params, "a": period.start, "b": period.end}).scalars().all()
-    if origin is None and len(origins) > 1:
-        raise ValueError(f"the {source.table} of {period.start}..{period.end - timedelta(days=1)} hold both real and "
-                         "synthetic rows, which stand for different things; choose origin 'real' or 'synthetic'")
+    check_origin(engine, source, period, origin)
     covered = Period(max(period.start, first), min(period.end, last + timedelta(days=1)))
     span = (first, last)
     if covered.end <= covered.start:
@@ -329,10 +279,7 @@ def _steps_for(engine: Engine, source: Source, period: Period, unit: str, origin
 
 
 def _describe(source: Source, origin: str | None) -> str:
-    from geo.taxonomy import load_taxonomy
-
-    words = source.words.format(codes=", ".join(sorted(load_taxonomy().violent_codes)))
-    return words + (f"; {origin} rows only" if origin else "")
+    return source.describe(origin)
 
 
 def _step_index(steps: list[TimeStep]) -> dict[date, int]:
@@ -345,13 +292,11 @@ def npa_cube(engine: Engine, period: Period, source: str = "incidents", *, unit:
     src = _source(source)
     steps, left_out, span, extra, params = _steps_for(engine, src, period, unit, origin)
     npas = read_neighborhoods(engine)
+    units, params = src.units(Period(steps[0].start, steps[-1].end), origin)
     with engine.connect() as conn:
         rows = pd.read_sql(sa.text(
-            f"SELECT npa_id, date_trunc(:unit, {src.time} AT TIME ZONE :tz)::date AS step, sum({src.weight}) AS value"
-            f" FROM {src.table} WHERE {src.where}{extra} AND npa_id IS NOT NULL"
-            f" AND {src.time} >= (CAST(:a AS timestamp) AT TIME ZONE :tz)"
-            f" AND {src.time} < (CAST(:b AS timestamp) AT TIME ZONE :tz) GROUP BY 1, 2"),
-            conn, params={**params, "unit": unit, "a": steps[0].start, "b": steps[-1].end})
+            "SELECT npa_id, date_trunc(:unit, local_time)::date AS step, sum(w) AS value"
+            f" FROM ({units}) u WHERE npa_id IS NOT NULL GROUP BY 1, 2"), conn, params={**params, "unit": unit})
     counts = np.zeros((len(steps), len(npas)))
     where = _step_index(steps)
     column = {int(n): j for j, n in enumerate(npas["npa_id"])}
@@ -370,15 +315,12 @@ def grid_cube(engine: Engine, period: Period, source: str = "incidents", *, cell
     steps, left_out, span, extra, params = _steps_for(engine, src, period, unit, origin)
     county = shapely.union_all(read_neighborhoods(engine).to_crs(2264).geometry.to_numpy())
     lattice = Lattice.over(county, cell_ft)
+    units, params = src.units(Period(steps[0].start, steps[-1].end), origin)
     with engine.connect() as conn:
         rows = pd.read_sql(sa.text(
-            f"SELECT ST_X(g) AS x, ST_Y(g) AS y, w, step FROM ("
-            f"  SELECT ST_Transform(geom, 2264) AS g, {src.weight} AS w,"
-            f"         date_trunc(:unit, {src.time} AT TIME ZONE :tz)::date AS step"
-            f"  FROM {src.table} WHERE {src.where}{extra}"
-            f"  AND {src.time} >= (CAST(:a AS timestamp) AT TIME ZONE :tz)"
-            f"  AND {src.time} < (CAST(:b AS timestamp) AT TIME ZONE :tz)) t"),
-            conn, params={**params, "unit": unit, "a": steps[0].start, "b": steps[-1].end})
+            "SELECT ST_X(g) AS x, ST_Y(g) AS y, w, step FROM ("
+            "  SELECT ST_Transform(geom, 2264) AS g, w, date_trunc(:unit, local_time)::date AS step"
+            f"  FROM ({units}) u WHERE geom IS NOT NULL) t"), conn, params={**params, "unit": unit})
     counts = np.vstack([lattice.sums(*(rows.loc[rows["step"] == s.start, c].to_numpy() for c in ("x", "y", "w")))
                         for s in steps])
     return lattice, Cube(counts, steps, left_out, _describe(src, origin), span, origin)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from datetime import date
+from typing import TYPE_CHECKING
 
 import geopandas as gpd
 import numpy as np
@@ -22,6 +23,9 @@ from sqlalchemy.engine import Engine
 
 from geo.metrics import Period, period_filter
 from geo.spatial import read_neighborhoods
+
+if TYPE_CHECKING:
+    from geo.sources import Source
 
 CLASSES = [
     (0.01, "Hot spot, 99% confidence", "Cold spot, 99% confidence"),
@@ -241,24 +245,35 @@ def save_cell_results(engine: Engine, kind: str, params: dict, result: gpd.GeoDa
     return run_id
 
 
-def npa_hotspots(engine: Engine, period: Period, *, measure: str = "labelled", permutations: int = 999,
-                 seed: int = 0, per_1000: bool = False) -> gpd.GeoDataFrame:
-    """Gi* over the 462 NPAs for violent calls in a period.
+def npa_values(engine: Engine, period: Period, source: str | None = None, origin: str | None = None
+               ) -> tuple[pd.DataFrame, "Source"]:
+    """What `source` counts per NPA in the period (npa_id, value) and the source (geo.sources) it resolved to."""
+    from geo.sources import resolve
 
-    measure 'labelled' counts calls the model labelled violent; 'expected' sums the model's
-    probabilities (expected violent calls), which keeps borderline calls instead of cutting them.
-    `per_1000` runs Gi* on that value per 1,000 residents (see `_with_gi`).
-    """
-    if measure not in ("labelled", "expected"):
-        raise ValueError(f"measure must be 'labelled' or 'expected', not {measure!r}")
-    value = "count(*) FILTER (WHERE label)" if measure == "labelled" else "coalesce(sum(p_violent), 0)"
-    npas = read_neighborhoods(engine)
-    where, params = period_filter(period)
+    src = resolve(engine, source, period, origin)
+    units, params = src.units(period, origin)
     with engine.connect() as conn:
-        counts = pd.read_sql(sa.text(
-            f"SELECT npa_id, {value} AS value FROM calls WHERE {where} AND npa_id IS NOT NULL GROUP BY 1"),
-            conn, params=params)
-    return _with_gi(npas, counts, permutations, seed, per_1000=per_1000)
+        values = pd.read_sql(sa.text(
+            f"SELECT npa_id, sum(w) AS value FROM ({units}) u WHERE npa_id IS NOT NULL GROUP BY 1"), conn, params=params)
+    return values, src
+
+
+def npa_hotspots(engine: Engine, period: Period, *, source: str | None = None, measure: str | None = None,
+                 origin: str | None = None, permutations: int = 999, seed: int = 0,
+                 per_1000: bool = False) -> gpd.GeoDataFrame:
+    """Gi* over the 462 NPAs of what `source` counts in a period (geo.sources; default: recorded violent
+    incidents where any exist, else expected violent calls). `measure` ('labelled' or 'expected') is
+    the older name of the two call sources. `per_1000` runs Gi* on that value per 1,000 residents
+    (see `_with_gi`). The frame's attrs name the source.
+    """
+    if measure is not None:
+        if measure not in ("labelled", "expected"):
+            raise ValueError(f"measure must be 'labelled' or 'expected', not {measure!r}")
+        source = source or measure
+    values, src = npa_values(engine, period, source, origin)
+    result = _with_gi(read_neighborhoods(engine), values, permutations, seed, per_1000=per_1000)
+    result.attrs.update(source=src.name, source_words=src.describe(origin))
+    return result
 
 
 # --- grid cells and kernel density (EPSG:2264, US feet) ---------------------------------------
@@ -297,23 +312,26 @@ def _county_2264(engine: Engine):
     return shapely.union_all(npas.geometry.to_numpy())
 
 
-def _violent_points(engine: Engine, period: Period, measure: str) -> pd.DataFrame:
-    """Violent calls in the period: x, y in EPSG:2264 feet, weight w (1, or the probability), local month."""
-    weight = "1.0" if measure == "labelled" else "p_violent"
-    where = "label" if measure == "labelled" else "p_violent > 0"
-    in_period, params = period_filter(period)
+def source_points(engine: Engine, period: Period, source: str | None = None, origin: str | None = None
+                  ) -> tuple[pd.DataFrame, "Source"]:
+    """What `source` counts in the period as points: x, y in EPSG:2264 feet, weight w, local month; and the source."""
+    from geo.sources import resolve
+
+    src = resolve(engine, source, period, origin)
+    units, params = src.units(period, origin)
     with engine.connect() as conn:
-        return pd.read_sql(sa.text(
-            f"SELECT ST_X(g) AS x, ST_Y(g) AS y, {weight} AS w, month FROM ("
-            "  SELECT ST_Transform(geom, 2264) AS g, p_violent,"
-            "         to_char(received_at AT TIME ZONE :tz, 'YYYY-MM') AS month"
-            f"  FROM calls WHERE {where} AND {in_period}) t"), conn, params=params)
+        rows = pd.read_sql(sa.text(
+            "SELECT ST_X(g) AS x, ST_Y(g) AS y, w, month FROM ("
+            "  SELECT ST_Transform(geom, 2264) AS g, w, to_char(local_time, 'YYYY-MM') AS month"
+            f"  FROM ({units}) u WHERE geom IS NOT NULL) t"), conn, params=params)
+    return rows, src
 
 
-def _points_2264(engine: Engine, period: Period, measure: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Projected coordinates (feet) and weights of violent calls in the period."""
-    rows = _violent_points(engine, period, measure)
-    return rows["x"].to_numpy(), rows["y"].to_numpy(), rows["w"].to_numpy(dtype=float)
+def _points_2264(engine: Engine, period: Period, source: str | None, origin: str | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, "Source"]:
+    """Projected coordinates (feet) and weights of what the source counts in the period, and the source."""
+    rows, src = source_points(engine, period, source, origin)
+    return rows["x"].to_numpy(), rows["y"].to_numpy(), rows["w"].to_numpy(dtype=float), src
 
 
 @dataclass
@@ -524,16 +542,20 @@ def resolve_cell_size(cell_ft: float | str, x: np.ndarray, y: np.ndarray, study_
     return CellSize(size, "fixed", f"{size:g} ft given")
 
 
-def grid_hotspots(engine: Engine, period: Period, *, cell_ft: float | str = "auto", measure: str = "labelled",
-                  permutations: int = 999, seed: int = 0) -> gpd.GeoDataFrame:
-    """Gi* of violent calls over square cells covering Mecklenburg County; cells returned in EPSG:4326.
+def grid_hotspots(engine: Engine, period: Period, *, cell_ft: float | str = "auto", source: str | None = None,
+                  measure: str | None = None, origin: str | None = None, permutations: int = 999,
+                  seed: int = 0) -> gpd.GeoDataFrame:
+    """Gi* of what `source` counts (geo.sources) over square cells covering Mecklenburg County; cells
+    returned in EPSG:4326.
 
-    `cell_ft` 'auto' (default) chooses the cell size from the calls' locations; attrs["cell_size"] says which and why.
+    `cell_ft` 'auto' (default) chooses the cell size from the points; attrs["cell_size"] says which
+    and why, attrs["source"] what was counted.
     """
-    x, y, w = _points_2264(engine, period, measure)
+    x, y, w, src = _points_2264(engine, period, source or measure, origin)
     frame = grid_gi_star(x, y, w, _county_2264(engine), cell_ft, permutations=permutations, seed=seed)
     out = frame.to_crs(4326)
     out.attrs.update(frame.attrs)
+    out.attrs.update(source=src.name, source_words=src.describe(origin))
     return out
 
 
@@ -549,6 +571,7 @@ class Density:
     grid: Grid
     values: np.ndarray
     bandwidth_ft: float
+    source: str = ""       # what was counted, in words (geo.sources)
 
 
 def kernel_density(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, bounds: tuple[float, float, float, float], *,
@@ -577,13 +600,16 @@ def kernel_density(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, bounds: t
     return Density(grid, density, bandwidth_ft)
 
 
-def violent_density(engine: Engine, period: Period, *, measure: str = "labelled",
-                    bandwidth_ft: float = DEFAULT_BANDWIDTH_FT, cell_ft: float = DEFAULT_KDE_CELL_FT) -> Density:
-    """Kernel density of violent calls (labelled, or weighted by probability) over the county."""
+def violent_density(engine: Engine, period: Period, *, source: str | None = None, measure: str | None = None,
+                    origin: str | None = None, bandwidth_ft: float = DEFAULT_BANDWIDTH_FT,
+                    cell_ft: float = DEFAULT_KDE_CELL_FT) -> Density:
+    """Kernel density over the county of what `source` counts (geo.sources); `density.source` names it."""
     import shapely
 
-    x, y, w = _points_2264(engine, period, measure)
-    return kernel_density(x, y, w, shapely.bounds(_county_2264(engine)), bandwidth_ft=bandwidth_ft, cell_ft=cell_ft)
+    x, y, w, src = _points_2264(engine, period, source or measure, origin)
+    density = kernel_density(x, y, w, shapely.bounds(_county_2264(engine)), bandwidth_ft=bandwidth_ft, cell_ft=cell_ft)
+    density.source = src.describe(origin)
+    return density
 
 
 # --- trend test (emerging hot spots: geo/emerging.py) ------------------------------------------

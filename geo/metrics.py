@@ -178,9 +178,10 @@ def data_coverage(engine: Engine, table: str = "calls", origin: str | None = Non
     """First and last local dates holding any row of `table` (of one origin if given): what the data cover."""
     column = TABLE_COLUMNS[table].time
     where = "data_origin = :origin" if origin else "TRUE"
+    local = column if TABLE_COLUMNS[table].time_is_date else f"({column} AT TIME ZONE :tz)::date"
     with engine.connect() as conn:
         return tuple(conn.execute(sa.text(
-            f"SELECT (min({column}) AT TIME ZONE :tz)::date, (max({column}) AT TIME ZONE :tz)::date"
+            f"SELECT min({local}), max({local})"
             f" FROM {table} WHERE {where}"), {"tz": _tz(), "origin": origin}).one())
 
 
@@ -405,6 +406,11 @@ def overdispersed_change_test(current, prior, current_days: float, prior_days: f
     return np.where(np.isnan(phi) & (n > 0), np.nan, np.minimum(out, 1.0))
 
 
+def _count(x: float) -> int | float:
+    """A window's total: whole for counted rows, to 3 decimals for expected violent calls (sums of probabilities)."""
+    return int(x) if float(x).is_integer() else round(float(x), 3)
+
+
 def compstat_table(daily: pd.DataFrame, as_of: date, coverage: tuple[date | None, date | None], *,
                    compare: str = "year", alpha: float = 0.05, areas: list | None = None) -> pd.DataFrame:
     """CompStat from daily counts: rows of window x area with counts, % change, dispersion, p, q, significance.
@@ -467,7 +473,7 @@ def compstat_table(daily: pd.DataFrame, as_of: date, coverage: tuple[date | None
                 note = f"history too short to estimate the dispersion ({len(pairs)} earlier pairs)"
             else:
                 note = ""
-            out.append({"window": name, "area": area, "current": int(c[i]), "prior": int(p[i]),
+            out.append({"window": name, "area": area, "current": _count(c[i]), "prior": _count(p[i]),
                         "current_period": f"{current.start}..{current.end - timedelta(days=1)}",
                         "prior_period": f"{prior.start}..{prior.end - timedelta(days=1)}",
                         "current_days": current.days, "prior_days": prior.days, "compare": compare,
@@ -479,19 +485,28 @@ def compstat_table(daily: pd.DataFrame, as_of: date, coverage: tuple[date | None
     return pd.DataFrame(out)
 
 
-def daily_counts(engine: Engine, flt: Filter, by: str, start: date, end: date, table: str = "calls") -> pd.DataFrame:
-    """Rows of `table` under the filter per local date in [start, end) (rows) and area (columns)."""
-    cols = TABLE_COLUMNS[table]
-    where, params = flt.where(table)
-    sql = f"""
-        SELECT {_area_expr(by)} AS area, ({cols.time} AT TIME ZONE :tz)::date AS day, count(*) AS n
-        FROM {table} WHERE {where}
-          AND {cols.time} >= (CAST(:d_start AS timestamp) AT TIME ZONE :tz)
-          AND {cols.time} < (CAST(:d_end AS timestamp) AT TIME ZONE :tz)
-        GROUP BY 1, 2
-    """
+def daily_counts(engine: Engine, flt: Filter, by: str, start: date, end: date, table: str = "calls",
+                 source=None) -> pd.DataFrame:
+    """Rows of `table` under the filter per local date in [start, end) (rows) and area (columns);
+    with a `source` (geo.sources.Source), what it counts (calls about one incident once) instead."""
+    if source is not None:
+        where, params = flt.where(source.table)
+        units, unit_params = source.units(Period(start, end), condition=where)
+        sql = f"SELECT {_area_expr(by)} AS area, local_date AS day, sum(w) AS n FROM ({units}) u GROUP BY 1, 2"
+        params = {**params, **unit_params}
+    else:
+        cols = TABLE_COLUMNS[table]
+        where, params = flt.where(table)
+        sql = f"""
+            SELECT {_area_expr(by)} AS area, ({cols.time} AT TIME ZONE :tz)::date AS day, count(*) AS n
+            FROM {table} WHERE {where}
+              AND {cols.time} >= (CAST(:d_start AS timestamp) AT TIME ZONE :tz)
+              AND {cols.time} < (CAST(:d_end AS timestamp) AT TIME ZONE :tz)
+            GROUP BY 1, 2
+        """
+        params = {**params, "tz": _tz(), "d_start": start, "d_end": end}
     with engine.connect() as conn:
-        rows = pd.read_sql(sa.text(sql), conn, params={**params, "tz": _tz(), "d_start": start, "d_end": end})
+        rows = pd.read_sql(sa.text(sql), conn, params=params)
     if rows.empty:
         return pd.DataFrame(index=pd.DatetimeIndex([]))
     wide = rows.pivot_table(index="day", columns="area", values="n", aggfunc="sum", fill_value=0)
@@ -510,14 +525,21 @@ def level_areas(engine: Engine, by: str) -> list[str]:
 
 
 def compstat(engine: Engine, as_of: date, *, by: str = "city", flt: Filter | None = None, compare: str = "year",
-             alpha: float = 0.05, table: str = "calls", areas: list | None = None) -> pd.DataFrame:
+             alpha: float = 0.05, table: str = "calls", areas: list | None = None,
+             source: str | None = None) -> pd.DataFrame:
     """The CompStat report for `as_of`: week, 28 days and year to date per area (see compstat_table).
 
     The filter's dates are replaced by the windows; its other conditions (category, violent,
     probability, division, origin, box) apply. Every division or NPA is reported and tested, with
     or without calls (`areas` overrides the list). The one CompStat of the CLI and the map's panel.
+    Without `source` the rows of `table` are counted; with one (geo.sources: incidents, homicides,
+    labelled, expected) what it counts, and attrs['source'] names it.
     """
+    from geo.sources import check_origin, get_source
+
     flt = replace(flt or Filter(), start=None, end=None, given={})
+    src = get_source(source) if source is not None else None
+    table = src.table if src is not None else table
     if areas is None and by != "city":
         areas = level_areas(engine, by)
     coverage = data_coverage(engine, table, flt.origin)
@@ -527,8 +549,12 @@ def compstat(engine: Engine, as_of: date, *, by: str = "city", flt: Filter | Non
         for current, rule in rules.values():
             starts += [o.start for _, o in history_pairs(current, rule(current), rule, coverage[0])]
     end = max(c.end for c, _ in rules.values())
-    daily = daily_counts(engine, flt, by, min(starts), end, table)
-    return compstat_table(daily, as_of, coverage, compare=compare, alpha=alpha, areas=areas)
+    if src is not None:
+        check_origin(engine, src, Period(min(starts), end), flt.origin)
+    daily = daily_counts(engine, flt, by, min(starts), end, table, src)
+    result = compstat_table(daily, as_of, coverage, compare=compare, alpha=alpha, areas=areas)
+    result.attrs["source"] = src.describe(flt.origin) if src is not None else f"{table}: every row under the filter"
+    return result
 
 
 def npa_rates(engine: Engine, period: Period) -> pd.DataFrame:

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from geo import catalog, metrics
 from geo.filters import Filter
 from geo.metrics import WEEKDAYS, Period
+from geo.sources import SOURCES
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,15 @@ def area_features(shapes: list[dict], counts: dict) -> str:
 # --- Gi* on NPAs -------------------------------------------------------------------------------
 MEASURES = {"violent": "count(*) FILTER (WHERE c.label)", "calls": "count(*)",
             "expected": "coalesce(sum(c.p_violent), 0)"}
+# The map's Gi* measures that are sources of geo.sources (calls about one incident counted once there).
+MEASURE_SOURCES = {"violent": "labelled", "expected": "expected"}
+
+
+def measure_source(measure: str) -> str:
+    """What a map measure counts, in words (every output names its source)."""
+    if measure in MEASURE_SOURCES:
+        return SOURCES[MEASURE_SOURCES[measure]].describe()
+    return "calls: every call for service under the filters"
 
 
 def npa_weights(engine: Engine):
@@ -154,10 +164,16 @@ def npa_gi_star(engine: Engine, flt: Filter, weights, npa_ids: np.ndarray, measu
     if measure not in MEASURES:
         raise ValueError(f"unknown measure {measure!r}; one of {', '.join(MEASURES)}")
     where, params = flt.where("calls", "c")
+    source = MEASURE_SOURCES.get(measure)
+    if source is None:
+        sql = f"SELECT c.npa_id, {MEASURES[measure]} FROM calls c WHERE c.npa_id IS NOT NULL AND {where} GROUP BY 1"
+    else:   # one count per incident, as geo.sources counts calls
+        src = SOURCES[source]
+        sql = (f"SELECT npa_id, sum(w) FROM (SELECT DISTINCT ON ({src.key}) c.npa_id, ({src.value})::float AS w"
+               f" FROM calls c WHERE {src.where} AND {where} ORDER BY {src.key}, ({src.value}) DESC, c.received_at) u"
+               " WHERE npa_id IS NOT NULL GROUP BY 1")
     with engine.connect() as conn:
-        rows = dict(conn.execute(sa.text(
-            f"SELECT c.npa_id, {MEASURES[measure]} FROM calls c WHERE c.npa_id IS NOT NULL AND {where} GROUP BY 1"),
-            params).all())
+        rows = dict(conn.execute(sa.text(sql), params).all())
     values = np.array([float(rows.get(int(n), 0.0)) for n in npa_ids])
     result = gi_star(None, values, permutations=0, weights=weights)
     return pd.DataFrame({"npa_id": npa_ids.astype(int), "value": values, "gi_z": result.z, "gi_p": result.p,

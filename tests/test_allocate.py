@@ -40,7 +40,8 @@ def test_allocation_follows_workload_and_keeps_minimums(engine):
     rows += [(datetime(2021, 5, 1 + i % 20, 10), "02", "alarms", False, 0.0) for i in range(30)]
     add_calls(engine, rows)
     config = AllocationConfig.load()
-    table, reasons = allocate(engine, 120, Period(date(2021, 5, 1), date(2021, 6, 1)), config)
+    table, reasons = allocate(engine, 120, Period(date(2021, 5, 1), date(2021, 6, 1)), config, source="labelled")
+    assert table.attrs["source"].startswith("labelled: calls the model labelled violent")
     assert table["officers"].sum() == 120
     assert (table["officers"] >= config.minimum).all()
     assert len(table) == 14 * len(config.shifts)
@@ -52,6 +53,30 @@ def test_allocation_follows_workload_and_keeps_minimums(engine):
     assert "two-officer cars" in reasons["01"] and "false-alarm" in reasons["02"]
     with pytest.raises(ValueError, match="below the minimum"):
         allocate(engine, 10, Period(date(2021, 5, 1), date(2021, 6, 1)), config)
+    # Expected violent calls (the default): 27 of the 30 (p 0.9) take two officers, 3 one.
+    from geo.allocate import workload
+
+    work = workload(engine, Period(date(2021, 5, 1), date(2021, 6, 1)), config).set_index(["division_id", "shift"])
+    assert work.loc[("01", "night"), "violent"] == pytest.approx(27.0)
+    assert work.loc[("01", "night"), "officer_minutes"] == pytest.approx((3 * 1 + 27 * 2) * 120)
+    assert work.attrs["source"].startswith("expected: expected violent calls")
+    with pytest.raises(ValueError, match="source must be one of labelled, expected, not 'incidents'"):
+        workload(engine, Period(date(2021, 5, 1), date(2021, 6, 1)), config, "incidents")
+
+
+def test_workload_counts_calls_about_one_incident_once(engine):
+    import sqlalchemy as sa
+
+    from geo.allocate import workload
+
+    add_calls(engine, [(datetime(2021, 5, 3, 23), "01", "violent_crime", True, 0.9) for _ in range(5)])
+    with engine.begin() as conn:   # the five calls are about one incident
+        conn.execute(sa.text("UPDATE calls SET incident_report_id = 'R1'"))
+    config = AllocationConfig.load()
+    for source in ("labelled", "expected"):
+        work = workload(engine, Period(date(2021, 5, 1), date(2021, 6, 1)), config, source).set_index(["division_id", "shift"])
+        row = work.loc[("01", "night")]
+        assert row["calls"] == 5 and row["violent"] == pytest.approx(1.0 if source == "labelled" else 0.9)
 
 
 def test_config_must_cover_the_day(tmp_path):
@@ -85,6 +110,7 @@ def test_allocate_command_with_two_shifts(engine):
     assert header.split()[1:] == ["days", "nights", "total"]
     total = next(line for line in rows if line.startswith("total"))
     assert total.split()[-1] == "80"
+    assert rows[-1].startswith("source of the violent (two-officer) calls: expected: expected violent calls")
     bad = CliRunner().invoke(main, ["allocate", "--method", "proportional", "--officers", "80", "--shifts", "days=7-19"],
                              env=env)
     assert bad.exit_code == 2 and "--shifts" in bad.output

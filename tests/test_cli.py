@@ -103,7 +103,7 @@ def test_emerging_command_names_source_steps_left_out_and_every_pattern(run, eng
     result = run("emerging", "--source", "calls", "--measure", "labelled", "--from", "2021-01-01", "--to", "2022-01-31")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].startswith("source: calls the model labelled violent")
+    assert lines[0].startswith("source: labelled: calls the model labelled violent")
     assert "time steps: 12 complete months, 2021-01 to 2021-12 (the data spans 2021-01-01 to 2022-01-03)" in lines
     assert "left out: 2022-01 (10% covered)" in lines
     counts = {name: int(line[len(name):].split()[0]) for name in PATTERNS for line in lines if line.startswith(name + " ")}
@@ -111,7 +111,7 @@ def test_emerging_command_names_source_steps_left_out_and_every_pattern(run, eng
     persistent = next(line for line in lines if line.startswith("Persistent Hot Spot"))
     assert str(centre) in persistent.split(": ")[1].replace(",", " ").split()
     default = run("emerging", "--from", "2021-01-01", "--to", "2022-01-31")   # no incidents loaded: expected calls
-    assert default.exit_code == 0 and default.output.startswith("source: expected violent calls")
+    assert default.exit_code == 0 and default.output.startswith("source: expected: expected violent calls")
     short = run("emerging", "--source", "calls", "--from", "2021-01-01", "--to", "2021-06-30")
     assert short.exit_code == 1 and "need at least 10 complete months" in short.output
     assert "holds 6 complete months" in short.output

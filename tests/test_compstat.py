@@ -266,15 +266,18 @@ def test_compstat_cli_prints_windows_dispersion_and_q(engine):
 
     _generate_calls(engine, date(2019, 1, 1), date(2021, 7, 10))
     env = {"DATABASE_URL": engine.url.render_as_string(hide_password=False)}
-    out = CliRunner().invoke(main, ["stats", "compstat", "--as-of", "2021-07-01", "--by", "division"], env=env)
+    out = CliRunner().invoke(main, ["stats", "compstat", "--as-of", "2021-07-01", "--by", "division",
+                                    "--source", "calls"], env=env)
     assert out.exit_code == 0, out.output
     lines = out.output.splitlines()
+    assert lines[0] == "source: calls: every row under the filter"
     assert "week: 2021-06-21 to 2021-06-27 against 2020-06-22 to 2020-06-28" in lines
     row = next(line.split() for line in lines if line.startswith("week") and " 02 " in line)
     assert row[1:8] == ["02", "14", "14", "+0.0%", "1.000", "1.000", "1.000"] and row[8] == "within"
-    out = CliRunner().invoke(main, ["stats", "compstat", "--as-of", "2019-03-01"], env=env)
+    out = CliRunner().invoke(main, ["stats", "compstat", "--as-of", "2019-03-01", "--source", "calls"], env=env)
     assert "data do not cover both periods" in out.output
-    out = CliRunner().invoke(main, ["stats", "compstat", "--as-of", "2021-07-01", "--compare", "previous"], env=env)
+    out = CliRunner().invoke(main, ["stats", "compstat", "--as-of", "2021-07-01", "--compare", "previous",
+                                    "--source", "calls"], env=env)
     assert "week: 2021-06-21 to 2021-06-27 against 2021-06-14 to 2021-06-20" in out.output
 
 

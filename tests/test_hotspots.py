@@ -74,7 +74,8 @@ def test_npa_hotspots_on_labelled_calls(engine, tmp_path, data_dir):
             "UPDATE calls c SET label = (i.highest_nibrs_code = ANY(CAST(:violent AS text[]))), p_violent = 0.5"
             " FROM incidents i WHERE i.incident_report_id = c.incident_report_id"),
             {"violent": sorted(load_taxonomy().violent_codes)})
-    result = npa_hotspots(engine, Period(date(2021, 1, 1), date(2021, 5, 1)), permutations=99)
+    result = npa_hotspots(engine, Period(date(2021, 1, 1), date(2021, 5, 1)), source="labelled", permutations=99)
+    assert result.attrs["source"] == "labelled"
     assert len(result) == 462
     hot = result[result["hotspot_class"].str.startswith("Hot")]
     assert len(hot) > 0
@@ -157,7 +158,8 @@ def test_grid_hotspots_over_the_county_are_saved_with_geometry(engine):
 
     # 40 violent calls at one corner of uptown (add_calls puts every call at -80.84, 35.22).
     add_calls(engine, [(datetime_(2021, 5, 1 + i % 20, 22), "01", "violent_crime", True, 0.9) for i in range(40)])
-    result = grid_hotspots(engine, Period(date(2021, 5, 1), date(2021, 6, 1)), cell_ft=5000, permutations=99)
+    result = grid_hotspots(engine, Period(date(2021, 5, 1), date(2021, 6, 1)), cell_ft=5000, source="labelled",
+                           permutations=99)
     assert result.crs.to_epsg() == 4326 and result["value"].sum() == 40
     hot = result[result["hotspot_class"].str.startswith("Hot")]
     assert len(hot) >= 1 and hot.geometry.union_all().contains(__import__("shapely").Point(-80.84, 35.22))

@@ -118,7 +118,7 @@ def test_assignment_matches_the_loader(scale_engine, client):
 
 @pytest.mark.parametrize("period", [PERIOD, SPRING], ids=["year", "spring"])
 def test_npa_gi_star_inputs_and_classes_match(scale_engine, client, period):
-    single = hotspots.npa_hotspots(scale_engine, period, permutations=99, seed=3)
+    single = hotspots.npa_hotspots(scale_engine, period, source="labelled", permutations=99, seed=3)
     dask = scale.npa_hotspots(scale_engine, client, period, permutations=99, seed=3, partitions=5)
     assert list(single["npa_id"]) == list(dask["npa_id"])
     # Labelled counts are whole numbers: exactly equal.
@@ -190,7 +190,7 @@ def test_cli_dask_matches_local(server_url, scale_template, client, tmp_path):
             assert result.exit_code == 0, result.output
             return result.output
 
-        common = ["hotspots", "--from", "2021-01-01", "--to", "2021-12-31", "--permutations", "99"]
+        common = ["hotspots", "--from", "2021-01-01", "--to", "2021-12-31", "--permutations", "99", "--source", "labelled"]
         local = run(*common)
         on_dask = run(*common, "--scheduler", client.scheduler.address)
         assert "hottest NPAs" in local

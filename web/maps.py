@@ -99,7 +99,20 @@ def config():
         # (Calls only: the map draws calls, and the page must not wait on the incidents table.)
         "origins": database.memo(("map_origins",), ("calls",),
                                  lambda: catalog.origin_counts(database.engine(), ("calls",))),
+        # The latest `hotspots accuracy` run (hit rate, PAI, RRI per source), for the legend; None if never run.
+        "accuracy": _latest_accuracy(),
     })
+
+
+def _latest_accuracy() -> dict | None:
+    from geo.accuracy import latest_accuracy
+
+    scored = latest_accuracy(database.engine())
+    if scored is None:
+        return None
+    keep = ("source", "level", "hit_rate", "pai", "rri", "hot_areas", "areas")
+    return {"run_id": scored["run_id"], "train": scored["train"], "test": scored["test"], "truth": scored["truth"],
+            "rows": [{k: r.get(k) for k in keep} for r in scored["rows"]]}
 
 
 @bp.get("/api/areas/<level_name>")
@@ -138,6 +151,7 @@ def hotspots(level_name: str):
         gi = panel.npa_gi_star(database.engine(), flt, weights, ids, measure)
         body = panel.hotspot_features(_shapes("npa"), gi)
         body["measure"] = measure
+        body["source"] = panel.measure_source(measure)
         return json.dumps(panel.clean_json(body))
 
     key = ("map_hotspots", level_name, measure, flt.key())

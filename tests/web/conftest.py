@@ -56,9 +56,10 @@ def web_template(server_url, template_db, data_dir, tmp_path_factory) -> str:
     label_calls(engine)
     period = Period(date(YEAR, 1, 1), date(YEAR + 1, 1, 1))
     save_npa_results(engine, "calls_npa_hotspots", {"period": [period.start, period.end]},
-                     npa_hotspots(engine, period, permutations=99), result.version)
+                     npa_hotspots(engine, period, source="labelled", permutations=99), result.version)
     save_cell_results(engine, "calls_grid_hotspots", {"period": [period.start, period.end], "cell_ft": 2000},
-                      grid_hotspots(engine, period, cell_ft=2000.0, permutations=99), 2000.0, result.version)
+                      grid_hotspots(engine, period, cell_ft=2000.0, source="labelled", permutations=99), 2000.0,
+                      result.version)
     engine.dispose()
     admin.dispose()
     return WEB_TEMPLATE

@@ -82,6 +82,22 @@ def test_config_lists_what_the_controls_need(client, db):
     assert c["data"]["last"] == last_day(db).isoformat()
     assert c["hotspot_classes"][0] == "Hot spot, 99% confidence" and len(c["hotspot_classes"]) == 7
     assert c["calls_min_zoom"] == 15 and c["timezone"] == TZ
+    assert c["accuracy"] is None   # no `hotspots accuracy` run saved in the served database
+
+
+def test_config_names_the_latest_accuracy_run(writable_url):
+    from geo.accuracy import save_accuracy
+
+    app = create_app({"DATABASE_URL": writable_url, "TESTING": True})
+    engine = make_engine(writable_url)
+    row = {"source": "incidents", "level": "npa", "hit_rate": 0.4, "pai": 2.5, "rri": 1.1, "hot_areas": 9, "areas": 462,
+           "area_share": 0.16}
+    run_id = save_accuracy(engine, {"train": ["2021-01-01", "2021-07-01"], "test": ["2021-07-01", "2022-01-01"],
+                                    "truth": "incidents", "rows": [row]})
+    engine.dispose()
+    c = app.test_client().get("/api/config").get_json()
+    assert c["accuracy"]["run_id"] == run_id and c["accuracy"]["test"] == ["2021-07-01", "2022-01-01"]
+    assert c["accuracy"]["rows"] == [{k: v for k, v in row.items() if k != "area_share"}]
 
 
 def test_config_passes_the_configured_basemap(web_url):
@@ -193,7 +209,9 @@ def test_hotspots_equal_the_analysis_module(client, db):
     assert r.status_code == 200
     fc = r.get_json()
     assert len(fc["features"]) == 462 and fc["measure"] == "violent"
-    reference = npa_hotspots(db, Period(date(2021, 1, 1), date(2022, 1, 1)), permutations=0).set_index("npa_id")
+    assert fc["source"].startswith("labelled: calls the model labelled violent")
+    reference = npa_hotspots(db, Period(date(2021, 1, 1), date(2022, 1, 1)), source="labelled",
+                             permutations=0).set_index("npa_id")
     for f in fc["features"]:
         p = f["properties"]
         ref = reference.loc[f["id"]]

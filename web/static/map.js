@@ -230,6 +230,11 @@
         hs.appendChild(el('div', {'class': 'hotspot-class'}, [
           el('i', {'class': 'line', style: 'border-top-color:' + (colour || '#bbb') + (colour ? '' : ';border-top-style:dotted')}), name]));
       });
+      if (config.accuracy) {   // the latest `hotspots accuracy` run: hot spots on T scored on violence in T+1
+        var npa = config.accuracy.rows.filter(function (r) { return r.level === 'npa' && r.pai !== null; });
+        hs.appendChild(el('div', {'class': 'accuracy', id: 'accuracy', text: 'Accuracy on ' + config.accuracy.test[0] +
+          '..: ' + npa.map(function (r) { return r.source + ' PAI ' + fmt(r.pai, 2) + ', hit ' + fmt(100 * r.hit_rate, 0) + '%'; }).join('; ')}));
+      }
       div.appendChild(hs);
     }
     if (on('heat')) { div.appendChild(el('div', {'class': 'section'}, [el('h4', {text: 'Density: darker = more calls per sq mi'})])); }
