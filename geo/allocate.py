@@ -16,7 +16,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from geo.metrics import Period
+from geo.metrics import Period, period_filter
 
 ALLOCATION_TOML = Path(__file__).with_name("allocation.toml")
 

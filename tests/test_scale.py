@@ -148,7 +148,9 @@ def test_grid_cell_counts_match(scale_engine, client, measure):
     if measure == "labelled":
         assert np.array_equal(single["value"].to_numpy(), dask["value"].to_numpy())
     else:
-        np.testing.assert_allclose(dask["value"], single["value"], rtol=1e-9, atol=1e-9)
+        # p_violent is a float4 column: summed in float4 by one path and float8 by the other, sums agree
+        # to its precision (about 1e-7 relative), as the NPA test above allows.
+        np.testing.assert_allclose(dask["value"], single["value"], rtol=1e-6, atol=1e-9)
     assert (single["value"] > 0).sum() > 200
     assert list(single["hotspot_class"]) == list(dask["hotspot_class"])
     assert single.geometry.geom_equals_exact(dask.geometry, tolerance=1e-9).all()
