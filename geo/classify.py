@@ -160,7 +160,8 @@ class AreaRates:
         """The rates fitted on all rows, and each row's rate fitted on the other folds only.
 
         Rows are dealt into folds by whole group (a month of calls), so a row's own outcome, and
-        those of the other calls about its incident or in its NPA-month, never enter its rate; the
+        those of the other calls in its NPA-month (with them, nearly always, the other calls about
+        its incident, which come within hours of each other), never enter its rate; the
         model then learns how far a rate fitted elsewhere predicts, as it will be used on new
         months. With one group only there is nothing to hold out and the error says so.
         """

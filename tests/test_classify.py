@@ -177,3 +177,21 @@ def test_training_needs_enough_months(engine, tmp_path, data_dir):
     with pytest.raises(ModelError, match="months"):
         train(engine, models_dir=tmp_path / "m")
 
+
+
+def test_model_report_says_how_many_calls_each_threshold_labels(trained):
+    engine, result = trained
+    from click.testing import CliRunner
+
+    from geo.cli import main
+
+    out = CliRunner().invoke(main, ["model", "report"], catch_exceptions=False,
+                             env={"DATABASE_URL": engine.url.render_as_string(hide_password=False)})
+    assert out.exit_code == 0
+    shares = result.metrics["thresholds"]
+    for rule in ("f1", "count"):
+        s = shares[rule]
+        more = s["labelled_over_violent_pct"]
+        assert (f"{rule} threshold {s['threshold']:.3f}: labels {s['labelled']:,} ({s['labelled_share']:.2%}), "
+                f"{abs(more):.0f}% {'more' if more >= 0 else 'fewer'} than are violent") in out.output
+    assert f"{shares['violent']:,} violent ({shares['true_share']:.2%})" in out.output
