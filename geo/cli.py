@@ -558,17 +558,25 @@ def summary_cmd() -> None:
 @main.command("train")
 @click.option("--test-months", default=3, show_default=True, help="Latest months held out for testing.")
 @click.option("--seed", default=0, show_default=True)
-def train_cmd(test_months: int, seed: int) -> None:
+@click.option("--threshold", "threshold_rule", type=click.Choice(["f1", "count"]), default="f1", show_default=True,
+              help="The label threshold: max F1 on the calibration months, or count-matching (labels as many calls "
+                   "as the probabilities expect). Maps of calls default to expected violent (sum of p) either way.")
+@click.option("--place-features", is_flag=True,
+              help="Add NPA, division and the NPA's cross-fitted violent rate to the features (the map then lags "
+                   "violence that moves; docs/methods.md).")
+def train_cmd(test_months: int, seed: int, threshold_rule: str, place_features: bool) -> None:
     """Train the violent-call classifier on earlier months, test on later ones, store it.
 
     Ground truth: the call's incident carries an FBI violent NIBRS code. Features: call type,
-    priority, hour, weekday, NPA, division and the NPA's violent rate (training months only).
+    priority, hour and weekday (with --place-features also NPA, division and the NPA's violent
+    rate, cross-fitted on the training months).
     Stores the model (joblib, checksummed) and a model_runs row that becomes the current model.
     """
     from geo.classify import ModelError, train
 
     try:
-        result = train(_engine(), test_months=test_months, seed=seed, echo=click.echo, progress=True)
+        result = train(_engine(), test_months=test_months, seed=seed, threshold_rule=threshold_rule,
+                       place_features=place_features, echo=click.echo, progress=True)
     except ModelError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"model {result.version} stored at {result.path} (sha256 {result.sha256[:12]}...)")
@@ -576,6 +584,8 @@ def train_cmd(test_months: int, seed: int) -> None:
 
 
 def _print_metrics(metrics: dict) -> None:
+    from geo.classify import threshold_lines
+
     click.echo(f"\n{'':26}{'ROC-AUC':>8}{'PR-AUC':>8}{'R@90%P':>8}{'Brier':>9}{'thresh':>8}{'prec':>7}{'recall':>7}")
     for name in ("model", "gradient_boosting", "call_type_baseline"):
         m = metrics.get(name)
@@ -595,6 +605,8 @@ def _print_metrics(metrics: dict) -> None:
         click.echo(f"calibration: sum of probabilities {expected:,.0f} vs {observed:,} violent calls observed")
         for b in m["calibration"]:
             click.echo(f"  p in {b['bin']}: {b['n']:>8,} calls, mean p {b['mean_predicted']:.3f}, observed {b['observed']:.3f}")
+    for line in threshold_lines(metrics):
+        click.echo(line)
 
 
 @main.group()

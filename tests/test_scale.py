@@ -123,7 +123,8 @@ def test_npa_gi_star_inputs_and_classes_match(scale_engine, client, period):
     assert list(single["npa_id"]) == list(dask["npa_id"])
     # Labelled counts are whole numbers: exactly equal.
     assert np.array_equal(single["value"].to_numpy(), dask["value"].to_numpy())
-    assert single["value"].sum() > 100
+    # Not a near-empty answer (the default place-free model's F1 cut labels 67 calls in spring).
+    assert single["value"].sum() > 50
     np.testing.assert_allclose(dask["gi_z"], single["gi_z"], atol=1e-9)
     np.testing.assert_allclose(dask["gi_p_sim"], single["gi_p_sim"], atol=0)
     assert list(single["hotspot_class"]) == list(dask["hotspot_class"])
@@ -135,7 +136,8 @@ def test_npa_expected_counts_match(scale_engine, client):
     dask = scale.npa_hotspots(scale_engine, client, PERIOD, measure="expected", permutations=0, partitions=4)
     # PostgreSQL sums a real column in single precision; the workers sum in double.
     np.testing.assert_allclose(dask["value"], single["value"], rtol=1e-5)
-    assert single["value"].sum() > 100
+    # Not a near-empty answer (the default place-free model's F1 cut labels 67 calls in spring).
+    assert single["value"].sum() > 50
     assert list(single["hotspot_class"]) == list(dask["hotspot_class"])
 
 
