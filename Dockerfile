@@ -1,12 +1,14 @@
 FROM python:3.11-slim
-WORKDIR /app
 # pg_dump and pg_restore for `hotspots db backup` / `db restore` (the compose `backup` service).
 RUN apt-get update && apt-get install -y --no-install-recommends postgresql-client && rm -rf /var/lib/apt/lists/*
+# Install the package as a wheel would (migrations and tile SQL are package data), then drop the
+# source copy, so the image runs the installed package and nothing from a checkout.
+WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY geo ./geo
 COPY web ./web
-COPY sql ./sql
-RUN pip install --no-cache-dir -e .
+RUN pip install --no-cache-dir . && rm -rf /src
+WORKDIR /app
 ENV HOTSPOTS_HOST=0.0.0.0
 EXPOSE 8000
 ENTRYPOINT []

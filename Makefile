@@ -13,7 +13,8 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml scripts/setup-system.sh
 	bash scripts/setup-system.sh
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# A half-made .venv (an interrupted or failed `python3 -m venv`) has no working pip: start it again.
+	@if ! $(BIN)/python -m pip --version >/dev/null 2>&1; then rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); fi
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $@
 

@@ -81,20 +81,39 @@ def largest_remainder(weights: np.ndarray, seats: int) -> np.ndarray:
     return base
 
 
-def workload(engine: Engine, period: Period, config: AllocationConfig) -> pd.DataFrame:
-    """Officer-minutes of work per division, shift and category over the period."""
+WORKLOAD_SOURCES = ("labelled", "expected")
+
+
+def workload(engine: Engine, period: Period, config: AllocationConfig, source: str = "expected") -> pd.DataFrame:
+    """Officer-minutes of work per division, shift and category over the period.
+
+    The violent part of each group's calls (two-officer responses) is what `source` counts
+    (geo.sources): calls labelled violent, or expected violent calls (the sum of probabilities, the
+    default), calls about one incident counted once. attrs['source'] names it.
+    """
+    from geo.sources import check_origin, get_source
+
+    if source not in WORKLOAD_SOURCES:
+        raise ValueError(f"the workload's violent calls come from calls: source must be one of "
+                         f"{', '.join(WORKLOAD_SOURCES)}, not {source!r}")
+    src = get_source(source)
+    check_origin(engine, src, period, None)
     where, params = period_filter(period)
+    timed = "division_id IS NOT NULL AND received_at_precision <> 'date'"
+    units, unit_params = src.units(period, condition=timed, extra=("category",))
     with engine.connect() as conn:
         rows = pd.read_sql(sa.text(
             "SELECT division_id, coalesce(category, 'unknown') AS category,"
-            " extract(hour FROM received_at AT TIME ZONE :tz)::int AS hour,"
-            " count(*) AS calls, count(*) FILTER (WHERE label) AS violent FROM calls"
+            " extract(hour FROM received_at AT TIME ZONE :tz)::int AS hour, count(*) AS calls FROM calls"
             # A call known only by its date belongs to no shift: left out (counted in attrs).
-            f" WHERE division_id IS NOT NULL AND received_at_precision <> 'date' AND {where} GROUP BY 1, 2, 3"),
-            conn, params=params)
+            f" WHERE {timed} AND {where} GROUP BY 1, 2, 3"), conn, params=params)
+        violent = pd.read_sql(sa.text(
+            "SELECT division_id, coalesce(category, 'unknown') AS category, extract(hour FROM local_time)::int AS hour,"
+            f" sum(w) AS violent FROM ({units}) u GROUP BY 1, 2, 3"), conn, params=unit_params)
         left_out = conn.execute(sa.text(
             f"SELECT count(*) FROM calls WHERE division_id IS NOT NULL AND received_at_precision = 'date' AND {where}"),
             params).scalar_one()
+    rows = rows.merge(violent, on=["division_id", "category", "hour"], how="left").fillna({"violent": 0.0})
     shift_of = {h: name for name, (a, b) in config.shifts.items() for h in _hours(a, b)}
     rows["shift"] = rows["hour"].map(shift_of)
     minutes = rows["category"].map(config.minutes).fillna(config.minutes.get("unknown", 30.0))
@@ -102,13 +121,16 @@ def workload(engine: Engine, period: Period, config: AllocationConfig) -> pd.Dat
     rows["officer_minutes"] = minutes * officers
     out = rows.groupby(["division_id", "shift", "category"], as_index=False)[["calls", "violent", "officer_minutes"]].sum()
     out.attrs["left_out_date_only"] = int(left_out)
+    out.attrs["source"] = src.describe()
     return out
 
 
-def allocate(engine: Engine, officers: int, period: Period, config: AllocationConfig | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Officers per division and shift, and the reasoning (with unit and gear suggestions) per division."""
+def allocate(engine: Engine, officers: int, period: Period, config: AllocationConfig | None = None,
+             source: str = "expected") -> tuple[pd.DataFrame, dict[str, str]]:
+    """Officers per division and shift, and the reasoning (with unit and gear suggestions) per division;
+    the table's attrs['source'] names what the violent part of the workload counts."""
     config = config or AllocationConfig.load()
-    work = workload(engine, period, config)
+    work = workload(engine, period, config, source)
     with engine.connect() as conn:
         divisions = pd.read_sql(sa.text("SELECT division_id, short_name FROM divisions ORDER BY division_id"), conn)
     cells = pd.MultiIndex.from_product([divisions["division_id"], list(config.shifts)], names=["division_id", "shift"])
@@ -135,4 +157,5 @@ def allocate(engine: Engine, officers: int, period: Period, config: AllocationCo
             f"({rows['officer_minutes'].sum() / city_load:.1%} of the city's workload) -> {assigned} officers. "
             f"Call mix: {top}. " + ("Suggest: " + "; ".join(notes) + "." if notes else "No specialised units suggested.")
         )
+    table.attrs["source"] = work.attrs["source"]
     return table, reasons

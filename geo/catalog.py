@@ -38,7 +38,7 @@ class Layer:
     id_type: str                # JSON type of the id
     geom: str = "geom"          # geometry column of `source`, EPSG:4326
     geometry_type: str = "Point"
-    filter_table: str | None = None   # 'calls' / 'incidents': the shared filters apply (geo.filters)
+    filter_table: str | None = None   # 'calls' / 'incidents' / 'homicides': the shared filters apply (geo.filters)
     time_property: str | None = None  # the property `datetime` filters on
     version_layer: str = ""     # data_versions row whose bump makes cached tiles/pages stale
     properties: tuple[Property, ...] = field(default_factory=tuple)
@@ -59,10 +59,16 @@ def _p(name, sql=None, type="string", description="", **kw) -> Property:
 
 
 _GI = (
-    _p("value", type="number", description="the counted measure in the area (violent calls or expected violent calls)"),
+    _p("value", type="number", description="the analysed value in the area: a count (violent calls, expected violent "
+       "calls, offenses, victims) or, for NPA runs with value_unit per_1000_residents, that count per 1,000 residents"),
     _p("gi_z", type="number", description="Getis-Ord Gi* z-score"),
-    _p("gi_p", type="number", description="two-sided p-value (normal approximation)"),
-    _p("gi_q", type="number", description="p-value after Benjamini-Hochberg FDR correction"),
+    _p("gi_p", type="number", description="two-sided p-value of gi_z from the normal approximation, "
+       "2 x (1 - Phi(|z|)); the classes use it after FDR correction (gi_q)"),
+    _p("gi_q", type="number", description="gi_p after Benjamini-Hochberg FDR correction"),
+    _p("gi_p_sim", type="number", description="one-sided permutation pseudo p-value (esda G_Local p_sim): with P "
+       "conditional permutations of which L give a Gi* at least as large as observed, (min(L, P - L) + 1) / (P + 1), "
+       "the tail the observed value lies in; double it to compare with the two-sided gi_p; empty when run "
+       "without permutations"),
     _p("hotspot_class", type="string", description="ArcGIS-style class: Hot/Cold Spot with 99/95/90% confidence, or Not Significant",
        queryable=True),
 )
@@ -140,6 +146,41 @@ LAYERS: dict[str, Layer] = {
             ),
         ),
         Layer(
+            id="homicides",
+            title="Homicide victims",
+            description="CMPD's Homicide layer, one feature per victim (real records, City of Charlotte open data); "
+                        "dates are calendar dates in Charlotte with no time of day. Victims published without a "
+                        "location have a null geometry: they are in items and exports, not in tiles.",
+            source="homicides",
+            id_sql="objectid",
+            id_type="integer",
+            filter_table="homicides",
+            time_property="date_reported",
+            version_layer="homicides",
+            properties=(
+                _p("objectid", type="integer", description="the layer's OBJECTID (one per victim)"),
+                _p("crime_report_id", description="CMPD report id; a report with several victims repeats it",
+                   queryable=True),
+                _p("date_reported", type="string", format="date", description="date reported, a calendar date in Charlotte"),
+                _p("age", type="integer", description="victim's age in years (empty where not published as a number)"),
+                _p("gender", queryable=True),
+                _p("race_ethnicity", queryable=True),
+                _p("weapon", queryable=True),
+                _p("circumstances", queryable=True),
+                _p("intimate_partner", type="boolean", description="flagged as intimate-partner violence (IPV)",
+                   queryable=True),
+                _p("clearance_status", queryable=True),
+                _p("clearance_date", type="string", format="date"),
+                _p("location", description="hundred-block location as CMPD publishes it"),
+                _p("cmpd_patrol_division", description="patrol division as published"),
+                _p("division_id", description="CMPD division code from the spatial join"),
+                _p("npa_source", type="integer", description="NPA as published (CMPD's own assignment)"),
+                _p("npa_id", type="integer", description="Neighborhood Profile Area from the spatial join", queryable=True),
+                _p("council_district", type="integer", queryable=True),
+                _p("commission_district", type="integer"),
+            ),
+        ),
+        Layer(
             id="divisions",
             title="CMPD patrol divisions",
             description="The 14 CMPD patrol division polygons (City of Charlotte open data).",
@@ -174,7 +215,7 @@ LAYERS: dict[str, Layer] = {
             title="Hot spot grid cells (Gi*)",
             description="Getis-Ord Gi* on square State Plane grid cells of violent calls, from the latest saved run "
                         "(`hotspots hotspots --grid-ft N --save`), or the run named by `run`.",
-            source=("(SELECT r.run_id, r.col, r.\"row\", r.cell_ft, r.value, r.gi_z, r.gi_p, r.gi_q, r.hotspot_class, r.geom"
+            source=("(SELECT r.run_id, r.col, r.\"row\", r.cell_ft, r.value, r.gi_z, r.gi_p, r.gi_q, r.gi_p_sim, r.hotspot_class, r.geom"
                     " FROM hotspot_cell_results r WHERE r.run_id = :run_id) src"),
             id_sql="(col::text || '_' || \"row\"::text)",
             id_type="string",
@@ -194,17 +235,21 @@ LAYERS: dict[str, Layer] = {
             title="Hot spot neighborhoods (Gi*)",
             description="Getis-Ord Gi* over the 462 NPAs, from the latest saved run (`hotspots hotspots --save`), "
                         "or the run named by `run`.",
-            source=("(SELECT r.run_id, r.npa_id, n.population, r.value, r.gi_z, r.gi_p, r.gi_q, r.hotspot_class, n.geom"
+            source=("(SELECT r.run_id, r.npa_id, n.population, r.value, r.value_unit, r.event_count, r.gi_z, r.gi_p,"
+                    " r.gi_q, r.gi_p_sim, r.hotspot_class, n.geom"
                     " FROM hotspot_npa_results r JOIN neighborhoods n USING (npa_id) WHERE r.run_id = :run_id) src"),
             id_sql="npa_id",
             id_type="integer",
             geometry_type="MultiPolygon",
             version_layer="hotspot_npas",
-            run_kinds=("calls_npa_hotspots", "offenses_npa_hotspots"),
+            run_kinds=("calls_npa_hotspots", "offenses_npa_hotspots", "homicides_npa_hotspots"),
             properties=(
                 _p("run_id", type="integer"),
                 _p("npa_id", type="integer", queryable=True),
                 _p("population", type="integer"),
+                _p("value_unit", type="string", description="what value is: 'count', or 'per_1000_residents' (the "
+                   "count per 1,000 residents; NPAs without residents are left out of such runs)"),
+                _p("event_count", type="number", description="the count behind value (equal to it for counts)"),
                 *_GI,
             ),
         ),
@@ -274,11 +319,18 @@ def latest_call_date(conn: Connection | Engine, tz: str):
     return conn.execute(sa.text("SELECT (max(received_at) AT TIME ZONE :tz)::date FROM calls"), {"tz": tz}).scalar()
 
 
-def origin_counts(conn: Connection | Engine) -> dict[str, dict[str, int]]:
+ORIGIN_TABLES = ("calls", "incidents")
+
+
+def origin_counts(conn: Connection | Engine, tables: tuple[str, ...] = ORIGIN_TABLES) -> dict[str, dict[str, int]]:
     """Rows per data origin ('real', 'synthetic') in each point table: what a map or count is made of."""
+    unknown = set(tables) - set(ORIGIN_TABLES)
+    if unknown:
+        raise ValueError(f"no data_origin in {sorted(unknown)}; tables with one: {', '.join(ORIGIN_TABLES)}")
+
     def run(c: Connection) -> dict[str, dict[str, int]]:
         out = {}
-        for table in ("calls", "incidents"):   # fixed names, never from a request
+        for table in tables:   # checked against ORIGIN_TABLES, never from a request
             rows = c.execute(sa.text(f"SELECT data_origin, count(*) FROM {table} GROUP BY 1")).all()
             out[table] = {"real": 0, "synthetic": 0, **{o: int(n) for o, n in rows}}
         return out

@@ -156,7 +156,7 @@ def db_status() -> None:
 
 @db.command("migrate")
 def db_migrate() -> None:
-    """Apply pending SQL migrations from sql/migrations (recorded in schema_migrations)."""
+    """Apply pending SQL migrations from geo/sql/migrations (recorded in schema_migrations)."""
     from geo.migrate import MigrationError, migrate
 
     try:
@@ -354,7 +354,8 @@ def load_call_counts_cmd(path: Path, force: bool) -> None:
                    "(YYYYMMDD-HHMM-NN). An inference CMPD does not document: every row it fills is flagged "
                    "(date_reported_precision = 'report_id').")
 def load_incidents_cmd(path: Path, force: bool, time_from_report_id: bool) -> None:
-    """A CMPD Incidents CSV export (published column layout); assigns division and NPA.
+    """A CMPD Incidents CSV export (published column layout), or the layer's ArcGIS query answer
+    (f=json) or GeoJSON saved to a file; assigns division and NPA.
 
     Dates without a time of day (CMPD's `YYYY/MM/DD 00:00:00+00`, epoch ms at 00:00 UTC) are
     calendar dates in HOTSPOTS_TIMEZONE and are stored as such; the report says what it found.
@@ -366,37 +367,65 @@ def load_incidents_cmd(path: Path, force: bool, time_from_report_id: bool) -> No
               options=LoadOptions(time_from_report_id=time_from_report_id))
 
 
+@load.command("homicides")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@_force
+def load_homicides_cmd(path: Path, force: bool) -> None:
+    """CMPD's Homicide layer, one row per victim: the ArcGIS JSON answer as saved, or a CSV of its fields."""
+    from geo.ingest.homicides import load_homicides
+
+    _run_load(load_homicides, _engine(), path, force=force)
+
+
 @load.command("calls")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @_force
 def load_calls_cmd(path: Path, force: bool) -> None:
-    """A calls-for-service CSV (layout in docs/data-formats.md); assigns division and NPA."""
+    """A calls-for-service CSV (layout in docs/data-formats.md), or an ArcGIS query answer (f=json)
+    or GeoJSON of the same fields; assigns division and NPA."""
     from geo.ingest.calls import load_calls
 
     _run_load(load_calls, _engine(), path, force=force, progress=True)
 
 
 @main.command("rejects")
-@click.option("--kind", help="incidents, calls, offense_counts, ...")
+@click.option("--kind", help="incidents, calls, homicides, offense_counts, ... (the kinds stored are listed on a typo)")
 @click.option("--reason", help="e.g. bad_date, missing_coordinates, duplicate_id")
+@click.option("--file", "file_", help="Only rejects of this source file (its name or path).")
+@click.option("--batch", type=int, help="Only rejects of this load (batch id, as the load report prints it).")
 @click.option("--limit", default=20, show_default=True)
-def rejects_cmd(kind: str | None, reason: str | None, limit: int) -> None:
-    """Show rejected rows with their file, line, reason and raw text, and counts per reason."""
+def rejects_cmd(kind: str | None, reason: str | None, file_: str | None, batch: int | None, limit: int) -> None:
+    """Show rejected rows, newest first, with their file, line, reason and raw text, and counts per reason."""
     engine = _engine()
     where, params = [], {"lim": limit}
+    with engine.connect() as conn:
+        stored = {c: sorted(v for (v,) in conn.execute(sa.text(f"SELECT DISTINCT {c} FROM ingest_rejects")))
+                  for c in ("kind", "reason")}
+    for option, value, column in (("--kind", kind, "kind"), ("--reason", reason, "reason")):
+        if value is not None and value not in stored[column]:
+            raise click.BadParameter(f"no rejects of {column} {value!r}; stored: {', '.join(stored[column]) or 'none'}",
+                                     param_hint=option)
     if kind:
         where.append("kind = :kind")
         params["kind"] = kind
     if reason:
         where.append("reason = :reason")
         params["reason"] = reason
+    if file_:
+        # The path as given when loading, or just its name.
+        where.append("(source_file = :file OR source_file LIKE '%/' || :file)")
+        params["file"] = file_
+    if batch is not None:
+        where.append("batch_id = :batch")
+        params["batch"] = batch
     clause = ("WHERE " + " AND ".join(where)) if where else ""
     with engine.connect() as conn:
         for k, r, n in conn.execute(sa.text(f"SELECT kind, reason, count(*) FROM ingest_rejects {clause} GROUP BY 1, 2 ORDER BY 1, 2"), params):
             click.echo(f"{k:16} {r:22} {n:>9,}")
         click.echo("")
         rows = conn.execute(
-            sa.text(f"SELECT source_file, line, reason, detail, raw FROM ingest_rejects {clause} ORDER BY reject_id LIMIT :lim"),
+            sa.text(f"SELECT source_file, line, reason, detail, raw FROM ingest_rejects {clause}"
+                    " ORDER BY reject_id DESC LIMIT :lim"),
             params,
         )
         for f, line, r, detail, raw in rows:
@@ -405,12 +434,13 @@ def rejects_cmd(kind: str | None, reason: str | None, limit: int) -> None:
 
 # --- ArcGIS feed ----------------------------------------------------------------------------
 @main.command("sync")
-@click.option("--layer", type=click.Choice(["all", "incidents", "calls"]), default="all", show_default=True,
+@click.option("--layer", type=click.Choice(["all", "incidents", "calls", "homicides"]), default="all", show_default=True,
               help="Which feed; all = every layer with a URL configured.")
 @click.option("--url", help="The layer (…/FeatureServer/0) or its /query URL [HOTSPOTS_ARCGIS_<LAYER>_URL]; needs one --layer.")
 @click.option("--format", "fmt", type=click.Choice(["json", "geojson"]), default="json", show_default=True,
               help="Ask for Esri JSON or GeoJSON pages.")
-@click.option("--date-field", help="Field the sync is incremental on [DATE_REPORTED / DATE_RECEIVED]; an edit-date field catches every edit.")
+@click.option("--date-field", help="Field the sync is incremental on [DATE_REPORTED (incidents, homicides) / DATE_RECEIVED]; "
+                                   "an edit-date field catches every edit.")
 @click.option("--since", help="First sync only: records dated on or after YYYY-MM-DD [HOTSPOTS_ARCGIS_SINCE, default all].")
 @click.option("--full", is_flag=True, help="Ignore the high-water mark and read the whole layer again.")
 @click.option("--every", help="Keep running: sync again this often (30s, 5m, 1h); Ctrl-C stops.")
@@ -433,11 +463,12 @@ def sync_cmd(layer: str, url: str | None, fmt: str, date_field: str | None, sinc
 
     settings = arcgis_settings()
     if url and layer == "all":
-        raise click.BadParameter("name the layer the URL is for (--layer incidents or --layer calls)", param_hint="--url")
-    kinds = [layer] if layer != "all" else [k for k in ("incidents", "calls") if getattr(settings, f"{k}_url")]
+        raise click.BadParameter("name the layer the URL is for (--layer incidents, calls or homicides)",
+                                 param_hint="--url")
+    kinds = [layer] if layer != "all" else [k for k in ("incidents", "calls", "homicides") if getattr(settings, f"{k}_url")]
     if not kinds:
-        raise click.ClickException("no feed configured: set HOTSPOTS_ARCGIS_INCIDENTS_URL (and/or "
-                                   "HOTSPOTS_ARCGIS_CALLS_URL), or pass --layer and --url")
+        raise click.ClickException("no feed configured: set HOTSPOTS_ARCGIS_INCIDENTS_URL, HOTSPOTS_ARCGIS_CALLS_URL "
+                                   "and/or HOTSPOTS_ARCGIS_HOMICIDES_URL, or pass --layer and --url")
     try:
         feeds = [make_feed(k, settings, url=url, fmt=fmt, date_field=date_field, since=since) for k in kinds]
         interval = parse_interval(every) if every else None
@@ -498,19 +529,25 @@ def sync_cmd(layer: str, url: str | None, fmt: str, date_field: str | None, sinc
 # --- demo data -------------------------------------------------------------------------------
 @main.command("demo-data")
 @click.option("--calls", "n_calls", default=500_000, show_default=True, help="Number of calls for service.")
-@click.option("--start", default="2021-01-01", show_default=True, help="First day (YYYY-MM-DD).")
-@click.option("--days", default=365, show_default=True, help="Length of the period in days.")
+@click.option("--start", default=None, help="First day (YYYY-MM-DD); default: the demo year's first day (DEMO_START in geo/synth.py).")
+@click.option("--days", type=int, default=None, help="Length of the period in days; default: the demo year's length (DEMO_DAYS).")
 @click.option("--seed", default=2264, show_default=True, help="Random seed; the same seed gives the same files.")
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder (default HOTSPOTS_VAR_DIR/demo).")
 @click.option("--clean", is_flag=True, help="No dirty rows (by default a few percent are dirty like real exports).")
 @click.option("--no-load", is_flag=True, help="Only write the CSVs.")
-def demo_data_cmd(n_calls: int, start: str, days: int, seed: int, out: Path | None, clean: bool, no_load: bool) -> None:
+def demo_data_cmd(n_calls: int, start: str | None, days: int | None, seed: int, out: Path | None, clean: bool,
+                  no_load: bool) -> None:
     """Generate SYNTHETIC CMPD-schema calls and incidents calibrated on the real counts, and load them."""
     from geo.demo import generate_and_load
+    from geo.synth import DEMO_DAYS, DEMO_START
 
     try:
+        first = date.fromisoformat(start) if start else DEMO_START
+    except ValueError:
+        raise click.BadParameter(f"{start!r} is not a date (YYYY-MM-DD)", param_hint="--start") from None
+    try:
         reports = generate_and_load(
-            n_calls=n_calls, start=date.fromisoformat(start), days=days, seed=seed, out=out,
+            n_calls=n_calls, start=first, days=DEMO_DAYS if days is None else days, seed=seed, out=out,
             dirty=not clean, load=not no_load, engine=None if no_load else _engine(),
         )
     except IngestError as exc:
@@ -523,13 +560,41 @@ def demo_data_cmd(n_calls: int, start: str, days: int, seed: int, out: Path | No
 def demo_cmd(serve: bool) -> None:
     """Everything `make demo` does: database, reference and demo data, model, hot spots, then the server."""
     from geo.demo import run_demo
+    from geo.settings import server_settings
 
+    if serve:
+        # Before the long load: a port another server holds would only fail at the very end.
+        s = server_settings()
+        taken = _port_taken(s.host, s.port)
+        if taken:
+            raise click.ClickException(
+                f"port {s.port} on {s.host} is in use ({taken}); nothing was started or loaded. Stop the other "
+                f"server or choose a free port: HOTSPOTS_PORT={s.port + 1} make demo")
+    stop_hint = ("The private database keeps running; stop it with `.venv/bin/hotspots db down`."
+                 if not database_settings().database_url else "")
     try:
         run_demo(echo=click.echo)
     except (IngestError, dbmod.ClusterError, dbmod.DatabaseNotConfigured) as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(f"{exc}\n{stop_hint}".strip()) from exc
+    except KeyboardInterrupt:
+        raise click.ClickException(f"interrupted; what was loaded so far is kept. {stop_hint}".strip()) from None
     if serve:
+        if stop_hint:
+            click.echo(stop_hint.replace("keeps running", "keeps running after Ctrl-C"))
         _serve(None, None, None)
+
+
+def _port_taken(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be bound (e.g. 'address already in use'), or None when it is free."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as gunicorn binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.strerror.lower() if exc.strerror else str(exc)
+    return None
 
 
 def _serve(host: str | None, port: int | None, workers: int | None) -> None:
@@ -570,7 +635,7 @@ def serve_cmd(host: str | None, port: int | None, workers: int | None) -> None:
 @main.command("summary")
 def summary_cmd() -> None:
     """Row counts of every table and the period the calls and incidents cover."""
-    from geo.demo import summary_lines
+    from geo.summary import summary_lines
 
     for line in summary_lines(_engine()):
         click.echo(line)
@@ -580,17 +645,25 @@ def summary_cmd() -> None:
 @main.command("train")
 @click.option("--test-months", default=3, show_default=True, help="Latest months held out for testing.")
 @click.option("--seed", default=0, show_default=True)
-def train_cmd(test_months: int, seed: int) -> None:
+@click.option("--threshold", "threshold_rule", type=click.Choice(["f1", "count"]), default="f1", show_default=True,
+              help="The label threshold: max F1 on the calibration months, or count-matching (labels as many calls "
+                   "as the probabilities expect). Maps of calls default to expected violent (sum of p) either way.")
+@click.option("--place-features", is_flag=True,
+              help="Add NPA, division and the NPA's cross-fitted violent rate to the features (the map then lags "
+                   "violence that moves; docs/methods.md).")
+def train_cmd(test_months: int, seed: int, threshold_rule: str, place_features: bool) -> None:
     """Train the violent-call classifier on earlier months, test on later ones, store it.
 
     Ground truth: the call's incident carries an FBI violent NIBRS code. Features: call type,
-    priority, hour, weekday, NPA, division and the NPA's violent rate (training months only).
+    priority, hour and weekday (with --place-features also NPA, division and the NPA's violent
+    rate, cross-fitted on the training months).
     Stores the model (joblib, checksummed) and a model_runs row that becomes the current model.
     """
     from geo.classify import ModelError, train
 
     try:
-        result = train(_engine(), test_months=test_months, seed=seed, echo=click.echo, progress=True)
+        result = train(_engine(), test_months=test_months, seed=seed, threshold_rule=threshold_rule,
+                       place_features=place_features, echo=click.echo, progress=True)
     except ModelError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"model {result.version} stored at {result.path} (sha256 {result.sha256[:12]}...)")
@@ -598,6 +671,8 @@ def train_cmd(test_months: int, seed: int) -> None:
 
 
 def _print_metrics(metrics: dict) -> None:
+    from geo.classify import threshold_lines
+
     click.echo(f"\n{'':26}{'ROC-AUC':>8}{'PR-AUC':>8}{'R@90%P':>8}{'Brier':>9}{'thresh':>8}{'prec':>7}{'recall':>7}")
     for name in ("model", "gradient_boosting", "call_type_baseline"):
         m = metrics.get(name)
@@ -617,6 +692,8 @@ def _print_metrics(metrics: dict) -> None:
         click.echo(f"calibration: sum of probabilities {expected:,.0f} vs {observed:,} violent calls observed")
         for b in m["calibration"]:
             click.echo(f"  p in {b['bin']}: {b['n']:>8,} calls, mean p {b['mean_predicted']:.3f}, observed {b['observed']:.3f}")
+    for line in threshold_lines(metrics):
+        click.echo(line)
 
 
 @main.group()
@@ -643,6 +720,9 @@ def model_report_cmd(version: str | None, top: int) -> None:
         direction = "raises" if odds > 1 else "lowers"
         factor = odds if odds > 1 else 1 / odds
         click.echo(f"  {text}: {direction} the odds {factor:,.1f}x")
+    from geo.accuracy import latest_accuracy, report_lines
+
+    click.echo("\n" + "\n".join(report_lines(latest_accuracy(_engine()))))
 
 
 _compute_engine = click.option(
@@ -721,7 +801,7 @@ def taxonomy_cmd(apply_: bool, kind: str) -> None:
             if codes:
                 click.echo("  NIBRS codes: " + ", ".join(codes))
     non_crime = sorted(code for code, (_, crime) in taxonomy.nibrs.items() if not crime)
-    click.echo("\nNot counted as crimes: " + ", ".join(non_crime) + ", and CMPD's 800-series report codes")
+    click.echo("\nNot counted as crimes: " + ", ".join(non_crime) + ", and CMPD's other 800-series report codes")
     if apply_:
         changed = apply_taxonomy(_engine(), taxonomy)
         click.echo(f"\nrecategorised: {changed['calls']:,} calls, {changed['incidents']:,} incidents")
@@ -792,66 +872,181 @@ def stats_calls_cmd(start: str | None, end: str | None, by: str, division: str |
 @click.option("--division", help="Only this division code.")
 @click.option("--category", help="Only this category (see `hotspots taxonomy`).")
 @click.option("--violent-only", is_flag=True, help="Only calls the model labelled violent.")
+@click.option("--totals", is_flag=True, help="Print the counts instead of the mean per occurrence.")
 @_save
 def stats_hours_cmd(start: str | None, end: str | None, division: str | None, category: str | None, violent_only: bool,
-                    save: bool) -> None:
-    """Calls by weekday and hour of day (local time): the 7x24 matrix."""
+                    totals: bool, save: bool) -> None:
+    """Calls by weekday and hour of day (local time): the 7x24 matrix, as calls per occurrence of each weekday-hour."""
     from geo.metrics import hour_weekday
 
     period = _period(start, end)
     matrix = hour_weekday(_engine(), period, division=division, category=category, violent_only=violent_only)
     if save:
         _save_table("hour_weekday", {"period": [period.start, period.end], "division": division, "category": category,
-                                     "violent_only": violent_only}, matrix)
-    click.echo("     " + "".join(f"{h:>6}" for h in range(24)))
-    for day, row in matrix.iterrows():
-        click.echo(f"{day:5}" + "".join(f"{int(v):>6,}" for v in row))
-    if matrix.attrs.get("left_out_date_only"):
-        click.echo(f"left out: {matrix.attrs['left_out_date_only']:,} calls known only by their date (no time of day)")
+                                     "violent_only": violent_only}, matrix.to_frame())
+    times = matrix.occurrences[12]
+    click.echo(("calls" if totals else "mean calls per occurrence") + f" of each weekday-hour, {matrix.start:%Y-%m-%d}"
+               f" to {matrix.end - timedelta(days=1):%Y-%m-%d}; weekdays occur "
+               + ", ".join(f"{d} {int(n)}x" for d, n in times.items()))
+    table = matrix.totals if totals else matrix.mean
+    click.echo("     " + "".join(f"{h:>7}" for h in range(24)))
+    for day, row in table.iterrows():
+        click.echo(f"{day:5}" + "".join(f"{int(v):>7,}" if totals else ("    n/a" if v != v else f"{v:>7.2f}") for v in row))
+    if matrix.left_out_date_only:
+        click.echo(f"left out: {matrix.left_out_date_only:,} calls known only by their date (no time of day)")
 
 
 @stats.command("compstat")
-@click.option("--as-of", help="Report date, YYYY-MM-DD; windows end the day before (default: today).")
+@click.option("--as-of", help="Report date, YYYY-MM-DD; the report week is the last Monday-Sunday before it "
+                              "(default: today).")
 @click.option("--by", type=click.Choice(["city", "division", "npa"]), default="city", show_default=True)
 @click.option("--category", help="Only this category.")
-@click.option("--violent-only", is_flag=True, help="Only calls the model labelled violent.")
+@click.option("--source", type=click.Choice(["incidents", "homicides", "labelled", "expected", "calls"]),
+              help="What is counted (geo/sources.py): recorded violent incidents (the default when the windows hold "
+                   "any), homicide victims, model-labelled calls, expected violent calls (the default otherwise), "
+                   "or every call for service.")
+@click.option("--violent-only", is_flag=True, help="The same as --source labelled (calls the model labelled violent).")
+@click.option("--origin", type=click.Choice(["real", "synthetic"]),
+              help="Only real or only synthetic rows (required when the windows hold both).")
+@click.option("--compare", type=click.Choice(["year", "previous"]), default="year", show_default=True,
+              help="year: each window against the same period a year earlier (CompStat practice); previous: the "
+                   "week and 28 days against the ones just before (back to back; mixes in the season).")
 @_save
-def stats_compstat_cmd(as_of: str | None, by: str, category: str | None, violent_only: bool, save: bool) -> None:
-    """Last 7 / 28 days, year to date and 365 days against the prior period, with a Poisson test."""
-    from geo.metrics import compstat
+def stats_compstat_cmd(as_of: str | None, by: str, category: str | None, source: str | None, violent_only: bool,
+                       origin: str | None, compare: str, save: bool) -> None:
+    """CompStat: the report week, 28 days and year to date against a year earlier, overdispersion-aware, FDR across areas."""
+    from geo.filters import Filter
+    from geo.metrics import Period, compstat, compstat_windows
+    from geo.sources import default_source
 
     try:
         day = date.fromisoformat(as_of) if as_of else date.today()
     except ValueError:
         raise click.BadParameter("use YYYY-MM-DD", param_hint="--as-of") from None
-    table = compstat(_engine(), day, by=by, category=category, violent_only=violent_only)
+    if violent_only and source not in (None, "labelled"):
+        raise click.BadParameter(f"--violent-only means --source labelled, not {source}", param_hint="--violent-only")
+    engine = _engine()
+    if violent_only:
+        source = "labelled"
+    elif source is None:
+        windows = [p for pair in compstat_windows(day, compare).values() for p in pair]
+        source = default_source(engine, Period(min(p.start for p in windows), max(p.end for p in windows)), origin)
+    flt = Filter(category=category, origin=origin)
+    try:
+        table = compstat(engine, day, by=by, flt=flt, compare=compare, source=None if source == "calls" else source)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"source: {table.attrs['source']}")
     if save:
-        _save_table("compstat", {"as_of": day, "by": by, "category": category, "violent_only": violent_only}, table)
+        _save_table("compstat", {"as_of": day, "by": by, "category": category, "source": source, "origin": origin,
+                                 "source_words": table.attrs["source"], "compare": compare}, table)
     if table.empty:
         click.echo("no calls in those windows")
         return
-    click.echo(f"{'window':13} {'area':8} {'current':>9} {'prior':>9} {'change':>8} {'p':>7}  note")
+    for window, rows in table.groupby("window", sort=False):
+        first = rows.iloc[0]
+        click.echo(f"{window}: {first.current_period.replace('..', ' to ')} against "
+                   f"{first.prior_period.replace('..', ' to ')}")
+    click.echo(f"\n{'window':13} {'area':8} {'current':>9} {'prior':>9} {'change':>8} {'phi':>6} {'p':>7} {'q':>7}  note")
     for r in table.itertuples():
         if not r.data_covers_both:
-            note, change = "data do not cover both periods", "  n/a"
+            change = "  n/a"
         else:
-            note = "significant" if r.significant else "within noise"
-            change = f"{r.pct_change:+.1f}%"
-        p_text = f"{r.p_value:.3f}" if r.p_value == r.p_value else "n/a"
-        click.echo(f"{r.window:13} {str(r.area):8} {r.current:>9,} {r.prior:>9,} {change:>8} {p_text:>7}  {note}")
+            change = f"{r.pct_change:+.1f}%" if r.pct_change == r.pct_change else "  n/a"
+        note = r.note or ("significant" if r.significant else "within noise")
+        p_text, q_text, phi = (f"{v:.3f}" if v == v else "n/a" for v in (r.p_value, r.q_value, r.dispersion))
+        click.echo(f"{r.window:13} {str(r.area):8} {r.current:>9,} {r.prior:>9,} {change:>8} {phi:>6} {p_text:>7} "
+                   f"{q_text:>7}  {note}")
+    click.echo("\nphi: the area's dispersion (variance / Poisson variance) from its own earlier pairs of that window;"
+               " q: Benjamini-Hochberg across the areas of a window; significant: q < 0.05 (docs/methods.md).")
 
 
 @main.command("allocate")
-@click.option("--officers", type=int, required=True, help="Officers to distribute over divisions and shifts.")
+@click.option("--officers", type=int,
+              help="Officers to place (default: report the officers the targets need). With the plan, units go one "
+                   "at a time where the worst expected wait drops most.")
 @_from
 @_to
 @click.option("--config", "config_path", type=click.Path(exists=True, path_type=Path),
               help="Weights file (default: geo/allocation.toml, which documents every weight).")
 @click.option("--shifts", help="Override the config's shifts, e.g. day=6-14,evening=14-22,night=22-6 (local hours).")
+@click.option("--targets", help="Override the plan's targets, e.g. p_wait=0.1,p1_wait_min=2,utilisation=0.6.")
+@click.option("--method", type=click.Choice(["plan", "proportional"]), default="plan", show_default=True,
+              help="plan: queueing (Erlang C, P1 priority wait, rule of 60) and relief factor; proportional: the "
+                   "earlier split of --officers by workload with minimums.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the plan, one row per division and shift, as .csv or .json.")
+@click.option("--source", type=click.Choice(["expected", "labelled"]), default="expected", show_default=True,
+              help="--method proportional: the violent (two-officer) part of the calls: expected violent calls (sum "
+                   "of probabilities) or calls the model labelled violent; calls about one incident counted once.")
 @_save
-def allocate_cmd(officers: int, start: str | None, end: str | None, config_path: Path | None, shifts: str | None,
+def allocate_cmd(officers: int | None, start: str | None, end: str | None, config_path: Path | None,
+                 shifts: str | None, targets: str | None, method: str, out_path: Path | None, source: str,
                  save: bool) -> None:
-    """Officers per division and shift in proportion to workload, with minimums, and suggested units and gear."""
+    """Officers per division and shift: units the queueing targets need (or N placed by marginal allocation),
+    with the skills, vehicles and gear the call mix needs."""
+    from geo.allocate import parse_shifts
+
+    if method == "proportional":
+        if officers is None:
+            raise click.BadParameter("the proportional method needs --officers", param_hint="--officers")
+        if targets or out_path:
+            raise click.BadParameter("--targets and --out belong to --method plan", param_hint="--method")
+        return _allocate_proportional(officers, start, end, config_path, shifts, source, save)
+    from geo.staffing import StaffingConfig, build_plan, parse_targets
+
+    if out_path and out_path.suffix.lower() not in (".csv", ".json"):
+        raise click.BadParameter(f"{out_path} must end in .csv or .json", param_hint="--out")
+    try:
+        config = StaffingConfig.load(config_path) if config_path else StaffingConfig.load()
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--config") from exc
+    for text, hint, apply in ((shifts, "--shifts", lambda t: setattr(config, "shifts", parse_shifts(t))),
+                              (targets, "--targets", lambda t: setattr(config, "targets", parse_targets(t, config.targets)))):
+        if text:
+            try:
+                apply(text)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint=hint) from exc
+    try:
+        table = build_plan(_engine(), _period(start, end), config, officers)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--officers" if "--officers" in str(exc) else "--config") from exc
+    if out_path:
+        if out_path.suffix.lower() == ".csv":
+            table.to_csv(out_path, index=False, float_format="%.4f")
+        else:
+            out_path.write_text(table.to_json(orient="records", indent=1, double_precision=6))
+    if save:
+        _save_table("allocation_plan", {"officers": officers, "from": start, "to": end, "targets": vars(config.targets),
+                                        "config": str(config_path or "geo/allocation.toml")}, table)
+    t = config.targets
+    click.echo(f"targets: P(wait) <= {t.p_wait:g}, Priority 1 mean wait <= {t.p1_wait_min:g} min, utilisation <= "
+               f"{t.utilisation:.0%}; relief factor {config.relief.factor:.3f}; service times: "
+               + ", ".join(sorted(set(table["service_times"]))) + " service times")
+    click.echo(f"{'division':9}{'shift':9}{'calls/h':>8}{'svc min':>8}{'units':>6}{'needed':>7}{'P(wait)':>8}"
+               f"{'wait':>7}{'P1 wait':>8}{'util':>6}{'officers':>9}  warnings")
+    for r in table.itertuples():
+        click.echo(f"{r.division:9}{r.shift:9}{r.calls_per_hour:>8.2f}{r.mean_service_min:>8.1f}{r.units:>6}"
+                   f"{r.units_needed:>7}{r.p_wait:>8.3f}{r.mean_wait_min:>7.2f}{r.p1_mean_wait_min:>8.2f}"
+                   f"{r.utilisation:>6.0%}{r.officers:>9}  {r.warnings}")
+    placed = int(table["officers"].sum())
+    click.echo(f"total officers: {placed}" + (f" of {officers} given" if officers is not None else
+                                              f" needed ({int(table['units'].sum())} unit-posts)"))
+    if table.attrs.get("left_out_date_only"):
+        click.echo(f"{table.attrs['left_out_date_only']:,} calls known only by their date (no hour) were left out.")
+    if officers is not None and placed < officers:
+        click.echo(f"{officers - placed} officer(s) not placed: the next unit would need more than are left.")
+    click.echo("")
+    for r in table.itertuples():
+        click.echo(f"{r.division} {r.shift}: {r.needs_reasoning}")
+    if out_path:
+        click.echo(f"wrote {len(table)} rows to {out_path}")
+
+
+def _allocate_proportional(officers: int, start: str | None, end: str | None, config_path: Path | None,
+                           shifts: str | None, source: str, save: bool) -> None:
+    """The earlier split of N officers by workload with minimums (--method proportional)."""
     from geo.allocate import AllocationConfig, allocate, parse_shifts
 
     config = AllocationConfig.load(config_path) if config_path else AllocationConfig.load()
@@ -861,13 +1056,14 @@ def allocate_cmd(officers: int, start: str | None, end: str | None, config_path:
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--shifts") from exc
     try:
-        table, reasons = allocate(_engine(), officers, _period(start, end), config)
+        table, reasons = allocate(_engine(), officers, _period(start, end), config, source)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--officers") from exc
+    words = table.attrs["source"]
     if save:
         table = table.assign(reasoning=table["division_id"].map(reasons))
-        _save_table("allocation", {"officers": officers, "from": start, "to": end,
-                                   "config": str(config_path or "geo/allocation.toml")}, table)
+        _save_table("allocation", {"officers": officers, "from": start, "to": end, "source": source,
+                                   "source_words": words, "config": str(config_path or "geo/allocation.toml")}, table)
     pivot = table.pivot_table(index=["division_id", "short_name"], columns="shift", values="officers", aggfunc="sum")
     pivot = pivot[list(config.shifts)]
     pivot["total"] = pivot.sum(axis=1)
@@ -878,34 +1074,104 @@ def allocate_cmd(officers: int, start: str | None, end: str | None, config_path:
     click.echo("")
     for code, text in sorted(reasons.items()):
         click.echo(f"{code}: {text}")
+    click.echo(f"\nsource of the violent (two-officer) calls: {words}")
 
 
 @main.command("emerging")
-@_from
+@click.option("--from", "start", help="First day, YYYY-MM-DD (default: 1 January of last year).")
 @_to
-@click.option("--measure", type=click.Choice(["labelled", "expected"]), default="labelled", show_default=True)
+@click.option("--source", type=click.Choice(["incidents", "homicides", "labelled", "expected", "calls"]),
+              help="What is counted (geo/sources.py): recorded violent incidents (FBI violent NIBRS codes; the default "
+                   "when the period holds any), homicide victims, model-labelled calls, expected violent calls (the "
+                   "default otherwise), or calls as --measure says.")
+@click.option("--measure", type=click.Choice(["labelled", "expected"]), default="expected", show_default=True,
+              help="--source calls: count the calls labelled violent, or sum the model's probabilities.")
+@click.option("--origin", type=click.Choice(["real", "synthetic"]),
+              help="Only real or only synthetic rows (required when the period holds both).")
+@click.option("--step", "unit", type=click.Choice(["month", "week"]), default="month", show_default=True,
+              help="Time step: calendar months or Monday-Sunday weeks.")
+@click.option("--time-neighbours", "neighbourhood_steps", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Earlier steps in each bin's space-time neighbourhood (ArcGIS's Neighborhood Time Step).")
+@click.option("--confidence", type=click.Choice(["90", "95", "99"]), default="90", show_default=True,
+              help="Confidence (%) at which a bin is a hot or cold spot and a trend counts.")
 @click.option("--grid-ft", type=float, help="Square cells of this many feet (EPSG:2264) instead of NPAs.")
-@click.option("--out", type=click.Path(path_type=Path), help="Also write the areas with their classes (.geojson, .gpkg).")
-def emerging_cmd(start: str | None, end: str | None, measure: str, grid_ft: float | None, out: Path | None) -> None:
-    """Emerging hot spots per NPA or grid cell: monthly Gi* plus a Mann-Kendall trend (new, intensifying, ...)."""
-    from geo.hotspots import EMERGING_CLASSES, grid_emerging, npa_emerging
+@click.option("--out", type=click.Path(path_type=Path), help="Also write the areas with their patterns (.geojson, .gpkg).")
+def emerging_cmd(start: str | None, end: str | None, source: str | None, measure: str, origin: str | None, unit: str,
+                 neighbourhood_steps: int, confidence: str, grid_ft: float | None, out: Path | None) -> None:
+    """Emerging hot spots as ArcGIS defines them: a space-time cube, Gi* per bin, FDR, Mann-Kendall, 17 patterns.
 
-    if grid_ft:
-        result = grid_emerging(_engine(), _period(start, end), cell_ft=grid_ft, measure=measure)
-        unit = "cells"
-    else:
-        result = npa_emerging(_engine(), _period(start, end), measure=measure)
-        unit = "NPAs"
-    counts = result["emerging_class"].value_counts()
+    Only complete time steps are analysed (a partial first or last one is left out and named);
+    at least 10 are needed.
+    """
+    from geo.emerging import NO_PATTERN, default_source, grid_emerging, npa_emerging
+
+    engine = _engine()
+    first = start or date(date.today().year - 1, 1, 1).isoformat()
+    counted = (default_source(engine, _period(first, end), origin) if source is None
+               else measure if source == "calls" else source)
+    settings = {"source": counted, "unit": unit, "neighbourhood_steps": neighbourhood_steps,
+                "confidence": int(confidence) / 100, "origin": origin}
+    try:
+        if grid_ft:
+            run = grid_emerging(engine, _period(first, end), cell_ft=grid_ft, **settings)
+        else:
+            run = npa_emerging(engine, _period(first, end), **settings)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    cube, unit_name = run.cube, "cells" if grid_ft else "NPAs"
+    click.echo(f"source: {cube.source}")
+    click.echo(f"time steps: {len(cube.steps)} complete {unit}s, {cube.steps[0].label} to {cube.steps[-1].label} "
+               f"(the data spans {cube.data_span[0]} to {cube.data_span[1]})")
+    click.echo(f"left out: {cube.describe_left_out()}")
+    click.echo(f"neighbours: {'queen-contiguous cells' if grid_ft else 'queen-contiguous NPAs'} and the location "
+               f"itself, in the same {unit} and the {neighbourhood_steps} {unit}{'s' if neighbourhood_steps > 1 else ''} "
+               f"before; Gi* over {cube.counts.size:,} bins, "
+               f"Benjamini-Hochberg FDR, significant at {confidence}% confidence; Mann-Kendall on each location's "
+               "Gi* z-scores\n")
     if out:
-        result.to_file(out)
-    for name, meaning in EMERGING_CLASSES.items():
-        if unit == "cells":
-            click.echo(f"{name:13} {counts.get(name, 0):>6} {unit} ({meaning})")
-            continue
-        ids = result.loc[result["emerging_class"] == name, "npa_id"].astype(int).tolist()
-        listed = (": NPAs " + ", ".join(map(str, ids[:12])) + (" ..." if len(ids) > 12 else "")) if ids and name != "no pattern" else ""
-        click.echo(f"{name:13} {counts.get(name, 0):>4}  ({meaning}){listed}")
+        run.areas.to_file(out)
+    for name, n in run.pattern_counts().items():
+        ids = [] if grid_ft or name == NO_PATTERN else run.areas.loc[run.areas["pattern"] == name, "npa_id"].astype(int)
+        listed = (": " + ", ".join(map(str, list(ids)[:12])) + (" ..." if len(ids) > 12 else "")) if len(ids) else ""
+        click.echo(f"{name:23} {n:>6} {unit_name}{listed}")
+    if out:
+        click.echo(f"\nwrote {out}")
+
+
+@main.command("accuracy")
+@click.option("--train-from", required=True, help="First day of period T, YYYY-MM-DD (hot spots found on it).")
+@click.option("--train-to", required=True, help="Last day of period T, YYYY-MM-DD.")
+@click.option("--test-from", required=True, help="First day of period T+1, YYYY-MM-DD (scored on its recorded violence).")
+@click.option("--test-to", required=True, help="Last day of period T+1, YYYY-MM-DD.")
+@click.option("--source", "sources", multiple=True, type=click.Choice(["incidents", "homicides", "labelled", "expected"]),
+              help="Sources to score (repeatable; default all with rows in T).")
+@click.option("--grid-ft", type=float, help="Also score square cells of this many feet (EPSG:2264).")
+@click.option("--origin", type=click.Choice(["real", "synthetic"]),
+              help="Only real or only synthetic rows (required when a period holds both).")
+@click.option("--save/--no-save", default=True, show_default=True,
+              help="Store the table as an analysis run (kind 'accuracy'; the model report and the map show it).")
+def accuracy_cmd(train_from: str, train_to: str, test_from: str, test_to: str, sources: tuple[str, ...],
+                 grid_ft: float | None, origin: str | None, save: bool) -> None:
+    """Hot spots found on period T scored on recorded violent incidents in T+1: hit rate, PAI, RRI per source."""
+    from geo.accuracy import accuracy, accuracy_params, format_table, save_accuracy
+
+    engine = _engine()
+    train, test = _period(train_from, train_to), _period(test_from, test_to)
+    try:
+        table = accuracy(engine, train, test, sources=sources or None, grid_ft=grid_ft, origin=origin)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    params = accuracy_params(train, test, table, grid_ft, origin)
+    click.echo(f"hot spots (Gi*, 99% and 95% hot, FDR) on {train.start}..{train.end - timedelta(days=1)}, scored on "
+               f"recorded violent incidents of {test.start}..{test.end - timedelta(days=1)}")
+    for name, words in params["sources"].items():
+        click.echo(f"  {words}" + ("  [no rows in T: left out]" if name in params["skipped"] else ""))
+    click.echo("hit rate: share of T+1's violent incidents in the hot areas; PAI = hit rate / area share "
+               "(Chainey et al. 2008); RRI = (in hot T+1 / in hot T) / (all T+1 / all T) (Levine 2008)\n")
+    for line in format_table(params["rows"]):
+        click.echo(line)
+    if save:
+        click.echo(f"\nsaved as analysis run {save_accuracy(engine, params, _current_model(engine))}")
 
 
 @main.command("stability")
@@ -929,15 +1195,36 @@ def _current_model(engine) -> str | None:
         return conn.execute(sa.text("SELECT model_version FROM model_runs WHERE is_current")).scalar()
 
 
+def _years(text: str | None) -> tuple[int, int] | None:
+    """'2019-2021' or '2020' as (first, last) years; None when not given."""
+    if not text:
+        return None
+    try:
+        parts = [int(p) for p in text.split("-")]
+    except ValueError:
+        raise click.BadParameter("use YYYY or YYYY-YYYY", param_hint="--years") from None
+    if len(parts) > 2 or parts[0] > parts[-1]:
+        raise click.BadParameter(f"{text!r}: use YYYY or YYYY-YYYY with the first year first", param_hint="--years")
+    return parts[0], parts[-1]
+
+
 @main.command("hotspots")
-@click.option("--source", type=click.Choice(["calls", "offenses"]), default="calls", show_default=True,
-              help="Model-labelled calls, or CMPD's published violent offense counts per NPA (real data).")
+@click.option("--source", type=click.Choice(["incidents", "homicides", "labelled", "expected", "offenses"]),
+              help="What is counted (geo/sources.py): recorded violent incidents (the default when the period holds "
+                   "any), homicide victims, model-labelled calls, expected violent calls (the default otherwise), "
+                   "or CMPD's published violent offense counts per NPA.")
 @_from
 @_to
-@click.option("--measure", type=click.Choice(["labelled", "expected"]), default="labelled", show_default=True,
-              help="calls: count calls labelled violent, or sum the model's probabilities (expected violent calls).")
-@click.option("--grid-ft", type=float, help="calls: square cells of this many feet (EPSG:2264) instead of NPAs.")
-@click.option("--years", default="2019-2021", show_default=True, help="offenses: year range.")
+@click.option("--origin", type=click.Choice(["real", "synthetic"]),
+              help="Only real or only synthetic rows (required when the period holds both).")
+@click.option("--grid-ft", help="Point sources: square grid cells instead of NPAs: 'auto' (the size chosen from the "
+                               "points' locations, as ArcGIS Optimized Hot Spot Analysis does; see docs/methods.md) "
+                               "or a side in feet (EPSG:2264).")
+@click.option("--per-1000", "per_1000", is_flag=True,
+              help="NPAs: Gi* on the value per 1,000 residents (ArcGIS's 'divide by' population); NPAs without "
+                   "residents are left out and counted.")
+@click.option("--years", help="offenses, homicides: year range, e.g. 2019-2021 [offenses: 2019-2021; "
+                              "homicides: every year loaded].")
 @click.option("--category", multiple=True, help="offenses: detail categories (default: the Violent Crime roll-up).")
 @click.option("--permutations", default=999, show_default=True)
 @click.option("--save", is_flag=True, help="Store the result as an analysis run (for the map and exports).")
@@ -945,62 +1232,116 @@ def _current_model(engine) -> str | None:
 @_compute_engine
 @_scheduler
 @_dask_workers
-def hotspots_cmd(source: str, start: str | None, end: str | None, measure: str, grid_ft: float | None, years: str,
-                 category: tuple[str, ...], permutations: int, save: bool, out: Path | None, compute: str,
-                 scheduler: str | None, dask_workers: int) -> None:
+def hotspots_cmd(source: str | None, start: str | None, end: str | None, origin: str | None, grid_ft: str | None,
+                 per_1000: bool, years: str | None, category: tuple[str, ...], permutations: int, save: bool,
+                 out: Path | None, compute: str, scheduler: str | None, dask_workers: int) -> None:
     """Getis-Ord Gi* hot and cold spots of violent crime over the 462 NPAs or grid cells (FDR-corrected)."""
-    from geo.hotspots import grid_hotspots, npa_hotspots, offense_hotspots, save_cell_results, save_npa_results
+    from geo.hotspots import (grid_hotspots, homicide_hotspots, npa_hotspots, offense_hotspots, save_cell_results,
+                              save_npa_results)
+    from geo.sources import resolve
 
     engine = _engine()
     model_version = None
     dask = _dask(compute, scheduler, dask_workers)
-    if dask is not None and source != "calls":
-        raise click.BadParameter("Dask runs the calls analysis; offense counts are one small table", param_hint="--engine")
+    if grid_ft and source == "offenses":
+        raise click.BadParameter("offense counts are published per NPA; grid cells need points", param_hint="--grid-ft")
+    if grid_ft and per_1000:
+        raise click.BadParameter("rates need a population per area; grid cells have none (use NPAs)",
+                                 param_hint="--per-1000")
+    if grid_ft is not None:
+        grid_ft = grid_ft.strip().lower()
+        if grid_ft != "auto":
+            try:
+                if not float(grid_ft) > 0:
+                    raise ValueError
+            except ValueError:
+                raise click.BadParameter(f"{grid_ft!r}: give 'auto' or a positive number of feet",
+                                         param_hint="--grid-ft") from None
+    rate = {"value_unit": "per_1000_residents"} if per_1000 else {}
+    by_years = source == "offenses" or (source == "homicides" and not grid_ft)
+    if not by_years:
+        period = _period(start, end)
+        try:
+            src = resolve(engine, source, period, origin)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        source = src.name
+        click.echo(f"source: {src.describe(origin)}")
+    if dask is not None and source not in ("labelled", "expected"):
+        raise click.BadParameter("Dask runs the calls analysis (--source labelled or expected); offense counts, "
+                                 "incidents and homicides are counted on this machine", param_hint="--engine")
+    counted = "violent" if by_years else source
     if dask is not None:
         from geo import scale
 
-        period = _period(start, end)
         with dask as client:
-            if grid_ft:
-                result = scale.grid_hotspots(engine, client, period, cell_ft=grid_ft, measure=measure,
-                                             permutations=permutations)
-            else:
-                result = scale.npa_hotspots(engine, client, period, measure=measure, permutations=permutations)
-        params = {"period": [str(period.start), str(period.end)], "measure": measure, "permutations": permutations,
-                  **({"cell_ft": grid_ft} if grid_ft else {})}
-        model_version = _current_model(engine)
-    elif source == "calls" and grid_ft:
-        period = _period(start, end)
-        result = grid_hotspots(engine, period, cell_ft=grid_ft, measure=measure, permutations=permutations)
-        params = {"period": [str(period.start), str(period.end)], "measure": measure, "cell_ft": grid_ft,
-                  "permutations": permutations}
-        model_version = _current_model(engine)
-    elif source == "calls":
-        period = _period(start, end)
-        result = npa_hotspots(engine, period, measure=measure, permutations=permutations)
-        params = {"period": [str(period.start), str(period.end)], "measure": measure, "permutations": permutations}
-        model_version = _current_model(engine)
-    else:
+            try:
+                if grid_ft:
+                    result = scale.grid_hotspots(engine, client, period, cell_ft=grid_ft, measure=source,
+                                                 permutations=permutations)
+                else:
+                    result = scale.npa_hotspots(engine, client, period, measure=source, permutations=permutations,
+                                                per_1000=per_1000)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="--grid-ft" if grid_ft else "--source") from exc
+    elif grid_ft:
         try:
-            parts = [int(p) for p in years.split("-")]
-        except ValueError:
-            raise click.BadParameter("use YYYY or YYYY-YYYY", param_hint="--years") from None
+            result = grid_hotspots(engine, period, cell_ft=grid_ft, source=source, origin=origin,
+                                   permutations=permutations)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--grid-ft") from exc
+    elif not by_years:
+        result = npa_hotspots(engine, period, source=source, origin=origin, permutations=permutations,
+                              per_1000=per_1000)
+    elif source == "homicides":
         try:
-            result = offense_hotspots(engine, (parts[0], parts[-1]), list(category) or None, permutations=permutations)
+            result, info = homicide_hotspots(engine, _years(years), permutations=permutations, per_1000=per_1000)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from exc
-        params = {"years": [parts[0], parts[-1]], "categories": list(category) or ["Violent Crime"], "permutations": permutations}
+        params = {**info, "source": "homicides", "permutations": permutations, **rate}
+        counted = "homicide victims"
+        click.echo(f"source: homicides (CMPD Homicide layer), {info['years'][0]}-{info['years'][1]}: "
+                   f"{info['victims']:,} victims, {info['victims_without_npa']:,} without a location left out")
+    else:
+        span = _years(years) or (2019, 2021)
+        try:
+            result = offense_hotspots(engine, span, list(category) or None, permutations=permutations,
+                                      per_1000=per_1000)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        params = {"years": list(span), "categories": list(category) or ["Violent Crime"], "source": "offenses",
+                  "permutations": permutations, **rate}
+        click.echo("source: offenses: CMPD's published violent offense counts per NPA")
+    if not by_years:
+        params = {"period": [str(period.start), str(period.end)], "source": source, "origin": origin,
+                  "source_words": src.describe(origin), "permutations": permutations,
+                  **({"measure": source} if source in ("labelled", "expected") else {}),
+                  **(result.attrs["cell_size"].as_params() if grid_ft else rate)}
+        if source in ("labelled", "expected"):
+            model_version = _current_model(engine)
+    if grid_ft:
+        choice = result.attrs["cell_size"]
+        click.echo(f"grid cells: {choice.cell_ft:,.0f} ft ({choice.rule}: {choice.reason})")
+    if per_1000:
+        left = result.attrs["left_out"]
+        click.echo(f"value: {counted} per 1,000 residents; {left['npas_without_residents']} NPAs without residents "
+                   f"left out ({left['events_in_them']:,.1f} {counted} in them)")
+    total_of = "event_count" if "event_count" in result else "value"
     for name, n in result["hotspot_class"].value_counts().items():
-        total = result.loc[result["hotspot_class"] == name, "value"].sum()
-        click.echo(f"{name:28} {n:>5} {'cells' if grid_ft else 'NPAs'}, {total:>10,.1f} violent")
+        total = result.loc[result["hotspot_class"] == name, total_of].sum()
+        click.echo(f"{name:28} {n:>5} {'cells' if grid_ft else 'NPAs'}, {total:>10,.1f} {counted}")
     hot = result[result["hotspot_class"].str.startswith("Hot")].sort_values("gi_z", ascending=False)
     if len(hot) and not grid_ft:
-        click.echo("\nhottest NPAs: " + ", ".join(f"{int(r.npa_id)} (z {r.gi_z:.1f}, {r.value:,.0f})" for r in hot.head(10).itertuples()))
+        shown = "{:,.2f}/1,000" if per_1000 else "{:,.0f}"
+        click.echo("\nhottest NPAs: " + ", ".join(f"{int(r.npa_id)} (z {r.gi_z:.1f}, {shown.format(r.value)})"
+                                                 for r in hot.head(10).itertuples()))
     if save and grid_ft:
-        run_id = save_cell_results(engine, "calls_grid_hotspots", params, result, grid_ft, model_version)
+        run_id = save_cell_results(engine, "calls_grid_hotspots", params, result, result.attrs["cell_size"].cell_ft,
+                                   model_version)
         click.echo(f"saved as analysis run {run_id}")
     elif save:
-        run_id = save_npa_results(engine, f"{source}_npa_hotspots", params, result, model_version)
+        kind = source if by_years else "calls"  # point sources share the map's kind; params name the source
+        run_id = save_npa_results(engine, f"{kind}_npa_hotspots", params, result, model_version)
         click.echo(f"saved as analysis run {run_id}")
     if out:
         result.to_file(out)
@@ -1029,25 +1370,38 @@ def stats_monthly_cmd(start: str | None, end: str | None, by: str, category: str
 @stats.command("indicators")
 @_from
 @_to
+@click.option("--permutations", default=999, show_default=True, help="Permutations of whole NPA series.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the permutations (same seed, same p-values).")
 @_save
-def stats_indicators_cmd(start: str | None, end: str | None, save: bool) -> None:
-    """Call categories that go with more violent incidents the next month, across NPAs (association, not cause)."""
+def stats_indicators_cmd(start: str | None, end: str | None, permutations: int, seed: int, save: bool) -> None:
+    """Call categories that go with more violent incidents the next month, within NPAs (association, not cause)."""
     from geo.metrics import leading_indicators
 
     period = _period(start, end)
-    table = leading_indicators(_engine(), period)
+    table = leading_indicators(_engine(), period, permutations=permutations, seed=seed)
+    info = table.attrs
     if save:
-        _save_table("leading_indicators", {"period": [period.start, period.end]}, table)
+        _save_table("leading_indicators", {"period": [period.start, period.end], "permutations": permutations,
+                                           "seed": seed}, table)
+    months = info["months"]
+    click.echo(f"complete months: {months[0]} to {months[-1]} ({len(months)})" if months else "no complete months")
+    for note in info["left_out_months"]:
+        click.echo(f"left out {note}")
+    dated = info["violent_dated"]
+    click.echo(f"violent incidents dated by occurrence: {dated['occurrence']:,}; by report date (no occurrence date):"
+               f" {dated['report']:,}")
     if table.empty:
-        click.echo("not enough calls in that period")
+        click.echo("not enough data: at least 4 complete months, 3 NPAs and 200 calls of a category")
         return
-    click.echo(f"{'category':26}{'rho':>8}{'p':>10}{'q (FDR)':>10}{'NPA-months':>12}{'calls':>10}")
+    click.echo(f"\n{'category':26}{'beta':>8}{'partial r':>11}{'t':>8}{'p':>9}{'q (FDR)':>9}{'calls':>10}")
     for r in table.itertuples():
-        flag = "  <- associated" if r.q_value < 0.05 and r.rho > 0 else ""
-        click.echo(f"{r.category:26}{r.rho:>8.3f}{r.p_value:>10.4f}{r.q_value:>10.4f}{r.n_pairs:>12,}{r.calls:>10,}{flag}")
-    click.echo("\nRank correlation of each NPA's monthly calls (relative to its own average) with its violent incidents"
-               " the following month. An association says where to look; it does not show that the calls cause"
-               " anything, nor that fewer of them would mean less violence.")
+        flag = "  <- associated" if r.significant else ""
+        click.echo(f"{r.category:26}{r.beta:>8.3f}{r.partial_r:>11.3f}{r.t:>8.2f}{r.p_value:>9.4f}{r.q_value:>9.4f}"
+                   f"{r.calls:>10,}{flag}")
+    click.echo("\nPer category: next month's violent incidents on this month's calls, each relative to the NPA's own"
+               " monthly mean, with NPA and month fixed effects and last month's violence as a control; p from"
+               f" {permutations} permutations of whole NPA series. An association says where to look; it does not"
+               " show that the calls cause anything, nor that fewer of them would mean less violence.")
 
 
 @stats.command("outreach")
@@ -1160,10 +1514,11 @@ def token_list_cmd() -> None:
 # --- exports ---------------------------------------------------------------------------------
 @main.command("export")
 @click.argument("layer")
-@click.option("--format", "fmt", help="zip (shapefile), gpkg, geojson or csv [default: from --out's extension].")
+@click.option("--format", "fmt", help="shp (the shapefile's files beside --out), zip (shapefile, zipped), gpkg, "
+                                      "geojson or csv [default: from --out's extension].")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="File to write.")
-@click.option("--start", help="First local date (YYYY-MM-DD) or RFC 3339 instant.")
-@click.option("--end", help="Last local date (inclusive) or instant.")
+@click.option("--from", "--start", "start", help="First local date (YYYY-MM-DD) or RFC 3339 instant.")
+@click.option("--to", "--end", "end", help="Last local date (inclusive) or instant.")
 @click.option("--preset", help="7d, 28d, 365d or ytd, ending at the latest data (or --end).")
 @click.option("--division", help="Division code or name.")
 @click.option("--category", help="Taxonomy category (see `hotspots taxonomy`).")
@@ -1173,7 +1528,7 @@ def token_list_cmd() -> None:
 @click.option("--origin", help="real or synthetic: only real CMPD records, or only generated ones.")
 @click.option("--run", type=int, help="Analysis run of a hot spot layer [default: the latest].")
 def export_cmd(layer: str, fmt: str | None, out: Path, run: int | None, **filters: str | None) -> None:
-    """Write LAYER (calls, incidents, divisions, neighborhoods, hotspot_cells, hotspot_npas) to a file.
+    """Write LAYER (calls, incidents, homicides, divisions, neighborhoods, hotspot_cells, hotspot_npas) to a file.
 
     The same rows, fields and formats as the server's /export/LAYER.EXT (docs/exports.md).
     """
@@ -1182,19 +1537,20 @@ def export_cmd(layer: str, fmt: str | None, out: Path, run: int | None, **filter
     from geo.filters import ParameterError, parse_filter
     from geo.settings import locale_settings
 
-    ext = fmt or out.suffix.lstrip(".")
+    ext = (fmt or out.suffix.lstrip(".")).lower()
     # Long exports show progress on a terminal (never in a captured or piped log).
     progress = (lambda n: click.echo(f"  {n:,} rows", err=True)) if sys.stderr.isatty() else None
     try:
         table = export_layer(layer).filter_table or "calls"
-        export_format(ext)
+        if ext != "shp":   # shp: the zipped shapefile's files, written unzipped beside --out
+            export_format(ext)
         engine = _engine()
         flt = parse_filter({k: v for k, v in filters.items() if v is not None}, table=table,
                            divisions=division_names(engine),
                            as_of=lambda: latest_call_date(engine, locale_settings().timezone))
         job = write_export(engine, layer, ext, flt, out, run, progress=progress)
     except ParameterError as exc:
-        option = {"layer": "LAYER", "format": "--format (or --out's extension)"}.get(
+        option = {"layer": "LAYER", "format": "--format (or --out's extension)", "start": "--from", "end": "--to"}.get(
             exc.parameter, "--" + exc.parameter.replace("_", "-"))
         raise click.BadParameter(exc.message, param_hint=option) from None
     except NoSavedRun as exc:
@@ -1205,8 +1561,8 @@ def export_cmd(layer: str, fmt: str | None, out: Path, run: int | None, **filter
 
 @main.command("report")
 @click.option("--division", required=True, help="Division code or name, e.g. 01 or Central.")
-@click.option("--start", help="First day, YYYY-MM-DD.")
-@click.option("--end", help="Last day, YYYY-MM-DD, included.")
+@click.option("--from", "--start", "start", help="First day, YYYY-MM-DD.")
+@click.option("--to", "--end", "end", help="Last day, YYYY-MM-DD, included.")
 @click.option("--preset", type=click.Choice(["7d", "28d", "ytd", "365d"]),
               help="A window ending on the newest data (or on --end).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="HTML file to write.")

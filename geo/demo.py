@@ -18,6 +18,8 @@ from geo.ingest.incidents import load_incidents
 from geo.ingest.reference import DataDir, load_reference
 from geo.migrate import migrate
 from geo.settings import data_settings, database_settings, locale_settings
+from geo.summary import summary_lines
+from geo.synth import DEMO_DAYS, DEMO_START, generate
 
 SYNTH_INPUTS = ["divisions", "npa", "population", "violent_crimes", "property_crimes", "disorder_calls", "offenses"]
 
@@ -41,8 +43,8 @@ def _params_file(out: Path) -> Path:
 def generate_and_load(
     *,
     n_calls: int = 500_000,
-    start: date = date(2021, 1, 1),
-    days: int = 365,
+    start: date = DEMO_START,
+    days: int = DEMO_DAYS,
     seed: int = 2264,
     out: Path | None = None,
     dirty: bool = True,
@@ -52,8 +54,6 @@ def generate_and_load(
     progress: bool = True,
 ) -> list[LoadReport]:
     """Write the synthetic CSVs (reusing them when the parameters match) and load them."""
-    from geo.synth import generate
-
     data = DataDir(Path(data_dir or data_settings().data_dir))
     data.require(SYNTH_INPUTS)
     out = Path(out or data_settings().demo_dir)
@@ -80,6 +80,29 @@ def generate_and_load(
     ]
 
 
+# The real CMPD point records the demo shows beside the synthetic ones, when HOTSPOTS_DATA_DIR has them
+# (shared/cmpd/real/README.md): (loader kind, file name).
+REAL_FILES = (("incidents", "incidents_streets_QVXYZ.csv"), ("incidents", "incidents_api_sample.csv"),
+              ("homicides", "homicides_arcgis.json"))
+
+
+def load_real_records(engine: Engine, data_dir: Path) -> list[LoadReport]:
+    """Load the real incidents and homicides under DATA_DIR/real that are present (each once: a file
+    already loaded is recognised by its checksum). Their rows are data_origin 'real'."""
+    reports = []
+    for kind, name in REAL_FILES:
+        path = Path(data_dir) / "real" / name
+        if not path.is_file():
+            continue
+        if kind == "incidents":
+            reports.append(load_incidents(engine, path))
+        else:
+            from geo.ingest.homicides import load_homicides
+
+            reports.append(load_homicides(engine, path))
+    return reports
+
+
 def remove_demo_data(engine: Engine, out: Path) -> int:
     """Delete what earlier demo files in `out` loaded (rows, rejects, batches), before loading new ones.
 
@@ -102,43 +125,6 @@ def remove_demo_data(engine: Engine, out: Path) -> int:
     return len(batches)
 
 
-def summary_lines(engine: Engine) -> list[str]:
-    """Row counts per table and the time span of calls and incidents."""
-    tables = ["divisions", "neighborhoods", "offense_counts", "call_counts", "incidents", "calls", "ingest_rejects"]
-    lines = []
-    with engine.connect() as conn:
-        for t in tables:
-            n = conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one()
-            lines.append(f"  {t:16} {n:>10,} rows")
-        tz = locale_settings().timezone
-        for t, col in (("calls", "received_at"), ("incidents", "date_reported")):
-            lo, hi = conn.execute(
-                sa.text(f"SELECT (min({col}) AT TIME ZONE :tz)::date, (max({col}) AT TIME ZONE :tz)::date FROM {t}"),
-                {"tz": tz},
-            ).one()
-            if lo:
-                lines.append(f"  {t} from {lo} to {hi}")
-        violent = conn.execute(
-            sa.text("SELECT count(*) FROM incidents WHERE highest_nibrs_code IN ('09A', '11A', '120', '13A')")
-        ).scalar_one()
-        lines.append(f"  violent incidents (NIBRS 09A, 11A, 120, 13A): {violent:,}")
-        scored = conn.execute(sa.text(
-            "SELECT count(*) FILTER (WHERE model_version IS NOT NULL), count(*) FILTER (WHERE label),"
-            " coalesce(sum(p_violent), 0) FROM calls")).one()
-        if scored[0]:
-            lines.append(f"  calls scored by the classifier: {scored[0]:,}; labelled violent: {scored[1]:,}; "
-                         f"expected violent (sum of probabilities): {scored[2]:,.0f}")
-        by_div = conn.execute(
-            sa.text(
-                "SELECT coalesce(d.short_name, '(outside CMPD divisions)'), count(*) FROM calls c"
-                " LEFT JOIN divisions d USING (division_id) GROUP BY 1 ORDER BY 2 DESC LIMIT 5"
-            )
-        ).all()
-        if by_div:
-            lines.append("  busiest divisions by calls: " + ", ".join(f"{d} {n:,}" for d, n in by_div))
-    return lines
-
-
 def save_demo_hotspots(engine: Engine, cell_ft: float = 1500.0) -> dict[str, int]:
     """Gi* over NPAs and grid cells for the whole call period, saved for the map, unless already
     saved for the current model and data. Returns {kind: run_id} of what was computed now."""
@@ -156,14 +142,21 @@ def save_demo_hotspots(engine: Engine, cell_ft: float = 1500.0) -> dict[str, int
     if lo is None or model is None:
         return {}
     period = Period(lo, hi + timedelta(days=1))
-    params = {"period": [period.start, period.end], "calls_version": data_versions(engine)["calls"], "measure": "labelled"}
+    params = {"period": [period.start, period.end], "calls_version": data_versions(engine)["calls"]}
     saved = {}
+
+    def named(result) -> dict:   # the source (geo.sources) the run counted
+        return {**params, "source": result.attrs["source"], "source_words": result.attrs["source_words"]}
+
+    # The calls_* runs count calls: expected violent calls, the default for calls (the demo's real
+    # incidents overlap its synthetic ones, and the two are never added).
     if "calls_npa_hotspots" not in done:
-        saved["calls_npa_hotspots"] = save_npa_results(engine, "calls_npa_hotspots", params, npa_hotspots(engine, period), model)
+        npas = npa_hotspots(engine, period, source="expected")
+        saved["calls_npa_hotspots"] = save_npa_results(engine, "calls_npa_hotspots", named(npas), npas, model)
     if "calls_grid_hotspots" not in done:
-        cells = grid_hotspots(engine, period, cell_ft=cell_ft, permutations=99)
-        saved["calls_grid_hotspots"] = save_cell_results(engine, "calls_grid_hotspots", {**params, "cell_ft": cell_ft}, cells,
-                                                         cell_ft, model)
+        cells = grid_hotspots(engine, period, cell_ft=cell_ft, source="expected", permutations=99)
+        saved["calls_grid_hotspots"] = save_cell_results(engine, "calls_grid_hotspots", {**named(cells), "cell_ft": cell_ft},
+                                                         cells, cell_ft, model)
     return saved
 
 
@@ -189,6 +182,12 @@ def run_demo(echo: Callable[[str], None] = print) -> None:
     for report in generate_and_load(engine=engine, data_dir=data.root):
         for line in report.summary_lines():
             echo("  " + line)
+    real = load_real_records(engine, data.root)
+    if real:
+        echo(f"Real CMPD records from {data.root / 'real'} (kept apart from the synthetic rows: data_origin = real):")
+        for report in real:
+            for line in report.summary_lines():
+                echo("  " + line)
     # Rows loaded before categories existed (an older schema) get them now.
     with engine.connect() as conn:
         missing = conn.execute(sa.text("SELECT count(*) FROM calls WHERE category IS NULL")).scalar()

@@ -34,8 +34,6 @@ CHUNK_ROWS = 20_000
 FILE_BLOCK = 1 << 20
 # dBase III text fields hold at most 254 bytes; longer values are cut at a UTF-8 character boundary.
 DBF_TEXT_BYTES = 254
-# A spreadsheet evaluates a cell starting with one of these as a formula (CSV injection).
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 FIELDS_FILE = "fields.csv"
 
 
@@ -101,7 +99,23 @@ SHAPEFILE_FIELDS: dict[str, str] = {
     "gi_z": "gi_z",
     "gi_p": "gi_p",
     "gi_q": "gi_q",
+    "gi_p_sim": "gi_p_sim",
+    "value_unit": "value_unit",
+    "event_count": "event_cnt",
     "hotspot_class": "hs_class",
+    "objectid": "objectid",
+    "crime_report_id": "report_id",
+    "age": "age",
+    "gender": "gender",
+    "race_ethnicity": "race_eth",
+    "weapon": "weapon",
+    "circumstances": "circumst",
+    "intimate_partner": "ipv",
+    "clearance_date": "clear_date",
+    "cmpd_patrol_division": "division",
+    "npa_source": "npa_source",
+    "council_district": "council",
+    "commission_district": "commission",
 }
 
 
@@ -188,7 +202,7 @@ def _where(lyr: Layer, flt: Filter) -> tuple[str, dict]:
 
 
 def _order(lyr: Layer) -> str:
-    # Calls and incidents leave in time order (the time index serves it); areas by id.
+    # Calls, incidents and homicides leave in time order (the time index serves it); areas by id.
     if lyr.filter_table is not None:
         return f"{TABLE_COLUMNS[lyr.filter_table].time}, {lyr.id_sql}"
     return lyr.id_sql
@@ -199,6 +213,8 @@ def _text_sql(p: Property) -> str:
     if p.format == "date-time":
         # AT TIME ZONE 'UTC' makes the text independent of the session's TimeZone; NULL stays NULL.
         return f"((to_json(({p.sql}) AT TIME ZONE 'UTC') #>> '{{}}') || 'Z')"
+    if p.format == "date":
+        return f"to_char({p.sql}, 'YYYY-MM-DD')"   # a calendar date: no time, no zone
     return p.sql
 
 
@@ -222,7 +238,8 @@ def _csv_line_sql(lyr: Layer) -> str:
     # as turning every value into a Python object and back into text (bench/exports.py).
     cells = [_csv_cell_sql(p) for p in lyr.public]
     if lyr.geometry_type == "Point":
-        cells += [f"ST_X({lyr.geom})::text", f"ST_Y({lyr.geom})::text"]
+        # Empty cells for a row without a location (homicide victims published without one).
+        cells += [f"coalesce(ST_X({lyr.geom})::text, '')", f"coalesce(ST_Y({lyr.geom})::text, '')"]
     else:
         cells.append("'\"' || ST_AsText(" + lyr.geom + ") || '\"'")
     return " || ',' || ".join(cells)
@@ -279,6 +296,8 @@ def arrow_schema(lyr: Layer, shapefile: bool):
         if p.format == "date-time":
             # dBase has no time zone (its D type is a bare date): shapefiles get ISO 8601 UTC text.
             kind = pa.string() if shapefile else pa.timestamp("us", tz="UTC")
+        elif p.format == "date":
+            kind = pa.date32()   # a dBase D field, a GeoPackage DATE
         else:
             kind = {"integer": pa.int64(), "number": pa.float64(), "boolean": pa.bool_()}.get(p.type, pa.string())
         fields.append(pa.field(name, kind))
@@ -300,14 +319,16 @@ def _arrow_batch(lyr: Layer, schema, rows: Sequence[Sequence], shapefile: bool):
             array = pa.array(values, pa.string())
             if shapefile and (pc.max(pc.binary_length(array)).as_py() or 0) > DBF_TEXT_BYTES:
                 array = pa.array([dbf_text(v) for v in values], pa.string())
-        elif p.format == "date-time":
+        elif p.format in ("date-time", "date"):
             array = pa.array(values, pa.string()).cast(field.type)
         else:
             array = pa.array(values, field.type)
         arrays.append(array)
     if lyr.geometry_type == "Point":
-        wkb = shapely.to_wkb(shapely.points(np.asarray(columns[-2], dtype="float64"),
-                                            np.asarray(columns[-1], dtype="float64")))
+        x = np.asarray(columns[-2], dtype="float64")
+        y = np.asarray(columns[-1], dtype="float64")
+        wkb = shapely.to_wkb(shapely.points(x, y)).astype(object)
+        wkb[np.isnan(x)] = None   # no location: a null geometry, not POINT (NaN NaN)
     else:
         wkb = [bytes(b) for b in columns[-1]]
     arrays.append(pa.array(wkb, pa.binary()))
@@ -320,7 +341,7 @@ def fields_csv(lyr: Layer) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["field", "property", "type", "description"])
     for field, p in shapefile_fields(lyr):
-        kind = "date-time (ISO 8601 text, UTC)" if p.format == "date-time" else p.type
+        kind = {"date-time": "date-time (ISO 8601 text, UTC)", "date": "date (a calendar date)"}.get(p.format, p.type)
         w.writerow([field, p.name, kind, p.description])
     return buf.getvalue()
 
@@ -511,8 +532,14 @@ def open_export(engine: Engine, layer_name: str, ext: str, flt: Filter, run: int
 
 def write_export(engine: Engine, layer_name: str, ext: str, flt: Filter, out: Path, run: int | None = None,
                  **kw) -> Export:
-    """Write an export to `out` (via a .part file renamed when complete); returns the finished Export."""
+    """Write an export to `out` (via a .part file renamed when complete); returns the finished Export.
+
+    `shp` writes the shapefile itself: OUT.shp with its .shx, .dbf, .prj and .cpg (and OUT.fields.csv)
+    beside it, the members of the zipped shapefile under OUT's name.
+    """
     out = Path(out)
+    if ext.lower() == "shp":
+        return _write_shapefile(engine, layer_name, flt, out, run, **kw)
     part = out.with_name(out.name + ".part")
     with open_export(engine, layer_name, ext, flt, run, **kw) as job:
         try:
@@ -522,4 +549,25 @@ def write_export(engine: Engine, layer_name: str, ext: str, flt: Filter, out: Pa
             part.replace(out)
         finally:
             part.unlink(missing_ok=True)
+    return job
+
+
+def _write_shapefile(engine: Engine, layer_name: str, flt: Filter, out: Path, run: int | None, **kw) -> Export:
+    """The zipped shapefile's members written beside `out` (a .shp path), all or none."""
+    import tempfile
+    import zipfile
+
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        archive = Path(tmp) / "export.zip"
+        job = write_export(engine, layer_name, "zip", flt, archive, run, **kw)
+        staged = []
+        with zipfile.ZipFile(archive) as zf:
+            for member in zf.namelist():
+                name = Path(member).name
+                suffix = ".fields.csv" if name == FIELDS_FILE else Path(name).suffix
+                target = Path(tmp) / (out.stem + suffix)
+                target.write_bytes(zf.read(member))
+                staged.append(target)
+        for path in staged:   # moved only once every member was written
+            path.replace(out.parent / path.name)
     return job

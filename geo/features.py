@@ -12,14 +12,16 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, time, timezone
 from typing import Any, Mapping
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from geo.catalog import Layer, Property, latest_run, run_exists
 from geo.filters import FILTER_PARAMETERS, Filter, ParameterError, parse_bbox, parse_bool, parse_float, parse_int
+from geo.settings import locale_settings
 
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 # 6 decimal places of a degree is about 0.1 m: finer than any geocoded address, and it keeps
@@ -39,7 +41,7 @@ DEEP_OFFSET = 10_000
 class Selection:
     """The rows an items request selects: the shared filter or a plain bbox, property equalities, a run."""
 
-    filter: Filter | None = None                          # calls and incidents (geo.filters)
+    filter: Filter | None = None                          # calls, incidents, homicides (geo.filters)
     bbox: tuple[float, float, float, float] | None = None  # other layers (the filter carries its own)
     properties: tuple[tuple[str, Any], ...] = ()
     run_id: int | None = None
@@ -116,12 +118,13 @@ def check_parameters(lyr: Layer, args: Mapping[str, str]) -> None:
     for name in args:
         if name in STANDARD_PARAMETERS or name in queryable:
             if name == "datetime" and not lyr.time_property:
-                raise ParameterError(name, f"{lyr.id} have no time property; datetime applies to calls and incidents")
+                raise ParameterError(name, f"{lyr.id} have no time property; datetime applies to calls, incidents "
+                                           "and homicides")
             continue
         if name in FILTER_PARAMETERS:
             if lyr.filter_table:
                 continue
-            raise ParameterError(name, f"{name} does not apply to {lyr.id}; it filters calls and incidents"
+            raise ParameterError(name, f"{name} does not apply to {lyr.id}; it filters calls, incidents and homicides"
                                  + _queryable_hint(lyr))
         if name == "run":
             if lyr.run_kinds:
@@ -192,8 +195,9 @@ def _feature_sql(lyr: Layer) -> str:
     if lyr.geometry_type.endswith("Polygon"):
         # RFC 7946 right-hand rule: exterior rings counter-clockwise, holes clockwise.
         geom = f"ST_ForcePolygonCCW({geom})"
+    # A row without a location (homicide victims published without one) is a Feature with a null geometry.
     return ("'{\"type\":\"Feature\",\"id\":' || to_json(" + lyr.id_sql + ")::text"
-            f" || ',\"geometry\":' || ST_AsGeoJSON({geom}, {COORD_DIGITS})"
+            f" || ',\"geometry\":' || coalesce(ST_AsGeoJSON({geom}, {COORD_DIGITS}), 'null')"
             f" || ',\"properties\":' || json_build_object({props})::text || '}}'")
 
 
@@ -239,9 +243,12 @@ def get_item(conn: Connection, lyr: Layer, fid: str, run_id: int | None = None) 
     return conn.execute(sa.text(sql), params).scalar()
 
 
-def _rfc3339(t: datetime | None) -> str | None:
+def _rfc3339(t: datetime | date | None) -> str | None:
     if t is None:
         return None
+    if not isinstance(t, datetime):
+        # A calendar date (homicides): its local midnight, the instant the date filters start from.
+        t = datetime.combine(t, time(0), ZoneInfo(locale_settings().timezone))
     return t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 

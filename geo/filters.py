@@ -49,12 +49,17 @@ class Columns:
     probability: str | None = None
     geom: str = "geom"
     origin: str | None = "data_origin"
+    time_is_date: bool = False       # `time` is a calendar date (compared with the filter's local dates)
+    precision: str | None = None     # column saying whether `time` is an instant or a calendar date only
 
 
 TABLE_COLUMNS = {
-    "calls": Columns(time="received_at", violent="{p}label", probability="p_violent"),
+    "calls": Columns(time="received_at", violent="{p}label", probability="p_violent", precision="received_at_precision"),
     # A violent code on an Unfounded report is not a violent crime (is_crime is false there).
-    "incidents": Columns(time="date_reported", violent="({p}category = 'violent_crime' AND {p}is_crime)"),
+    "incidents": Columns(time="date_reported", violent="({p}category = 'violent_crime' AND {p}is_crime)",
+                         precision="date_reported_precision"),
+    # Every homicide is a violent crime and has no taxonomy category: those filters are refused.
+    "homicides": Columns(time="date_reported", category=None, time_is_date=True),
 }
 
 
@@ -79,12 +84,37 @@ class Filter:
         p = f"{alias}." if alias else ""
         clauses: list[str] = []
         params: dict = {}
-        if self.start is not None:
-            clauses.append(f"{p}{cols.time} >= :f_start")
-            params["f_start"] = self.start
-        if self.end is not None:
-            clauses.append(f"{p}{cols.time} < :f_end")
-            params["f_end"] = self.end
+        if cols.time_is_date:
+            # A calendar date is in the filter when its whole local day is: [first, last) days.
+            first, last = self.whole_days()
+            if first is not None:
+                clauses.append(f"{p}{cols.time} >= :f_start")
+                params["f_start"] = first
+            if last is not None:
+                clauses.append(f"{p}{cols.time} < :f_end")
+                params["f_end"] = last
+        elif cols.precision and not self.aligned_to_days():
+            # A window that cuts a day (an OGC datetime of a few hours): a row known only by its date
+            # is in it when its whole day is, never as if it happened at midnight.
+            timed, dated = [f"{p}{cols.precision} <> 'date'"], [f"{p}{cols.precision} = 'date'"]
+            first, last = self.whole_days()
+            tz = ZoneInfo(locale_settings().timezone)
+            if self.start is not None:
+                timed.append(f"{p}{cols.time} >= :f_start")
+                dated.append(f"{p}{cols.time} >= :f_day_start")
+                params.update(f_start=self.start, f_day_start=datetime.combine(first, time(0), tz))
+            if self.end is not None:
+                timed.append(f"{p}{cols.time} < :f_end")
+                dated.append(f"{p}{cols.time} < :f_day_end")
+                params.update(f_end=self.end, f_day_end=datetime.combine(last, time(0), tz))
+            clauses.append(f"(({' AND '.join(timed)}) OR ({' AND '.join(dated)}))")
+        else:
+            if self.start is not None:
+                clauses.append(f"{p}{cols.time} >= :f_start")
+                params["f_start"] = self.start
+            if self.end is not None:
+                clauses.append(f"{p}{cols.time} < :f_end")
+                params["f_end"] = self.end
         if self.division is not None:
             clauses.append(f"{p}{cols.division} = :f_division")
             params["f_division"] = self.division
@@ -116,6 +146,22 @@ class Filter:
     def without_bbox(self) -> "Filter":
         """The same filter with no bounding box (tiles bring their own envelope)."""
         return replace(self, bbox=None, given=dict(self.given))
+
+    def aligned_to_days(self) -> bool:
+        """Whether both bounds (where given) are local midnights: the window is whole days."""
+        tz = ZoneInfo(locale_settings().timezone)
+        return all(t is None or t.astimezone(tz).timetz().replace(tzinfo=None) == time(0) for t in (self.start, self.end))
+
+    def whole_days(self) -> tuple[date | None, date | None]:
+        """The local days [first, last) that lie wholly inside the filter's time bounds."""
+        tz = ZoneInfo(locale_settings().timezone)
+        first = last = None
+        if self.start is not None:
+            s = self.start.astimezone(tz)
+            first = s.date() if s.timetz().replace(tzinfo=None) == time(0) else s.date() + timedelta(days=1)
+        if self.end is not None:
+            last = self.end.astimezone(tz).date()
+        return first, last
 
     def local_period(self) -> tuple[date | None, date | None]:
         """The filter's time bounds as local dates [start, end) (None where open)."""
@@ -304,6 +350,10 @@ def parse_filter(
         division = divisions[key]
 
     category = None
+    if "category" in given and cols.category is None:
+        raise ParameterError("category", f"{table} have no taxonomy category; category applies to calls and incidents")
+    if "violent" in given and cols.violent is None:
+        raise ParameterError("violent", f"{table} are all violent crimes; violent applies to calls and incidents")
     if "category" in given:
         categories = load_taxonomy().categories
         category = given["category"].lower()

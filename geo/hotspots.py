@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from datetime import date
+from typing import TYPE_CHECKING
 
 import geopandas as gpd
 import numpy as np
@@ -21,6 +23,9 @@ from sqlalchemy.engine import Engine
 
 from geo.metrics import Period, period_filter
 from geo.spatial import read_neighborhoods
+
+if TYPE_CHECKING:
+    from geo.sources import Source
 
 CLASSES = [
     (0.01, "Hot spot, 99% confidence", "Cold spot, 99% confidence"),
@@ -59,7 +64,7 @@ class GiStar:
     z: np.ndarray
     p: np.ndarray          # two-sided, from the normal approximation (as ArcGIS reports)
     q: np.ndarray          # FDR-corrected p
-    p_sim: np.ndarray      # pseudo p-value from conditional permutations
+    p_sim: np.ndarray      # one-sided pseudo p from conditional permutations (esda's, folded to the observed tail)
     classes: np.ndarray
 
 
@@ -78,6 +83,10 @@ def gi_star(areas: gpd.GeoDataFrame | gpd.GeoSeries | None, values: np.ndarray, 
     """Getis-Ord Gi* with queen-contiguity neighbours (binary weights, each area its own neighbour).
 
     Pass `weights` (a libpysal W) to reuse neighbours computed once, e.g. for many time steps.
+    `p` is two-sided from the normal approximation of z; `p_sim` is esda's permutation pseudo p,
+    which is one-sided: with P permutations and L of them at least as large as the observed Gi*,
+    p_sim = (min(L, P - L) + 1) / (P + 1), the tail the observed value lies in. Doubling it gives
+    a two-sided permutation p comparable with `p`.
     """
     from esda.getisord import G_Local
 
@@ -93,20 +102,47 @@ def gi_star(areas: gpd.GeoDataFrame | gpd.GeoSeries | None, values: np.ndarray, 
     return GiStar(z=z, p=p, q=q, p_sim=p_sim, classes=classify(z, q))
 
 
-def _with_gi(npas: gpd.GeoDataFrame, values: pd.DataFrame, permutations: int, seed: int) -> gpd.GeoDataFrame:
+COUNT = "count"
+PER_1000 = "per_1000_residents"
+NO_RESIDENTS = "Left out: no residents"
+
+
+def _with_gi(npas: gpd.GeoDataFrame, values: pd.DataFrame, permutations: int, seed: int, *,
+             per_1000: bool = False) -> gpd.GeoDataFrame:
+    """Gi* on the NPAs' values: counts, or (`per_1000`) counts per 1,000 residents.
+
+    Rates divide by the NPA's population, as ArcGIS's "divide by" field does. NPAs without
+    residents (population 0 or unknown) have no rate: they are left out of the analysis (class
+    NO_RESIDENTS, Gi* columns NaN) and their neighbours' weights are built without them.
+    `attrs["left_out"]` reports how many and what they counted. `value_unit` records the measure;
+    `event_count` keeps the count behind a rate.
+    """
     npas = npas.merge(values, on="npa_id", how="left")
     npas["value"] = npas["value"].fillna(0.0).astype(float)
-    result = gi_star(npas, npas["value"].to_numpy(), permutations=permutations, seed=seed)
-    npas["gi_z"] = result.z
-    npas["gi_p"] = result.p
-    npas["gi_q"] = result.q
-    npas["gi_p_sim"] = result.p_sim
-    npas["hotspot_class"] = result.classes
+    npas["event_count"] = npas["value"]
+    npas["value_unit"] = PER_1000 if per_1000 else COUNT
+    analysed = np.ones(len(npas), dtype=bool)
+    if per_1000:
+        population = pd.to_numeric(npas["population"], errors="coerce").to_numpy(dtype=float)
+        analysed = np.nan_to_num(population) > 0
+        npas["value"] = np.where(analysed, npas["event_count"] * 1000.0 / np.where(analysed, population, 1.0), np.nan)
+    for column in ("gi_z", "gi_p", "gi_q", "gi_p_sim"):
+        npas[column] = np.nan
+    npas["hotspot_class"] = NO_RESIDENTS
+    kept = npas[analysed]
+    result = gi_star(kept, kept["value"].to_numpy(), permutations=permutations, seed=seed)
+    npas.loc[analysed, "gi_z"] = result.z
+    npas.loc[analysed, "gi_p"] = result.p
+    npas.loc[analysed, "gi_q"] = result.q
+    npas.loc[analysed, "gi_p_sim"] = result.p_sim
+    npas.loc[analysed, "hotspot_class"] = result.classes
+    npas.attrs["left_out"] = {"npas_without_residents": int((~analysed).sum()),
+                              "events_in_them": float(npas.loc[~analysed, "event_count"].sum())}
     return npas
 
 
 def offense_hotspots(engine: Engine, years: tuple[int, int], categories: list[str] | None = None, *,
-                     permutations: int = 999, seed: int = 0) -> gpd.GeoDataFrame:
+                     permutations: int = 999, seed: int = 0, per_1000: bool = False) -> gpd.GeoDataFrame:
     """Gi* on CMPD's published violent offense counts per NPA (real data), for a range of years.
 
     Without categories the roll-up 'Violent Crime' rows are used; with categories, the sum of
@@ -127,7 +163,35 @@ def offense_hotspots(engine: Engine, years: tuple[int, int], categories: list[st
             conn, params={"a": years[0], "b": years[1], "c": wanted})
     if values.empty:
         raise ValueError(f"no offense counts for {wanted} in {years[0]}-{years[1]}; load them with `hotspots load offenses`")
-    return _with_gi(read_neighborhoods(engine), values, permutations, seed)
+    return _with_gi(read_neighborhoods(engine), values, permutations, seed, per_1000=per_1000)
+
+
+def homicide_hotspots(engine: Engine, years: tuple[int, int] | None = None, *, permutations: int = 999,
+                      seed: int = 0, per_1000: bool = False) -> tuple[gpd.GeoDataFrame, dict]:
+    """Gi* on the number of homicide victims per NPA (our spatial join) in calendar years `years`
+    (default: every year loaded), and what was counted: years, victims, victims without a point.
+
+    Victims published without a location have no NPA and are left out (their count is returned).
+    """
+    with engine.connect() as conn:
+        first, last, stored = conn.execute(sa.text(
+            "SELECT min(extract(year FROM date_reported))::int, max(extract(year FROM date_reported))::int, count(*)"
+            " FROM homicides")).one()
+        if not stored:
+            raise ValueError("no homicides loaded; load them with `hotspots load homicides FILE`")
+        lo, hi = years if years is not None else (first, last)
+        counted = {"a": date(lo, 1, 1), "b": date(hi + 1, 1, 1)}
+        values = pd.read_sql(sa.text(
+            "SELECT npa_id, count(*)::float AS value FROM homicides"
+            " WHERE date_reported >= :a AND date_reported < :b AND npa_id IS NOT NULL GROUP BY 1"),
+            conn, params=counted)
+        victims, unplaced = conn.execute(sa.text(
+            "SELECT count(*), count(*) FILTER (WHERE npa_id IS NULL) FROM homicides"
+            " WHERE date_reported >= :a AND date_reported < :b"), counted).one()
+    if not victims:
+        raise ValueError(f"no homicides in {lo}-{hi}; the loaded ones span {first}-{last}")
+    info = {"years": [lo, hi], "victims": int(victims), "victims_without_npa": int(unplaced)}
+    return _with_gi(read_neighborhoods(engine), values, permutations, seed, per_1000=per_1000), info
 
 
 def _start_run(conn, kind: str, params: dict, model_version: str | None) -> int:
@@ -141,12 +205,23 @@ def _start_run(conn, kind: str, params: dict, model_version: str | None) -> int:
 
 def save_npa_results(engine: Engine, kind: str, params: dict, result: gpd.GeoDataFrame,
                      model_version: str | None = None) -> int:
-    """Store an NPA Gi* result under a new analysis run; returns its run_id."""
+    """Store an NPA Gi* result under a new analysis run; returns its run_id.
+
+    NPAs left out of the analysis (no residents, for rates) have no Gi* and are not stored; how
+    many were left out goes into the run's params.
+    """
     from geo.ingest.batch import copy_frame
 
+    if "value_unit" not in result:
+        result = result.assign(value_unit=COUNT, event_count=result["value"])
+    left_out = result.attrs.get("left_out")
+    if left_out and left_out["npas_without_residents"]:
+        params = {**params, "left_out": left_out}
     with engine.begin() as conn:
         run_id = _start_run(conn, kind, params, model_version)
-        rows = pd.DataFrame(result[["npa_id", "value", "gi_z", "gi_p", "gi_q", "gi_p_sim", "hotspot_class"]])
+        analysed = result[result["gi_z"].notna()]
+        rows = pd.DataFrame(analysed[["npa_id", "value", "gi_z", "gi_p", "gi_q", "gi_p_sim", "hotspot_class",
+                                      "value_unit", "event_count"]])
         rows.insert(0, "run_id", run_id)
         copy_frame(conn, "hotspot_npa_results", rows)
     return run_id
@@ -170,23 +245,35 @@ def save_cell_results(engine: Engine, kind: str, params: dict, result: gpd.GeoDa
     return run_id
 
 
-def npa_hotspots(engine: Engine, period: Period, *, measure: str = "labelled", permutations: int = 999,
-                 seed: int = 0) -> gpd.GeoDataFrame:
-    """Gi* over the 462 NPAs for violent calls in a period.
+def npa_values(engine: Engine, period: Period, source: str | None = None, origin: str | None = None
+               ) -> tuple[pd.DataFrame, "Source"]:
+    """What `source` counts per NPA in the period (npa_id, value) and the source (geo.sources) it resolved to."""
+    from geo.sources import resolve
 
-    measure 'labelled' counts calls the model labelled violent; 'expected' sums the model's
-    probabilities (expected violent calls), which keeps borderline calls instead of cutting them.
-    """
-    if measure not in ("labelled", "expected"):
-        raise ValueError(f"measure must be 'labelled' or 'expected', not {measure!r}")
-    value = "count(*) FILTER (WHERE label)" if measure == "labelled" else "coalesce(sum(p_violent), 0)"
-    npas = read_neighborhoods(engine)
-    where, params = period_filter(period)
+    src = resolve(engine, source, period, origin)
+    units, params = src.units(period, origin)
     with engine.connect() as conn:
-        counts = pd.read_sql(sa.text(
-            f"SELECT npa_id, {value} AS value FROM calls WHERE {where} AND npa_id IS NOT NULL GROUP BY 1"),
-            conn, params=params)
-    return _with_gi(npas, counts, permutations, seed)
+        values = pd.read_sql(sa.text(
+            f"SELECT npa_id, sum(w) AS value FROM ({units}) u WHERE npa_id IS NOT NULL GROUP BY 1"), conn, params=params)
+    return values, src
+
+
+def npa_hotspots(engine: Engine, period: Period, *, source: str | None = None, measure: str | None = None,
+                 origin: str | None = None, permutations: int = 999, seed: int = 0,
+                 per_1000: bool = False) -> gpd.GeoDataFrame:
+    """Gi* over the 462 NPAs of what `source` counts in a period (geo.sources; default: recorded violent
+    incidents where any exist, else expected violent calls). `measure` ('labelled' or 'expected') is
+    the older name of the two call sources. `per_1000` runs Gi* on that value per 1,000 residents
+    (see `_with_gi`). The frame's attrs name the source.
+    """
+    if measure is not None:
+        if measure not in ("labelled", "expected"):
+            raise ValueError(f"measure must be 'labelled' or 'expected', not {measure!r}")
+        source = source or measure
+    values, src = npa_values(engine, period, source, origin)
+    result = _with_gi(read_neighborhoods(engine), values, permutations, seed, per_1000=per_1000)
+    result.attrs.update(source=src.name, source_words=src.describe(origin))
+    return result
 
 
 # --- grid cells and kernel density (EPSG:2264, US feet) ---------------------------------------
@@ -225,23 +312,26 @@ def _county_2264(engine: Engine):
     return shapely.union_all(npas.geometry.to_numpy())
 
 
-def _violent_points(engine: Engine, period: Period, measure: str) -> pd.DataFrame:
-    """Violent calls in the period: x, y in EPSG:2264 feet, weight w (1, or the probability), local month."""
-    weight = "1.0" if measure == "labelled" else "p_violent"
-    where = "label" if measure == "labelled" else "p_violent > 0"
-    in_period, params = period_filter(period)
+def source_points(engine: Engine, period: Period, source: str | None = None, origin: str | None = None
+                  ) -> tuple[pd.DataFrame, "Source"]:
+    """What `source` counts in the period as points: x, y in EPSG:2264 feet, weight w, local month; and the source."""
+    from geo.sources import resolve
+
+    src = resolve(engine, source, period, origin)
+    units, params = src.units(period, origin)
     with engine.connect() as conn:
-        return pd.read_sql(sa.text(
-            f"SELECT ST_X(g) AS x, ST_Y(g) AS y, {weight} AS w, month FROM ("
-            "  SELECT ST_Transform(geom, 2264) AS g, p_violent,"
-            "         to_char(received_at AT TIME ZONE :tz, 'YYYY-MM') AS month"
-            f"  FROM calls WHERE {where} AND {in_period}) t"), conn, params=params)
+        rows = pd.read_sql(sa.text(
+            "SELECT ST_X(g) AS x, ST_Y(g) AS y, w, month FROM ("
+            "  SELECT ST_Transform(geom, 2264) AS g, w, to_char(local_time, 'YYYY-MM') AS month"
+            f"  FROM ({units}) u WHERE geom IS NOT NULL) t"), conn, params=params)
+    return rows, src
 
 
-def _points_2264(engine: Engine, period: Period, measure: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Projected coordinates (feet) and weights of violent calls in the period."""
-    rows = _violent_points(engine, period, measure)
-    return rows["x"].to_numpy(), rows["y"].to_numpy(), rows["w"].to_numpy(dtype=float)
+def _points_2264(engine: Engine, period: Period, source: str | None, origin: str | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, "Source"]:
+    """Projected coordinates (feet) and weights of what the source counts in the period, and the source."""
+    rows, src = source_points(engine, period, source, origin)
+    return rows["x"].to_numpy(), rows["y"].to_numpy(), rows["w"].to_numpy(dtype=float), src
 
 
 @dataclass
@@ -255,9 +345,9 @@ class Lattice:
     weights: object    # libpysal W, queen neighbours on the lattice
 
     @classmethod
-    def over(cls, study_area, cell_ft: float) -> "Lattice":
+    def cells_over(cls, study_area, cell_ft: float) -> "Lattice":
+        """The cells and point lookup only (weights None): for scanning many sizes cheaply."""
         import shapely
-        from libpysal.weights import W
 
         grid = Grid.covering(shapely.bounds(study_area), cell_ft)
         cols, rows = np.meshgrid(np.arange(grid.ncols), np.arange(grid.nrows))
@@ -267,6 +357,14 @@ class Lattice:
         cols, rows = cols[inside], rows[inside]
         index = -np.ones((grid.nrows, grid.ncols), dtype=np.int64)
         index[rows, cols] = np.arange(len(cols))
+        return cls(grid, cols, rows, index, None)
+
+    @classmethod
+    def over(cls, study_area, cell_ft: float) -> "Lattice":
+        from libpysal.weights import W
+
+        cells = cls.cells_over(study_area, cell_ft)
+        grid, cols, rows, index = cells.grid, cells.cols, cells.rows, cells.index
         neighbours = {}
         for i, (c, r) in enumerate(zip(cols, rows)):
             around = index[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2].ravel()
@@ -286,13 +384,136 @@ class Lattice:
         return values
 
 
+# Cell size from the data, after ArcGIS's Optimized Hot Spot Analysis (docs/methods.md, "Grid cell size").
+MIN_POINTS_FOR_AUTO = 30      # ArcGIS's minimum number of features for Gi*
+SCAN_MAX_CELLS = 40_000       # the scanning lattice is coarsened to stay under this many cells
+SCAN_BANDS = 20               # distance bands of 1..20 scanning cells
+PEAK_Z = 1.96                 # a peak counts when clustering is significant there (p < 0.05)
+
+
+@dataclass
+class CellSize:
+    """The grid cell side chosen for a Gi* run and why."""
+
+    cell_ft: float
+    rule: str                  # 'fixed', 'autocorrelation_peak' or 'nearest_neighbour'
+    reason: str
+    mean_nn_ft: float | None = None   # average nearest-neighbour distance of the distinct point locations
+    scan_cell_ft: float | None = None
+    bands: list[tuple[float, float]] | None = None   # (distance band in feet, Moran's I z) scanned
+
+    def as_params(self) -> dict:
+        return {"cell_ft": self.cell_ft, "cell_rule": self.rule, "cell_reason": self.reason,
+                **({"mean_nn_ft": round(self.mean_nn_ft, 1)} if self.mean_nn_ft is not None else {})}
+
+
+def mean_nearest_neighbour_ft(x: np.ndarray, y: np.ndarray) -> float:
+    """Average distance from each distinct point location to the nearest other one (feet)."""
+    from scipy.spatial import cKDTree
+
+    points = np.unique(np.c_[np.asarray(x, dtype=float), np.asarray(y, dtype=float)], axis=0)
+    if len(points) < 2:
+        raise ValueError("need at least two distinct point locations to measure nearest-neighbour distances")
+    return float(cKDTree(points).query(points, k=2)[0][:, 1].mean())
+
+
+def band_moran_z(values: np.ndarray, index: np.ndarray, max_band: int) -> np.ndarray:
+    """Global Moran's I z-scores (normality assumption) of lattice cell values for distance bands of
+    1..max_band cells: binary weights between cells whose centres are at most k cells apart.
+
+    `index` maps (row, col) to the cell's position in `values`, -1 outside the study area.
+    """
+    v = np.asarray(values, dtype=float)
+    n = len(v)
+    z = v - v.mean()
+    m2 = float(z @ z)
+    nrows, ncols = index.shape
+    cross = 0.0                      # sum of w_ij z_i z_j over the band so far (both orders)
+    s0 = 0.0
+    degree = np.zeros(n)
+    offsets = [(dr, dc) for dr in range(-max_band, max_band + 1) for dc in range(-max_band, max_band + 1)
+               if (dr, dc) != (0, 0) and dr * dr + dc * dc <= max_band * max_band]
+    by_band = {}
+    for dr, dc in offsets:
+        by_band.setdefault(int(np.ceil(np.sqrt(dr * dr + dc * dc) - 1e-9)), []).append((dr, dc))
+    out = np.full(max_band, np.nan)
+    expected = -1.0 / (n - 1)
+    for k in range(1, max_band + 1):
+        for dr, dc in by_band.get(k, []):
+            a = index[max(0, -dr):nrows - max(0, dr), max(0, -dc):ncols - max(0, dc)]
+            b = index[max(0, dr):nrows + min(0, dr), max(0, dc):ncols + min(0, dc)]
+            ok = (a >= 0) & (b >= 0)
+            i, j = a[ok], b[ok]
+            cross += float(z[i] @ z[j])
+            s0 += len(i)
+            np.add.at(degree, i, 1.0)
+        if s0 == 0 or m2 == 0:
+            continue
+        moran = n / s0 * cross / m2
+        s1, s2 = 2.0 * s0, float(np.sum((2.0 * degree) ** 2))   # symmetric binary weights
+        variance = (n * n * s1 - n * s2 + 3 * s0 * s0) / ((n * n - 1) * s0 * s0) - expected ** 2
+        out[k - 1] = (moran - expected) / np.sqrt(variance)
+    return out
+
+
+def choose_cell_size(x: np.ndarray, y: np.ndarray, study_area, w: np.ndarray | None = None, *,
+                     max_cells: int = SCAN_MAX_CELLS, bands: int = SCAN_BANDS) -> CellSize:
+    """A grid cell side for Gi* of these points, from the data (after ArcGIS Optimized Hot Spot Analysis).
+
+    1. The mean nearest-neighbour distance d of the distinct locations gives a scanning lattice
+       of cells 2d wide (about one point per cell if the points were random), coarsened so it has
+       at most `max_cells` cells in the study area.
+    2. Incremental spatial autocorrelation: global Moran's I z of the cell counts for distance
+       bands of 1, 2, ... `bands` scanning cells. The first valid peak (z >= 1.96 that rises from
+       the band before and drops at the band after) is the scale at which the points cluster
+       most distinctly; the cell side is the peak distance / sqrt(2), so that a cell's queen
+       neighbours (the Gi* neighbourhood) all lie within the peak distance.
+       Only peaks whose cell leaves at least MIN_POINTS_FOR_AUTO (30) cells in the study area
+       count: ArcGIS does not trust Gi* on fewer than 30 features.
+    3. No valid peak (no significant clustering, clustering strongest at the shortest band, or
+       only at a city-wide scale): the cell side is 2d.
+    """
+    import shapely
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < MIN_POINTS_FOR_AUTO:
+        raise ValueError(f"--grid-ft auto needs at least {MIN_POINTS_FOR_AUTO} points, got {len(x)}; "
+                         "give a cell size in feet")
+    d = mean_nearest_neighbour_ft(x, y)
+    scan = max(2.0 * d, float(np.sqrt(shapely.area(study_area) / max_cells)))
+    lattice = Lattice.cells_over(study_area, scan)
+    values = lattice.sums(x, y, np.ones(len(x)) if w is None else w)
+    z = band_moran_z(values, lattice.index, bands)
+    distances = scan * np.arange(1, bands + 1)
+    scanned = [(float(dist), float(zk)) for dist, zk in zip(distances, z)]
+    largest = np.sqrt(shapely.area(study_area) / MIN_POINTS_FOR_AUTO)   # cell side leaving 30 cells
+    for k in range(1, bands - 1):
+        if distances[k] / np.sqrt(2) > largest:
+            break
+        if z[k] >= PEAK_Z and z[k] > z[k - 1] and z[k] > z[k + 1]:
+            size = float(np.round(distances[k] / np.sqrt(2), -1))
+            return CellSize(size, "autocorrelation_peak",
+                            f"Moran's I z peaks at {z[k]:.1f} at a {distances[k]:,.0f} ft band "
+                            f"(scanned {bands} bands of {scan:,.0f} ft cells); cell = band / sqrt(2)",
+                            d, scan, scanned)
+    size = float(np.round(2.0 * d, -1))
+    return CellSize(size, "nearest_neighbour",
+                    f"no significant peak of Moran's I z at a band leaving {MIN_POINTS_FOR_AUTO} or more cells "
+                    f"({bands} bands of {scan:,.0f} ft scanned); "
+                    f"cell = 2 x mean nearest-neighbour distance {d:,.0f} ft", d, scan, scanned)
+
+
 def grid_gi_star(x: np.ndarray, y: np.ndarray, w: np.ndarray, study_area, cell_ft: float = 1000.0, *,
                  permutations: int = 999, seed: int = 0) -> gpd.GeoDataFrame:
     """Gi* over square cells of `cell_ft` feet covering the study area (cells whose centre is inside).
 
-    Neighbours are the 8 surrounding cells (queen contiguity on the lattice) plus the cell itself.
-    Empty cells inside the study area count as zeros: where nothing happens is part of the map.
+    `cell_ft="auto"` chooses the size from the points (`choose_cell_size`); `attrs["cell_size"]`
+    holds the CellSize used either way. Neighbours are the 8 surrounding cells (queen contiguity
+    on the lattice) plus the cell itself. Empty cells inside the study area count as zeros: where
+    nothing happens is part of the map.
     """
+    choice = resolve_cell_size(cell_ft, x, y, study_area, w)
+    cell_ft = choice.cell_ft
     lattice = Lattice.over(study_area, cell_ft)
     values = lattice.sums(x, y, w)
     result = gi_star(None, values, permutations=permutations, seed=seed, weights=lattice.weights)
@@ -303,14 +524,39 @@ def grid_gi_star(x: np.ndarray, y: np.ndarray, w: np.ndarray, study_area, cell_f
         "gi_p_sim": result.p_sim, "hotspot_class": result.classes,
     }, geometry=grid.polygons(cols, rows), crs=2264)
     frame.attrs["grid"] = grid
+    frame.attrs["cell_size"] = choice
     return frame
 
 
-def grid_hotspots(engine: Engine, period: Period, *, cell_ft: float = 1000.0, measure: str = "labelled",
-                  permutations: int = 999, seed: int = 0) -> gpd.GeoDataFrame:
-    """Gi* of violent calls over square cells covering Mecklenburg County; cells returned in EPSG:4326."""
-    x, y, w = _points_2264(engine, period, measure)
-    return grid_gi_star(x, y, w, _county_2264(engine), cell_ft, permutations=permutations, seed=seed).to_crs(4326)
+def resolve_cell_size(cell_ft: float | str, x: np.ndarray, y: np.ndarray, study_area,
+                      w: np.ndarray | None = None) -> CellSize:
+    """A fixed cell size (a positive number of feet) or 'auto' (chosen from the points)."""
+    if isinstance(cell_ft, str) and cell_ft.strip().lower() == "auto":
+        return choose_cell_size(x, y, study_area, w)
+    try:
+        size = float(cell_ft)
+    except (TypeError, ValueError):
+        raise ValueError(f"cell size must be 'auto' or a number of feet, not {cell_ft!r}") from None
+    if not np.isfinite(size) or size <= 0:
+        raise ValueError(f"cell size must be a positive number of feet, not {cell_ft!r}")
+    return CellSize(size, "fixed", f"{size:g} ft given")
+
+
+def grid_hotspots(engine: Engine, period: Period, *, cell_ft: float | str = "auto", source: str | None = None,
+                  measure: str | None = None, origin: str | None = None, permutations: int = 999,
+                  seed: int = 0) -> gpd.GeoDataFrame:
+    """Gi* of what `source` counts (geo.sources) over square cells covering Mecklenburg County; cells
+    returned in EPSG:4326.
+
+    `cell_ft` 'auto' (default) chooses the cell size from the points; attrs["cell_size"] says which
+    and why, attrs["source"] what was counted.
+    """
+    x, y, w, src = _points_2264(engine, period, source or measure, origin)
+    frame = grid_gi_star(x, y, w, _county_2264(engine), cell_ft, permutations=permutations, seed=seed)
+    out = frame.to_crs(4326)
+    out.attrs.update(frame.attrs)
+    out.attrs.update(source=src.name, source_words=src.describe(origin))
+    return out
 
 
 # Kernel density: quartic (biweight) kernel, the one ArcGIS and CrimeStat use for crime maps.
@@ -325,6 +571,7 @@ class Density:
     grid: Grid
     values: np.ndarray
     bandwidth_ft: float
+    source: str = ""       # what was counted, in words (geo.sources)
 
 
 def kernel_density(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, bounds: tuple[float, float, float, float], *,
@@ -353,16 +600,19 @@ def kernel_density(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, bounds: t
     return Density(grid, density, bandwidth_ft)
 
 
-def violent_density(engine: Engine, period: Period, *, measure: str = "labelled",
-                    bandwidth_ft: float = DEFAULT_BANDWIDTH_FT, cell_ft: float = DEFAULT_KDE_CELL_FT) -> Density:
-    """Kernel density of violent calls (labelled, or weighted by probability) over the county."""
+def violent_density(engine: Engine, period: Period, *, source: str | None = None, measure: str | None = None,
+                    origin: str | None = None, bandwidth_ft: float = DEFAULT_BANDWIDTH_FT,
+                    cell_ft: float = DEFAULT_KDE_CELL_FT) -> Density:
+    """Kernel density over the county of what `source` counts (geo.sources); `density.source` names it."""
     import shapely
 
-    x, y, w = _points_2264(engine, period, measure)
-    return kernel_density(x, y, w, shapely.bounds(_county_2264(engine)), bandwidth_ft=bandwidth_ft, cell_ft=cell_ft)
+    x, y, w, src = _points_2264(engine, period, source or measure, origin)
+    density = kernel_density(x, y, w, shapely.bounds(_county_2264(engine)), bandwidth_ft=bandwidth_ft, cell_ft=cell_ft)
+    density.source = src.describe(origin)
+    return density
 
 
-# --- emerging hot spots -----------------------------------------------------------------------
+# --- trend test (emerging hot spots: geo/emerging.py) ------------------------------------------
 def mann_kendall(series: np.ndarray) -> tuple[float, float]:
     """Mann-Kendall trend test: (z, two-sided p). Ties corrected; no trend gives z near 0."""
     x = np.asarray(series, dtype=float)
@@ -377,72 +627,6 @@ def mann_kendall(series: np.ndarray) -> tuple[float, float]:
         return 0.0, 1.0
     z = (s - np.sign(s)) / np.sqrt(var)  # continuity correction
     return float(z), float(2 * norm.sf(abs(z)))
-
-
-EMERGING_CLASSES = {
-    "new": "hot in the latest period and in no earlier one",
-    "intensifying": "hot in at least 90% of periods including the latest, counts rising significantly (Mann-Kendall)",
-    "persistent": "hot in at least 90% of periods including the latest, no significant trend",
-    "diminishing": "hot in at least 90% of periods including the latest, counts falling significantly",
-    "sporadic": "hot in the latest period and some earlier ones, but in less than 90% of them",
-    "historical": "not hot in the latest period, but hot in at least 90% of the earlier ones",
-    "no pattern": "none of the above",
-}
-
-
-def emerging_class(hot: np.ndarray, trend_z: float, trend_p: float, alpha: float = 0.05) -> str:
-    """Classify one area from its per-period hot flags (oldest first) and the trend of its counts."""
-    hot = np.asarray(hot, dtype=bool)
-    latest, earlier = hot[-1], hot[:-1]
-    share = hot.mean()
-    if latest and not earlier.any():
-        return "new"
-    if latest and share >= 0.9:
-        if trend_p < alpha:
-            return "intensifying" if trend_z > 0 else "diminishing"
-        return "persistent"
-    if latest and earlier.any():
-        return "sporadic"
-    if not latest and len(earlier) and earlier.mean() >= 0.9:
-        return "historical"
-    return "no pattern"
-
-
-def emerging_hotspots(areas: gpd.GeoDataFrame | None, counts: np.ndarray, *, alpha: float = 0.05,
-                      weights=None) -> pd.DataFrame:
-    """Emerging hot-spot classes from a (periods x areas) count matrix, oldest period first.
-
-    Each period gets its own Gi* (FDR-corrected); an area is hot in a period when it is a hot spot
-    at 95% or more. The trend is Mann-Kendall over the area's counts.
-    """
-    counts = np.asarray(counts, dtype=float)
-    hot = np.zeros(counts.shape, dtype=bool)
-    weights = weights if weights is not None else queen_weights(areas)
-    for t in range(counts.shape[0]):
-        result = gi_star(None, counts[t], permutations=0, weights=weights)
-        hot[t] = (result.z > 0) & (result.q < 0.05)
-    rows = []
-    for i in range(counts.shape[1]):
-        z, p = mann_kendall(counts[:, i])
-        rows.append({"trend_z": z, "trend_p": p, "hot_periods": int(hot[:, i].sum()),
-                     "emerging_class": emerging_class(hot[:, i], z, p, alpha)})
-    return pd.DataFrame(rows)
-
-
-def npa_emerging(engine: Engine, period: Period, *, measure: str = "labelled") -> gpd.GeoDataFrame:
-    """Emerging hot-spot classes of violent calls per NPA, with calendar months as the time steps."""
-    value = "count(*) FILTER (WHERE label)" if measure == "labelled" else "coalesce(sum(p_violent), 0)"
-    npas = read_neighborhoods(engine)
-    where, params = period_filter(period)
-    with engine.connect() as conn:
-        rows = pd.read_sql(sa.text(
-            f"SELECT npa_id, to_char(received_at AT TIME ZONE :tz, 'YYYY-MM') AS month, {value} AS value FROM calls"
-            f" WHERE npa_id IS NOT NULL AND {where} GROUP BY 1, 2"), conn, params=params)
-    months = pd.period_range(period.start, period.end - pd.Timedelta(days=1), freq="M").strftime("%Y-%m")
-    matrix = rows.pivot_table(index="month", columns="npa_id", values="value", aggfunc="sum", fill_value=0)
-    matrix = matrix.reindex(index=months, columns=npas["npa_id"], fill_value=0)
-    classes = emerging_hotspots(npas, matrix.to_numpy(dtype=float))
-    return gpd.GeoDataFrame(pd.concat([npas.reset_index(drop=True), classes], axis=1), geometry="geom", crs=npas.crs)
 
 
 def threshold_stability(engine: Engine, period: Period, thresholds: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6),
@@ -469,16 +653,3 @@ def threshold_stability(engine: Engine, period: Period, thresholds: tuple[float,
     out["hot_at"] = [",".join(f"{t:g}" for t, h in zip(thresholds, hot[:, j]) if h) for j in range(len(npas))]
     out["stability"] = hot.mean(axis=0)
     return out
-
-
-def grid_emerging(engine: Engine, period: Period, *, cell_ft: float = 1000.0, measure: str = "labelled") -> gpd.GeoDataFrame:
-    """Emerging hot-spot classes per square grid cell (EPSG:2264 feet), months as time steps; cells in EPSG:4326."""
-    rows = _violent_points(engine, period, measure)
-    lattice = Lattice.over(_county_2264(engine), cell_ft)
-    months = pd.period_range(period.start, period.end - pd.Timedelta(days=1), freq="M").strftime("%Y-%m")
-    counts = np.vstack([lattice.sums(*(rows.loc[rows["month"] == m, c].to_numpy() for c in ("x", "y", "w")))
-                        for m in months])
-    classes = emerging_hotspots(None, counts, weights=lattice.weights)
-    cells = gpd.GeoDataFrame({"col": lattice.cols, "row": lattice.rows}, geometry=lattice.grid.polygons(lattice.cols, lattice.rows),
-                             crs=2264)
-    return gpd.GeoDataFrame(pd.concat([cells, classes], axis=1), geometry="geometry", crs=2264).to_crs(4326)

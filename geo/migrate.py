@@ -1,16 +1,25 @@
-"""Ordered SQL migrations from sql/migrations, recorded in a version table and applied once."""
+"""Ordered SQL migrations, recorded in a version table and applied once.
+
+The migrations ship inside the package (geo/sql/migrations) and are read with importlib.resources,
+so an installed wheel migrates a database as well as a checkout does.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "sql" / "migrations"
+MIGRATIONS_DIR: Traversable = resources.files("geo") / "sql" / "migrations"
+# A folder of migrations: the packaged one, a Traversable, or a plain path (tests pass a temp dir).
+Folder = Traversable | str | os.PathLike
 _NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 # Any constant works; it only has to be the same for every process migrating this database.
 _ADVISORY_LOCK_KEY = 72_640_2264
@@ -26,7 +35,7 @@ class Migration:
 
     version: int
     name: str
-    path: Path
+    path: Traversable
 
     @property
     def sql(self) -> str:
@@ -37,14 +46,21 @@ class Migration:
         return hashlib.sha256(self.path.read_bytes()).hexdigest()
 
 
-def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
-    """Migrations in version order; file names must look like `001_core.sql`."""
+def discover(directory: Folder = MIGRATIONS_DIR) -> list[Migration]:
+    """Migrations in version order; file names must look like `001_core.sql`.
+
+    `directory` defaults to the packaged migrations; any folder (a path or a Traversable) works.
+    """
+    if isinstance(directory, (str, os.PathLike)):
+        directory = Path(directory)
+    if not directory.is_dir():
+        raise MigrationError(f"no migrations folder at {directory}")
     found = []
-    for path in sorted(directory.glob("*.sql")):
+    for path in sorted((p for p in directory.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name):
         m = _NAME.match(path.name)
         if not m:
             raise MigrationError(f"{path.name}: migration files must be named NNN_lowercase_name.sql")
-        found.append(Migration(int(m.group(1)), path.stem, path))
+        found.append(Migration(int(m.group(1)), path.name.removesuffix(".sql"), path))
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
         raise MigrationError(f"duplicate migration versions in {directory}: {versions}")
@@ -60,7 +76,7 @@ def applied(engine: Engine) -> dict[int, str]:
         return {int(v): s for v, s in rows}
 
 
-def migrate(engine: Engine, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+def migrate(engine: Engine, directory: Folder = MIGRATIONS_DIR) -> list[Migration]:
     """Apply pending migrations in one transaction (a failure applies none); return those applied."""
     done: list[Migration] = []
     with engine.begin() as conn:
@@ -95,7 +111,7 @@ def migrate(engine: Engine, directory: Path = MIGRATIONS_DIR) -> list[Migration]
     return done
 
 
-def pending(engine: Engine, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+def pending(engine: Engine, directory: Folder = MIGRATIONS_DIR) -> list[Migration]:
     """Migrations not yet applied."""
     have = applied(engine)
     return [m for m in discover(directory) if m.version not in have]

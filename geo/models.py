@@ -1,4 +1,4 @@
-"""GeoAlchemy2 table definitions matching sql/migrations (a test keeps the two in step)."""
+"""GeoAlchemy2 table definitions matching geo/sql/migrations (a test keeps the two in step)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Float,
     Integer,
@@ -155,6 +156,41 @@ calls = Table(
     Column("data_origin", Text, nullable=False),
 )
 
+# CMPD's Homicide layer, one row per victim (migration 009); dates are calendar dates, geom may be NULL.
+homicides = Table(
+    "homicides", metadata,
+    Column("objectid", BigInteger, primary_key=True, autoincrement=False),
+    Column("id_source", BigInteger),
+    Column("crime_report_id", Text, nullable=False),
+    Column("date_reported", Date, nullable=False),
+    Column("age", SmallInteger),
+    Column("age_source", Text),
+    Column("gender", Text),
+    Column("race_ethnicity", Text),
+    Column("weapon", Text),
+    Column("circumstances", Text),
+    Column("ipv", Text),
+    Column("intimate_partner", Boolean),
+    Column("clearance_status", Text),
+    Column("clearance_date", Date),
+    Column("location", Text),
+    Column("corridor", Text),
+    Column("cmpd_patrol_division", Text),
+    Column("npa_source", Integer),
+    Column("council_district", SmallInteger),
+    Column("commission_district", SmallInteger),
+    Column("x_coord_public", Float),
+    Column("y_coord_public", Float),
+    Column("latitude_public", Float),
+    Column("longitude_public", Float),
+    Column("geom", Geometry("POINT", srid=4326, spatial_index=False)),
+    Column("division_id", Text),
+    Column("npa_id", Integer),
+    Column("data_origin", Text, nullable=False, server_default="real"),
+    Column("row_hash", BigInteger, nullable=False),
+    Column("batch_id", BigInteger, nullable=False),
+)
+
 model_runs = Table(
     "model_runs", metadata,
     Column("model_version", Text, primary_key=True),
@@ -198,6 +234,8 @@ hotspot_npa_results = Table(
     Column("run_id", BigInteger, primary_key=True, autoincrement=False),
     Column("npa_id", Integer, primary_key=True, autoincrement=False),
     *_gi_columns(),
+    Column("value_unit", Text, nullable=False, server_default="count"),  # 'count' | 'per_1000_residents' (010)
+    Column("event_count", Float),
 )
 
 hotspot_cell_results = Table(

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, replace
-from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from dataclasses import dataclass
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from geo import catalog
+from geo import catalog, metrics
 from geo.filters import Filter
-from geo.metrics import Period, compstat_windows, poisson_change_test
+from geo.metrics import WEEKDAYS, Period
+from geo.sources import SOURCES
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,6 @@ LEVELS = {
 # Simplification for the browser, in degrees (about 10 m at Charlotte's latitude): invisible at
 # city zooms; it cuts the divisions' 55k vertices to under 7k (the NPAs are already coarse).
 SIMPLIFY_DEG = 0.0001
-WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
 
 
 class UnknownArea(LookupError):
@@ -134,6 +133,15 @@ def area_features(shapes: list[dict], counts: dict) -> str:
 # --- Gi* on NPAs -------------------------------------------------------------------------------
 MEASURES = {"violent": "count(*) FILTER (WHERE c.label)", "calls": "count(*)",
             "expected": "coalesce(sum(c.p_violent), 0)"}
+# The map's Gi* measures that are sources of geo.sources (calls about one incident counted once there).
+MEASURE_SOURCES = {"violent": "labelled", "expected": "expected"}
+
+
+def measure_source(measure: str) -> str:
+    """What a map measure counts, in words (every output names its source)."""
+    if measure in MEASURE_SOURCES:
+        return SOURCES[MEASURE_SOURCES[measure]].describe()
+    return "calls: every call for service under the filters"
 
 
 def npa_weights(engine: Engine):
@@ -156,10 +164,16 @@ def npa_gi_star(engine: Engine, flt: Filter, weights, npa_ids: np.ndarray, measu
     if measure not in MEASURES:
         raise ValueError(f"unknown measure {measure!r}; one of {', '.join(MEASURES)}")
     where, params = flt.where("calls", "c")
+    source = MEASURE_SOURCES.get(measure)
+    if source is None:
+        sql = f"SELECT c.npa_id, {MEASURES[measure]} FROM calls c WHERE c.npa_id IS NOT NULL AND {where} GROUP BY 1"
+    else:   # one count per incident, as geo.sources counts calls
+        src = SOURCES[source]
+        sql = (f"SELECT npa_id, sum(w) FROM (SELECT DISTINCT ON ({src.key}) c.npa_id, ({src.value})::float AS w"
+               f" FROM calls c WHERE {src.where} AND {where} ORDER BY {src.key}, ({src.value}) DESC, c.received_at) u"
+               " WHERE npa_id IS NOT NULL GROUP BY 1")
     with engine.connect() as conn:
-        rows = dict(conn.execute(sa.text(
-            f"SELECT c.npa_id, {MEASURES[measure]} FROM calls c WHERE c.npa_id IS NOT NULL AND {where} GROUP BY 1"),
-            params).all())
+        rows = dict(conn.execute(sa.text(sql), params).all())
     values = np.array([float(rows.get(int(n), 0.0)) for n in npa_ids])
     result = gi_star(None, values, permutations=0, weights=weights)
     return pd.DataFrame({"npa_id": npa_ids.astype(int), "value": values, "gi_z": result.z, "gi_p": result.p,
@@ -255,73 +269,43 @@ def category_breakdown(engine: Engine, level_name: str, area_id, flt: Filter) ->
 
 
 def hour_weekday(engine: Engine, level_name: str, area_id, flt: Filter) -> dict:
-    """Calls by local weekday (rows, Monday first) and hour (columns) in the area under the filter."""
+    """The area's 7x24 under the filter (geo.metrics.hour_weekday) as JSON: mean per occurrence, totals, occurrences."""
     lvl = level(level_name)
-    where, params = _area_where(lvl, flt)
-    with engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT extract(isodow FROM c.received_at AT TIME ZONE :tz)::int - 1 AS d,"
-            " extract(hour FROM c.received_at AT TIME ZONE :tz)::int AS h, count(*) AS n"
-            f" FROM calls c WHERE {where} AND c.received_at_precision <> 'date' GROUP BY 1, 2"),
-            {**params, "area": area_id, "tz": _tz()}).all()
-        # Calls known only by their date have no hour: left out, and said so.
-        left_out = conn.execute(sa.text(
-            f"SELECT count(*) FROM calls c WHERE {where} AND c.received_at_precision = 'date'"),
-            {**params, "area": area_id}).scalar_one()
-    matrix = [[0] * 24 for _ in range(7)]
-    for r in rows:
-        matrix[r.d][r.h] = int(r.n)
-    return {"weekdays": WEEKDAYS, "hours": list(range(24)), "counts": matrix,
-            "max": max(max(row) for row in matrix), "left_out_date_only": int(left_out)}
+    return week_hour_json(metrics.hour_weekday(engine, flt, area=(lvl.metrics_by, area_id)))
 
 
-def compstat_changes(engine: Engine, level_name: str, area_id, flt: Filter, as_of: date,
-                     data_range: tuple[date | None, date | None], alpha: float = 0.05) -> list[dict]:
-    """CompStat for the area: 7/28 days, year to date and 365 days before `as_of` against the prior period.
+def week_hour_json(matrix: metrics.WeekHourMatrix) -> dict:
+    """A 7x24 matrix as JSON: `mean` (calls per occurrence of the weekday-hour, the shading), `counts` (totals)."""
+    mean = matrix.mean
+    means = [[None if v != v else round(float(v), 3) for v in row] for row in mean.to_numpy()]
+    counts = matrix.totals.to_numpy().astype(int).tolist()
+    return {"weekdays": list(WEEKDAYS), "hours": list(range(24)), "statistic": "mean per occurrence",
+            "mean": means, "counts": counts, "occurrences": matrix.occurrences.to_numpy().astype(int).tolist(),
+            "max": max(max(row) for row in counts),
+            "max_mean": max((v for row in means for v in row if v is not None), default=0.0),
+            "period": [matrix.start.isoformat(), matrix.end.isoformat()],
+            "left_out_date_only": matrix.left_out_date_only}
 
-    The windows replace the filter's dates; its other conditions (category, violent, probability)
-    still apply. Significance is the conditional Poisson test of geo.metrics.
-    """
-    lvl = level(level_name)
-    no_dates = replace(flt, start=None, end=None, given={})
-    where, params = _area_where(lvl, no_dates)
-    windows = compstat_windows(as_of)
-    tz = _tz()
-    columns, bounds = [], {}
-    for i, (current, prior) in enumerate(windows.values()):
-        for part, period in (("c", current), ("p", prior)):
-            name = f"w{i}{part}"
-            # Local midnights as bound timestamptz values: compared per row without a time-zone call.
-            bounds[f"{name}_s"], bounds[f"{name}_e"] = _midnight(period.start, tz), _midnight(period.end, tz)
-            columns.append(f"count(*) FILTER (WHERE c.received_at >= :{name}_s AND c.received_at < :{name}_e) AS {name}")
-    earliest = _midnight(min(p.start for _, p in windows.values()), tz)
-    with engine.connect() as conn:
-        counts = conn.execute(sa.text(
-            f"SELECT {', '.join(columns)} FROM calls c WHERE {where}"
-            " AND c.received_at >= :earliest AND c.received_at < :as_of"),
-            {**params, **bounds, "area": area_id, "earliest": earliest, "as_of": _midnight(as_of, tz)}).one()._mapping
-    first, last = data_range
+
+def compstat_for(table: pd.DataFrame, area_id) -> list[dict]:
+    """One area's rows of a geo.metrics.compstat table (all areas of the level, FDR across them), as JSON."""
+    rows = table[table["area"].astype(str) == str(area_id)] if not table.empty else table
     out = []
-    for i, (window, (current, prior)) in enumerate(windows.items()):
-        c, p = int(counts[f"w{i}c"]), int(counts[f"w{i}p"])
-        # A window the data do not cover is reported as such, not as a 100% change.
-        # (Year to date on 1 January is an empty window: nothing to compare either.)
-        covered = (first is not None and last is not None and current.days > 0 and prior.days > 0
-                   and first <= prior.start and last >= current.end - timedelta(days=1))
-        p_value = poisson_change_test(c, p, current.days, prior.days) if covered else None
-        change = None
-        if covered and p:
-            change = round((c / current.days - p / prior.days) / (p / prior.days) * 100, 1)
-        out.append({"window": window, "current": c, "prior": p,
-                    "current_period": [current.start.isoformat(), (current.end - timedelta(days=1)).isoformat()],
-                    "prior_period": [prior.start.isoformat(), (prior.end - timedelta(days=1)).isoformat()],
-                    "pct_change": change, "p_value": None if p_value is None else round(p_value, 4),
-                    "significant": bool(covered and p_value < alpha), "data_covers_both": covered})
+    for r in rows.itertuples(index=False):
+        out.append({"window": r.window, "current": int(r.current), "prior": int(r.prior),
+                    "current_period": r.current_period.split(".."), "prior_period": r.prior_period.split(".."),
+                    "compare": r.compare, "pct_change": _finite(r.pct_change), "dispersion": _finite(r.dispersion),
+                    "history_pairs": int(r.history_pairs), "p_value": _finite(r.p_value, 4),
+                    "q_value": _finite(r.q_value, 4), "significant": bool(r.significant),
+                    "data_covers_both": bool(r.data_covers_both), "note": r.note})
     return out
 
 
-def _midnight(day: date, tz: str) -> datetime:
-    return datetime.combine(day, time(0), ZoneInfo(tz))
+def _finite(value, digits: int | None = None):
+    value = float(value)
+    if not math.isfinite(value):
+        return None
+    return round(value, digits) if digits is not None else value
 
 
 def analysis_period(flt: Filter, data_range: tuple[date | None, date | None]) -> Period:
@@ -353,6 +337,18 @@ def allocation_for(table: pd.DataFrame, reasons: dict[str, str], division_id: st
             "workload_share": round(float(rows["workload_hours"].sum() / table["workload_hours"].sum()), 4)
             if table["workload_hours"].sum() else None,
             "reasoning": reasons.get(division_id, "no calls in the period")}
+
+
+def staffing_for(table: pd.DataFrame, division_id: str) -> dict:
+    """One division's rows of a geo.staffing plan: units, waits, utilisation, officers, warnings, needs."""
+    rows = table[table["division"] == division_id]
+    keep = ["shift", "calls_per_hour", "mean_service_min", "units", "units_needed", "p_wait", "mean_wait_min",
+            "p1_mean_wait_min", "utilisation", "officers", "officers_needed", "warnings", "needs_reasoning"]
+    shifts = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
+              for r in rows[keep].to_dict(orient="records")]
+    return {"division_id": division_id, "shifts": shifts, "officers": int(rows["officers"].sum()),
+            "officers_citywide": int(table["officers"].sum()), "officers_given": table.attrs.get("officers_given"),
+            "service_times": ", ".join(sorted(set(rows["service_times"]))) + " service times"}
 
 
 def as_of_date(flt: Filter, last: date | None) -> date:

@@ -206,25 +206,14 @@ def _cell_sums(points: gpd.GeoDataFrame, spec: LatticeSpec, n_cells: int) -> pd.
 
 
 def _label_partition(part: TimeSlice, url: str, model, relabel: bool) -> tuple[int, int]:
-    """Score one slice's calls that need it and write them back in one bulk UPDATE; returns (scored, violent)."""
-    from geo.classify import read_calls
-    from geo.ingest.batch import copy_frame
+    """Score one slice's calls that need it and write them back (geo.classify.label_selected); returns (scored, violent)."""
+    from geo.classify import label_selected
 
-    engine = worker_engine(url)
     where, params = part.clause()
     todo = "c.model_version IS DISTINCT FROM %(version)s" if relabel else "c.model_version IS NULL"
-    calls = read_calls(engine, with_truth=False, where=f"{todo} AND {where}", params={**params, "version": model.version})
-    if calls.empty:
-        return 0, 0
-    p = model.score(calls)
-    out = pd.DataFrame({"call_id": calls["call_id"], "p": p.astype(np.float32), "label": p >= model.threshold})
-    with engine.begin() as conn:
-        # Each partition commits on its own (an interrupted run keeps finished partitions); the
-        # temporary table lives on this task's connection only, so parallel tasks do not collide.
-        conn.exec_driver_sql("CREATE TEMP TABLE scored (call_id text PRIMARY KEY, p real, label boolean) ON COMMIT DROP")
-        copy_frame(conn, "scored", out)
-        conn.execute(sa.text("UPDATE calls c SET p_violent = s.p, label = s.label, model_version = :v, labelled_at = now()"
-                             " FROM scored s WHERE c.call_id = s.call_id"), {"v": model.version})
+    # Each partition commits on its own (an interrupted run keeps finished partitions).
+    with worker_engine(url).begin() as conn:
+        out = label_selected(conn, model, f"{todo} AND {where}", {**params, "version": model.version})
     return len(out), int(out["label"].sum())
 
 
@@ -300,13 +289,13 @@ def npa_values(engine: Engine, client, period: Period, *, measure: str = "labell
 
 
 def npa_hotspots(engine: Engine, client, period: Period, *, measure: str = "labelled", permutations: int = 999,
-                 seed: int = 0, partitions: int | None = None) -> gpd.GeoDataFrame:
+                 seed: int = 0, partitions: int | None = None, per_1000: bool = False) -> gpd.GeoDataFrame:
     """geo.hotspots.npa_hotspots with its per-NPA values aggregated on Dask; the same frame comes back."""
     from geo.hotspots import _with_gi
     from geo.spatial import read_neighborhoods
 
     values = npa_values(engine, client, period, measure=measure, partitions=partitions)
-    return _with_gi(read_neighborhoods(engine), values, permutations, seed)
+    return _with_gi(read_neighborhoods(engine), values, permutations, seed, per_1000=per_1000)
 
 
 def grid_values(engine: Engine, client, period: Period, lattice, *, measure: str = "labelled",
@@ -331,11 +320,20 @@ def grid_values(engine: Engine, client, period: Period, lattice, *, measure: str
     return total.reindex(np.arange(n_cells), fill_value=0.0).to_numpy(dtype=float)
 
 
-def grid_hotspots(engine: Engine, client, period: Period, *, cell_ft: float = 1000.0, measure: str = "labelled",
+def grid_hotspots(engine: Engine, client, period: Period, *, cell_ft: float | str = 1000.0, measure: str = "labelled",
                   permutations: int = 999, seed: int = 0, partitions: int | None = None) -> gpd.GeoDataFrame:
-    """geo.hotspots.grid_hotspots with the cell counts computed on Dask; cells returned in EPSG:4326."""
-    from geo.hotspots import Lattice, _county_2264, gi_star
+    """geo.hotspots.grid_hotspots with the cell counts computed on Dask; cells returned in EPSG:4326.
 
+    The cell size must be given: choosing it ('auto') needs every point's location on one
+    machine, which is what the Dask path avoids.
+    """
+    from geo.hotspots import Lattice, _county_2264, gi_star, resolve_cell_size
+
+    if isinstance(cell_ft, str) and cell_ft.strip().lower() == "auto":
+        raise ValueError("cell size 'auto' is not available on Dask (it needs every point on one machine): "
+                         "give the cell size in feet, e.g. --grid-ft 1500, or run without --engine dask")
+    choice = resolve_cell_size(cell_ft, np.empty(0), np.empty(0), None)
+    cell_ft = choice.cell_ft
     lattice = Lattice.over(_county_2264(engine), cell_ft)
     values = grid_values(engine, client, period, lattice, measure=measure, partitions=partitions)
     result = gi_star(None, values, permutations=permutations, seed=seed, weights=lattice.weights)
@@ -343,7 +341,9 @@ def grid_hotspots(engine: Engine, client, period: Period, *, cell_ft: float = 10
         "col": lattice.cols, "row": lattice.rows, "value": values, "gi_z": result.z, "gi_p": result.p,
         "gi_q": result.q, "gi_p_sim": result.p_sim, "hotspot_class": result.classes,
     }, geometry=lattice.grid.polygons(lattice.cols, lattice.rows), crs=2264)
-    return frame.to_crs(4326)
+    out = frame.to_crs(4326)
+    out.attrs["cell_size"] = choice
+    return out
 
 
 @dataclass

@@ -9,13 +9,39 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def checkout_root() -> Path | None:
+    """The source checkout this package runs from (an editable install), or None for an installed wheel."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").is_file() and (root / "geo").is_dir() else None
+
+
+def default_var_dir() -> Path:
+    """Where the private cluster, models and demo files live when HOTSPOTS_VAR_DIR is unset: the
+    checkout's var/ (the same from any working directory), else the user's data folder."""
+    root = checkout_root()
+    if root is not None:
+        return root / "var"
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "cmpd-hotspots"
+
+
+def default_data_dir() -> Path:
+    """The reference data when HOTSPOTS_DATA_DIR is unset: as the Makefile finds it, the shared CMPD
+    data beside the checkout, else the checkout's data/shapes."""
+    root = checkout_root()
+    if root is None:
+        return Path("data/shapes")
+    shared = root.parent / "shared" / "cmpd"
+    return shared if (shared / "README.md").is_file() else root / "data" / "shapes"
+
+
 class DatabaseSettings(BaseSettings):
     """Where the PostGIS database is: an external `DATABASE_URL` or the embedded cluster."""
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore")
 
     database_url: str | None = Field(default=None, alias="DATABASE_URL")
-    var_dir: Path = Field(default=Path("var"), alias="HOTSPOTS_VAR_DIR")
+    var_dir: Path = Field(default_factory=default_var_dir, alias="HOTSPOTS_VAR_DIR")
     statement_timeout_ms: int = Field(default=0, alias="HOTSPOTS_STATEMENT_TIMEOUT_MS")
 
     @property
@@ -29,8 +55,8 @@ class DataSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore")
 
-    data_dir: Path = Field(default=Path("data/shapes"), alias="HOTSPOTS_DATA_DIR")
-    var_dir: Path = Field(default=Path("var"), alias="HOTSPOTS_VAR_DIR")
+    data_dir: Path = Field(default_factory=default_data_dir, alias="HOTSPOTS_DATA_DIR")
+    var_dir: Path = Field(default_factory=default_var_dir, alias="HOTSPOTS_VAR_DIR")
     # West,south,east,north (WGS84) that division and NPA layers must lie within once reprojected:
     # a layer outside it carries a CRS its coordinates are not in. The default is a generous box
     # around Charlotte; a deployment for another region widens or moves it.
@@ -177,6 +203,8 @@ class ArcGISSettings(BaseSettings):
     # A FeatureServer/MapServer layer URL (…/FeatureServer/0) or its …/query endpoint; empty: not configured.
     incidents_url: str = Field(default="", alias="HOTSPOTS_ARCGIS_INCIDENTS_URL")
     calls_url: str = Field(default="", alias="HOTSPOTS_ARCGIS_CALLS_URL")
+    # CMPD's Homicide layer (one feature per victim), incremental on DATE_REPORTED like incidents.
+    homicides_url: str = Field(default="", alias="HOTSPOTS_ARCGIS_HOMICIDES_URL")
     # Records per request; servers cap it at their maxRecordCount (often 1,000 or 2,000) and say so.
     page_size: int = Field(default=1000, alias="HOTSPOTS_ARCGIS_PAGE_SIZE")
     timeout_s: float = Field(default=60.0, alias="HOTSPOTS_ARCGIS_TIMEOUT_S")

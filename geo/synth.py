@@ -1,17 +1,32 @@
 """Demo data: SYNTHETIC calls for service and incidents in CMPD's real column layouts.
 
-CMPD's point-level calls and incidents are not available offline, so the demo makes its own.
-What is real is what they are calibrated on: violent incidents match CMPD's published monthly
-'Violent Crime' totals (scaled to the requested volume), follow the published offense mix, and
-are spread over the 462 Neighborhood Profile Areas in proportion to Mecklenburg County's per-NPA
-violent crime counts; property and disorder calls follow the per-NPA property-crime and
-disorder-call counts, the rest population. Everything else (addresses, times, call types, report
-numbers) is invented. No row describes a real person, place or event.
+CMPD's point-level calls are not available offline, so the demo makes its own. What is real is
+what they are calibrated on:
 
-Tables that drive the generator live in geo/data/: call_natures.csv (CAD call types, their share,
-which NPA measure spreads them, time-of-day profile, priority mix, how often they produce an
-incident report and with which NIBRS codes), violent_calls.csv (which call types violent offenses
-arrive as), hour_profiles.csv and nibrs_codes.csv.
+- violent incidents (the taxonomy's FBI violent codes) match CMPD's published monthly 'Violent
+  Crime' totals (scaled to the requested volume) and offense mix, and are spread over the 462
+  Neighborhood Profile Areas in proportion to Mecklenburg County's per-NPA violent crime counts;
+- every other incident carries one of the codes CMPD's Incidents layer really uses, at the
+  layer's published frequencies (nibrs_codes.csv), including the non-criminal 800-series reports
+  (about 15% of rows) and reports closed as Unfounded (about 3%), with CMPD's clearance statuses
+  at the shares of a sample of the layer (clearance.csv);
+- property and disorder calls follow the per-NPA property-crime and disorder-call counts, the
+  rest population.
+
+Everything else (addresses, times, call types, report numbers) is invented. No row describes a
+real person, place or event; every row says so in its DATA_ORIGIN column ('synthetic').
+
+The default period is DEMO_START for DEMO_DAYS: a recent year inside the span of the real
+incident samples (2017-2025), so one period shows real and synthetic records side by side. The
+published monthly violent counts end in March 2022; a month they do not cover takes the count of
+the same month in the latest complete published year (2021 for the demo's 2024).
+
+Tables that drive the generator live in geo/data/: call_natures.csv (CAD call types, their share
+of calls, which NPA measure spreads them, time-of-day profile, priority mix), nibrs_codes.csv
+(every code generated, CMPD's description, how many reports the layer holds, and which call
+types a report of that code is taken from), violent_calls.csv (which call types violent
+offenses arrive as), clearance.csv (clearance status and detail by kind of report) and
+hour_profiles.csv.
 """
 
 from __future__ import annotations
@@ -30,12 +45,27 @@ from pyproj import Transformer
 from tqdm import tqdm
 
 from geo.spatial import AreaIndex
+from geo.taxonomy import Taxonomy, load_taxonomy
 
 DATA = Path(__file__).with_name("data")
 # Bump when the generator's output changes, so `make demo` regenerates instead of reusing old files.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 BASE_CALLS_PER_YEAR = 500_000  # CMPD logged more than 514,000 interactions in 2020
 LOCAL_TZ = "America/New_York"
+# The demo year: recent, and inside the real incident samples' span (2017-01 .. 2025-11).
+DEMO_START = date(2024, 1, 1)
+DEMO_DAYS = 366
+# nibrs_codes.csv counts reports in CMPD's Incidents layer from 2017-01 to 2026-06 (9.5 years),
+# after the layer's 800-series and unfounded reports are set aside (the 800-series counts are
+# that share of the same window). At BASE_CALLS_PER_YEAR the demo makes one year's worth of them.
+LAYER_YEARS = 9.5
+# Unfounded reports in the whole layer (854,996 rows): 21,392 of the 726,148 reports outside the
+# 800-series (704,756 founded ones remain), and 7,962 of the 128,848 800-series rows.
+UNFOUNDED_PER_FOUNDED_CRIME = 21_392 / 704_756
+UNFOUNDED_SHARE_NON_CRIMINAL = 7_962 / 128_848
+# Reports with no call of their own are taken at a desk or online: business hours.
+NO_CALL_PROFILE = "day"
+DATA_ORIGIN = "synthetic"
 
 INCIDENT_COLUMNS = [
     "INCIDENT_REPORT_ID", "LOCATION", "CITY", "STATE", "ZIP", "X_COORD_PUBLIC", "Y_COORD_PUBLIC",
@@ -48,6 +78,8 @@ CALL_COLUMNS = [
     "CALL_ID", "DATE_RECEIVED", "CALL_TYPE", "PRIORITY", "ADDRESS", "CITY", "STATE", "ZIP", "LATITUDE",
     "LONGITUDE", "X_COORD", "Y_COORD", "CMPD_PATROL_DIVISION", "INCIDENT_REPORT_ID",
 ]
+# The files carry one column more than CMPD's layouts: where each row came from.
+FILE_COLUMNS = {"calls": CALL_COLUMNS + ["DATA_ORIGIN"], "incidents": INCIDENT_COLUMNS + ["DATA_ORIGIN"]}
 OFFENSE_DETAILS = [
     "Homicide", "Rape", "Attempted Rape", "Armed Robbery", "Strong Arm Robbery", "Aggravated Assault-Gun",
     "Aggravated Assault-Knife", "Aggravated Assault-Other Weapon", "Aggravated Assault-Fists,Feet, etc.",
@@ -157,12 +189,51 @@ def _world(data_dir: Path) -> _World:
     return _World(ids, geoms, drivers, AreaIndex(div.geometry, div["DIVISION"]), names, city)
 
 
-def _tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, str]]:
+@dataclass
+class _Tables:
+    """The tables in geo/data, checked against the taxonomy."""
+
+    natures: pd.DataFrame      # CAD call types: share, driver, hour profile, priority weights
+    violent_calls: pd.DataFrame
+    hours: pd.DataFrame
+    codes: pd.DataFrame        # every generated NIBRS code: description, reports, call types
+    clearance: pd.DataFrame
+
+
+def _tables(taxonomy: Taxonomy) -> _Tables:
+    """Read the generator's tables; every code and call type they use must be one the taxonomy knows."""
     natures = pd.read_csv(DATA / "call_natures.csv", keep_default_na=False)
-    violent = pd.read_csv(DATA / "violent_calls.csv")
+    violent = pd.read_csv(DATA / "violent_calls.csv", dtype={"nibrs": str})
     hours = pd.read_csv(DATA / "hour_profiles.csv").set_index("profile")
-    codes = pd.read_csv(DATA / "nibrs_codes.csv", dtype=str)
-    return natures, violent, hours, dict(zip(codes["code"], codes["description"]))
+    codes = pd.read_csv(DATA / "nibrs_codes.csv", dtype=str, keep_default_na=False)
+    codes["reports"] = codes["reports"].astype(float)
+    codes["p_no_call"] = pd.to_numeric(codes["p_no_call"]).fillna(0.0)
+    clearance = pd.read_csv(DATA / "clearance.csv", dtype=str, keep_default_na=False)
+    clearance["sample_rows"] = clearance["sample_rows"].astype(float)
+    known_types = set(natures["call_type"])
+    for row in codes.itertuples():
+        category, _ = taxonomy.nibrs_category(row.code)
+        if category == "unknown":
+            raise ValueError(f"nibrs_codes.csv: code {row.code!r} is not in geo/taxonomy.csv")
+        if row.code in taxonomy.violent_codes:
+            continue  # violent volume and call types come from the published counts and violent_calls.csv
+        types = {t for t, _ in _weighted_spec(row.call_types)}
+        if not types or types - known_types:
+            raise ValueError(f"nibrs_codes.csv: code {row.code!r} needs call types from call_natures.csv; "
+                             f"unknown: {sorted(types - known_types) or 'none given'}")
+    not_violent = sorted(set(violent["nibrs"]) - taxonomy.violent_codes)
+    if not_violent or set(violent["call_type"]) - known_types:
+        raise ValueError(f"violent_calls.csv: codes {not_violent} are not violent in geo/taxonomy.csv, or call types "
+                         f"{sorted(set(violent['call_type']) - known_types)} are not in call_natures.csv")
+    missing = sorted(set(violent["nibrs"]) - set(codes["code"]))
+    if missing:
+        raise ValueError(f"nibrs_codes.csv: violent codes {missing} have no description")
+    return _Tables(natures, violent, hours, codes, clearance)
+
+
+def _weighted_spec(spec: str) -> list[tuple[str, float]]:
+    """'A:0.6;B:0.4' -> [('A', 0.6), ('B', 0.4)] ('' -> [])."""
+    return [(name, float(weight)) for name, weight in (p.rsplit(":", 1) for p in spec.split(";"))] if spec else []
 
 
 def _addresses(rng: Generator, geoms: np.ndarray, per_npa: int) -> tuple[np.ndarray, np.ndarray]:
@@ -200,35 +271,59 @@ def _times(rng: Generator, days: pd.DatetimeIndex, day_weights: np.ndarray, prof
     return pd.DatetimeIndex(days.values[day] + seconds.astype("timedelta64[s]"))
 
 
-def _choose_codes(rng: Generator, spec: str, n: int) -> np.ndarray:
-    """NIBRS codes from 'CODE:weight;CODE:weight' ('' -> no report possible)."""
-    if not spec:
-        return np.full(n, "", dtype=object)
-    pairs = [p.split(":") for p in spec.split(";")]
-    codes = np.array([c for c, _ in pairs], dtype=object)
-    return codes[_pick_weighted(rng, np.array([float(w) for _, w in pairs]), n)]
+def _calibration_years(by_month: pd.Series, days: pd.DatetimeIndex) -> dict[int, int]:
+    """Which published year's months each generated year follows: itself where published, else
+    the latest year published in full (the counts end in March 2022, so 2024 follows 2021)."""
+    months = by_month.reset_index().groupby("year")["month"].nunique()
+    complete = months[months == 12].index
+    if not len(complete):
+        raise ValueError("Violent_Crime_Offenses.csv has no year with all 12 months of 'Violent Crime' counts")
+    latest = int(complete.max())
+    return {y: (y if all((y, d.month) in by_month.index for d in days[days.year == y]) else latest)
+            for y in sorted(set(days.year))}
 
 
-def _violent_plan(world: _World, days: pd.DatetimeIndex, rate: float) -> tuple[np.ndarray, pd.DataFrame]:
-    """Expected violent incidents per day, and the offense mix, from CMPD's published counts."""
+def _violent_plan(world: _World, days: pd.DatetimeIndex, rate: float) -> tuple[np.ndarray, pd.DataFrame, dict[int, int]]:
+    """Expected violent incidents per day and the offense mix, from CMPD's published counts, and
+    the published year each generated year was calibrated on."""
     off = world.offenses
-    years = set(off["year"])
     by_month = off[off["category"] == "Violent Crime"].set_index(["year", "month"])["count"]
-    per_day = np.empty(len(days))
-    for i, d in enumerate(days):
-        year = d.year if (d.year, d.month) in by_month.index else 2021
-        per_day[i] = by_month[(year, d.month)] / d.days_in_month
-    used = sorted({d.year for d in days} & years) or [2021]
+    years = _calibration_years(by_month, days)
+    per_day = np.array([by_month[(years[d.year], d.month)] / d.days_in_month for d in days])
+    used = sorted(set(years.values()))
     mix = off[off["year"].isin(used) & off["category"].isin(OFFENSE_DETAILS)].groupby("category")["count"].sum()
-    return per_day * rate, mix.reset_index()
+    return per_day * rate, mix.reset_index(), years
+
+
+def _clearance(rng: Generator, tables: _Tables, taxonomy: Taxonomy, codes: np.ndarray,
+               unfounded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CLEARANCE_STATUS and CLEARANCE_DETAIL_STATUS per report, at the layer sample's shares.
+
+    clearance.csv rows apply to one code (e.g. '800'), or else to violent, crime or non_criminal
+    reports; reports closed as Unfounded take the 'unfounded' rows.
+    """
+    table = tables.clearance
+    specific = set(table["applies_to"]) - {"violent", "crime", "non_criminal", "unfounded"}
+    key = np.array(["unfounded" if unf else c if c in specific else "violent" if c in taxonomy.violent_codes
+                    else "crime" if taxonomy.nibrs_category(c)[1] else "non_criminal"
+                    for c, unf in zip(codes, unfounded)], dtype=object)
+    status = np.empty(len(codes), dtype=object)
+    detail = np.empty(len(codes), dtype=object)
+    for group, rows in table.groupby("applies_to", sort=True):
+        sel = np.flatnonzero(key == group)
+        if len(sel):
+            pick = _pick_weighted(rng, rows["sample_rows"].to_numpy(), len(sel))
+            status[sel] = rows["status"].to_numpy()[pick]
+            detail[sel] = rows["detail"].to_numpy()[pick]
+    return status, detail
 
 
 def generate(
     data_dir: Path,
     out_dir: Path,
     *,
-    start: date = date(2021, 1, 1),
-    days: int = 365,
+    start: date = DEMO_START,
+    days: int = DEMO_DAYS,
     n_calls: int = 500_000,
     seed: int = 2264,
     dirty: bool = True,
@@ -238,9 +333,11 @@ def generate(
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = Generator(PCG64(seed))
-    bar = tqdm(total=7, desc="demo data", unit="step", disable=not progress)
+    bar = tqdm(total=8, desc="demo data", unit="step", disable=not progress)
     world = _world(data_dir)
-    natures, violent_mix, hours, code_names = _tables()
+    taxonomy = load_taxonomy()
+    tables = _tables(taxonomy)
+    natures, hours = tables.natures, tables.hours
     period = pd.date_range(pd.Timestamp(start), periods=days, freq="D")
     # How many of CMPD's calls per year this run stands for (1.0 at 500,000 calls a year).
     rate = n_calls / (BASE_CALLS_PER_YEAR * days / 365.0)
@@ -249,10 +346,11 @@ def generate(
     rank = np.arange(1, 61)
     weights_other = 1.0 / rank ** 0.8
     weights_violent = 1.0 / rank ** 1.3
+    nature_of = {t: i for i, t in enumerate(natures["call_type"])}
     bar.update()
 
     # --- violent incidents and their calls -------------------------------------------------
-    per_day, mix = _violent_plan(world, period, rate)
+    per_day, mix, calibration = _violent_plan(world, period, rate)
     n_violent = int(round(per_day.sum())) if n_calls else 0
     n_violent = min(n_violent, n_calls)
     offense = mix["category"].to_numpy()[_pick_weighted(rng, mix["count"].to_numpy(), n_violent)]
@@ -261,47 +359,79 @@ def generate(
     v_time = _times(rng, period, per_day, hours.loc["night"], n_violent)
     v_type = np.empty(n_violent, dtype=object)
     v_code = np.empty(n_violent, dtype=object)
-    for name, group in violent_mix.groupby("offense", sort=True):
+    for name, group in tables.violent_calls.groupby("offense", sort=True):
         sel = np.flatnonzero(offense == name)
         if len(sel):
             v_type[sel] = group["call_type"].to_numpy()[_pick_weighted(rng, group["weight"].to_numpy(), len(sel))]
             v_code[sel] = group["nibrs"].iloc[0]
     bar.update()
 
-    # --- other calls -------------------------------------------------------------------------
-    n_other = n_calls - n_violent
-    nature_idx = _pick_weighted(rng, natures["share"].to_numpy(), n_other)
-    o_npa = np.empty(n_other, dtype=np.int64)
-    o_time = np.empty(n_other, dtype="datetime64[ns]")
-    o_code = np.full(n_other, "", dtype=object)
+    # --- every other report: CMPD's codes at the layer's frequencies ----------------------------
+    others = tables.codes[~tables.codes["code"].isin(taxonomy.violent_codes)].reset_index(drop=True)
+    o_crime = np.array([taxonomy.nibrs_category(c)[1] for c in others["code"]])
+    scale = n_calls / (BASE_CALLS_PER_YEAR * LAYER_YEARS)
+    n_founded = int(round(others["reports"].sum() * scale))
+    code_idx = _pick_weighted(rng, others["reports"].to_numpy(), n_founded)
+    founded_crime = int(o_crime[code_idx].sum())
+    # Unfounded crime reports come on top of the founded ones, in the crime codes' mix.
+    n_unfounded = int(round((n_violent + founded_crime) * UNFOUNDED_PER_FOUNDED_CRIME))
+    crime_idx = np.flatnonzero(o_crime)
+    code_idx = np.r_[code_idx, crime_idx[_pick_weighted(rng, others["reports"].to_numpy()[crime_idx], n_unfounded)]]
+    r_code = others["code"].to_numpy()[code_idx]
+    r_unfounded = np.r_[np.zeros(n_founded, dtype=bool), np.ones(n_unfounded, dtype=bool)]
+    non_criminal = ~o_crime[code_idx]
+    r_unfounded |= non_criminal & (rng.random(len(r_code)) < UNFOUNDED_SHARE_NON_CRIMINAL)
+    # A report is taken from a call, or (p_no_call) at a desk or online.
+    r_linked = rng.random(len(r_code)) >= others["p_no_call"].to_numpy()[code_idx]
+    room = n_calls - n_violent
+    if r_linked.sum() > room:  # only in tiny runs: reports beyond the calls have none
+        r_linked[np.flatnonzero(r_linked)[room:]] = False
+    r_type = np.empty(len(r_code), dtype=object)
+    for k, spec in enumerate(others["call_types"]):
+        sel = np.flatnonzero(code_idx == k)
+        if len(sel):
+            pairs = _weighted_spec(spec)
+            names = np.array([t for t, _ in pairs], dtype=object)
+            r_type[sel] = names[_pick_weighted(rng, np.array([w for _, w in pairs]), len(sel))]
+    r_nature = np.array([nature_of[t] for t in r_type], dtype=np.int64)
+    bar.update()
+
+    # --- calls without a report fill each call type up to its share ----------------------------
+    linked_types = np.r_[np.array([nature_of[t] for t in v_type], dtype=np.int64), r_nature[r_linked]]
+    taken = np.bincount(linked_types, minlength=len(natures))
+    target = natures["share"].to_numpy() / natures["share"].sum() * n_calls
+    n_plain = n_calls - len(linked_types)
+    p_idx = _pick_weighted(rng, np.maximum(target - taken, 0.0) + 1e-9, n_plain)
+    # Places and times: a call's type sets both; a report without a call keeps its code's first call type's place.
+    c_nature = np.r_[r_nature[r_linked], p_idx]
+    c_code = np.r_[r_code[r_linked], np.full(n_plain, "", dtype=object)].astype(object)
+    c_unfounded = np.r_[r_unfounded[r_linked], np.zeros(n_plain, dtype=bool)]
+    c_npa = np.empty(len(c_nature), dtype=np.int64)
+    c_time = np.empty(len(c_nature), dtype="datetime64[ns]")
     season = per_day / per_day.mean() if per_day.mean() > 0 else np.ones(len(period))
     mild = 0.8 + 0.2 * season  # non-violent calls follow the season only mildly
     for k, row in natures.iterrows():
-        sel = np.flatnonzero(nature_idx == k)
-        if not len(sel):
-            continue
-        o_npa[sel] = _pick_weighted(rng, world.drivers[row["driver"]], len(sel))
-        o_time[sel] = _times(rng, period, mild, hours.loc[row["hour_profile"]], len(sel)).values
-        linked = rng.random(len(sel)) < float(row["p_incident"])
-        o_code[sel[linked]] = _choose_codes(rng, row["nibrs_codes"], int(linked.sum()))
-    o_addr = _pick_weighted(rng, weights_other, n_other)
-    o_type = natures["call_type"].to_numpy()[nature_idx]
+        sel = np.flatnonzero(c_nature == k)
+        if len(sel):
+            c_npa[sel] = _pick_weighted(rng, world.drivers[row["driver"]], len(sel))
+            c_time[sel] = _times(rng, period, mild, hours.loc[row["hour_profile"]], len(sel)).values
+    c_addr = _pick_weighted(rng, weights_other, len(c_nature))
     o_priority_w = np.array([[float(x) for x in p.split(";")] for p in natures["priority_weights"]])
     bar.update()
 
     # --- assemble calls ------------------------------------------------------------------------
-    call_type = np.r_[v_type, o_type].astype(object)
-    npa_pos = np.r_[v_npa, o_npa]
-    addr = np.r_[v_addr, o_addr]
-    when = pd.DatetimeIndex(np.r_[v_time.values, o_time])
-    code = np.r_[v_code, o_code].astype(object)
-    nature_of = {t: i for i, t in enumerate(natures["call_type"])}
+    call_type = np.r_[v_type, natures["call_type"].to_numpy()[c_nature]].astype(object)
+    npa_pos = np.r_[v_npa, c_npa]
+    addr = np.r_[v_addr, c_addr]
+    when = pd.DatetimeIndex(np.r_[v_time.values, c_time])
+    code = np.r_[v_code, c_code].astype(object)
+    unfounded = np.r_[np.zeros(n_violent, dtype=bool), c_unfounded]
     pri_rows = o_priority_w[[nature_of[t] for t in call_type]]
     priority = (pri_rows.cumsum(axis=1) < rng.random(len(call_type))[:, None]).sum(axis=1) + 1
     priority = np.where(np.arange(len(call_type)) < n_violent, np.minimum(priority, 2), priority)
     order = np.argsort(when.values, kind="stable")
-    call_type, npa_pos, addr, when, code, priority = (
-        call_type[order], npa_pos[order], addr[order], when[order], code[order], priority[order])
+    call_type, npa_pos, addr, when, code, unfounded, priority = (
+        call_type[order], npa_pos[order], addr[order], when[order], code[order], unfounded[order], priority[order])
     lon = lon_addr[npa_pos, addr].round(6)
     lat = lat_addr[npa_pos, addr].round(6)
     npa_id = world.npa_ids[npa_pos]
@@ -309,9 +439,7 @@ def generate(
     division = np.where(pd.isna(division), "", division).astype(object)
     to_sp = Transformer.from_crs(4326, 2264, always_xy=True)
     x, y = to_sp.transform(lon, lat)
-    street_no = (addr * 100 + 100) % 9900 + 100
-    street = np.array(STREETS, dtype=object)[(npa_pos * 7 + addr) % len(STREETS)]
-    address = np.char.add(np.char.add(street_no.astype(str), " BLOCK OF "), street.astype(str)).astype(object)
+    address = _block_addresses(npa_pos, addr)
     zip_code = np.array(ZIPS, dtype=object)[(npa_pos * 3) % len(ZIPS)]
     n = len(call_type)
     call_ids = np.char.add(f"C{start.year}-", np.char.zfill(np.arange(1, n + 1).astype(str), 7)).astype(object)
@@ -320,18 +448,24 @@ def generate(
         "PRIORITY": priority.astype(str), "ADDRESS": address, "CITY": "CHARLOTTE", "STATE": "NC", "ZIP": zip_code,
         "LATITUDE": lat, "LONGITUDE": lon, "X_COORD": np.round(x, 1), "Y_COORD": np.round(y, 1),
         "CMPD_PATROL_DIVISION": [world.division_names.get(d, "") for d in division], "INCIDENT_REPORT_ID": "",
+        "DATA_ORIGIN": DATA_ORIGIN,
     })
     bar.update()
 
-    # --- incidents: one per linked call, plus reports that had no call ---------------------------
+    # --- incidents: one per linked call, plus the reports that had no call -----------------------
     linked = np.flatnonzero(code != "")
-    walk_in = int(round(len(linked) / 9))  # about 10% of incidents have no call
-    w_npa = _pick_weighted(rng, world.drivers["property"], walk_in)
-    w_addr = _pick_weighted(rng, weights_other, walk_in)
-    w_time = _times(rng, period, mild, hours.loc["day"], walk_in)
-    w_code = _choose_codes(rng, "23H:0.35;26F:0.25;290:0.15;240:0.1;13C:0.1;899:0.05", walk_in)
+    walk = np.flatnonzero(~r_linked)
+    first_type = np.array([nature_of[_weighted_spec(s)[0][0]] for s in others["call_types"]], dtype=np.int64)
+    drivers = natures["driver"].to_numpy()[first_type[code_idx[walk]]]
+    w_npa = np.empty(len(walk), dtype=np.int64)
+    for driver in sorted(set(drivers)):
+        sel = np.flatnonzero(drivers == driver)
+        w_npa[sel] = _pick_weighted(rng, world.drivers[driver], len(sel))
+    w_addr = _pick_weighted(rng, weights_other, len(walk))
+    w_time = _times(rng, period, mild, hours.loc[NO_CALL_PROFILE], len(walk))
     began = np.r_[when.values[linked], w_time.values]
-    i_code = np.r_[code[linked], w_code].astype(object)
+    i_code = np.r_[code[linked], r_code[walk]].astype(object)
+    i_unfounded = np.r_[unfounded[linked], r_unfounded[walk]]
     i_npa_pos = np.r_[npa_pos[linked], w_npa]
     i_addr = np.r_[addr[linked], w_addr]
     delay = rng.integers(10 * 60, 180 * 60, len(began)).astype("timedelta64[s]")
@@ -345,22 +479,19 @@ def generate(
     rep_local = pd.DatetimeIndex(reported)
     stamp = rep_local.strftime("%Y%m%d-%H%M")
     seq = pd.Series(stamp).groupby(stamp).cumcount().to_numpy() + 1
-    report_ids = np.char.add(np.char.add(stamp.to_numpy().astype(str), "-"), np.char.zfill(seq.astype(str), 2)).astype(object)
+    # CMPD's id layout YYYYMMDD-HHMM-NN, with an S before the sequence: a generated report can never
+    # take a real report's id (the demo's year overlaps the real records).
+    report_ids = np.char.add(np.char.add(stamp.to_numpy().astype(str), "-S"), np.char.zfill(seq.astype(str), 2)).astype(object)
     calls.loc[linked, "INCIDENT_REPORT_ID"] = report_ids[: len(linked)]
-    violent_code = np.isin(i_code, ["09A", "11A", "120", "13A"])
-    property_code = np.isin(i_code, ["220", "23C", "23D", "23F", "23G", "23H", "240", "290", "26A", "26B", "26F"])
-    p_clear = np.where(violent_code, 0.45, np.where(property_code, 0.12, 0.30))
-    cleared = rng.random(len(i_code)) < p_clear
-    arrest = cleared & (rng.random(len(i_code)) < 0.6)
-    status = np.where(cleared, "Closed/Cleared", np.where(rng.random(len(i_code)) < 0.15, "Further Investigation", "Open"))
-    detail = np.where(arrest, "Cleared by Arrest", np.where(cleared, "Exceptionally Cleared",
-                      np.where(status == "Further Investigation", "Further Investigation", "Open")))
+    status, detail = _clearance(rng, tables, taxonomy, i_code, i_unfounded)
+    dated = (status != "Open") | (detail != "Open")  # CMPD dates every closed report (and pending validations)
     cleared_at = reported + rng.integers(1, 60 * 86400, len(i_code)).astype("timedelta64[s]")
     ended = np.where(rng.random(len(i_code)) < 0.6, began + rng.integers(60, 7200, len(i_code)).astype("timedelta64[s]"),
                      np.datetime64("NaT"))
     loc_types = np.array(list(PLACES), dtype=object)
     loc_type = loc_types[_pick_weighted(rng, np.array([40, 25, 12, 5, 4, 5, 4, 5]), len(i_code))]
     place = [PLACES[t][k % len(PLACES[t])] for t, k in zip(loc_type, rng.integers(0, 3, len(i_code)))]
+    code_names = dict(zip(tables.codes["code"], tables.codes["description"]))
 
     def utc(values: np.ndarray) -> np.ndarray:
         values = pd.DatetimeIndex(values)
@@ -371,7 +502,7 @@ def generate(
 
     incidents = pd.DataFrame({
         "INCIDENT_REPORT_ID": report_ids,
-        "LOCATION": np.r_[address[linked], np.char.add("100 BLOCK OF ", np.array(STREETS, dtype=str)[w_addr % len(STREETS)])].astype(object),
+        "LOCATION": np.r_[address[linked], _block_addresses(w_npa, w_addr)].astype(object),
         "CITY": "CHARLOTTE", "STATE": "NC",
         "ZIP": np.array(ZIPS, dtype=object)[(i_npa_pos * 3) % len(ZIPS)],
         "X_COORD_PUBLIC": np.round(ix, 1), "Y_COORD_PUBLIC": np.round(iy, 1),
@@ -382,16 +513,18 @@ def generate(
         "ADDRESS_DESCRIPTION": "", "LOCATION_TYPE_DESCRIPTION": loc_type,
         "PLACE_TYPE_DESCRIPTION": [p[0] for p in place], "PLACE_DETAIL_DESCRIPTION": [p[1] for p in place],
         "CLEARANCE_STATUS": status, "CLEARANCE_DETAIL_STATUS": detail,
-        "CLEARANCE_DATE": np.where(cleared, utc(cleared_at), ""),
+        "CLEARANCE_DATE": np.where(dated, utc(cleared_at), ""),
         "HIGHEST_NIBRS_CODE": i_code, "HIGHEST_NIBRS_DESCRIPTION": [code_names[c] for c in i_code],
-        "OBJECTID": "", "YEAR": rep_local.year.astype(str),
+        "OBJECTID": "", "YEAR": rep_local.year.astype(str), "DATA_ORIGIN": DATA_ORIGIN,
     }).iloc[i_order].reset_index(drop=True)
     incidents["OBJECTID"] = np.arange(1, len(incidents) + 1).astype(str)
     bar.update()
 
     call_counts = _call_counts(calls, npa_id)
-    manifest = {"synthetic": True, "generator_version": GENERATOR_VERSION, "seed": seed, "start": start.isoformat(), "days": days, "n_calls": n_calls,
-                "violent_incidents": int(violent_code.sum()), "files": {}}
+    manifest = {"synthetic": True, "generator_version": GENERATOR_VERSION, "seed": seed, "start": start.isoformat(), "days": days,
+                "n_calls": n_calls, "violent_incidents": int(np.isin(i_code, sorted(taxonomy.violent_codes)).sum()),
+                "unfounded_incidents": int(i_unfounded.sum()),
+                "violent_counts_calibrated_on": {str(k): v for k, v in calibration.items()}, "files": {}}
     if dirty:
         calls = _dirty(rng, calls, "calls", "CALL_ID", "DATE_RECEIVED", ("LATITUDE", "LONGITUDE"), ("X_COORD", "Y_COORD"),
                        "ADDRESS", ("CMPD_PATROL_DIVISION",), world, manifest)
@@ -405,8 +538,8 @@ def generate(
     bar.update()
 
     paths = {name: out_dir / f"{name}.csv" for name in ("calls", "incidents", "call_counts")}
-    _write_csv(calls, paths["calls"], CALL_COLUMNS)
-    _write_csv(incidents, paths["incidents"], INCIDENT_COLUMNS)
+    _write_csv(calls, paths["calls"], FILE_COLUMNS["calls"])
+    _write_csv(incidents, paths["incidents"], FILE_COLUMNS["incidents"])
     call_counts.to_csv(paths["call_counts"], index=False, lineterminator="\n")
     manifest_path = out_dir / "manifest.json"
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
@@ -414,6 +547,13 @@ def generate(
     bar.close()
     return SynthResult(paths["calls"], paths["incidents"], paths["call_counts"], manifest_path,
                        n_calls=_data_rows(paths["calls"]), n_incidents=_data_rows(paths["incidents"]))
+
+
+def _block_addresses(npa_pos: np.ndarray, addr: np.ndarray) -> np.ndarray:
+    """CMPD-style hundred-block addresses, one per (NPA, address slot)."""
+    street_no = (addr * 100 + 100) % 9900 + 100
+    street = np.array(STREETS, dtype=object)[(npa_pos * 7 + addr) % len(STREETS)]
+    return np.char.add(np.char.add(street_no.astype(str), " BLOCK OF "), street.astype(str)).astype(object)
 
 
 def _data_rows(path: Path) -> int:
@@ -498,8 +638,8 @@ def _dirty(rng: Generator, frame: pd.DataFrame, name: str, id_col: str, date_col
         elif d == "malformed_row":
             # An address with an unquoted comma: one field too many.
             for i in idx:
-                values = [str(frame.iat[i, frame.columns.get_loc(c)]) for c in (CALL_COLUMNS if name == "calls" else INCIDENT_COLUMNS)]
-                col = (CALL_COLUMNS if name == "calls" else INCIDENT_COLUMNS).index(address_col)
+                values = [str(frame.iat[i, frame.columns.get_loc(c)]) for c in FILE_COLUMNS[name]]
+                col = FILE_COLUMNS[name].index(address_col)
                 values[col] = values[col] + ", APT 2"
                 frame.iat[i, frame.columns.get_loc("__raw__")] = ",".join(v.replace('"', "") for v in values)
     dup_rows = []

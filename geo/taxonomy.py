@@ -95,7 +95,8 @@ def apply_taxonomy(engine, taxonomy: Taxonomy | None = None) -> dict[str, int]:
     """Recompute the stored categories of calls and incidents (after taxonomy.csv changed).
 
     Only distinct values are categorised in Python; the update itself is one set-based
-    statement per table that touches only rows whose category changes.
+    statement per table that touches only rows whose category (or crime flag) changes. Unfounded
+    reports stay non-crimes.
     """
     import sqlalchemy as sa
 
@@ -116,8 +117,10 @@ def apply_taxonomy(engine, taxonomy: Taxonomy | None = None) -> dict[str, int]:
         changed["calls"] = conn.execute(sa.text(
             "UPDATE calls c SET category = t.category FROM tax_call t"
             " WHERE c.call_type = t.call_type AND c.category IS DISTINCT FROM t.category")).rowcount
+        # A report closed as Unfounded is no crime whatever its code (as the loader stores it).
+        is_crime = "(t.is_crime AND upper(coalesce(i.clearance_status, '')) <> 'UNFOUNDED')"
         changed["incidents"] = conn.execute(sa.text(
-            "UPDATE incidents i SET category = t.category, is_crime = t.is_crime FROM tax_code t"
+            f"UPDATE incidents i SET category = t.category, is_crime = {is_crime} FROM tax_code t"
             " WHERE i.highest_nibrs_code IS NOT DISTINCT FROM t.code"
-            " AND (i.category IS DISTINCT FROM t.category OR i.is_crime IS DISTINCT FROM t.is_crime)")).rowcount
+            f" AND (i.category IS DISTINCT FROM t.category OR i.is_crime IS DISTINCT FROM {is_crime})")).rowcount
     return changed

@@ -1,9 +1,9 @@
 """Map tiles: z/x/y checks, Mapbox Vector Tiles from PostGIS, kernel-density heat tiles, a tile cache.
 
 Vector tiles (EPSG:3857, extent 4096, buffer 64) are built by PostGIS from the readable templates
-in sql/tiles/, filled with identifiers from geo/catalog.py and geo/filters.py only; every value is
-bound. Calls and incidents are too dense to send as raw points at city zooms (a z10 tile held
-170,000 points and 5 MB), so the rule is:
+in geo/sql/tiles/ (package data, read with importlib.resources), filled with identifiers from
+geo/catalog.py and geo/filters.py only; every value is bound. Calls and incidents are too dense
+to send as raw points at city zooms (a z10 tile held 170,000 points and 5 MB), so the rule is:
 
 - below `RAW_MIN_ZOOM` (14) a point layer is always aggregated: one point per occupied square
   cell of `CELL` tile units (64 x 64 cells per tile) with `count`, `violent` and, for calls,
@@ -27,7 +27,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
+from importlib import resources
 from typing import Hashable
 
 import numpy as np
@@ -37,7 +37,7 @@ from sqlalchemy.engine import Connection, Engine
 from geo.catalog import LAYERS, Layer
 from geo.filters import TABLE_COLUMNS, Filter, ParameterError, parse_int
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql" / "tiles"
+SQL_DIR = resources.files("geo") / "sql" / "tiles"
 
 MAX_ZOOM = 22
 EXTENT = 4096            # MVT tile coordinate range
@@ -129,6 +129,9 @@ TILE_LAYERS: dict[str, TileLayer] = {
         _tile_layer("calls", ("call_id", "received_at", "call_type", "category", "p_violent", "violent"), True),
         _tile_layer("incidents", ("incident_report_id", "date_reported", "highest_nibrs_code",
                                   "highest_nibrs_description", "category", "clearance_status"), True),
+        # A few hundred victims: raw points at every zoom. Rows without a location have no place in a tile.
+        _tile_layer("homicides", ("objectid", "crime_report_id", "date_reported", "age", "gender", "race_ethnicity",
+                                  "weapon", "circumstances", "intimate_partner", "clearance_status")),
         _tile_layer("divisions"),
         _tile_layer("neighborhoods"),
         _tile_layer("hotspot_cells"),
@@ -170,6 +173,8 @@ def _columns(t: TileLayer) -> str:
         if prop.format == "date-time":
             # ISO 8601 in UTC whatever the session's TimeZone is.
             expr = f"to_char({expr} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+        elif prop.format == "date":
+            expr = f"to_char({expr}, 'YYYY-MM-DD')"   # a calendar date, whatever the DateStyle
         cols.append(f"{expr} AS {_quote(name)}")
     return ",\n           ".join(cols)
 
@@ -265,7 +270,7 @@ def cluster_points(engine: Engine, table: str = "calls") -> None:
     lyr = LAYERS[table]
     if lyr.filter_table is None:
         raise ValueError(f"{table!r} is not a point layer; one of calls, incidents")
-    index = f"{lyr.source}_geom_idx"        # named by sql/migrations/001_core.sql
+    index = f"{lyr.source}_geom_idx"        # named by geo/sql/migrations/001_core.sql
     with engine.begin() as conn:
         conn.exec_driver_sql(f"CLUSTER {lyr.source} USING {index}")
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:

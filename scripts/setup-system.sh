@@ -17,6 +17,12 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@"
 }
 
+# `python3 -m venv` needs Debian's python3-venv (ensurepip); a fresh Debian 12 lacks it.
+if ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
+  echo "setup-system: installing python3-venv (for the project's .venv)"
+  apt_install python3-venv
+fi
+
 # The newest PostgreSQL server already installed, else Debian 12's default (15).
 major=""
 for v in 17 16 15 14; do

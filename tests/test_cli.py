@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from geo.cli import main
+from geo.taxonomy import load_taxonomy
 
 
 @pytest.fixture
@@ -76,7 +77,8 @@ def test_model_commands_without_a_model_say_what_to_do(run):
 def test_taxonomy_command_lists_categories(run):
     result = run("taxonomy", "--kind", "nibrs")
     assert result.exit_code == 0
-    assert "violent_crime:" in result.output and "09A, 11A, 11B, 11C, 120, 13A" in result.output
+    assert "violent_crime:" in result.output
+    assert "NIBRS codes: " + ", ".join(sorted(load_taxonomy().violent_codes)) + "\n" in result.output
     assert "Not counted as crimes:" in result.output
 
 
@@ -91,10 +93,60 @@ def test_hotspots_command_on_published_offenses(run, tmp_path):
     assert len(written) == 462 and written.crs.to_epsg() == 4326 and "hotspot_class" in written.columns
 
 
-def test_emerging_command_lists_every_class(run):
-    result = run("emerging", "--from", "2021-01-01", "--to", "2021-06-30")
+def test_emerging_command_names_source_steps_left_out_and_every_pattern(run, engine):
+    from datetime import date
+
+    from geo.emerging import PATTERNS
+    from tests.test_emerging import YEAR_2021, plant_calls
+
+    centre, _ = plant_calls(engine, [*YEAR_2021, (date(2022, 1, 1), 0.1)])  # the data ends on 3 January 2022
+    result = run("emerging", "--source", "calls", "--measure", "labelled", "--from", "2021-01-01", "--to", "2022-01-31")
     assert result.exit_code == 0, result.output
-    for name in ("new", "intensifying", "persistent", "diminishing", "sporadic", "historical", "no pattern"):
-        assert any(line.startswith(name) for line in result.output.splitlines()), name
-    # No calls in the test database: every NPA has no pattern.
-    assert "no pattern     462" in result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("source: labelled: calls the model labelled violent")
+    assert "time steps: 12 complete months, 2021-01 to 2021-12 (the data spans 2021-01-01 to 2022-01-03)" in lines
+    assert "left out: 2022-01 (10% covered)" in lines
+    counts = {name: int(line[len(name):].split()[0]) for name in PATTERNS for line in lines if line.startswith(name + " ")}
+    assert set(counts) == set(PATTERNS) and sum(counts.values()) == 462
+    persistent = next(line for line in lines if line.startswith("Persistent Hot Spot"))
+    assert str(centre) in persistent.split(": ")[1].replace(",", " ").split()
+    default = run("emerging", "--from", "2021-01-01", "--to", "2022-01-31")   # no incidents loaded: expected calls
+    assert default.exit_code == 0 and default.output.startswith("source: expected: expected violent calls")
+    short = run("emerging", "--source", "calls", "--from", "2021-01-01", "--to", "2021-06-30")
+    assert short.exit_code == 1 and "need at least 10 complete months" in short.output
+    assert "holds 6 complete months" in short.output
+
+
+def test_rejects_newest_first_by_file_and_batch_and_typos_refused(run, data_dir, tmp_path):
+    from tests.factories import read_rows, write_rows
+
+    rows = read_rows(data_dir / "real" / "incidents_streets_QVXYZ.csv")[:6]
+    rows[1]["DATE_REPORTED"] = "not a date"
+    first = write_rows(tmp_path / "first.csv", rows)
+    rows2 = [dict(r, INCIDENT_REPORT_ID=r["INCIDENT_REPORT_ID"] + "X") for r in rows]
+    rows2[4]["DATE_REPORTED"] = "still not"
+    second = write_rows(tmp_path / "second.csv", rows2)
+    assert run("load", "incidents", str(first)).exit_code == 0
+    assert run("load", "incidents", str(second)).exit_code == 0
+    listed = [line for line in run("rejects").output.splitlines() if " bad_date: " in line]
+    assert [line.split()[0] for line in listed] == ["second.csv:6", "second.csv:3", "first.csv:3"]  # newest first
+    only = run("rejects", "--file", "first.csv").output
+    assert "first.csv:3 bad_date" in only and "second.csv" not in only
+    assert "second.csv:6" in run("rejects", "--file", str(second)).output
+    result = run("rejects", "--kind", "call")
+    assert result.exit_code == 2 and "--kind" in result.output and "stored: incidents" in result.output
+    result = run("rejects", "--reason", "bad_dates")
+    assert result.exit_code == 2 and "bad_date" in result.output
+
+
+def test_demo_stops_at_once_when_its_port_is_taken(run):
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        result = run("demo", env={"HOTSPOTS_PORT": str(port), "HOTSPOTS_HOST": "127.0.0.1"})
+    assert result.exit_code == 1
+    assert f"port {port} on 127.0.0.1 is in use" in result.output and "nothing was started or loaded" in result.output
+    assert f"HOTSPOTS_PORT={port + 1}" in result.output

@@ -81,6 +81,15 @@ def test_an_edited_migration_is_refused(empty_engine, tmp_path):
         migrate(empty_engine, d)
 
 
+def test_migrations_are_package_data_and_a_missing_folder_is_named(tmp_path):
+    # The default folder is the package's own (importlib.resources), not a path beside a checkout.
+    assert str(migrate_mod.MIGRATIONS_DIR).endswith("geo/sql/migrations")
+    assert [m.path.name for m in migrate_mod.discover()][0] == "001_core.sql"
+    with pytest.raises(MigrationError, match=f"no migrations folder at {tmp_path / 'nope'}"):
+        migrate_mod.discover(tmp_path / "nope")
+    assert migrate_mod.discover(str(tmp_path)) == []
+
+
 def test_a_failing_migration_applies_nothing(empty_engine, tmp_path):
     d = tmp_path / "migrations"
     d.mkdir()
@@ -110,3 +119,19 @@ def test_models_match_the_migrated_schema(engine):
                 assert got["type"]._type_affinity == col.type._type_affinity, f"{table.name}.{col.name} type"
         pk = inspector.get_pk_constraint(table.name)["constrained_columns"]
         assert pk == [c.name for c in table.primary_key.columns], table.name
+
+
+def test_var_and_data_dirs_are_the_checkouts_from_any_directory(tmp_path, monkeypatch):
+    """Run from elsewhere, the CLI finds the checkout's var/ (never a second, empty cluster)."""
+    from geo.settings import DataSettings, checkout_root
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HOTSPOTS_VAR_DIR", raising=False)
+    monkeypatch.delenv("HOTSPOTS_DATA_DIR", raising=False)
+    root = Path(__file__).resolve().parent.parent
+    assert checkout_root() == root
+    assert DatabaseSettings().embedded_dir == root / "var" / "pg"
+    shared = root.parent / "shared" / "cmpd"
+    assert DataSettings().data_dir == (shared if (shared / "README.md").is_file() else root / "data" / "shapes")
+    monkeypatch.setenv("HOTSPOTS_VAR_DIR", str(tmp_path / "v"))
+    assert DatabaseSettings().embedded_dir == tmp_path / "v" / "pg"

@@ -117,6 +117,9 @@ def test_health_check_and_image():
     rules = {r.rule for r in app.url_map.iter_rules()}
     assert "/health" in rules and "/health" in " ".join(SERVICES["app"]["healthcheck"]["test"])
     dockerfile = (REPO / "Dockerfile").read_text()
-    for part in ("geo", "web", "sql"):
+    for part in ("geo", "web"):
         assert re.search(rf"^COPY {part} \./{part}$", dockerfile, re.M), part
+    # A regular (non-editable) install: the package, SQL included, is complete without the checkout.
+    assert re.search(r"^RUN pip install --no-cache-dir \. ", dockerfile, re.M)
+    assert "pip install -e" not in dockerfile and "COPY sql" not in dockerfile
     assert "web:create_app()" in dockerfile

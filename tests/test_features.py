@@ -63,4 +63,5 @@ def test_queryables_schema_lists_typed_properties():
     schema = gf.queryables_schema(layer("incidents"), "http://x/q")
     assert schema["$id"] == "http://x/q" and schema["additionalProperties"] is False
     assert schema["properties"]["npa_id"]["type"] == "integer"
-    assert {"highest_nibrs_code", "clearance_status", "zip", "npa_id", "category"} == set(schema["properties"])
+    assert {"highest_nibrs_code", "clearance_status", "zip", "npa_id", "category",
+            "date_reported_precision"} == set(schema["properties"])

@@ -65,14 +65,17 @@ def test_npa_hotspots_on_labelled_calls(engine, tmp_path, data_dir):
     import sqlalchemy as sa
 
     from geo.demo import generate_and_load
+    from geo.taxonomy import load_taxonomy
 
     generate_and_load(n_calls=20_000, start=date(2021, 1, 1), days=120, seed=4, out=tmp_path / "d", engine=engine,
                       data_dir=data_dir, progress=False, dirty=False)
     with engine.begin() as conn:  # stand-in labels: the true outcome, so the test needs no model
         conn.execute(sa.text(
-            "UPDATE calls c SET label = (i.highest_nibrs_code IN ('09A','11A','120','13A')), p_violent = 0.5"
-            " FROM incidents i WHERE i.incident_report_id = c.incident_report_id"))
-    result = npa_hotspots(engine, Period(date(2021, 1, 1), date(2021, 5, 1)), permutations=99)
+            "UPDATE calls c SET label = (i.highest_nibrs_code = ANY(CAST(:violent AS text[]))), p_violent = 0.5"
+            " FROM incidents i WHERE i.incident_report_id = c.incident_report_id"),
+            {"violent": sorted(load_taxonomy().violent_codes)})
+    result = npa_hotspots(engine, Period(date(2021, 1, 1), date(2021, 5, 1)), source="labelled", permutations=99)
+    assert result.attrs["source"] == "labelled"
     assert len(result) == 462
     hot = result[result["hotspot_class"].str.startswith("Hot")]
     assert len(hot) > 0
@@ -155,7 +158,8 @@ def test_grid_hotspots_over_the_county_are_saved_with_geometry(engine):
 
     # 40 violent calls at one corner of uptown (add_calls puts every call at -80.84, 35.22).
     add_calls(engine, [(datetime_(2021, 5, 1 + i % 20, 22), "01", "violent_crime", True, 0.9) for i in range(40)])
-    result = grid_hotspots(engine, Period(date(2021, 5, 1), date(2021, 6, 1)), cell_ft=5000, permutations=99)
+    result = grid_hotspots(engine, Period(date(2021, 5, 1), date(2021, 6, 1)), cell_ft=5000, source="labelled",
+                           permutations=99)
     assert result.crs.to_epsg() == 4326 and result["value"].sum() == 40
     hot = result[result["hotspot_class"].str.startswith("Hot")]
     assert len(hot) >= 1 and hot.geometry.union_all().contains(__import__("shapely").Point(-80.84, 35.22))
@@ -186,41 +190,6 @@ def test_mann_kendall_on_planted_trends():
     assert mann_kendall(np.full(12, 3.0)) == (0.0, 1.0)
 
 
-@pytest.mark.parametrize("hot,z,p,expected", [
-    ([0] * 11 + [1], 0.0, 1.0, "new"),
-    ([1] * 12, 3.0, 0.001, "intensifying"),
-    ([1] * 12, 0.5, 0.6, "persistent"),
-    ([1] * 12, -3.0, 0.001, "diminishing"),
-    ([1, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 1], 0.0, 1.0, "sporadic"),
-    ([1] * 11 + [0], 0.0, 1.0, "historical"),
-    ([0] * 12, 0.0, 1.0, "no pattern"),
-])
-def test_emerging_classes(hot, z, p, expected):
-    from geo.hotspots import emerging_class
-
-    assert emerging_class(np.array(hot, dtype=bool), z, p) == expected
-
-
-def test_emerging_hotspots_on_a_planted_growing_cluster(grid):
-    from geo.hotspots import emerging_hotspots
-
-    rng = np.random.default_rng(8)
-    months = 12
-    counts = rng.poisson(2.0, (months, 400)).astype(float)
-    block = [y * 20 + x for y in range(7, 12) for x in range(7, 12)]
-    growing = [y * 20 + x for y in range(2, 6) for x in range(2, 6)]
-    for t in range(months):
-        counts[t, block] = rng.poisson(7.0, len(block))                 # always hot, flat
-        counts[t, growing] = rng.poisson(2.0 + 1.0 * t, len(growing))   # heats up over the year
-    result = emerging_hotspots(grid, counts)
-    centre = 9 * 20 + 9
-    assert result.loc[centre, "emerging_class"] == "persistent"
-    assert result.loc[3 * 20 + 3, "emerging_class"] in ("intensifying", "new", "sporadic")
-    assert result.loc[3 * 20 + 3, "trend_z"] > 2 and result.loc[3 * 20 + 3, "trend_p"] < 0.05
-    far = 18 * 20 + 18
-    assert result.loc[far, "emerging_class"] == "no pattern"
-
-
 def test_threshold_stability(engine):
     import sqlalchemy as sa
 
@@ -243,20 +212,3 @@ def test_threshold_stability(engine):
     row = result.set_index("npa_id").loc[point_npa]
     assert row["stability"] == 1.0 and row["hot_at"] == "0.1,0.2,0.3,0.4,0.5,0.6"
     assert (result["stability"] > 0).sum() <= 10  # only the cluster and its neighbours
-
-
-def test_grid_emerging_marks_a_growing_cell_intensifying(engine):
-    import shapely
-
-    from geo.hotspots import grid_emerging
-    from tests.test_metrics import add_calls
-
-    rows = []
-    for month, n in zip(range(1, 7), (1, 2, 4, 8, 16, 32)):
-        rows += [(datetime_(2021, month, 10, 22), "01", "violent_crime", True, 0.9)] * n
-    add_calls(engine, rows)
-    result = grid_emerging(engine, Period(date(2021, 1, 1), date(2021, 7, 1)), cell_ft=5000)
-    cell = result[result.geometry.contains(shapely.Point(-80.84, 35.22))].iloc[0]
-    assert cell["emerging_class"] == "intensifying" and cell["hot_periods"] == 6 and cell["trend_p"] < 0.01
-    others = result[~result.geometry.contains(shapely.Point(-80.84, 35.22))]
-    assert (others["emerging_class"] == "no pattern").mean() > 0.95

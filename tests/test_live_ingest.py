@@ -1,23 +1,22 @@
 """geo/ingest/live.py on a real PostGIS with the real divisions and NPAs (no model trained here).
 
 The labelling path (same p_violent/label as `hotspots label`) is tested end to end through the API
-in tests/web/test_ingest_api.py, on a database with a trained model.
+in tests/web/test_ingest_api.py, on a database with a trained model. A posted call is the row of
+a calls CSV: the tests at the end load both ways and compare what is stored.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
 
 from geo.catalog import data_versions
 from geo.ingest import live
-
-TZ = ZoneInfo("America/New_York")
-NOW = datetime(2022, 1, 1, tzinfo=timezone.utc)
+from geo.ingest.calls import load_calls
+from tests.clusters import cloned_database
 
 
 def _points(engine, n: int) -> list[tuple[int, float, float]]:
@@ -34,7 +33,7 @@ def _call(call_id: str, lon: float, lat: float, **kw) -> dict:
 
 
 def _ingest(engine, payload, sha="a" * 64):
-    return live.ingest_calls(engine, payload, body_sha256=sha, source="test", now=NOW)
+    return live.ingest_calls(engine, payload, body_sha256=sha, source="test")
 
 
 @pytest.mark.parametrize("payload, parameter", [
@@ -58,14 +57,18 @@ def test_too_many_rows_is_a_batch_error():
     assert err.value.parameter == "calls" and "at most 3" in err.value.message
 
 
-def _errors(rows) -> dict[int, list[tuple[str, str]]]:
-    live._validate(rows, TZ, NOW)
-    return {r.index: [(e.field, e.reason) for e in r.errors] for r in rows}
+def _errors(engine, payload) -> tuple[live.IngestResult, dict[int, list[tuple[str, str]]]]:
+    """Post the rows; the result and, per row index, the (field, reason) of each error."""
+    result = _ingest(engine, payload)
+    errors = {i: [] for i in range(result.received)}
+    for e in result.errors:
+        errors[e.index].append((e.field, e.reason))
+    return result, errors
 
 
-def test_each_kind_of_bad_row_is_named():
+def test_each_kind_of_bad_row_is_named(engine):
     ok = _call("A", -80.84, 35.22)
-    rows = live.rows_of([
+    result, errors = _errors(engine, [
         ok,
         {**ok, "call_id": None},                                    # 1 missing id
         {**ok, "call_id": "B", "received_at": "2021-06-01 2pm"},     # 2 not RFC 3339
@@ -84,7 +87,6 @@ def test_each_kind_of_bad_row_is_named():
         {**ok, "call_id": "M", "priority": True},                   # 15 a boolean is not a priority
         {**ok, "call_id": "N", "lon": 10 ** 400},                   # 16 too large for a float
     ])
-    errors = _errors(rows)
     assert errors[0] == []
     assert errors[1] == [("call_id", "missing_id")]
     assert errors[2] == [("received_at", "bad_date")]
@@ -102,8 +104,9 @@ def test_each_kind_of_bad_row_is_named():
     assert errors[14] == [("", "malformed_row")]
     assert errors[15] == [("priority", "bad_value")]
     assert errors[16] == [("lon", "bad_value")]
-    dup = rows[10].errors[0]
+    dup = next(e for e in result.errors if e.index == 10)
     assert "index 0" in dup.message and dup.call_id == "A"
+    assert result.ids("created") == ["A"]
 
 
 def test_a_nul_anywhere_refuses_the_whole_body():
@@ -116,16 +119,17 @@ def test_a_nul_anywhere_refuses_the_whole_body():
         assert err.value.parameter == "body" and "NUL" in str(err.value)
 
 
-def test_cleaning_matches_file_loads():
-    rows = live.rows_of([_call("A", -80.84, 35.22, city="clt", zip="28202-1234", call_type="  ASSAULT  ",
-                               priority="3")])
-    assert _errors(rows) == {0: []}
-    r = rows[0]
-    assert (r.text["city"], r.text["zip"], r.call_type, r.priority) == ("CHARLOTTE", "28202", "ASSAULT", 3)
+def test_cleaning_matches_file_loads(engine):
+    _, errors = _errors(engine, [_call("A", -80.84, 35.22, city="clt", zip="28202-1234", call_type="  ASSAULT  ",
+                                       priority="3")])
+    assert errors == {0: []}
+    with engine.connect() as conn:
+        r = conn.execute(sa.text("SELECT city, zip, call_type, priority FROM calls WHERE call_id = 'A'")).one()
+    assert tuple(r) == ("CHARLOTTE", "28202", "ASSAULT", 3)
 
 
-def test_geojson_features_give_id_and_point():
-    rows = live.rows_of({"type": "FeatureCollection", "features": [
+def test_geojson_features_give_id_and_point(engine):
+    result, errors = _errors(engine, {"type": "FeatureCollection", "features": [
         {"type": "Feature", "id": "G1", "geometry": {"type": "Point", "coordinates": [-80.84, 35.22]},
          "properties": {"received_at": "2021-06-01T10:00:00Z", "call_type": "ASSAULT"}},
         {"type": "Feature", "id": "G2", "geometry": {"type": "LineString", "coordinates": [[-80.8, 35.2], [-80.7, 35.3]]},
@@ -134,21 +138,27 @@ def test_geojson_features_give_id_and_point():
                                                              "call_type": "ASSAULT"}},
         {"type": "Point", "coordinates": [-80.84, 35.22]},
     ]})
-    errors = _errors(rows)
     assert errors == {0: [], 1: [("geometry", "bad_value")], 2: [("geometry", "missing_coordinates")],
                       3: [("", "malformed_row")]}
-    assert (rows[0].call_id, rows[0].lon, rows[0].lat) == ("G1", -80.84, 35.22)
-    assert rows[2].call_id == "G3"
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT call_id, ST_X(geom), ST_Y(geom) FROM calls")).all()
+    assert [tuple(r) for r in stored] == [("G1", -80.84, 35.22)]
+    assert next(e for e in result.errors if e.index == 2).call_id == "G3"
 
 
 @pytest.mark.parametrize("local", ["2021-11-07 01:30:00", "2021-03-14 02:30:00", "2021-07-04 12:00:00",
                                    "2021-01-01 00:00:00"])
 def test_local_times_resolve_as_postgresql_resolves_them(engine, local):
-    naive = datetime.fromisoformat(local)
+    """The repeated hour, the skipped hour, an ordinary time and a midnight: what PostgreSQL reads
+    in the zone, and a date-time is an instant even at midnight (a full-date is a calendar date)."""
+    (_, lon, lat), = _points(engine, 1)
     with engine.connect() as conn:
         conn.exec_driver_sql("SET TimeZone = 'America/New_York'")
         expected = conn.execute(sa.text("SELECT CAST(:t AS timestamptz)"), {"t": local}).scalar_one()
-    assert live.local_instant(naive, TZ) == expected
+    assert _ingest(engine, [_call("T1", lon, lat, received_at=local.replace(" ", "T"))]).ids("created") == ["T1"]
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT received_at, received_at_precision FROM calls WHERE call_id = 'T1'")).one()
+    assert tuple(stored) == (expected, "time")
 
 
 def test_batch_stored_with_areas_rejects_and_batch_row(engine):
@@ -232,4 +242,116 @@ def test_no_polygons_is_a_server_problem_not_a_row_problem(engine):
     with pytest.raises(IngestError, match="hotspots load shapes"):
         _ingest(engine, [_call("N1", -80.84, 35.22)])
     with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM ingest_batches WHERE kind = 'calls_api'")).scalar_one() == 0
+
+
+# --- one ingest path: a posted call is the row of a calls CSV ---------------------------------------
+@pytest.fixture
+def other_engine(server_url, template_db):
+    """A second fresh database, to load the same calls from a CSV."""
+    with cloned_database(server_url, template_db) as (_, engine):
+        yield engine
+
+
+def _stored_rows(engine) -> list[tuple]:
+    """Every calls column but batch_id, in id order (geometry as EWKT)."""
+    with engine.connect() as conn:
+        cols = [c for (c,) in conn.execute(sa.text(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'calls'"
+            " AND column_name NOT IN ('batch_id', 'geom') ORDER BY ordinal_position"))]
+        return [tuple(r) for r in conn.exec_driver_sql(f"SELECT {', '.join(cols)}, ST_AsEWKT(geom) FROM calls ORDER BY call_id")]
+
+
+def _as_csv(path, calls: list[dict]):
+    """The calls as a calls CSV with the columns posted calls become (live.COLUMNS), each cell the value's text."""
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        out = csv.writer(fh)
+        out.writerow(live.COLUMNS.values())
+        for c in calls:
+            out.writerow(["" if c.get(name) is None else str(c[name]) for name in live.COLUMNS])
+    return path
+
+
+def _mixed_calls(engine) -> list[dict]:
+    (_, lon, lat), (_, lon2, lat2) = _points(engine, 2)
+    return [
+        _call("P-TIME", lon, lat, address="100 BLOCK OF MAIN ST", city="charlotte", zip="28202-1234",
+              incident_report_id="20210601-1405-01"),
+        _call("P-GAP", lon2, lat2, received_at="2021-03-14T02:30:00", priority=None),   # the skipped hour
+        _call("P-FOLD", lon, lat, received_at="2021-11-07T01:30:00", call_type="NOISE COMPLAINT"),  # the repeated one
+        _call("P-DATE", lon2, lat2, received_at="2021-06-01"),                          # the day only
+    ]
+
+
+def test_a_posted_call_and_the_same_call_from_a_csv_are_one_stored_row(engine, other_engine, tmp_path):
+    calls = _mixed_calls(engine)
+    posted = _ingest(engine, calls)
+    assert posted.ids("created") == [c["call_id"] for c in calls] and posted.errors == []
+    path = _as_csv(tmp_path / "calls.csv", calls)
+    from_file = load_calls(other_engine, path)
+    assert (from_file.inserted, from_file.rows_rejected) == (4, 0)
+    assert _stored_rows(engine) == _stored_rows(other_engine)   # every column but batch_id, row_hash included
+    # And the file after the post changes nothing: the same row hash.
+    before = _stored_rows(engine)
+    again = load_calls(engine, path)
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, 4)
+    assert _stored_rows(engine) == before
+    # The other way round: the calls loaded from the file, then posted, are unchanged.
+    assert _ingest(other_engine, calls, sha="e" * 64).ids("unchanged") == [c["call_id"] for c in calls]
+
+
+def test_a_dst_gap_and_fold_are_read_alike_by_both_paths(engine, other_engine, tmp_path):
+    calls = _mixed_calls(engine)
+    _ingest(engine, calls)
+    load_calls(other_engine, _as_csv(tmp_path / "calls.csv", calls))
+    got = []
+    for eng in (engine, other_engine):
+        with eng.connect() as conn:
+            conn.exec_driver_sql("SET TimeZone = 'America/New_York'")
+            got.append(conn.execute(sa.text(
+                "SELECT call_id, received_at, received_at = CAST(:gap AS timestamptz), received_at = CAST(:fold AS timestamptz)"
+                " FROM calls WHERE call_id IN ('P-GAP', 'P-FOLD') ORDER BY call_id"),
+                {"gap": "2021-03-14 02:30:00", "fold": "2021-11-07 01:30:00"}).all())
+    assert got[0] == got[1]
+    (fold, fold_at, _, fold_ok), (gap, gap_at, gap_ok, _) = got[0]
+    assert (fold, fold_ok, gap, gap_ok) == ("P-FOLD", True, "P-GAP", True)
+    # PostgreSQL's reading: the skipped 02:30 as standard time (07:30 UTC), the repeated 01:30 as standard time too.
+    assert gap_at == datetime(2021, 3, 14, 7, 30, tzinfo=timezone.utc)
+    assert fold_at == datetime(2021, 11, 7, 6, 30, tzinfo=timezone.utc)
+
+
+def test_a_posted_date_is_a_local_calendar_date(engine):
+    (_, lon, lat), = _points(engine, 1)
+    result = _ingest(engine, [_call("DAY-1", lon, lat, received_at="2021-06-01"),
+                              _call("DAY-2", lon, lat, received_at="2021-06-01T00:00:00")])
+    assert result.ids("created") == ["DAY-1", "DAY-2"]
+    with engine.connect() as conn:
+        got = conn.execute(sa.text(
+            "SELECT call_id, (received_at AT TIME ZONE 'America/New_York')::text, received_at_precision FROM calls"
+            " ORDER BY call_id")).all()
+        notes = conn.execute(sa.text("SELECT report FROM ingest_batches WHERE batch_id = :b"),
+                             {"b": result.batch_id}).scalar_one()["notes"]["times"]["DATE_RECEIVED"]
+    # The day in Charlotte (not UTC midnight, 20:00 the day before); a date-time at midnight stays an instant.
+    assert [tuple(r) for r in got] == [("DAY-1", "2021-06-01 00:00:00", "date"), ("DAY-2", "2021-06-01 00:00:00", "time")]
+    assert (notes["date"], notes["time"]) == (1, 1)
+
+
+def test_a_posted_call_never_replaces_a_synthetic_one(engine, tmp_path):
+    """A posted call is real: one whose id a generated call holds refuses the batch (400 in the API),
+    as a file load refuses it, and nothing of the batch is stored."""
+    (_, lon, lat), = _points(engine, 1)
+    fake = _call("SYN-1", lon, lat)
+    path = tmp_path / "synthetic.csv"
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(",".join([*live.COLUMNS.values(), "DATA_ORIGIN"]) + "\n")
+        fh.write(",".join([*("" if fake.get(k) is None else str(fake[k]) for k in live.COLUMNS), "synthetic"]) + "\n")
+    assert load_calls(engine, path).inserted == 1
+    with pytest.raises(live.BatchError) as err:
+        _ingest(engine, [_call("NEW-1", lon, lat), {**fake, "call_type": "NOISE COMPLAINT"}])
+    assert err.value.parameter == "calls" and "synthetic" in err.value.message
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT call_id, call_type, data_origin FROM calls")).all() == [
+            ("SYN-1", "ASSAULT", "synthetic")]
         assert conn.execute(sa.text("SELECT count(*) FROM ingest_batches WHERE kind = 'calls_api'")).scalar_one() == 0

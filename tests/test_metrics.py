@@ -1,13 +1,13 @@
-"""Counts, shares, the 7x24 matrix and CompStat on hand-made calls whose answers are known."""
+"""Counts, shares and the 7x24 matrix on hand-made calls whose answers are known (CompStat: test_compstat.py)."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
 import pytest
 import sqlalchemy as sa
 
-from geo.metrics import Period, call_counts, compstat, compstat_windows, hour_weekday, poisson_change_test
+from geo.metrics import Period, call_counts, hour_occurrences, hour_weekday
 
 
 def add_calls(engine, rows):
@@ -46,55 +46,59 @@ def test_hour_by_weekday_matrix_in_local_time(engine):
         (datetime(2021, 3, 15, 0, 50), "01", "violent_crime", True, 0.9),
         (datetime(2021, 3, 20, 13, 0), "02", "traffic", False, 0.0),
     ])
-    m = hour_weekday(engine, Period(date(2021, 3, 1), date(2021, 4, 1)))
+    m = hour_weekday(engine, Period(date(2021, 3, 1), date(2021, 4, 1))).totals
     assert m.shape == (7, 24) and int(m.to_numpy().sum()) == 4
     assert m.loc["Sun", 23] == 1 and m.loc["Mon", 0] == 2 and m.loc["Sat", 13] == 1
-    violent = hour_weekday(engine, Period(date(2021, 3, 1), date(2021, 4, 1)), violent_only=True)
+    violent = hour_weekday(engine, Period(date(2021, 3, 1), date(2021, 4, 1)), violent_only=True).totals
     assert int(violent.to_numpy().sum()) == 1 and violent.loc["Mon", 0] == 1
-    assert int(hour_weekday(engine, Period(date(2021, 3, 1), date(2021, 4, 1)), division="02").to_numpy().sum()) == 1
+    one = hour_weekday(engine, Period(date(2021, 3, 1), date(2021, 4, 1)), division="02").totals
+    assert int(one.to_numpy().sum()) == 1
 
 
-def test_compstat_windows():
-    w = compstat_windows(date(2021, 3, 1))
-    assert w["7 days"][0] == Period(date(2021, 2, 22), date(2021, 3, 1))
-    assert w["7 days"][1] == Period(date(2021, 2, 15), date(2021, 2, 22))
-    assert w["28 days"][1].end == w["28 days"][0].start and w["28 days"][0].days == 28
-    assert w["year to date"] == (Period(date(2021, 1, 1), date(2021, 3, 1)), Period(date(2020, 1, 1), date(2020, 3, 1)))
-    assert w["365 days"][0].days == w["365 days"][1].days == 365
-    assert compstat_windows(date(2024, 2, 29))["year to date"][1].end == date(2023, 2, 28)
-
-
-def test_poisson_test_tells_noise_from_change():
-    assert poisson_change_test(12, 10, 7, 7) > 0.5          # 12 vs 10: noise
-    assert poisson_change_test(60, 30, 28, 28) < 0.01       # doubled on 30 a period: real
-    assert poisson_change_test(0, 0, 7, 7) == 1.0
-    # Agrees with the exact conditional binomial computed by hand for a small case.
-    from math import comb
-    exact = sum(comb(6, k) * 0.5 ** 6 for k in range(6 + 1) if comb(6, k) <= comb(6, 5))
-    assert poisson_change_test(5, 1, 7, 7) == pytest.approx(exact)
-
-
-def test_compstat_counts_change_and_significance(engine):
-    as_of = date(2021, 7, 1)
-    rows = []
-    # 28-day window: 40 calls in the current 28 days, 20 in the prior 28 days; data covers a year back.
-    for i in range(40):
-        rows.append((datetime(2021, 6, 3) + timedelta(hours=15 * i), "01", "traffic", False, 0.0))
-    for i in range(20):
-        rows.append((datetime(2021, 5, 6) + timedelta(hours=30 * i), "01", "traffic", False, 0.0))
-    rows.append((datetime(2020, 1, 1, 12), "01", "traffic", False, 0.0))
-    rows.append((datetime(2021, 6, 30, 12), "01", "traffic", False, 0.0))
+def test_7x24_is_the_mean_per_occurrence_of_each_weekday_hour(engine):
+    """June 2021 (30 days from a Tuesday): Tuesdays and Wednesdays occur five times, other weekdays four."""
+    rows = [(datetime(2021, 6, day, 10, 15), "01", "traffic", False, 0.0) for day in (1, 8, 15, 22, 29)]   # Tuesdays
+    rows += [(datetime(2021, 6, day, 10, 40), "01", "traffic", False, 0.0) for day in (7, 14, 21, 28)]     # Mondays
+    rows += [(datetime(2021, 6, 4, 22, 5), "01", "traffic", False, 0.0)] * 2                               # Fridays
+    rows += [(datetime(2021, 6, 25, 22, 5), "02", "traffic", False, 0.0)]
+    rows += [(datetime(2021, 5, 31, 12, 0), "01", "traffic", False, 0.0),   # outside the month; where the data
+             (datetime(2021, 7, 1, 12, 0), "01", "traffic", False, 0.0)]    # begin and end
+    rows += [(datetime(2021, 6, 2, 0, 0), "01", "traffic", False, 0.0)]   # T14: known only by its date
     add_calls(engine, rows)
-    table = compstat(engine, as_of).set_index("window")
-    four = table.loc["28 days"]
-    assert (four.current, four.prior) == (41, 20)
-    assert four["pct_change"] == pytest.approx(105.0)
-    assert four["significant"] and four["p_value"] < 0.01
-    seven = table.loc["7 days"]
-    assert seven["significant"] == (seven["p_value"] < 0.05)
-    # The data start in January 2020, so the prior 365 days are not covered: no change is claimed.
-    year = table.loc["365 days"]
-    assert not year["data_covers_both"] and not year["significant"] and year["pct_change"] != year["pct_change"]
+    with engine.begin() as conn:   # stored at local midnight of its date, in no cell of the matrix
+        conn.execute(sa.text("UPDATE calls SET received_at_precision = 'date' WHERE call_id = 'T14'"))
+    m = hour_weekday(engine, Period(date(2021, 6, 1), date(2021, 7, 1)))
+    times = m.occurrences
+    assert times.loc["Tue"].tolist() == [5] * 24 and times.loc["Wed"].tolist() == [5] * 24
+    assert all(times.loc[d].tolist() == [4] * 24 for d in ("Mon", "Thu", "Fri", "Sat", "Sun"))
+    # Totals say Tuesday 10h is 25% busier than Monday 10h; per occurrence they are alike.
+    assert (m.totals.loc["Tue", 10], m.totals.loc["Mon", 10]) == (5, 4)
+    assert m.mean.loc["Tue", 10] == m.mean.loc["Mon", 10] == 1.0
+    assert m.mean.loc["Fri", 22] == pytest.approx(3 / 4) and m.mean.loc["Wed", 10] == 0.0
+    # The date-only call is left out of every cell and counted.
+    assert m.left_out_date_only == 1 and int(m.totals.to_numpy().sum()) == 12 and m.totals.loc["Wed", 0] == 0
+    frame = m.to_frame().set_index(["weekday", "hour"])
+    assert len(frame) == 168 and frame.loc[("Fri", 22)].tolist() == [3, 4, 0.75]
+    # A filter reaching past the data counts only the days the data cover (31 May to 1 July here).
+    wide = hour_weekday(engine, Period(date(2021, 1, 1), date(2021, 12, 31)))
+    assert wide.start.date() == date(2021, 5, 31) and wide.end.date() == date(2021, 7, 2)
+    assert wide.occurrences.loc["Mon"].tolist() == [5] * 24 and wide.occurrences.loc["Thu"].tolist() == [5] * 24
+
+
+def test_hour_occurrences_follow_daylight_saving():
+    from datetime import time
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo("America/New_York")
+
+    def month(m: int) -> tuple[datetime, datetime]:
+        return datetime.combine(date(2021, m, 1), time(0), tz), datetime.combine(date(2021, m + 1, 1), time(0), tz)
+
+    march = hour_occurrences(*month(3), "America/New_York")      # 14 March: no 02h
+    assert march.loc["Sun", 2] == 3 and march.loc["Sun", 1] == march.loc["Sun", 3] == 4
+    november = hour_occurrences(*month(11), "America/New_York")  # 7 November: 01h twice
+    assert november.loc["Sun", 1] == 5 and november.loc["Sun", 2] == 4
+    assert int(march.to_numpy().sum()) == 31 * 24 - 1 and int(november.to_numpy().sum()) == 30 * 24 + 1
 
 
 def test_stats_commands_print_the_same_numbers(engine):
@@ -112,6 +116,12 @@ def test_stats_commands_print_the_same_numbers(engine):
     out = run(main, ["stats", "calls", "--from", "2021-05-01", "--to", "2021-05-31"], env=env).output
     assert "division 01: 2 calls, 1 labelled violent (50.0%)" in out and "division 02: 1 calls" in out
     out = run(main, ["stats", "hours", "--from", "2021-05-01", "--to", "2021-05-31"], env=env).output
+    # The data cover 3-4 May only: the mean is over that Monday and Tuesday, once each.
+    assert "Mon 1x, Tue 1x, Wed 0x" in out
+    mon = next(line for line in out.splitlines() if line.startswith("Mon"))
+    assert mon.split()[1 + 10] == "1.00" and mon.split()[1 + 23] == "1.00" and mon.split()[1 + 9] == "0.00"
+    assert next(line for line in out.splitlines() if line.startswith("Wed")).split()[1] == "n/a"
+    out = run(main, ["stats", "hours", "--from", "2021-05-01", "--to", "2021-05-31", "--totals"], env=env).output
     mon = next(line for line in out.splitlines() if line.startswith("Mon"))
     assert mon.split()[1 + 10] == "1" and mon.split()[1 + 23] == "1"
     bad = run(main, ["stats", "calls", "--from", "2021-05-31", "--to", "2021-05-01"], env=env)
@@ -154,6 +164,11 @@ def test_clearance_rates(engine):
             ("Open", "Open", True, "violent_crime"),
             ("Closed/Cleared", "Exceptionally Cleared", True, "property"),
             ("Closed/Cleared", "Cleared by Arrest", False, "service_other"),  # 800-series: not a crime
+            # CMPD's own wording (the real files): the kind of clearance is the status.
+            ("Exceptionally Cleared", "Victim Chose not to Prosecute", True, "violent_crime"),
+            ("Cleared by Arrest by Another Agency", None, True, "property"),
+            ("Cleared by Arrest", None, True, "property"),
+            ("Unfounded", None, False, "property"),   # not a crime: outside the denominator
         ]):
             conn.execute(sa.text(
                 "INSERT INTO incidents (incident_report_id, date_reported, clearance_status, clearance_detail_status,"
@@ -162,37 +177,7 @@ def test_clearance_rates(engine):
                 {"i": f"R{i}", "s": status, "d": detail, "c": crime, "k": cat})
     rows = clearance_rates(engine, Period(date(2021, 5, 1), date(2021, 6, 1)))
     got = {(r.area, r.category): (r.incidents, r.cleared, r.clearance_rate) for r in rows.itertuples()}
-    assert got == {("01", "property"): (1, 1, 1.0), ("01", "violent_crime"): (3, 1, 0.3333)}
-
-
-def test_leading_indicator_finds_a_planted_relation(engine):
-    """Disorder calls in one month are followed by violent incidents the next; traffic calls are not."""
-    from geo.metrics import leading_indicators
-
-    rng = __import__("numpy").random.default_rng(4)
-    calls, incidents = [], []
-    for npa in (2, 3, 9, 10, 11, 12):
-        for month in range(1, 11):
-            disorder = int(rng.integers(0, 8))
-            traffic = int(rng.integers(0, 8))
-            calls += [(datetime(2021, month, 5, 12), npa, "disorder")] * disorder
-            calls += [(datetime(2021, month, 6, 12), npa, "traffic")] * traffic
-            incidents += [(datetime(2021, month + 1, 10, 12), npa)] * disorder
-    with engine.begin() as conn:
-        for i, (when, npa, category) in enumerate(calls):
-            conn.execute(sa.text(
-                "INSERT INTO calls (call_id, received_at, call_type, geom, npa_id, category, row_hash, batch_id)"
-                " VALUES (:id, CAST(:t AS timestamp) AT TIME ZONE 'America/New_York', 'X',"
-                " ST_SetSRID(ST_Point(-80.84, 35.22), 4326), :n, :c, 0, 0)"), {"id": f"L{i}", "t": when, "n": npa, "c": category})
-        for i, (when, npa) in enumerate(incidents):
-            conn.execute(sa.text(
-                "INSERT INTO incidents (incident_report_id, date_reported, highest_nibrs_code, npa_id, geom, row_hash,"
-                " batch_id) VALUES (:id, CAST(:t AS timestamp) AT TIME ZONE 'America/New_York', '13A', :n,"
-                " ST_SetSRID(ST_Point(-80.84, 35.22), 4326), 0, 0)"), {"id": f"V{i}", "t": when, "n": npa})
-    result = leading_indicators(engine, Period(date(2021, 1, 1), date(2021, 11, 1)), min_calls=10).set_index("category")
-    assert result.loc["disorder", "rho"] > 0.9 and result.loc["disorder", "q_value"] < 0.001
-    assert abs(result.loc["traffic", "rho"]) < 0.3 and result.loc["traffic", "q_value"] > 0.05
-    assert result.loc["disorder", "n_pairs"] == 60
+    assert got == {("01", "property"): (3, 3, 1.0), ("01", "violent_crime"): (4, 2, 0.5)}
 
 
 def test_outreach_flags(engine):
@@ -222,9 +207,10 @@ def test_result_tables_are_saved_with_their_run(engine):
                         counts, model_version="m1")
     back = load_table(engine, run_id)
     assert list(back["category"]) == list(counts["category"]) and list(back["calls"]) == list(counts["calls"])
-    matrix_run = save_table(engine, "hour_weekday", {}, hour_weekday(engine, period))
+    matrix_run = save_table(engine, "hour_weekday", {}, hour_weekday(engine, period).to_frame())
     matrix = load_table(engine, matrix_run)
-    assert len(matrix) == 7 and matrix.iloc[0]["index"] == "Mon" and int(matrix.iloc[0]["23"]) == 1
+    assert len(matrix) == 168 and (matrix.iloc[0]["weekday"], matrix.iloc[0]["hour"]) == ("Mon", 0)
+    assert matrix.iloc[23][["calls", "occurrences", "mean_per_occurrence"]].tolist() == [1, 1, 1.0]
     with engine.connect() as conn:
         kind, params, version = conn.execute(sa.text(
             "SELECT kind, params, model_version FROM analysis_runs WHERE run_id = :r"), {"r": run_id}).one()

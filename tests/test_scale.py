@@ -118,12 +118,13 @@ def test_assignment_matches_the_loader(scale_engine, client):
 
 @pytest.mark.parametrize("period", [PERIOD, SPRING], ids=["year", "spring"])
 def test_npa_gi_star_inputs_and_classes_match(scale_engine, client, period):
-    single = hotspots.npa_hotspots(scale_engine, period, permutations=99, seed=3)
+    single = hotspots.npa_hotspots(scale_engine, period, source="labelled", permutations=99, seed=3)
     dask = scale.npa_hotspots(scale_engine, client, period, permutations=99, seed=3, partitions=5)
     assert list(single["npa_id"]) == list(dask["npa_id"])
     # Labelled counts are whole numbers: exactly equal.
     assert np.array_equal(single["value"].to_numpy(), dask["value"].to_numpy())
-    assert single["value"].sum() > 100
+    # Not a near-empty answer (the default place-free model's F1 cut labels 67 calls in spring).
+    assert single["value"].sum() > 50
     np.testing.assert_allclose(dask["gi_z"], single["gi_z"], atol=1e-9)
     np.testing.assert_allclose(dask["gi_p_sim"], single["gi_p_sim"], atol=0)
     assert list(single["hotspot_class"]) == list(dask["hotspot_class"])
@@ -135,7 +136,8 @@ def test_npa_expected_counts_match(scale_engine, client):
     dask = scale.npa_hotspots(scale_engine, client, PERIOD, measure="expected", permutations=0, partitions=4)
     # PostgreSQL sums a real column in single precision; the workers sum in double.
     np.testing.assert_allclose(dask["value"], single["value"], rtol=1e-5)
-    assert single["value"].sum() > 100
+    # Not a near-empty answer (the default place-free model's F1 cut labels 67 calls in spring).
+    assert single["value"].sum() > 50
     assert list(single["hotspot_class"]) == list(dask["hotspot_class"])
 
 
@@ -148,7 +150,9 @@ def test_grid_cell_counts_match(scale_engine, client, measure):
     if measure == "labelled":
         assert np.array_equal(single["value"].to_numpy(), dask["value"].to_numpy())
     else:
-        np.testing.assert_allclose(dask["value"], single["value"], rtol=1e-9, atol=1e-9)
+        # p_violent is a float4 column: summed in float4 by one path and float8 by the other, sums agree
+        # to its precision (about 1e-7 relative), as the NPA test above allows.
+        np.testing.assert_allclose(dask["value"], single["value"], rtol=1e-6, atol=1e-9)
     assert (single["value"] > 0).sum() > 200
     assert list(single["hotspot_class"]) == list(dask["hotspot_class"])
     assert single.geometry.geom_equals_exact(dask.geometry, tolerance=1e-9).all()
@@ -190,7 +194,7 @@ def test_cli_dask_matches_local(server_url, scale_template, client, tmp_path):
             assert result.exit_code == 0, result.output
             return result.output
 
-        common = ["hotspots", "--from", "2021-01-01", "--to", "2021-12-31", "--permutations", "99"]
+        common = ["hotspots", "--from", "2021-01-01", "--to", "2021-12-31", "--permutations", "99", "--source", "labelled"]
         local = run(*common)
         on_dask = run(*common, "--scheduler", client.scheduler.address)
         assert "hottest NPAs" in local
@@ -198,6 +202,15 @@ def test_cli_dask_matches_local(server_url, scale_template, client, tmp_path):
         grid_local = run(*common, "--grid-ft", "2000")
         grid_dask = run(*common, "--grid-ft", "2000", "--engine", "dask", "--scheduler", client.scheduler.address)
         assert grid_dask == grid_local and "cells" in grid_local
+        # The cell size chosen from the data needs every point on one machine: refused on Dask, by name.
+        refused = CliRunner().invoke(main, [*common, "--grid-ft", "auto", "--engine", "dask", "--scheduler",
+                                            client.scheduler.address], env=env)
+        assert refused.exit_code == 2 and "'auto' is not available on Dask" in refused.output
+        auto = run(*common, "--grid-ft", "auto")
+        assert "grid cells: " in auto and ("(autocorrelation_peak: " in auto or "(nearest_neighbour: " in auto)
+        rates_local = run(*common, "--per-1000")
+        rates_dask = run(*common, "--per-1000", "--scheduler", client.scheduler.address)
+        assert rates_dask == rates_local and "per 1,000 residents" in rates_local
 
         engine = make_engine(url)
         with engine.begin() as conn:

@@ -1,4 +1,4 @@
-"""The synthetic demo data: CMPD layouts, determinism, calibration on the real counts, counted dirt."""
+"""The synthetic demo data: CMPD layouts, determinism, calibration on the real counts, CMPD's codes, counted dirt."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import pytest
 import shapely
 from scipy.stats import spearmanr
 
-from geo.synth import CALL_COLUMNS, INCIDENT_COLUMNS, generate
+from geo.synth import CALL_COLUMNS, DATA, DEMO_DAYS, DEMO_START, INCIDENT_COLUMNS, generate
+from geo.taxonomy import load_taxonomy
 
-VIOLENT = ["09A", "11A", "120", "13A"]
+VIOLENT = sorted(load_taxonomy().violent_codes)
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +38,13 @@ def clean_demo(tmp_path_factory, data_dir):
 
 def test_published_column_layouts(demo):
     result, calls, incidents, _ = demo
+    # CMPD's layouts, plus the column saying every row is synthetic.
     with open(result.calls_csv) as fh:
-        assert next(csv.reader(fh)) == CALL_COLUMNS
+        assert next(csv.reader(fh)) == CALL_COLUMNS + ["DATA_ORIGIN"]
     with open(result.incidents_csv) as fh:
-        assert next(csv.reader(fh)) == INCIDENT_COLUMNS
+        assert next(csv.reader(fh)) == INCIDENT_COLUMNS + ["DATA_ORIGIN"]
+    assert len(calls) > 100_000 and len(incidents) > 20_000
+    assert set(calls["DATA_ORIGIN"]) == {"synthetic"} and set(incidents["DATA_ORIGIN"]) == {"synthetic"}
     assert INCIDENT_COLUMNS == (
         "INCIDENT_REPORT_ID LOCATION CITY STATE ZIP X_COORD_PUBLIC Y_COORD_PUBLIC LATITUDE_PUBLIC LONGITUDE_PUBLIC "
         "DIVISION_ID CMPD_PATROL_DIVISION NPA DATE_REPORTED DATE_INCIDENT_BEGAN DATE_INCIDENT_END ADDRESS_DESCRIPTION "
@@ -60,16 +64,51 @@ def test_same_seed_same_bytes(tmp_path, data_dir):
 
 
 def test_violent_incidents_follow_cmpd_totals_and_mix(clean_demo, data_dir):
-    _, _, incidents = clean_demo
+    result, _, incidents = clean_demo
+    # The demo year (2024) lies past the published counts (2015-01 .. 2022-03): it follows 2021,
+    # the latest year published in full, month by month.
+    assert (DEMO_START, DEMO_DAYS) == (date(2024, 1, 1), 366)
+    assert json.loads(result.manifest_json.read_text())["violent_counts_calibrated_on"] == {"2024": 2021}
     offenses = pd.read_csv(data_dir / "offenses" / "Violent_Crime_Offenses.csv", encoding="utf-8-sig")
     city21 = offenses[(offenses["ROW_TYPE"] == "CMPD Jurisdiction") & (offenses["CALENDAR_YEAR"] == 2021)]
     rollup = city21[city21["OFFENSE_DESCRIPTION"] == "Violent Crime"]["OFFENSE_COUNT"].sum()
     violent = incidents[incidents["HIGHEST_NIBRS_CODE"].isin(VIOLENT)]
-    # 60,000 calls a year stand for 60,000/500,000 of CMPD's volume.
-    assert len(violent) == pytest.approx(rollup * 60_000 / 500_000, abs=1)
+    # 60,000 calls in 366 days stand for 60,000 / (500,000 * 366/365) of CMPD's volume.
+    assert len(violent) == pytest.approx(rollup * 60_000 / (500_000 * 366 / 365), abs=1)
     share_13a = (violent["HIGHEST_NIBRS_CODE"] == "13A").mean()
     real_13a = city21[city21["OFFENSE_DESCRIPTION"].str.startswith("Aggravated Assault")]["OFFENSE_COUNT"].sum() / rollup
     assert share_13a == pytest.approx(real_13a, abs=0.04)
+    # Violent reports are never the unfounded ones: the published counts are founded offenses.
+    assert (violent["CLEARANCE_STATUS"] != "Unfounded").all()
+
+
+def test_other_codes_are_cmpds_at_the_layers_frequencies(clean_demo, data_dir):
+    _, _, incidents = clean_demo
+    taxonomy = load_taxonomy()
+    table = pd.read_csv(DATA / "nibrs_codes.csv", dtype=str, keep_default_na=False)
+    table = table[~table["code"].isin(VIOLENT)].set_index("code")["reports"].astype(float)
+    codes = incidents["HIGHEST_NIBRS_CODE"]
+    founded = codes[~codes.isin(VIOLENT) & (incidents["CLEARANCE_STATUS"] != "Unfounded")]
+    got = founded.value_counts(normalize=True)
+    want = table / table.sum()
+    for code in ("23F", "90Z", "13B", "23H", "23C", "290", "899", "800"):  # the layer's most frequent codes
+        assert got[code] == pytest.approx(want[code], abs=0.01), code
+    assert set(codes) - set(table.index) - set(VIOLENT) == set()
+    # About 15% of the layer's rows are 800-series reports, not crimes; about 3% are Unfounded.
+    non_criminal = codes.str.startswith("8")
+    assert 0.13 < non_criminal.mean() < 0.17
+    assert 0.025 < (incidents["CLEARANCE_STATUS"] == "Unfounded").mean() < 0.045
+    _, is_crime = taxonomy.categorise_codes(codes[non_criminal])
+    assert not is_crime.any()
+    # Clearance statuses are CMPD's own words, as in the real API sample.
+    real = pd.read_csv(data_dir / "real" / "incidents_api_sample.csv", dtype=str, keep_default_na=False)
+    assert set(incidents["CLEARANCE_STATUS"]) == set(real["CLEARANCE_STATUS"])
+    assert set(incidents["CLEARANCE_DETAIL_STATUS"]) <= set(real["CLEARANCE_DETAIL_STATUS"])
+    assert (incidents.loc[codes == "800", "CLEARANCE_DETAIL_STATUS"]
+            .isin(["Located (Missing Persons and Runaways only)", "Open", "Unfounded",
+                   "Unfounded-Referred to Other Agency"]).all())
+    closed = incidents["CLEARANCE_STATUS"] != "Open"
+    assert (incidents.loc[closed, "CLEARANCE_DATE"] != "").all()
 
 
 def test_violent_places_follow_real_npa_counts(demo, data_dir):
@@ -156,9 +195,15 @@ def test_call_counts_add_up(clean_demo):
     assert npa_all["CALL_COUNT"].sum() == len(calls)
 
 
-def test_other_periods_fall_back_to_2021_by_month(tmp_path, data_dir):
-    result = generate(data_dir, tmp_path, start=date(2024, 6, 1), days=30, n_calls=10_000, seed=1, dirty=False)
-    incidents = pd.read_csv(result.incidents_csv, dtype=str, keep_default_na=False)
-    calls = pd.read_csv(result.calls_csv, dtype=str)
-    assert calls["DATE_RECEIVED"].str.startswith("2024-06").all()
-    assert (incidents["HIGHEST_NIBRS_CODE"].isin(VIOLENT)).sum() > 0
+def test_a_published_year_follows_its_own_months(tmp_path, data_dir):
+    offenses = pd.read_csv(data_dir / "offenses" / "Violent_Crime_Offenses.csv", encoding="utf-8-sig")
+    city = offenses[(offenses["ROW_TYPE"] == "CMPD Jurisdiction") & (offenses["OFFENSE_DESCRIPTION"] == "Violent Crime")]
+    june = city.groupby(["CALENDAR_YEAR", "CALENDAR_MONTH"])["OFFENSE_COUNT"].sum().xs(6, level=1)
+    for year, calibrated_on in ((2019, 2019), (2024, 2021)):
+        result = generate(data_dir, tmp_path / str(year), start=date(year, 6, 1), days=30, n_calls=100_000, seed=1, dirty=False)
+        incidents = pd.read_csv(result.incidents_csv, dtype=str, keep_default_na=False)
+        calls = pd.read_csv(result.calls_csv, dtype=str)
+        assert calls["DATE_RECEIVED"].str.startswith(f"{year}-06").all()
+        assert json.loads(result.manifest_json.read_text())["violent_counts_calibrated_on"] == {str(year): calibrated_on}
+        expected = june[calibrated_on] * 100_000 / (500_000 * 30 / 365)
+        assert incidents["HIGHEST_NIBRS_CODE"].isin(VIOLENT).sum() == pytest.approx(expected, abs=1)

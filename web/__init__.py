@@ -40,21 +40,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     params.init_app(app)  # NUL characters in parameters: 400 before any blueprint runs
     auth.init_app(app)   # token hashes; the read-token hook when REQUIRE_READ_TOKEN
 
-    from web import health
+    # Every blueprint, named: a missing module fails the app's start, never serves without it.
+    from web import exports, features, health, ingest_api, maps, openapi, reports, tiles
 
-    app.register_blueprint(health.bp)
-    for name in ("maps", "features", "tiles", "exports", "reports", "ingest_api", "openapi"):
-        _register_if_present(app, name)
+    for module in (health, maps, features, tiles, exports, reports, ingest_api, openapi):
+        app.register_blueprint(module.bp)
     return app
-
-
-def _register_if_present(app: Flask, name: str) -> None:
-    import importlib
-
-    try:
-        module = importlib.import_module(f"web.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"web.{name}":
-            raise
-        return
-    app.register_blueprint(module.bp)

@@ -8,6 +8,7 @@ xstatic-leaflet package, so the page needs no internet.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from datetime import timedelta
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request, send_from_directory
@@ -23,6 +24,8 @@ bp = Blueprint("maps", __name__)
 # Calls are drawn one by one from this zoom on (a few streets); below it the heat layer shows them.
 CALLS_MIN_ZOOM = 15
 CALLS_LIMIT = 2000
+# Homicide victims are drawn all at once: the whole layer is under a thousand.
+HOMICIDES_LIMIT = 5000
 DEFAULT_OFFICERS = 300   # a planning figure for the panel's allocation; the request's `officers` overrides it
 PRESET_LABELS = {"7d": "Last 7 days", "28d": "Last 28 days", "ytd": "Year to date", "365d": "Last 365 days"}
 _POLYGONS = {"division": "divisions", "npa": "neighborhoods"}
@@ -90,11 +93,26 @@ def config():
         "timezone": locale_settings().timezone,
         "calls_min_zoom": CALLS_MIN_ZOOM,
         "calls_limit": CALLS_LIMIT,
+        "homicides_limit": HOMICIDES_LIMIT,
         "default_officers": DEFAULT_OFFICERS,
         # Real and synthetic rows per layer, for the legend (never added together silently).
-        "origins": database.memo(("map_origins",), ("calls", "incidents"),
-                                 lambda: catalog.origin_counts(database.engine())),
+        # (Calls only: the map draws calls, and the page must not wait on the incidents table.)
+        "origins": database.memo(("map_origins",), ("calls",),
+                                 lambda: catalog.origin_counts(database.engine(), ("calls",))),
+        # The latest `hotspots accuracy` run (hit rate, PAI, RRI per source), for the legend; None if never run.
+        "accuracy": _latest_accuracy(),
     })
+
+
+def _latest_accuracy() -> dict | None:
+    from geo.accuracy import latest_accuracy
+
+    scored = latest_accuracy(database.engine())
+    if scored is None:
+        return None
+    keep = ("source", "level", "hit_rate", "pai", "rri", "hot_areas", "areas")
+    return {"run_id": scored["run_id"], "train": scored["train"], "test": scored["test"], "truth": scored["truth"],
+            "rows": [{k: r.get(k) for k in keep} for r in scored["rows"]]}
 
 
 @bp.get("/api/areas/<level_name>")
@@ -133,6 +151,7 @@ def hotspots(level_name: str):
         gi = panel.npa_gi_star(database.engine(), flt, weights, ids, measure)
         body = panel.hotspot_features(_shapes("npa"), gi)
         body["measure"] = measure
+        body["source"] = panel.measure_source(measure)
         return json.dumps(panel.clean_json(body))
 
     key = ("map_hotspots", level_name, measure, flt.key())
@@ -152,6 +171,16 @@ def _officers() -> int:
     return officers
 
 
+def _compare() -> str:
+    from geo.metrics import COMPARISONS
+
+    compare = (request.args.get("compare") or "year").strip().lower()
+    if compare not in COMPARISONS:
+        raise ParameterError("compare", f"{compare!r} is not one of {', '.join(COMPARISONS)} ("
+                                        + "; ".join(f"{k}: {v}" for k, v in COMPARISONS.items()) + ")")
+    return compare
+
+
 def _period_key(period) -> tuple:
     return (period.start.isoformat(), period.end.isoformat())
 
@@ -162,6 +191,7 @@ def area_panel(level_name: str, area_id: str):
     lvl = _level(level_name)
     flt = request_filter("calls")
     officers = _officers()
+    compare = _compare()
     engine = database.engine()
     try:
         area = panel.resolve_area(engine, level_name, area_id, database.division_names())
@@ -169,14 +199,15 @@ def area_panel(level_name: str, area_id: str):
         raise ApiError(400, str(exc), "id") from None
     except panel.UnknownArea as exc:
         raise ApiError(404, f"{exc}; see /api/areas/{level_name} for the ids", "id") from None
-    key = ("map_panel", level_name, str(area["id"]), flt.key(), officers)
+    key = ("map_panel", level_name, str(area["id"]), flt.key(), officers, compare)
     return jsonify(admission.memo_admitted("stats", key, ("calls", "divisions", "neighborhoods"),
-                                           lambda: _panel_body(lvl, area, flt, officers)))
+                                           lambda: _panel_body(lvl, area, flt, officers, compare)))
 
 
-def _panel_body(lvl: panel.Level, area: dict, flt: Filter, officers: int) -> dict:
+def _panel_body(lvl: panel.Level, area: dict, flt: Filter, officers: int, compare: str) -> dict:
     from geo.allocate import allocate
-    from geo.metrics import outreach_flags
+    from geo.metrics import compstat, outreach_flags, report_end
+    from geo.staffing import build_plan
 
     engine = database.engine()
     first, last = _data_range()
@@ -191,9 +222,15 @@ def _panel_body(lvl: panel.Level, area: dict, flt: Filter, officers: int) -> dic
         "totals": panel.area_totals(engine, lvl.name, area_id, flt, area.get("population")),
         "categories": panel.category_breakdown(engine, lvl.name, area_id, flt),
         "hour_weekday": panel.hour_weekday(engine, lvl.name, area_id, flt),
-        "compstat": {"as_of": as_of.isoformat(),
-                     "windows": panel.compstat_changes(engine, lvl.name, area_id, flt, as_of, (first, last))},
     }
+    # CompStat tests every area of the level (FDR across them), so the table is computed for all
+    # areas once per report date and filter (its dates replaced by the windows) and shared.
+    no_dates = replace(flt, start=None, end=None, given={})
+    table = database.memo(("map_compstat", lvl.metrics_by, no_dates.key(), as_of.isoformat(), compare),
+                          ("calls", _POLYGONS[lvl.name]),
+                          lambda: compstat(engine, as_of, by=lvl.metrics_by, flt=no_dates, compare=compare))
+    body["compstat"] = {"as_of": as_of.isoformat(), "report_end": report_end(as_of).isoformat(), "compare": compare,
+                        "windows": panel.compstat_for(table, area_id)}
     # Outreach and allocation compare the area with the whole city, so they are computed city-wide
     # once per period and shared by every area's panel.
     flags = database.memo(("map_outreach", lvl.metrics_by, _period_key(period)), ("calls",),
@@ -204,6 +241,9 @@ def _panel_body(lvl: panel.Level, area: dict, flt: Filter, officers: int) -> dic
         table, reasons = database.memo(("map_allocation", _period_key(period), officers), ("calls", "divisions"),
                                        lambda: allocate(engine, officers, period))
         body["allocation"] = {"period": body["period"], **panel.allocation_for(table, reasons, division_id)}
+        plan = database.memo(("map_staffing", _period_key(period), officers), ("calls", "divisions"),
+                             lambda: build_plan(engine, period, officers=officers))
+        body["staffing"] = {"period": body["period"], **panel.staffing_for(plan, division_id)}
     else:
-        body["allocation"] = None
+        body["allocation"] = body["staffing"] = None
     return panel.clean_json(body)

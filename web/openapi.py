@@ -119,7 +119,6 @@ def _get(summary: str, tag: str, responses: dict, parameters: list | None = None
 
 
 _OBJ = {"type": "object"}
-_GEOJSON = {"application/geo+json": _ref("schemas", "FeatureCollection")}
 # The map's own JSON (areas, hot spots) is GeoJSON served as application/json, which fetch() reads as such.
 _MAP_GEOJSON = {"application/json": _ref("schemas", "FeatureCollection")}
 _LEVEL = _path("level", "Area level.", {"type": "string", "enum": ["division", "npa"]})
@@ -161,7 +160,10 @@ def _paths() -> dict:
                                       [_LEVEL, *_filters()], errors=(400, 404, HEAVY)),
         "/api/panel/{level}/{id}": _get("Side panel of one division or NPA: totals, categories, 7x24, CompStat, outreach, "
                                         "allocation", "map", _ok("Panel numbers", {"application/json": _OBJ}),
-                                        [_LEVEL, _path("id", "Division code or NPA number.", {"type": "string"}), *_filters()],
+                                        [_LEVEL, _path("id", "Division code or NPA number.", {"type": "string"}), *_filters(),
+                                         _query("compare", "CompStat comparison: the same period a year earlier "
+                                                "(default) or the period just before.",
+                                                {"type": "string", "enum": ["year", "previous"]})],
                                         errors=(400, 404, HEAVY)),
         "/ogc": _get("OGC API - Features landing page", "ogc", _ok("Landing page", {"application/json": _OBJ, "text/html": {"type": "string"}}),
                      [_F]),
@@ -222,7 +224,8 @@ def _paths() -> dict:
         "/api/calls": {"post": {
             "summary": "Post new calls for service (live CAD feed)", "tags": ["ingest"],
             "description": (
-                "Each call is validated, placed in its division and NPA, categorised and labelled by the current model "
+                "Each call is read as a row of a calls CSV (the same cleaning, rejects and row hash), placed in its "
+                "division and NPA, categorised and labelled by the current model "
                 "in one transaction; bad rows are listed in `errors` (and kept server-side with their raw JSON) while "
                 "the good rows of the batch are stored. A call_id that already exists replaces the stored call when "
                 "any field differs (status `updated`, scored again) and is left alone when identical (`unchanged`), so "
@@ -271,8 +274,10 @@ EXAMPLE_BATCH = {"calls": [{
 def _call_properties() -> dict:
     return {
         "call_id": {"type": "string", "maxLength": live.TEXT_LIMITS["call_id"], "description": "CAD event number; unique in a batch"},
-        "received_at": {"type": "string", "format": "date-time",
-                        "description": "RFC 3339; without an offset the time is local (America/New_York)"},
+        "received_at": {"type": "string", "anyOf": [{"format": "date-time"}, {"format": "date"}],
+                        "description": "RFC 3339 date-time; without an offset the time is local (America/New_York). "
+                                       "A full-date (2021-06-01) when only the day is known: stored as that local "
+                                       "calendar date (received_at_precision 'date')"},
         "call_type": {"type": "string", "maxLength": live.TEXT_LIMITS["call_type"], "description": "CAD call type (nature code)"},
         "priority": {"type": "integer", "minimum": live.PRIORITY_RANGE[0], "maximum": live.PRIORITY_RANGE[1], "nullable": True},
         "address": {"type": "string", "nullable": True, "maxLength": live.TEXT_LIMITS["address"],

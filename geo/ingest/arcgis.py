@@ -1,14 +1,16 @@
 """Following an ArcGIS REST feature layer (the City of Charlotte's open-data services): `hotspots sync`.
 
 A sync asks the layer's `/query` endpoint for every record whose date field (DATE_REPORTED for
-incidents, DATE_RECEIVED for calls) is at or after the stored high-water mark less an overlap
-window, ordered by that date and the object id, one page (`resultOffset`/`resultRecordCount`) at a
-time. Each page becomes the same text frame a CSV export gives (dates as the hub's
-`YYYY/MM/DD hh:mm:ss+00`), goes through the file loaders' cleaning, rejects and area assignment
-(geo/ingest/points.py), and is merged by row hash: new records are inserted, changed ones
-updated, identical ones left alone. The page's records, its rejects, its ingest_batches row and the
-advanced high-water mark commit in one transaction, so a sync killed at any point resumes from
-what is really stored: the next run re-reads the overlap and skips nothing.
+incidents and homicides, DATE_RECEIVED for calls) is at or after the stored high-water mark less an
+overlap window, ordered by that date and the object id, one page (`resultOffset`/`resultRecordCount`) at a
+time. Each page becomes the same text frame a CSV export gives (geo/ingest/pages.py, which also
+serves such an answer saved in a file; dates as the hub's `YYYY/MM/DD hh:mm:ss+00`), goes through
+the file loaders' cleaning, rejects and area assignment (geo/ingest/points.py; for the Homicide
+layer geo/ingest/homicides.py), and is merged by
+row hash: new records are inserted, changed ones updated, identical ones left alone. The page's
+records, its rejects, its ingest_batches row and the advanced high-water mark commit in one
+transaction, so a sync killed at any point resumes from what is really stored: the next run
+re-reads the overlap and skips nothing.
 
 Rejects are keyed by the layer (a hash of its URL) and the record's object id, so a bad record
 read again in the overlap window is kept once, with the reason it was first rejected for.
@@ -35,19 +37,22 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from geo.ingest.batch import LoadReport, Rejects, finish_batch, start_batch, store_rejects
+from geo.ingest.batch import LoadReport, finish_batch, start_batch, store_rejects
 from geo.ingest.calls import CALLS
+from geo.ingest.homicides import HOMICIDES, prepare_homicides
 from geo.ingest.incidents import INCIDENTS
+from geo.ingest.pages import FeatureRejects, Page, PageError, read_page, source_frame
 from geo.ingest.points import PointSource, area_indexes, prepare_frame, upsert_rows
 from geo.settings import ArcGISSettings
 
-SOURCES: dict[str, PointSource] = {"incidents": INCIDENTS, "calls": CALLS}
+SOURCES: dict[str, PointSource] = {"incidents": INCIDENTS, "calls": CALLS, "homicides": HOMICIDES}
+# Layers whose records are cleaned by their own loader's function rather than the point loaders'
+# (one victim per record, dates that are calendar dates, rows kept without a point).
+PREPARERS = {"homicides": prepare_homicides}
 # ArcGIS error codes (in an HTTP 200 body) and HTTP statuses worth another try: the server is
 # busy or restarting. Anything else (400 "Invalid query", 498 token) will not heal by waiting.
 RETRY_CODES = frozenset({429, 500, 502, 503, 504})
 MAX_BACKOFF_S = 300.0
-# Spatial references whose x/y are NC State Plane feet (EPSG:2264 and Esri's 102719 for the same).
-STATE_PLANE_WKIDS = frozenset({2264, 102719})
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
@@ -59,7 +64,7 @@ class FeedError(RuntimeError):
 class Feed:
     """One ArcGIS layer followed into one table."""
 
-    kind: str                       # 'incidents' or 'calls'
+    kind: str                       # 'incidents', 'calls' or 'homicides'
     url: str                        # the layer's …/query endpoint
     date_field: str                 # incremental on this field (e.g. DATE_REPORTED, or an EditDate)
     oid_field: str = "OBJECTID"
@@ -185,94 +190,17 @@ class _Transient(Exception):
 
 
 # --- pages -----------------------------------------------------------------------------------------
-@dataclass
-class Page:
-    """One answer of the query endpoint, as records of upper-case attributes plus their point."""
-
-    offset: int
-    records: list[dict[str, Any]]        # attributes, upper-case names
-    points: list[tuple[float, float] | None]
-    state_plane: bool                    # points are EPSG:2264 feet, not lon/lat
-    more: bool                           # the server says records remain (exceededTransferLimit)
-    raw: list[str]                       # each record's JSON as received (for ingest_rejects.raw)
-
-
 def parse_page(data: dict, fmt: str, offset: int) -> Page:
-    """A Page from an Esri JSON or GeoJSON answer; FeedError when it holds no feature list."""
-    if fmt == "geojson":
-        features = data.get("features")
-        if not isinstance(features, list):
-            raise FeedError("the GeoJSON answer has no features array")
-        records, points, raw = [], [], []
-        for f in features:
-            props = {str(k).upper(): v for k, v in ((f or {}).get("properties") or {}).items()}
-            if f.get("id") is not None:
-                props.setdefault("__OID__", f["id"])
-            records.append(props)
-            geom = f.get("geometry") or {}
-            coords = geom.get("coordinates") if isinstance(geom, dict) else None
-            points.append((coords[0], coords[1]) if isinstance(coords, list) and len(coords) >= 2 else None)
-            raw.append(json.dumps(f, separators=(",", ":"), default=str))
-        more = bool(data.get("exceededTransferLimit") or (data.get("properties") or {}).get("exceededTransferLimit"))
-        return Page(offset, records, points, False, more, raw)
-    features = data.get("features")
-    if not isinstance(features, list):
-        raise FeedError("the Esri JSON answer has no features array (is this a feature layer's /query?)")
-    sr = data.get("spatialReference") or {}
-    wkid = sr.get("latestWkid") or sr.get("wkid")
-    if wkid not in (None, 4326, *STATE_PLANE_WKIDS):
-        raise FeedError(f"points come in spatial reference {wkid}; the sync asks for outSR=4326 (or takes 2264)")
-    oid_name = str(data.get("objectIdFieldName") or "").upper()
-    records, points, raw = [], [], []
-    for f in features:
-        attrs = {str(k).upper(): v for k, v in ((f or {}).get("attributes") or {}).items()}
-        if oid_name and oid_name in attrs:
-            attrs.setdefault("__OID__", attrs[oid_name])
-        records.append(attrs)
-        geom = (f or {}).get("geometry") or {}
-        x, y = geom.get("x"), geom.get("y")
-        points.append((x, y) if isinstance(x, (int, float)) and isinstance(y, (int, float)) else None)
-        raw.append(json.dumps(f, separators=(",", ":"), default=str))
-    return Page(offset, records, points, wkid in STATE_PLANE_WKIDS, bool(data.get("exceededTransferLimit")), raw)
-
-
-def _columns(source: PointSource) -> list[str]:
-    """The layout's columns in a fixed order: the row hash of a record must not depend on the answer's field order."""
-    names = [source.id_column, *source.text, *source.floats, *source.integers, *source.times, *source.required_text,
-             *(c for c in (source.lat, source.lon, source.x, source.y) if c)]
-    return list(dict.fromkeys(names))
-
-
-def _cell(value: Any, is_time: bool) -> str:
-    """A field value as the text a CSV export holds (dates: epoch milliseconds -> the hub's UTC form)."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if is_time and isinstance(value, (int, float)) and math.isfinite(value):
-        try:
-            return datetime.fromtimestamp(value / 1000, timezone.utc).strftime("%Y/%m/%d %H:%M:%S+00")
-        except (OverflowError, OSError, ValueError):
-            return str(value)   # rejected as bad_date, with the value shown
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return str(int(value))   # 123.0 in JSON is the 123 a CSV export writes
-    return str(value)
+    """A Page from an Esri JSON or GeoJSON answer (geo/ingest/pages.py); FeedError when it is none."""
+    try:
+        return read_page(data, fmt, offset)
+    except PageError as exc:
+        raise FeedError(str(exc)) from None
 
 
 def page_frame(feed: Feed, page: Page) -> tuple[pd.DataFrame, np.ndarray]:
     """The page as the text frame the CSV loaders read, and each row's object id (its 'line')."""
-    source = feed.source
-    cols = _columns(source)
-    times = set(source.times)
-    rows = [[_cell(r.get(c), c in times) for c in cols] for r in page.records]
-    frame = pd.DataFrame(rows, columns=cols, dtype=object)
-    # The layer's geometry stands in for coordinate fields the attributes leave empty.
-    lon_lat = (source.lon, source.lat) if not page.state_plane else (source.x, source.y)
-    if all(lon_lat) and len(frame):
-        for axis, col in enumerate(lon_lat):
-            fill = [("" if p is None or p[axis] is None else repr(float(p[axis]))) for p in page.points]
-            empty = frame[col].str.strip().isin(["", "0", "0.0"])
-            frame.loc[empty, col] = np.array(fill, dtype=object)[empty.to_numpy()]
+    frame = source_frame(feed.source, page)
     oids = []
     for i, r in enumerate(page.records):
         oid = r.get("__OID__", r.get(feed.oid_field))
@@ -304,22 +232,6 @@ def page_high_water(feed: Feed, page: Page) -> datetime | None:
     now = datetime.now(timezone.utc) + timedelta(days=1)
     found = [t for t in found if t <= now]
     return max(found) if found else None
-
-
-class _FeedRejects(Rejects):
-    """Rejects whose 'line' is the record's object id and whose raw text is the record's JSON."""
-
-    def __init__(self, raw_by_oid: dict[int, str]):
-        super().__init__()
-        self.raw_by_oid = raw_by_oid
-
-    def frame(self) -> pd.DataFrame:
-        """All rejects with the record's JSON as raw text and object ids named as such."""
-        out = super().frame().copy()
-        if len(out):
-            out["raw"] = [self.raw_by_oid.get(int(line), raw) for line, raw in zip(out["line"], out["raw"])]
-            out["detail"] = out["detail"].str.replace(" at line ", " with OBJECTID ", regex=False)
-        return out
 
 
 # --- syncing -------------------------------------------------------------------------------------
@@ -456,8 +368,13 @@ def store_page(engine: Engine, feed: Feed, page: Page, areas, where: str) -> Loa
     frame, oids = page_frame(feed, page)
     report = LoadReport(kind=f"{feed.kind}_arcgis", source_file=f"{feed.url} where {where} offset {page.offset}",
                         sha256=feed.key, rows_read=len(frame))
-    rejects = _FeedRejects(dict(zip(oids.tolist(), page.raw)))
-    rows = prepare_frame(feed.source, frame, oids, areas, report, rejects)
+    # Rejects are keyed by the record's object id and keep the record's JSON.
+    rejects = FeatureRejects(dict(zip(oids.tolist(), page.raw)), "with OBJECTID")
+    prepare = PREPARERS.get(feed.kind)
+    if prepare is not None:
+        rows = prepare(frame, oids, areas, report, rejects)
+    else:
+        rows = prepare_frame(feed.source, frame, oids, areas, report, rejects)
     mark = page_high_water(feed, page)
     with engine.begin() as conn:
         report.batch_id = start_batch(conn, report)

@@ -198,25 +198,33 @@ def copy_frame(conn: Connection, table: str, frame: pd.DataFrame | pa.Table) -> 
         cursor.close()
 
 
+def _merge_insert(table: str, stage: str, key: str, cols: list[str], changed_if: str, also_set: list[str]) -> str:
+    """INSERT the staged rows; on a key conflict update only rows for which `changed_if` holds."""
+    sets = [f"{c} = EXCLUDED.{c}" for c in cols if c != key] + list(also_set)
+    return (f"INSERT INTO {table} AS t ({', '.join(cols)}) SELECT {', '.join(cols)} FROM {stage}"
+            f" ON CONFLICT ({key}) DO UPDATE SET {', '.join(sets)} WHERE {changed_if}")
+
+
 def merge_staged(conn: Connection, table: str, stage: str, key: str, cols: list[str], *, changed_if: str,
                  also_set: list[str] = ()) -> tuple[int, int]:
     """INSERT the staged rows; on a key conflict update only rows for which `changed_if` holds.
 
     Returns (inserted, updated); rows neither inserted nor updated were identical.
     """
-    sets = [f"{c} = EXCLUDED.{c}" for c in cols if c != key] + list(also_set)
     inserted, updated = conn.exec_driver_sql(
-        f"""
-        WITH up AS (
-            INSERT INTO {table} AS t ({', '.join(cols)})
-            SELECT {', '.join(cols)} FROM {stage}
-            ON CONFLICT ({key}) DO UPDATE SET {', '.join(sets)} WHERE {changed_if}
-            RETURNING (xmax = 0) AS inserted
-        )
-        SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up
-        """
+        f"WITH up AS ({_merge_insert(table, stage, key, cols, changed_if, also_set)} RETURNING (xmax = 0) AS inserted)"
+        " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up"
     ).one()
     return int(inserted), int(updated)
+
+
+def merge_staged_keys(conn: Connection, table: str, stage: str, key: str, cols: list[str], *, changed_if: str,
+                      also_set: list[str] = ()) -> dict:
+    """merge_staged, saying which rows: key -> True (inserted) or False (updated); identical rows are absent."""
+    rows = conn.exec_driver_sql(
+        f"{_merge_insert(table, stage, key, cols, changed_if, also_set)} RETURNING t.{key}, (xmax = 0) AS inserted"
+    ).all()
+    return {k: bool(inserted) for k, inserted in rows}
 
 
 def store_rejects(conn: Connection, report: LoadReport, rejects: Rejects) -> None:

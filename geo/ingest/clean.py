@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -187,6 +188,17 @@ def _digits(text: pa.Array, start: int, stop: int) -> pa.Array:
     return pc.cast(pc.if_else(pc.utf8_is_digit(part), part, "-1"), pa.int64())
 
 
+# Years nanoseconds cannot hold (0001, 4227) are implausible anyway: clamped into range, not a crash.
+_NS_EARLIEST = pa.scalar(datetime(1678, 1, 1), pa.timestamp("s"))
+_NS_LATEST = pa.scalar(datetime(2261, 12, 31), pa.timestamp("s"))
+
+
+def _ns(values: pd.Series) -> pd.Series:
+    """Naive timestamps as datetime64[ns] (for the plausibility check), clamped to what it can hold."""
+    return values.clip(lower=pd.Timestamp(_NS_EARLIEST.as_py()), upper=pd.Timestamp(_NS_LATEST.as_py())).astype(
+        "datetime64[ns]")
+
+
 def _fast_times(raw: pd.Series) -> tuple[np.ndarray, pd.Series, np.ndarray]:
     """Vectorised path for the two forms exports use almost always (ISO local, ArcGIS UTC).
 
@@ -204,7 +216,8 @@ def _fast_times(raw: pd.Series) -> tuple[np.ndarray, pd.Series, np.ndarray]:
     utc = pc.not_equal(tail, "")
     text = pc.if_else(utc, pc.binary_join_element_wise(head, "+00", ""), head)
     valid_np = np.asarray(valid.to_numpy(zero_copy_only=False), dtype=bool)
-    when = np.asarray(pc.cast(parsed, pa.timestamp("ns")).to_numpy(zero_copy_only=False), dtype="datetime64[ns]")
+    inside = pc.max_element_wise(pc.min_element_wise(parsed, _NS_LATEST, skip_nulls=False), _NS_EARLIEST, skip_nulls=False)
+    when = np.asarray(pc.cast(inside, pa.timestamp("ns")).to_numpy(zero_copy_only=False), dtype="datetime64[ns]")
     return valid_np, pd.Series(text.to_numpy(zero_copy_only=False), index=raw.index, dtype=object), when
 
 
@@ -239,11 +252,14 @@ def parse_times(values: pd.Series, now: pd.Timestamp | None = None) -> ParsedTim
         parsed_local = pd.to_datetime(local, format="ISO8601", errors="coerce")
         parsed_off = pd.to_datetime(padded[has_offset], format="ISO8601", errors="coerce", utc=True)
         good_local = parsed_local.notna()
-        good_off = parsed_off.notna()
+        # PostgreSQL takes offsets up to 15:59 (real ones reach 14:00); beyond that the value is no date it can store.
+        offset_hours = pd.to_numeric(padded[has_offset].str.extract(r"[+-](\d{2}):?\d{0,2}$", expand=False),
+                                     errors="coerce")
+        good_off = parsed_off.notna() & ~(offset_hours > 15)
         text.loc[local.index[good_local]] = local[good_local].str.replace("T", " ", regex=False)
         text.loc[parsed_off.index[good_off]] = padded[has_offset][good_off].str.replace("T", " ", regex=False)
-        when.loc[parsed_local.index[good_local]] = parsed_local[good_local].astype("datetime64[ns]")
-        when.loc[parsed_off.index[good_off]] = parsed_off[good_off].dt.tz_localize(None).astype("datetime64[ns]")
+        when.loc[parsed_local.index[good_local]] = _ns(parsed_local[good_local])
+        when.loc[parsed_off.index[good_off]] = _ns(parsed_off[good_off].dt.tz_localize(None))
         ok[raw.index.get_indexer(local.index[good_local])] = True
         ok[raw.index.get_indexer(parsed_off.index[good_off])] = True
 
@@ -255,7 +271,7 @@ def parse_times(values: pd.Series, now: pd.Timestamp | None = None) -> ParsedTim
         good = parsed.notna()
         idx = parsed.index[good]
         text.loc[idx] = parsed[good].dt.strftime("%Y-%m-%d %H:%M:%S")
-        when.loc[idx] = parsed[good].astype("datetime64[ns]")
+        when.loc[idx] = _ns(parsed[good])
         pos = raw.index.get_indexer(idx)
         ok[pos] = True
         rest[pos] = False

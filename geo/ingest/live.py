@@ -1,54 +1,62 @@
-"""Live ingest of calls posted to the API: validate each row, assign areas, categorise, label, store.
+"""Live ingest of calls posted to the API: a posted batch is loaded as a page of a calls CSV.
 
-A posted call means what the same call means in a CSV load (geo/ingest/calls.py): the same
-county box and NPA test, the same city and ZIP cleaning, the same taxonomy, the same reject
-reasons, and the label `hotspots label` would give it (the current model scores it before it is
-stored, so it is on the map labelled at once). A batch is one transaction: an ingest_batches row
-of kind 'calls_api', the good rows, and every bad row in ingest_rejects with its reason and raw
-JSON, so nothing posted is lost.
+What is particular to a JSON body is done here: the body's shape (`{"calls": [...]}`, a bare
+array, a GeoJSON FeatureCollection), the size limits, text PostgreSQL cannot store, and the
+schema of a posted call (each field's JSON type, length, the priority's range, the ZIP's form,
+received_at as an RFC 3339 date-time or full-date). A row that breaks it is rejected naming the
+field (`bad_value`, `bad_date`, `malformed_row`). Every other row becomes the row a calls CSV
+(geo/ingest/calls.py) holds, with the columns of `COLUMNS` in that order, and goes through the
+file loader's own path (geo/ingest/points.py `prepare_frame` and `merge_rows`): the same
+cleaning, reject reasons, DST handling (PostgreSQL reads local times in HOTSPOTS_TIMEZONE),
+calendar dates, areas, taxonomy and row hash, so a call posted and the same call loaded from such
+a CSV are the same stored row and the second is "unchanged". The one difference: a posted
+date-time is an instant even at midnight (RFC 3339 says so), a full-date is a calendar date.
 
-A call_id that is already stored is treated like a row of a reloaded file: when the posted
-fields differ from the stored call's (the row hash changed) the call is replaced and scored
-again ("updated"); when they are identical nothing is written ("unchanged"). So a client may
-resend a batch after a timeout without creating duplicates, and a CAD system may post a
-corrected call (a new call type, a moved location) under the same id. Hashes of file-loaded
-rows cover the file's columns, so a first API post of a call loaded from a file replaces it.
+A batch is one transaction: an ingest_batches row of kind 'calls_api', the new and changed
+calls, their labels (geo.classify.label_selected with the current model, as `hotspots label`
+writes them), and every bad row in ingest_rejects with its reason and raw JSON, so nothing posted
+is lost. A call_id already stored is treated like a row of a reloaded file: replaced and scored
+again when its row hash changed ("updated"), left alone when identical ("unchanged"), so a client
+may resend a batch after a timeout and a CAD system may post a corrected call under the same id.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
-import threading
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from geo import catalog
-from geo.classify import ModelError, StoredModel, load_model
+from geo.classify import ModelError, StoredModel, label_selected, load_model
 from geo.ingest import clean
-from geo.ingest.batch import IngestError, LoadReport, Rejects, finish_batch, start_batch, store_rejects
+from geo.ingest.batch import IngestError, LoadReport, finish_batch, start_batch, store_rejects
+from geo.ingest.calls import CALLS
+from geo.ingest.pages import FeatureRejects
+from geo.ingest.points import area_indexes, merge_rows, prepare_frame
 from geo.settings import locale_settings
-from geo.spatial import AreaIndex, read_divisions, read_neighborhoods
-from geo.taxonomy import load_taxonomy
 
 KIND = "calls_api"
 MAX_BATCH_ROWS = 1000
-# The fields a posted call may carry; others are ignored (and listed in the result's `ignored_fields`).
-FIELDS = ("call_id", "received_at", "call_type", "priority", "lon", "lat", "address", "city", "zip",
-          "incident_report_id")
+# The fields a posted call may carry and the calls-CSV columns they become, in the order of the
+# CSV row a posted call is (its row hash covers these cells). Other fields are ignored (and
+# listed in the result's `ignored_fields`).
+COLUMNS = {"call_id": "CALL_ID", "received_at": "DATE_RECEIVED", "call_type": "CALL_TYPE", "priority": "PRIORITY",
+           "address": "ADDRESS", "city": "CITY", "zip": "ZIP", "lat": "LATITUDE", "lon": "LONGITUDE",
+           "incident_report_id": "INCIDENT_REPORT_ID"}
+FIELDS = tuple(COLUMNS)
 TEXT_LIMITS = {"call_id": 64, "call_type": 200, "address": 500, "city": 100, "zip": 10, "incident_report_id": 64}
 PRIORITY_RANGE = (0, 99)
-# RFC 3339 date-time; the offset may be left out, meaning local time (HOTSPOTS_TIMEZONE).
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})?$")
+# RFC 3339 date-time (the offset may be left out, meaning local time in HOTSPOTS_TIMEZONE) or full-date.
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})?)?$")
+# A posted DATE_RECEIVED column holds instants: a date-time is one even at midnight; only a
+# full-date (judged per value, as bare dates are) is a calendar date.
+_INSTANTS = clean.TimeOfDay(values=1, timed=1)
 
 
 class BatchError(ValueError):
@@ -135,21 +143,15 @@ class IngestResult:
 
 @dataclass
 class _Row:
-    """One posted row on its way through validation."""
+    """One posted row on its way to a CSV row."""
 
     index: int
     raw: str                              # the row's JSON as posted (for ingest_rejects.raw)
     fields: dict = field(default_factory=dict)
     errors: list[RowError] = field(default_factory=list)
     call_id: str | None = None
-    received_at: datetime | None = None
-    call_type: str | None = None
-    priority: int | None = None
-    lon: float = math.nan
-    lat: float = math.nan
     geojson: bool = False                 # posted as a Feature (coordinates come from its geometry)
-    # address, city, zip, incident_report_id (None when absent)
-    text: dict = field(default_factory=lambda: dict.fromkeys(("address", "city", "zip", "incident_report_id")))
+    cells: dict = field(default_factory=dict)   # CSV column -> text ('' when absent)
 
     def fail(self, field_name: str, message: str, reason: str = "bad_value") -> None:
         self.errors.append(RowError(self.index, self.call_id, field_name, message, reason))
@@ -237,69 +239,40 @@ def _feature_fields(row: _Row, item: Any) -> None:
     row.fields["lon"], row.fields["lat"] = coords[0], coords[1]
 
 
-# --- validating rows ------------------------------------------------------------------------------
-def _text(row: _Row, name: str, *, required: bool = False, reason_missing: str = "missing_value") -> str | None:
+# --- a posted call as a CSV row ------------------------------------------------------------------
+def _text(row: _Row, name: str) -> str:
+    """A text field's cell: '' when absent or blank (the shared cleaning rejects a missing required one)."""
     value = row.fields.get(name)
     if value is None or (isinstance(value, str) and not value.strip()):
-        if required:
-            row.fail(name, f"{name} is required", reason_missing)
-        return None
+        return ""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         row.fail(name, f"{name} must be a string, not {type(value).__name__}")
-        return None
+        return ""
     text = str(value).strip()
-    if "\x00" in text:
-        row.fail(name, f"{name} contains a NUL character")
-        return None
     if len(text) > TEXT_LIMITS[name]:
         row.fail(name, f"{name} is {len(text)} characters long; at most {TEXT_LIMITS[name]}")
-        return None
+        return ""
     return text
 
 
-def local_instant(naive: datetime, tz: ZoneInfo) -> datetime:
-    """A local wall-clock time as a UTC instant, resolved the way PostgreSQL resolves it in a file load.
-
-    An ambiguous time (the repeated hour in November) is standard time; a time that does not
-    exist (the skipped hour in March) is read with the offset in force before the change.
-    """
-    first, second = naive.replace(tzinfo=tz, fold=0), naive.replace(tzinfo=tz, fold=1)
-    chosen = first
-    if first.utcoffset() != second.utcoffset():
-        exists = first.astimezone(timezone.utc).astimezone(tz).replace(tzinfo=None) == naive
-        chosen = second if exists else first
-    # In UTC: Python never finds a fold=1 time equal to a time in another zone (PEP 495).
-    return chosen.astimezone(timezone.utc)
-
-
-def _received_at(row: _Row, tz: ZoneInfo, now: datetime) -> datetime | None:
+def _received_at(row: _Row) -> str:
     value = row.fields.get("received_at")
     if value is None or (isinstance(value, str) and not value.strip()):
-        row.fail("received_at", "received_at is required", "missing_value")
-        return None
-    hint = f"an RFC 3339 date-time such as 2021-06-01T14:05:00-04:00 (no offset: {tz.key} local time)"
+        return ""
+    hint = (f"an RFC 3339 date-time such as 2021-06-01T14:05:00-04:00 (no offset: {locale_settings().timezone} "
+            "local time) or a date such as 2021-06-01")
     if not isinstance(value, str) or not _RFC3339.match(value.strip()):
-        row.fail("received_at", f"received_at {_raw_json(value)} is not {hint}", "bad_date")
-        return None
+        row.fail("received_at", f"received_at {_raw_json(value)[:60]} is not {hint}", "bad_date")
+        return ""
     text = value.strip()
-    try:
-        parsed = datetime.fromisoformat(re.sub(r"[Zz]$", "+00:00", text).replace("t", "T"))
-    except ValueError:
-        row.fail("received_at", f"received_at {text!r} is not a valid date-time ({hint})", "bad_date")
-        return None
-    instant = parsed if parsed.tzinfo else local_instant(parsed, tz)
-    # The same plausibility window as file loads (geo.ingest.clean.parse_times).
-    earliest = clean.EARLIEST_PLAUSIBLE.to_pydatetime().replace(tzinfo=tz)
-    if instant < earliest or instant > now + timedelta(days=1):
-        row.fail("received_at", f"received_at {text!r} is before 1990 or in the future", "implausible_date")
-        return None
-    return instant
+    # RFC 3339 allows t and z in lower case; the shared date parser reads them in upper case.
+    return text[:10] + text[10:].replace("t", "T").replace("z", "Z")
 
 
-def _priority(row: _Row) -> int | None:
+def _priority(row: _Row) -> str:
     value = row.fields.get("priority")
     if value is None or value == "":
-        return None
+        return ""
     whole = None
     if isinstance(value, bool):
         whole = None
@@ -311,256 +284,164 @@ def _priority(row: _Row) -> int | None:
         whole = int(value)
     lo, hi = PRIORITY_RANGE
     if whole is None or not lo <= whole <= hi:
-        row.fail("priority", f"priority {_raw_json(value)} is not a whole number from {lo} to {hi}")
-        return None
-    return whole
+        row.fail("priority", f"priority {_raw_json(value)[:40]} is not a whole number from {lo} to {hi}")
+        return ""
+    return str(whole)
 
 
-def _coordinate(row: _Row, name: str) -> float:
+def _coordinate(row: _Row, name: str) -> str:
     value = row.fields.get(name)
     if value is None:
-        return math.nan
+        return ""
     try:
         number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
     except OverflowError:   # a JSON integer too large for a float
         number = math.nan
     if not math.isfinite(number):
         row.fail(name, f"{name} {_raw_json(value)[:40]} is not a number (WGS84 degrees)")
-        return math.nan
-    return number
+        return ""
+    return repr(value) if isinstance(value, float) else str(value)
 
 
-def _validate(rows: list[_Row], tz: ZoneInfo, now: datetime) -> None:
-    """Field checks of each row, then the checks across rows (duplicates, coordinates, ZIP, city)."""
-    for row in rows:
-        if row.errors and not row.fields:
-            continue  # not an object: nothing to check
-        row.call_id = _text(row, "call_id", required=True, reason_missing="missing_id")
-        row.received_at = _received_at(row, tz, now)
-        row.call_type = _text(row, "call_type", required=True)
-        row.priority = _priority(row)
-        lon, lat = _coordinate(row, "lon"), _coordinate(row, "lat")
-        if not any(e.field in ("lon", "lat", "geometry") for e in row.errors):
-            if math.isnan(lon) or math.isnan(lat):
-                row.fail("geometry" if row.geojson else "lon",
-                         "lon and lat (or a GeoJSON Point geometry) are required", "missing_coordinates")
-            elif not clean.in_box(np.array([lon]), np.array([lat]))[0]:
-                box = clean.COUNTY_BOX
-                row.fail("lon", f"point ({lon:.6f}, {lat:.6f}) is outside Mecklenburg County "
-                                f"(lon {box[0]}..{box[2]}, lat {box[1]}..{box[3]})", "outside_county")
-        row.lon, row.lat = lon, lat
-        for name in ("address", "city", "zip", "incident_report_id"):
-            row.text[name] = _text(row, name)
-        # Errors found before the id was read (e.g. a bad GeoJSON geometry) still name the call.
-        row.errors = [replace(e, call_id=row.call_id) for e in row.errors]
-
-    # The first row with an id is the call; later rows with the same id are rejected (as in file loads).
-    ids = pd.Series([r.call_id for r in rows], dtype=object)
-    dup, first = clean.first_duplicates(ids, np.arange(len(rows), dtype=np.int64))
-    for i in (int(k) for k in np.flatnonzero(dup)):
-        # First in the list: it is the row's reject reason, as it is in file loads.
-        rows[i].errors.insert(0, RowError(i, rows[i].call_id, "call_id",
-                                          f"call_id {rows[i].call_id!r} repeats the call at index {int(first[i])} of this batch",
-                                          "duplicate_id"))
-
-    # City and ZIP through the file loader's cleaning: the same spellings end up in the table.
-    city, _ = clean.normalise_city(pd.Series([r.text["city"] for r in rows], dtype=object))
-    zips, _ = clean.clean_zip(pd.Series([r.text["zip"] for r in rows], dtype=object))
-    for row, c, z in zip(rows, city, zips):
-        if row.text["zip"] is not None and z == "":
-            row.fail("zip", f"zip {row.text['zip']!r} is not a 5-digit (or ZIP+4) code")
-        row.text["city"] = c or None
-        row.text["zip"] = z or None
+def _zip(row: _Row) -> str:
+    text = _text(row, "zip")
+    if text and clean.clean_zip(pd.Series([text], dtype=object))[0].iloc[0] == "":
+        row.fail("zip", f"zip {text!r} is not a 5-digit (or ZIP+4) code")
+        return ""
+    return text
 
 
-# --- areas and model, cached per process -----------------------------------------------------------
-@dataclass
-class Areas:
-    """Polygon indexes of the NPAs and divisions, valid for one pair of data versions."""
-
-    versions: tuple[int, int]
-    npa: AreaIndex
-    division: AreaIndex
-
-
-_lock = threading.Lock()
-_areas: dict[str, Areas] = {}
-_models: dict[tuple[str, str, str], StoredModel] = {}
-
-
-def _db_key(engine: Engine) -> str:
-    return engine.url.render_as_string(hide_password=True)
+def _to_cells(row: _Row) -> None:
+    """The row's cells as a calls CSV holds them; a field that breaks a posted call's schema is an error."""
+    if row.errors and not row.fields:
+        return  # not an object: nothing to read
+    row.call_id = _text(row, "call_id") or None
+    cells = {"call_id": row.call_id or "", "received_at": _received_at(row), "call_type": _text(row, "call_type"),
+             "priority": _priority(row), "lon": _coordinate(row, "lon"), "lat": _coordinate(row, "lat")}
+    for name in ("address", "city", "incident_report_id"):
+        cells[name] = _text(row, name)
+    cells["zip"] = _zip(row)
+    row.cells = {COLUMNS[name]: cells[name] for name in COLUMNS}
+    # Errors found before the id was read (e.g. a bad GeoJSON geometry) still name the call.
+    row.errors = [replace(e, call_id=row.call_id) for e in row.errors]
 
 
-def areas_for(engine: Engine, versions: dict[str, int]) -> Areas:
-    """The area indexes for this database, rebuilt when the divisions or neighborhoods version changes."""
-    key, wanted = _db_key(engine), (versions.get("divisions", 0), versions.get("neighborhoods", 0))
-    with _lock:
-        cached = _areas.get(key)
-        if cached is not None and cached.versions == wanted:
-            return cached
-        npas, divisions = read_neighborhoods(engine), read_divisions(engine)
-        if npas.empty or divisions.empty:
-            raise IngestError("no division or NPA polygons loaded (`hotspots load shapes`): calls cannot be placed yet")
-        areas = Areas(wanted, AreaIndex(npas.geometry, npas["npa_id"]), AreaIndex(divisions.geometry, divisions["division_id"]))
-        _areas[key] = areas
-        return areas
+def posted_frame(rows: list[_Row]) -> pd.DataFrame:
+    """The rows as the text frame a calls CSV with the columns of COLUMNS gives."""
+    return pd.DataFrame([r.cells for r in rows], columns=list(COLUMNS.values()), dtype=object)
 
 
-def current_model(engine: Engine) -> tuple[StoredModel | None, str | None]:
-    """The current classifier (cached per version and checksum), or None and why there is none."""
-    with engine.connect() as conn:
-        row = conn.execute(sa.text("SELECT model_version, artifact_sha256 FROM model_runs WHERE is_current")).first()
-    if row is None:
-        return None, "no model trained yet: the calls are stored unlabelled (`hotspots train`, then `hotspots label`)"
-    key = (_db_key(engine), row[0], row[1] or "")
-    with _lock:
-        if key not in _models:
-            try:
-                _models[key] = load_model(engine, row[0])
-            except ModelError as exc:
-                return None, f"calls stored unlabelled: {exc}"
-        return _models[key], None
+# --- rejects named in the posted fields -----------------------------------------------------------------
+_FIELD_OF_COLUMN = {column: name for name, column in COLUMNS.items()}
+_COLUMN_WORD = re.compile(r"(?<![^\s(,])(" + "|".join(COLUMNS.values()) + r")(?=[ =])")
+_REASON_FIELD = {"missing_id": "call_id", "duplicate_id": "call_id", "bad_date": "received_at",
+                 "implausible_date": "received_at", "outside_county": "lon"}
 
 
-def _features(rows: list[_Row], npa: np.ndarray, division: np.ndarray, tz: ZoneInfo) -> pd.DataFrame:
-    """The inputs of geo.classify.make_features, as geo.classify.read_calls gives them for stored calls."""
-    local = [r.received_at.astimezone(tz) for r in rows]
-    return pd.DataFrame({
-        "call_type": [r.call_type for r in rows],
-        "priority": pd.array([r.priority for r in rows], dtype="Int64"),
-        "hour": [t.hour for t in local],
-        "weekday": [t.weekday() for t in local],   # Monday = 0, as isodow - 1
-        "npa_id": pd.array(list(npa), dtype="Int64"),
-        "division_id": pd.Series(list(division), dtype=object),
-    })
+def _field_words(detail: str) -> str:
+    """A file loader's reject detail in the posted fields' names (DATE_RECEIVED -> received_at)."""
+    return _COLUMN_WORD.sub(lambda m: _FIELD_OF_COLUMN[m.group(1)], detail)
 
 
-def row_hash(row: _Row) -> int:
-    """A signed 64-bit hash of the cleaned fields: a resend of the same call is recognised as unchanged."""
-    canonical = json.dumps([row.call_id, row.received_at.astimezone(timezone.utc).isoformat(), row.call_type,
-                            row.priority, round(row.lon, 9), round(row.lat, 9), row.text], sort_keys=True, default=str)
-    return int.from_bytes(hashlib.sha256(canonical.encode()).digest()[:8], "big", signed=True)
+class _PostedRejects(FeatureRejects):
+    """Rejects keyed by the row's index in the batch, keeping its JSON; details name the posted fields."""
+
+    def __init__(self, rows: list[_Row]):
+        super().__init__({r.index: r.raw for r in rows}, "at index")
+
+    def frame(self) -> pd.DataFrame:
+        out = super().frame()
+        if len(out):
+            out["detail"] = out["detail"].map(_field_words)
+        return out
+
+
+def _row_error(row: _Row, reason: str, detail: str) -> RowError:
+    """The response's error for a row the shared cleaning rejected."""
+    if reason == "missing_coordinates":
+        name = "geometry" if row.geojson else "lon"
+    else:
+        first = detail.split(" ", 1)[0]
+        name = _REASON_FIELD.get(reason) or (first if first in COLUMNS else "")
+    return RowError(row.index, row.call_id, name, detail, reason)
 
 
 # --- storing ---------------------------------------------------------------------------------------
-_UPSERT = """
-INSERT INTO calls AS t (call_id, received_at, call_type, priority, address, city, zip, incident_report_id, geom,
-                        division_id, npa_id, category, p_violent, label, model_version, labelled_at, row_hash, batch_id)
-SELECT s.call_id, s.received_at, s.call_type, s.priority, s.address, s.city, s.zip, s.incident_report_id,
-       ST_SetSRID(ST_MakePoint(s.lon, s.lat), 4326), s.division_id, s.npa_id, s.category, s.p_violent, s.label,
-       s.model_version, CASE WHEN s.model_version IS NULL THEN NULL ELSE now() END, s.row_hash, :batch_id
-FROM unnest(CAST(:call_id AS text[]), CAST(:received_at AS timestamptz[]), CAST(:call_type AS text[]),
-            CAST(:priority AS smallint[]), CAST(:address AS text[]), CAST(:city AS text[]), CAST(:zip AS text[]),
-            CAST(:incident_report_id AS text[]), CAST(:lon AS float8[]), CAST(:lat AS float8[]),
-            CAST(:division_id AS text[]), CAST(:npa_id AS integer[]), CAST(:category AS text[]),
-            CAST(:p_violent AS real[]), CAST(:label AS boolean[]), CAST(:model_version AS text[]),
-            CAST(:row_hash AS bigint[]))
-     AS s(call_id, received_at, call_type, priority, address, city, zip, incident_report_id, lon, lat,
-          division_id, npa_id, category, p_violent, label, model_version, row_hash)
-ON CONFLICT (call_id) DO UPDATE SET
-    received_at = EXCLUDED.received_at, call_type = EXCLUDED.call_type, priority = EXCLUDED.priority,
-    address = EXCLUDED.address, city = EXCLUDED.city, zip = EXCLUDED.zip,
-    incident_report_id = EXCLUDED.incident_report_id, geom = EXCLUDED.geom, division_source = NULL,
-    division_id = EXCLUDED.division_id, npa_id = EXCLUDED.npa_id, category = EXCLUDED.category,
-    p_violent = EXCLUDED.p_violent, label = EXCLUDED.label, model_version = EXCLUDED.model_version,
-    labelled_at = EXCLUDED.labelled_at, row_hash = EXCLUDED.row_hash, batch_id = EXCLUDED.batch_id
-WHERE t.row_hash IS DISTINCT FROM EXCLUDED.row_hash
-RETURNING t.call_id, (t.xmax = 0) AS inserted
-"""
+def _current_model(engine: Engine) -> tuple[StoredModel | None, str | None]:
+    """The current classifier, or None and why there is none."""
+    try:
+        return load_model(engine), None
+    except ModelError as exc:
+        return None, f"calls stored unlabelled: {exc} (then `hotspots label`)"
 
 
-def _none_if_nan(values: np.ndarray) -> list:
-    return [None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in values]
-
-
-def ingest_calls(engine: Engine, payload: Any, *, body_sha256: str, source: str, max_rows: int = MAX_BATCH_ROWS,
-                 now: datetime | None = None) -> IngestResult:
-    """Validate, place, categorise, label and store a posted batch of calls in one transaction.
+def ingest_calls(engine: Engine, payload: Any, *, body_sha256: str, source: str,
+                 max_rows: int = MAX_BATCH_ROWS) -> IngestResult:
+    """Check, clean, place, categorise, store and label a posted batch of calls in one transaction.
 
     `body_sha256` identifies the request body (ingest_batches/ingest_rejects, as a file's checksum
     does); `source` says where it came from (e.g. the token's name), never the token.
     """
-    tz = ZoneInfo(locale_settings().timezone)
-    now = now or datetime.now(timezone.utc)
     rows = rows_of(payload, max_rows)
-    _validate(rows, tz, now)
-    versions = catalog.data_versions(engine)
-    areas = areas_for(engine, versions)
-    placed = [r for r in rows if not r.errors]
-    lon = np.array([r.lon for r in placed], dtype=float)
-    lat = np.array([r.lat for r in placed], dtype=float)
-    npa = areas.npa.lookup(lon, lat)
-    division = areas.division.lookup(lon, lat)
-    for r, n in zip(placed, npa):
-        if n is None:
-            r.fail("lon", f"point ({r.lon:.6f}, {r.lat:.6f}) is in no Neighborhood Profile Area", "outside_county")
-    keep = np.array([not r.errors for r in placed], dtype=bool)
-    good = [r for r, k in zip(placed, keep) if k]
-    npa, division = npa[keep], division[keep]
-
-    categories = load_taxonomy().categorise_call_types(pd.Series([r.call_type for r in good], dtype=object))
-    model, note = current_model(engine) if good else (None, None)
-    p = label = None
-    if model is not None and good:
-        p = model.score(_features(good, npa, division, tz))
-        label = p >= model.threshold   # compared before rounding to real, as geo.classify.label_calls does
-        p = p.astype(np.float32)
-
-    ignored = sorted({k for r in rows for k in r.fields if k not in FIELDS and k != "type"})
+    for row in rows:
+        _to_cells(row)
+    areas = area_indexes(engine)
     report = LoadReport(kind=KIND, source_file=source, sha256=body_sha256, rows_read=len(rows))
-    rejects = Rejects()
-    bad = [r for r in rows if r.errors]
-    for r in bad:
+    rejects = _PostedRejects(rows)
+    for r in (r for r in rows if r.errors):
         rejects.add(np.array([r.index]), [r.raw], r.errors[0].reason,
                     "; ".join(f"{e.field}: {e.message}" if e.field else e.message for e in r.errors))
+    candidates = [r for r in rows if not r.errors]
+    prepared = prepare_frame(CALLS, posted_frame(candidates), np.array([r.index for r in candidates], dtype=np.int64),
+                             areas, report, rejects, time_columns={"DATE_RECEIVED": _INSTANTS})
+    rejected = rejects.frame()
+    shared = rejected[~rejected["line"].isin([r.index for r in rows if r.errors])]
+    by_index = {r.index: r for r in rows}
+    errors = [e for r in rows for e in r.errors]
+    errors += [_row_error(by_index[int(line)], reason, detail)
+               for line, reason, detail in zip(shared["line"], shared["reason"], shared["detail"])]
+    errors.sort(key=lambda e: e.index)
+    turned_down = set(shared["line"].tolist())
+    accepted = [r for r in candidates if r.index not in turned_down]
+    model, note = _current_model(engine) if accepted else (None, None)
+    ignored = sorted({k for r in rows for k in r.fields if k not in FIELDS and k != "type"})
 
     with engine.begin() as conn:
         report.batch_id = start_batch(conn, report)
-        status: dict[str, str] = {}
-        if good:
-            params = {
-                "batch_id": report.batch_id,
-                "call_id": [r.call_id for r in good], "received_at": [r.received_at for r in good],
-                "call_type": [r.call_type for r in good], "priority": [r.priority for r in good],
-                "address": [r.text["address"] for r in good], "city": [r.text["city"] for r in good],
-                "zip": [r.text["zip"] for r in good], "incident_report_id": [r.text["incident_report_id"] for r in good],
-                "lon": [r.lon for r in good], "lat": [r.lat for r in good],
-                "division_id": _none_if_nan(division), "npa_id": [int(n) for n in npa],
-                "category": [str(c) for c in categories],
-                "p_violent": [float(v) for v in p] if p is not None else [None] * len(good),
-                "label": [bool(v) for v in label] if label is not None else [None] * len(good),
-                "model_version": [model.version if model is not None else None] * len(good),
-                "row_hash": [row_hash(r) for r in good],
-            }
-            for call_id, inserted in conn.execute(sa.text(_UPSERT), params):
-                status[call_id] = "created" if inserted else "updated"
-        report.inserted = sum(1 for s in status.values() if s == "created")
-        report.updated = len(status) - report.inserted
-        report.unchanged = len(good) - len(status)
-        stored = _stored(conn, good, status)
+        try:
+            merged = merge_rows(conn, CALLS, prepared, report.batch_id)
+        except IngestError as exc:   # a posted call_id is a synthetic call's: the client's problem, not the server's
+            raise BatchError("features" if rows[0].geojson else "calls", str(exc)) from None
+        report.inserted = sum(merged.values())
+        report.updated = len(merged) - report.inserted
+        report.unchanged = prepared.num_rows - len(merged)
+        labelled = 0
+        if model is not None and merged:
+            # The batch's new and changed calls: their labels were cleared (or never set) by the merge.
+            labelled = len(label_selected(conn, model, "c.batch_id = %(batch)s AND c.model_version IS NULL",
+                                          {"batch": report.batch_id}))
+        status = {call_id: "created" if inserted else "updated" for call_id, inserted in merged.items()}
+        stored = _stored(conn, accepted, status)
         store_rejects(conn, report, rejects)
-        labelled = sum(1 for s in stored if s.status != "unchanged" and s.model_version is not None)
-        report.notes = {"model_version": model.version if model is not None else None, "labelled": labelled}
+        report.notes.update({"model_version": model.version if model is not None else None, "labelled": labelled})
         if ignored:
             report.notes["ignored_fields"] = ignored
         finish_batch(conn, report)
-    errors = sorted((e for r in bad for e in r.errors), key=lambda e: e.index)
     return IngestResult(report.batch_id, len(rows), stored, errors, model.version if model is not None else None,
                         labelled, note, ignored)
 
 
-def _stored(conn: Connection, good: list[_Row], status: dict[str, str]) -> list[StoredCall]:
+def _stored(conn: Connection, accepted: list[_Row], status: dict[str, str]) -> list[StoredCall]:
     """The stored state of every accepted row (unchanged rows keep what was stored before)."""
-    if not good:
+    if not accepted:
         return []
     found = {
         r.call_id: r for r in conn.execute(sa.text(
             "SELECT call_id, division_id, npa_id, category, p_violent, label, model_version FROM calls"
-            " WHERE call_id = ANY(:ids)"), {"ids": [r.call_id for r in good]}).mappings()
+            " WHERE call_id = ANY(:ids)"), {"ids": [r.call_id for r in accepted]}).mappings()
     }
     out = []
-    for r in good:
+    for r in accepted:
         s = found[r.call_id]
         out.append(StoredCall(r.index, r.call_id, status.get(r.call_id, "unchanged"), s["division_id"], s["npa_id"],
                               s["category"], None if s["p_violent"] is None else float(s["p_violent"]), s["label"],

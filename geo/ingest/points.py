@@ -7,6 +7,7 @@ from typing import Iterator
 from pathlib import Path
 
 import binascii
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,6 +18,7 @@ import pyarrow.compute as pc
 from sqlalchemy.engine import Engine
 from tqdm import tqdm
 
+from geo.catalog import data_versions
 from geo.ingest import clean
 from geo.ingest.batch import (
     IngestError,
@@ -27,11 +29,13 @@ from geo.ingest.batch import (
     file_sha256,
     finish_batch,
     merge_staged,
+    merge_staged_keys,
     previous_batch,
     start_batch,
     store_rejects,
 )
 from geo.ingest.csvfile import iter_source_batches, nul_rows, raw_rows, scan_source_csv, shown_cell
+from geo.ingest.jsonfile import is_feature_file, read_feature_file
 from geo.settings import locale_settings
 from geo.taxonomy import UNKNOWN, load_taxonomy
 from geo.spatial import AreaIndex, read_divisions, read_neighborhoods
@@ -205,11 +209,13 @@ def load_points(
     engine: Engine, source: PointSource, path: Path, *, force: bool = False, progress: bool = False,
     options: LoadOptions = LoadOptions(),
 ) -> LoadReport:
-    """Load one CSV of point records in a single transaction and return the counts.
+    """Load one file of point records in a single transaction and return the counts.
 
-    A first pass reads the id column (duplicates, line numbers, malformed rows); the second
-    streams the file in record batches that are cleaned, assigned to areas and sent to
-    PostgreSQL while the next batch is being prepared.
+    A CSV is read twice: a first pass reads the id column (duplicates, line numbers, malformed
+    rows); the second streams the file in record batches that are cleaned, assigned to areas and
+    sent to PostgreSQL while the next batch is being prepared. A JSON file (an ArcGIS query
+    answer or a GeoJSON FeatureCollection, told by its content) is read whole and goes the same
+    way from its features (`load_frame`).
     """
     timer = Timer()
     path = Path(path)
@@ -231,6 +237,12 @@ def load_points(
         division=AreaIndex(divisions.geometry, divisions["division_id"]),
         division_codes=dict(zip(divisions["short_name"], divisions["division_id"])),
     )
+    if is_feature_file(path):
+        features = read_feature_file(path, source)
+        report.rows_read = features.rows_read
+        report.notes.update(features.notes)
+        return load_frame(engine, source, features.frame, features.lines, features.rejects(), areas, report, timer,
+                          progress=progress, options=options)
     scan = scan_source_csv(path, source.required_columns, source.id_column, also=list(source.times))
     time_columns = {col: clean.time_of_day(values) for col, values in scan.columns.items()}
     report.rows_read = len(scan.ids) + len(scan.malformed)
@@ -264,6 +276,42 @@ def load_points(
     finally:
         bar.close()   # cleared before any error is printed, so the error stands on its own line
     report.fixes = +report.fixes  # drop zero counts
+    return report
+
+
+# Rows per batch of a file read whole (about the rows of a CSV's 16 MB record batch).
+FRAME_BATCH_ROWS = 100_000
+
+
+def load_frame(
+    engine: Engine, source: PointSource, frame: pd.DataFrame, lines: np.ndarray, rejects: Rejects, areas: _Areas,
+    report: LoadReport, timer: Timer, *, progress: bool = False, options: LoadOptions = LoadOptions(),
+) -> LoadReport:
+    """Load source text rows already in memory (a JSON file's features) the way a CSV's batches are loaded.
+
+    `lines` gives each row's position for its reject; `rejects` may already hold rows set aside
+    while reading (and says what raw text a reject keeps). One transaction, as for a CSV.
+    """
+    # As for a CSV, calendar dates are judged per column over the whole file, not per batch.
+    time_columns = {col: clean.time_of_day(frame[col]) for col in source.times if col in frame.columns}
+    ids = clean.strip(frame[source.id_column])
+    dup, first_line = clean.first_duplicates(ids.where(ids != "", None), lines)
+    report.mark("scan", timer)
+    bar = tqdm(total=len(frame), desc=f"load {source.kind}", unit="row", unit_scale=True, disable=not progress,
+               leave=False)
+
+    def chunks() -> Iterator[pa.Table]:
+        for start in range(0, len(frame), FRAME_BATCH_ROWS):
+            part = slice(start, start + FRAME_BATCH_ROWS)
+            yield _prepare_batch(source, frame.iloc[part].reset_index(drop=True), lines[part], dup[part],
+                                 first_line[part], areas, report, rejects, time_columns=time_columns, options=options)
+            bar.update(len(lines[part]))
+
+    try:
+        _write(engine, source, report, chunks(), rejects, timer)
+    finally:
+        bar.close()
+    report.fixes = +report.fixes
     return report
 
 
@@ -524,40 +572,88 @@ def _drop_primary_key(conn, table: str) -> list[str]:
 
 def _upsert(conn, source: PointSource, cols: list[str]) -> tuple[int, int]:
     """Merge the staged rows: new ids inserted, changed rows updated, identical ones left alone."""
-    return merge_staged(conn, source.table, "stage_points", source.id_field, cols,
-                        changed_if="t.row_hash IS DISTINCT FROM EXCLUDED.row_hash",
-                        also_set=[f"{c} = NULL" for c in source.reset_on_change])
+    _refuse_origin_clash(conn, source)
+    return merge_staged(conn, source.table, "stage_points", source.id_field, cols, **_merge_rule(source))
 
 
-# --- records that arrive in memory (the ArcGIS feed) rather than as a file ------------------------
+def _refuse_origin_clash(conn, source: PointSource) -> None:
+    """IngestError, refusing the whole batch, when a staged row's id is stored with the other origin (a
+    generated record with a real report's id, or the reverse): real and synthetic records never replace each other."""
+    clash = conn.exec_driver_sql(
+        f"SELECT count(*), min(s.{source.id_field}), min(t.data_origin) FROM stage_points s"
+        f" JOIN {source.table} t USING ({source.id_field}) WHERE t.data_origin <> s.data_origin").one()
+    if clash[0]:
+        raise IngestError(
+            f"{clash[0]:,} {source.kind} carry ids already stored as {clash[2]} records (e.g. {clash[1]!r}) but are "
+            f"{'synthetic' if clash[2] == 'real' else 'real'} here; nothing was loaded: real and synthetic records "
+            "must not replace each other (give generated records ids of their own)")
+
+
+def _merge_rule(source: PointSource) -> dict:
+    """When a staged row replaces a stored one (its row hash changed) and what that clears."""
+    return {"changed_if": "t.row_hash IS DISTINCT FROM EXCLUDED.row_hash",
+            "also_set": [f"{c} = NULL" for c in source.reset_on_change]}
+
+
+# --- records that arrive in memory (the ArcGIS feed, posted calls) rather than as a file -----------
+_AREA_CACHE: dict[tuple, _Areas] = {}
+_AREA_CACHE_SIZE = 4
+_area_lock = threading.Lock()
+
+
 def area_indexes(engine: Engine) -> _Areas:
-    """The NPA and division indexes records are assigned against; IngestError when none are loaded."""
+    """The NPA and division indexes records are assigned against; IngestError when none are loaded.
+
+    Built once per database and kept while the divisions' and neighborhoods' data versions stay
+    (every write to those tables bumps them): building takes about half a second, which a posted
+    batch of calls should not pay each time.
+    """
+    versions = data_versions(engine)
+    key = (engine.url.render_as_string(hide_password=True), versions.get("divisions"), versions.get("neighborhoods"))
+    with _area_lock:
+        if key in _AREA_CACHE:
+            return _AREA_CACHE[key]
     npas, divisions = read_neighborhoods(engine), read_divisions(engine)
     if npas.empty or divisions.empty:
         raise IngestError("no division or NPA polygons loaded: run `hotspots load shapes` first")
-    return _Areas(
+    areas = _Areas(
         npa=AreaIndex(npas.geometry, npas["npa_id"]),
         division=AreaIndex(divisions.geometry, divisions["division_id"]),
         division_codes=dict(zip(divisions["short_name"], divisions["division_id"])),
     )
+    with _area_lock:
+        _AREA_CACHE[key] = areas
+        while len(_AREA_CACHE) > _AREA_CACHE_SIZE:
+            del _AREA_CACHE[next(iter(_AREA_CACHE))]
+    return areas
 
 
 def prepare_frame(source: PointSource, frame: pd.DataFrame, lines: np.ndarray, areas: _Areas, report: LoadReport,
-                  rejects: Rejects, options: LoadOptions = LoadOptions()) -> pa.Table:
+                  rejects: Rejects, options: LoadOptions = LoadOptions(),
+                  time_columns: dict[str, clean.TimeOfDay] | None = None) -> pa.Table:
     """Clean, reject and assign a frame of source text columns exactly as a batch of a CSV file is
-    (its time columns judged on the frame itself: a sync page is judged per page)."""
+    (its time columns judged on the frame itself, a sync page per page, unless `time_columns`
+    gives the verdict)."""
     frame = frame.reset_index(drop=True)
     ids = clean.strip(frame[source.id_column])
     dup, first_line = clean.first_duplicates(ids.where(ids != "", None), lines)
-    rows = _prepare_batch(source, frame, lines, dup, first_line, areas, report, rejects, options=options)
+    rows = _prepare_batch(source, frame, lines, dup, first_line, areas, report, rejects, options=options,
+                          time_columns=time_columns)
     report.fixes = +report.fixes
     return rows
 
 
 def upsert_rows(conn, source: PointSource, rows: pa.Table, batch_id: int) -> tuple[int, int]:
     """Stage prepared rows and merge them into the table by row hash: (inserted, updated)."""
+    merged = merge_rows(conn, source, rows, batch_id)
+    inserted = sum(merged.values())
+    return inserted, len(merged) - inserted
+
+
+def merge_rows(conn, source: PointSource, rows: pa.Table, batch_id: int) -> dict:
+    """upsert_rows, saying which rows: id -> True (inserted) or False (updated); unchanged ids are absent."""
     if rows.num_rows == 0:
-        return 0, 0
+        return {}
     rows = rows.append_column("batch_id", pa.array(np.full(rows.num_rows, batch_id, dtype=np.int64)))
     cols = rows.column_names
     # Times without an offset are local wall time, read in the configured zone (as in file loads).
@@ -572,5 +668,6 @@ def upsert_rows(conn, source: PointSource, rows: pa.Table, batch_id: int) -> tup
         f" WHERE t.row_hash IS DISTINCT FROM s.row_hash)"
     ).scalar_one()
     if not changed:
-        return 0, 0
-    return _upsert(conn, source, cols)
+        return {}
+    _refuse_origin_clash(conn, source)
+    return merge_staged_keys(conn, source.table, "stage_points", source.id_field, cols, **_merge_rule(source))

@@ -27,11 +27,6 @@ def _layer_sha(path: Path) -> str:
     return file_sha256(path) if len(parts) == 1 else "+".join(file_sha256(p)[:16] for p in parts)
 
 
-def read_layer(path: Path) -> gpd.GeoDataFrame:
-    """Read a vector layer and reproject it to EPSG:4326; fail clearly if it has no CRS or no features."""
-    return _read_layer(path)[0]
-
-
 def _crs_name(crs) -> str:
     epsg = crs.to_epsg()
     return f"EPSG:{epsg} ({crs.name})" if epsg else crs.name

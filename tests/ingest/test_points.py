@@ -336,8 +336,8 @@ def test_calendar_dates_are_local_days_and_stay_out_of_the_7x24(engine, tmp_path
     assert got == {"C-1": ("2021-07-04 23:59:30", "time"), "C-2": ("2021-07-05 00:00:00", "date"),
                    "C-3": ("2021-07-04 20:00:00", "time"), "C-4": ("2021-07-05 20:00:00", "time")}
     matrix = hour_weekday(engine, Period(date(2021, 7, 1), date(2021, 7, 8)))
-    assert int(matrix.to_numpy().sum()) == 3 and matrix.attrs["left_out_date_only"] == 1
-    assert matrix.loc["Mon", 0] == 0   # C-2 (Monday 5 July) is not at midnight
+    assert int(matrix.totals.to_numpy().sum()) == 3 and matrix.left_out_date_only == 1
+    assert matrix.totals.loc["Mon", 0] == 0   # C-2 (Monday 5 July) is not at midnight
 
     # Every value midnight (or epoch ms at 00:00 UTC): the whole column is calendar dates.
     dates = [call(f"D-{i}", lon, lat, DATE_RECEIVED=v)
@@ -352,7 +352,24 @@ def test_calendar_dates_are_local_days_and_stay_out_of_the_7x24(engine, tmp_path
             " WHERE received_at_precision = 'date' AND call_id LIKE 'D-%'")).all())
     assert got == {"D-0": "2021-07-05 00:00:00", "D-1": "2021-07-06 00:00:00", "D-2": "2021-07-07 00:00:00"}
     matrix = hour_weekday(engine, Period(date(2021, 7, 1), date(2021, 7, 8)))
-    assert int(matrix.to_numpy().sum()) == 3 and matrix.attrs["left_out_date_only"] == 4
+    assert int(matrix.totals.to_numpy().sum()) == 3 and matrix.left_out_date_only == 4
+
+
+def test_dates_nanoseconds_or_postgresql_cannot_hold_are_rejected_not_a_crash(engine, tmp_path, places):
+    """Years outside 1678..2261 (what a datetime64[ns] holds) and offsets beyond PostgreSQL's 15:59
+    used to fail the whole load (an Arrow/pandas overflow, or PostgreSQL refusing the COPY)."""
+    lon, lat, _, _ = places[120]
+    rows = [call("C-OK", lon, lat),
+            call("C-0001", lon, lat, DATE_RECEIVED="0001-01-01 00:00:00+00"),    # the fast (Arrow) path
+            call("C-4227", lon, lat, DATE_RECEIVED="4227-01-23"),                # the ISO (pandas) path
+            call("C-US", lon, lat, DATE_RECEIVED="01/23/4227 10:00"),            # the US-format path
+            call("C-OFF", lon, lat, DATE_RECEIVED="2021-06-01T10:00:00+23:59")]  # no offset PostgreSQL takes
+    report = load_calls(engine, write_csv(tmp_path / "calls.csv", CALL_COLUMNS, rows))
+    assert report.inserted == 1
+    with engine.connect() as conn:
+        got = conn.execute(sa.text("SELECT line, reason FROM ingest_rejects WHERE kind = 'calls' ORDER BY line")).all()
+    assert [tuple(r) for r in got] == [(3, "implausible_date"), (4, "implausible_date"), (5, "implausible_date"),
+                                       (6, "bad_date")]
 
 
 def test_origin_column_marks_generated_rows_and_refuses_other_values(engine, tmp_path, places):

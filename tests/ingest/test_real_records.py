@@ -7,7 +7,6 @@ counted as crimes.
 
 from __future__ import annotations
 
-import csv
 from datetime import datetime, timezone
 
 import numpy as np
@@ -17,15 +16,11 @@ import sqlalchemy as sa
 from geo.ingest.incidents import load_incidents
 from geo.ingest.points import LoadOptions
 from geo.spatial import state_plane_to_lonlat
+from tests.factories import read_rows, write_rows
 
 STREETS = "incidents_streets_QVXYZ.csv"
 API = "incidents_api_sample.csv"
 TZ = "America/New_York"
-
-
-def _rows(path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        return list(csv.DictReader(fh))
 
 
 def _calendar_date(value: str) -> str:
@@ -51,7 +46,7 @@ def _rejected(engine) -> dict[str, int]:
 @pytest.mark.parametrize("name", [STREETS, API])
 def test_every_real_row_is_loaded_or_rejected_and_dated_by_its_calendar_day(engine, data_dir, name):
     path = data_dir / "real" / name
-    source = _rows(path)
+    source = read_rows(path)
     report = load_incidents(engine, path)
     stored = _stored(engine)
     rejected = _rejected(engine)
@@ -82,7 +77,7 @@ def test_the_issue_report_is_stored_on_its_day(engine, data_dir):
 
 def test_junk_latitudes_are_kept_at_their_state_plane_point(engine, data_dir):
     path = data_dir / "real" / STREETS
-    junk = [r for r in _rows(path) if r["LATITUDE_PUBLIC"].strip() == r["LONGITUDE_PUBLIC"].strip() != ""]
+    junk = [r for r in read_rows(path) if r["LATITUDE_PUBLIC"].strip() == r["LONGITUDE_PUBLIC"].strip() != ""]
     assert len(junk) == 38
     report = load_incidents(engine, path)
     stored = _stored(engine)
@@ -96,7 +91,7 @@ def test_junk_latitudes_are_kept_at_their_state_plane_point(engine, data_dir):
 
 def test_api_junk_latitude_and_every_point_on_its_geometry(engine, data_dir):
     path = data_dir / "real" / API
-    source = _rows(path)
+    source = read_rows(path)
     load_incidents(engine, path)
     stored = _stored(engine)
     far = [i for i, r in ((r["INCIDENT_REPORT_ID"], r) for r in source) if i in stored
@@ -110,7 +105,7 @@ def test_api_junk_latitude_and_every_point_on_its_geometry(engine, data_dir):
 
 def test_non_crimes_are_kept_served_and_not_counted_as_crimes(engine, data_dir):
     path = data_dir / "real" / STREETS
-    source = _rows(path)
+    source = read_rows(path)
     report = load_incidents(engine, path)
     stored = _stored(engine)
     by_id = {r["INCIDENT_REPORT_ID"]: r for r in source}
@@ -127,7 +122,7 @@ def test_time_from_report_id_only_when_asked_and_flagged(engine, data_dir):
     path = data_dir / "real" / STREETS
     report = load_incidents(engine, path, options=LoadOptions(time_from_report_id=True))
     stored = _stored(engine)
-    source = _rows(path)
+    source = read_rows(path)
     filled = {i: got for i, got in stored.items() if got[1] == "report_id"}
     # The README: every id's YYYYMMDD equals the reported date and its HHMM is a valid time.
     assert len(filled) == len(stored) == report.notes["times"]["DATE_REPORTED"]["report_id"] == len(source) - 1
@@ -136,13 +131,39 @@ def test_time_from_report_id_only_when_asked_and_flagged(engine, data_dir):
 
 
 def test_zip_written_as_a_number_is_a_zip(engine, tmp_path, data_dir):
-    rows = _rows(data_dir / "real" / STREETS)[:3]
+    rows = read_rows(data_dir / "real" / STREETS)[:3]
     rows[0]["ZIP"], rows[1]["ZIP"], rows[2]["ZIP"] = "28239.0", "28277-1234", "2823"
-    path = tmp_path / "zips.csv"
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    load_incidents(engine, path)
+    load_incidents(engine, write_rows(tmp_path / "zips.csv", rows))
     stored = _stored(engine)
     assert [stored[r["INCIDENT_REPORT_ID"]][6] for r in rows] == ["28239", "28277", None]
+
+
+def test_a_generated_record_never_replaces_a_real_one(engine, data_dir, tmp_path):
+    """The same report id arriving as synthetic (or real over synthetic) refuses the file whole."""
+    from geo.ingest.batch import IngestError
+    from tests.clusters import snapshot
+
+    path = data_dir / "real" / STREETS
+    load_incidents(engine, path)
+    rows = read_rows(path)[:5]
+    for r in rows:
+        r["DATA_ORIGIN"] = "synthetic"
+    fake = write_rows(tmp_path / "clash.csv", rows)
+    before = snapshot(engine)
+    with pytest.raises(IngestError, match=r"5 incidents carry ids already stored as real records .*nothing was loaded"):
+        load_incidents(engine, fake)
+    assert snapshot(engine) == before
+
+
+def test_generated_report_ids_are_marked_and_never_real_ones(tmp_path, data_dir):
+    from datetime import date
+
+    from geo.synth import generate
+
+    generate(data_dir, tmp_path, start=date(2024, 1, 1), days=20, n_calls=3000, seed=3, dirty=False, progress=False)
+    ids = [r["INCIDENT_REPORT_ID"] for r in read_rows(tmp_path / "incidents.csv")]
+    real = {r["INCIDENT_REPORT_ID"] for name in (STREETS, API) for r in read_rows(data_dir / "real" / name)}
+    import re
+
+    assert ids and all(re.fullmatch(r"\d{8}-\d{4}-S\d{2,}", i) for i in ids)
+    assert not set(ids) & real

@@ -1,4 +1,5 @@
-"""A served database for the web tests: a year of synthetic calls, a trained model, saved hot spots.
+"""A served database for the web tests: a year of synthetic calls, a trained model, saved hot spots,
+and the real CMPD Homicide layer.
 
 Built once per session as a template database. Read-only tests share one copy (`web_url`); tests
 that write (live ingest) get their own copy (`writable_url`). `live_server` runs the app on a real
@@ -34,10 +35,12 @@ def _url(server_url, name: str) -> str:
 
 @pytest.fixture(scope="session")
 def web_template(server_url, template_db, data_dir, tmp_path_factory) -> str:
-    """Template database: reference data, 40k synthetic calls and incidents of 2021, labelled, hot spots saved."""
+    """Template database: reference data, 40k synthetic calls and incidents of 2021, labelled, hot spots saved,
+    and the 933 real homicide victims of 2015-2025."""
     from geo.classify import label_calls, train
     from geo.demo import generate_and_load
     from geo.hotspots import grid_hotspots, npa_hotspots, save_cell_results, save_npa_results
+    from geo.ingest.homicides import load_homicides
     from geo.metrics import Period
 
     admin = _admin(server_url)
@@ -48,13 +51,15 @@ def web_template(server_url, template_db, data_dir, tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("webdata")
     generate_and_load(n_calls=40_000, start=date(YEAR, 1, 1), days=365, seed=5, out=out / "data",
                       engine=engine, data_dir=data_dir, progress=False)
+    load_homicides(engine, data_dir / "real" / "homicides_arcgis.json")
     result = train(engine, test_months=3, models_dir=out / "models")
     label_calls(engine)
     period = Period(date(YEAR, 1, 1), date(YEAR + 1, 1, 1))
     save_npa_results(engine, "calls_npa_hotspots", {"period": [period.start, period.end]},
-                     npa_hotspots(engine, period, permutations=99), result.version)
+                     npa_hotspots(engine, period, source="labelled", permutations=99), result.version)
     save_cell_results(engine, "calls_grid_hotspots", {"period": [period.start, period.end], "cell_ft": 2000},
-                      grid_hotspots(engine, period, cell_ft=2000.0, permutations=99), 2000.0, result.version)
+                      grid_hotspots(engine, period, cell_ft=2000.0, source="labelled", permutations=99), 2000.0,
+                      result.version)
     engine.dispose()
     admin.dispose()
     return WEB_TEMPLATE

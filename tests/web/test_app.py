@@ -149,3 +149,20 @@ def test_a_cancel_inside_postgis_is_a_timeout_not_a_server_error(web_url, pgcode
     else:
         assert r.status_code == 500 and r.get_json()["code"] == "ServerError"
         assert message not in r.get_data(as_text=True)
+
+
+def test_a_window_that_cuts_a_day_holds_a_date_only_row_only_for_whole_days():
+    """OGC datetime of a few hours: a row known by its date alone is not placed at midnight."""
+    from datetime import date, datetime, timezone
+
+    from geo.filters import Filter
+
+    tz_noon = datetime(2021, 5, 1, 16, tzinfo=timezone.utc)          # 12:00 EDT on 1 May
+    f = Filter(start=tz_noon, end=datetime(2021, 5, 3, 16, tzinfo=timezone.utc))
+    assert not f.aligned_to_days() and f.whole_days() == (date(2021, 5, 2), date(2021, 5, 3))
+    where, params = f.where("calls")
+    assert "received_at_precision <> 'date'" in where and "received_at_precision = 'date'" in where
+    assert params["f_day_start"].isoformat() == "2021-05-02T00:00:00-04:00"
+    assert params["f_day_end"].isoformat() == "2021-05-03T00:00:00-04:00"
+    whole = Filter(start=datetime(2021, 5, 1, 4, tzinfo=timezone.utc), end=datetime(2021, 5, 3, 4, tzinfo=timezone.utc))
+    assert whole.aligned_to_days() and "precision" not in whole.where("incidents")[0]

@@ -32,6 +32,9 @@ CASES = {
     "incidents": ("start=2021-05-01&end=2021-05-31&violent=true",
                   "SELECT incident_report_id FROM incidents WHERE date_reported >= '2021-05-01 00:00-04'"
                   " AND date_reported < '2021-06-01 00:00-04' AND category = 'violent_crime'"),
+    # Real victims, some without a location: they are in every format (with an empty geometry).
+    "homicides": ("start=2024-01-01&end=2024-12-31",
+                  "SELECT objectid FROM homicides WHERE date_reported BETWEEN '2024-01-01' AND '2024-12-31'"),
     "divisions": ("", "SELECT division_id FROM divisions"),
     "neighborhoods": ("bbox=-80.9,35.2,-80.8,35.3",
                       "SELECT npa_id FROM neighborhoods WHERE geom && ST_MakeEnvelope(-80.9, 35.2, -80.8, 35.3, 4326)"),
@@ -59,7 +62,8 @@ def read_export(body: bytes, layer: str, ext: str, tmp_path):
     path = tmp_path / f"{layer}.{ext}"
     path.write_bytes(body)
     source = {"zip": f"/vsizip/{path}/{layer}.shp", "gpkg": str(path), "geojson": str(path), "csv": str(path)}[ext]
-    options = {"X_POSSIBLE_NAMES": "lon", "Y_POSSIBLE_NAMES": "lat"} if ext == "csv" and layer in ("calls", "incidents") else {}
+    points = ("calls", "incidents", "homicides")
+    options = {"X_POSSIBLE_NAMES": "lon", "Y_POSSIBLE_NAMES": "lat"} if ext == "csv" and layer in points else {}
     return pyogrio.read_dataframe(source, **options), source
 
 
@@ -204,8 +208,8 @@ def test_csv_formula_injection_is_defused(writable_url):
 def test_cli_writes_the_same_rows_as_http(client, web_url, tmp_path):
     env = {"DATABASE_URL": web_url, "HOTSPOTS_VAR_DIR": str(tmp_path / "var")}
     runner = CliRunner()
-    result = runner.invoke(main, ["export", "calls", "--out", str(tmp_path / "cli.csv"), "--start", "2021-05-01",
-                                  "--end", "2021-05-31", "--division", "Central", "--min-p", "0.01"], env=env)
+    result = runner.invoke(main, ["export", "calls", "--out", str(tmp_path / "cli.csv"), "--from", "2021-05-01",
+                                  "--to", "2021-05-31", "--division", "Central", "--min-p", "0.01"], env=env)
     assert result.exit_code == 0, result.output
     http_body = client.get("/export/calls.csv?start=2021-05-01&end=2021-05-31&division=Central&min_p=0.01").get_data()
     rows = http_body.count(b"\r\n") - 1
@@ -220,8 +224,19 @@ def test_cli_writes_the_same_rows_as_http(client, web_url, tmp_path):
     assert feature_ids(cli_df, "hotspot_cells", "zip") == feature_ids(http_df, "hotspot_cells", "zip")
     assert cli_df["gi_z"].round(9).tolist() == http_df["gi_z"].round(9).tolist()
 
+    # --start is the old name of --from (the same option); divisions have no dates.
     result = runner.invoke(main, ["export", "divisions", "--out", str(tmp_path / "d.csv"), "--start", "2021-01-01"], env=env)
-    assert result.exit_code == 2 and "--start" in result.output
+    assert result.exit_code == 2 and "--from" in result.output
+
+    # .shp: the shapefile itself (the zip's members under the name asked for), readable as it is.
+    result = runner.invoke(main, ["export", "divisions", "--out", str(tmp_path / "divisions.shp")], env=env)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.glob("divisions.*")) == [
+        "divisions.cpg", "divisions.dbf", "divisions.fields.csv", "divisions.prj", "divisions.shp", "divisions.shx"]
+    shp = pyogrio.read_dataframe(tmp_path / "divisions.shp")
+    zipped, _ = read_export(client.get("/export/divisions.zip").get_data(), "divisions", "zip", tmp_path)
+    assert len(shp) == len(zipped) == 14 and sorted(shp["div_id"]) == sorted(zipped["div_id"])
+    assert shp.crs.to_epsg() == 4326
 
 
 def test_streamed_in_chunks_with_bounded_memory(web_url):

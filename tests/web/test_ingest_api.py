@@ -112,6 +112,30 @@ def test_valid_batch_is_stored_placed_categorised_and_labelled_like_hotspots_lab
     assert relabelled == api
 
 
+def test_live_labels_are_those_label_calls_writes_for_dates_and_dst_times(ingest_app, db):
+    """A call known only by its day (no hour feature) and calls in the DST gap and fold, labelled at
+    posting, carry what `hotspots label` writes for the same stored calls with the same model."""
+    calls = _batch(db, prefix="LB")
+    calls[1]["received_at"] = "2021-03-14T02:30:00"     # the skipped hour
+    calls[2]["received_at"] = "2021-12-12"              # the day only
+    r = _post(ingest_app.test_client(), calls)
+    assert r.status_code == 201 and r.get_json()["labelled"] == len(calls), r.get_json()
+    ids = [c["call_id"] for c in calls]
+    query = sa.text("SELECT call_id, received_at_precision, p_violent, label, model_version FROM calls"
+                    " WHERE call_id = ANY(:ids) ORDER BY call_id")
+    with db.connect() as conn:
+        posted = conn.execute(query, {"ids": ids}).all()
+    assert [r.received_at_precision for r in posted if r.call_id == "LB-2"] == ["date"]
+    with db.begin() as conn:
+        conn.execute(sa.text("UPDATE calls SET p_violent = NULL, label = NULL, model_version = NULL, labelled_at = NULL"
+                             " WHERE call_id = ANY(:ids)"), {"ids": ids})
+    assert label_calls(db).labelled == len(ids)
+    with db.connect() as conn:
+        relabelled = conn.execute(query, {"ids": ids}).all()
+    assert relabelled == posted
+    assert all(r.model_version and r.p_violent is not None for r in posted)
+
+
 def test_bad_rows_are_reported_and_kept_while_good_rows_are_stored(ingest_app, db):
     (_, lon, lat), (_, lon2, lat2) = _places(db, 2, offset=100)
     good = {"call_id": "OK-1", "received_at": "2021-12-01T10:00:00-05:00", "call_type": "ASSAULT", "priority": 2,
@@ -149,7 +173,7 @@ def test_bad_rows_are_reported_and_kept_while_good_rows_are_stored(ingest_app, d
                                                               (5, "duplicate_id", "calls_api")]
     # Nothing is lost: each reject keeps the row exactly as it was posted.
     assert [json.loads(r.raw) for r in rejects] == batch[1:6]
-    assert "repeats the call at index 0" in rejects[4].detail
+    assert "call_id repeats the row at index 0" in rejects[4].detail
     assert tuple(batch_row) == ("calls_api", 7, 2, 5, "POST /api/calls (cad-test)")
 
 

@@ -144,10 +144,16 @@ def test_clicking_an_area_opens_its_panel(page):
     counts = [int(c) for c in p.locator("#panel-body table.hours td").evaluate_all("cs => cs.map(c => c.dataset.count)")]
     assert len(counts) == 7 * 24 and sum(counts) == data["totals"]["calls"] > 0
     assert p.locator("#panel-body table.categories tr").count() == len(data["categories"]) + 1
-    assert p.locator("#panel-body table.compstat tr").count() == 5
+    assert p.locator("#panel-body table.compstat tr").count() == 1 + len(data["compstat"]["windows"]) == 4
     assert f"{data['totals']['calls']:,}" in p.locator("#panel-body table.totals").inner_text()
     if data["allocation"]:
         assert data["allocation"]["reasoning"] in p.locator("#panel-body .reasoning").inner_text()
+        # The queueing plan's table: a header and one row per shift, with its units.
+        shifts = data["staffing"]["shifts"]
+        assert p.locator("#panel-body table.staffing tr").count() == 1 + len(shifts)
+        units = p.locator("#panel-body table.staffing td:nth-child(3)").all_inner_texts()
+        assert units == [f"{s['units']:,}" for s in shifts]
+        assert p.locator("#panel-body .needs-reasoning").count() == len(shifts)
     p.click("#panel-close")
     assert p.locator("#panel").is_hidden() and "sel" not in page.url_params()
     assert page.errors == []

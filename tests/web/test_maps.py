@@ -8,9 +8,11 @@ import pytest
 import sqlalchemy as sa
 
 from geo.allocate import allocate
+from geo.staffing import build_plan
 from geo.db import make_engine
 from geo.hotspots import npa_hotspots
-from geo.metrics import Period, outreach_flags, poisson_change_test
+from geo.filters import Filter
+from geo.metrics import Period, compstat, outreach_flags
 from geo.taxonomy import load_taxonomy
 from web import create_app
 
@@ -80,6 +82,22 @@ def test_config_lists_what_the_controls_need(client, db):
     assert c["data"]["last"] == last_day(db).isoformat()
     assert c["hotspot_classes"][0] == "Hot spot, 99% confidence" and len(c["hotspot_classes"]) == 7
     assert c["calls_min_zoom"] == 15 and c["timezone"] == TZ
+    assert c["accuracy"] is None   # no `hotspots accuracy` run saved in the served database
+
+
+def test_config_names_the_latest_accuracy_run(writable_url):
+    from geo.accuracy import save_accuracy
+
+    app = create_app({"DATABASE_URL": writable_url, "TESTING": True})
+    engine = make_engine(writable_url)
+    row = {"source": "incidents", "level": "npa", "hit_rate": 0.4, "pai": 2.5, "rri": 1.1, "hot_areas": 9, "areas": 462,
+           "area_share": 0.16}
+    run_id = save_accuracy(engine, {"train": ["2021-01-01", "2021-07-01"], "test": ["2021-07-01", "2022-01-01"],
+                                    "truth": "incidents", "rows": [row]})
+    engine.dispose()
+    c = app.test_client().get("/api/config").get_json()
+    assert c["accuracy"]["run_id"] == run_id and c["accuracy"]["test"] == ["2021-07-01", "2022-01-01"]
+    assert c["accuracy"]["rows"] == [{k: v for k, v in row.items() if k != "area_share"}]
 
 
 def test_config_passes_the_configured_basemap(web_url):
@@ -191,7 +209,9 @@ def test_hotspots_equal_the_analysis_module(client, db):
     assert r.status_code == 200
     fc = r.get_json()
     assert len(fc["features"]) == 462 and fc["measure"] == "violent"
-    reference = npa_hotspots(db, Period(date(2021, 1, 1), date(2022, 1, 1)), permutations=0).set_index("npa_id")
+    assert fc["source"].startswith("labelled: calls the model labelled violent")
+    reference = npa_hotspots(db, Period(date(2021, 1, 1), date(2022, 1, 1)), source="labelled",
+                             permutations=0).set_index("npa_id")
     for f in fc["features"]:
         p = f["properties"]
         ref = reference.loc[f["id"]]
@@ -233,29 +253,47 @@ def test_division_panel_matches_sql(client, db):
     # 7x24: Monday first, local hours, and one cell checked against SQL.
     hw = d["hour_weekday"]
     assert hw["weekdays"][0] == "Mon" and len(hw["counts"]) == 7 and all(len(r) == 24 for r in hw["counts"])
-    assert sum(map(sum, hw["counts"])) == t["calls"]
+    date_only = scalar(db, f"SELECT count(*) FROM calls WHERE {where} AND received_at_precision = 'date'", **params)
+    assert sum(map(sum, hw["counts"])) == t["calls"] - date_only and hw["left_out_date_only"] == date_only
     friday_22 = scalar(db, f"SELECT count(*) FROM calls WHERE {where} AND extract(isodow FROM received_at AT TIME ZONE :tz) = 5"
-                           " AND extract(hour FROM received_at AT TIME ZONE :tz) = 22", **params)
+                           " AND extract(hour FROM received_at AT TIME ZONE :tz) = 22 AND received_at_precision <> 'date'",
+                       **params)
     assert hw["counts"][4][22] == friday_22
+    # Shaded by the mean per occurrence: 1 April - 30 September 2021 is 26 weeks and a Thursday.
+    assert hw["statistic"] == "mean per occurrence"
+    assert [row[12] for row in hw["occurrences"]] == [26, 26, 26, 27, 26, 26, 26]
+    assert hw["mean"][4][22] == pytest.approx(friday_22 / 26, abs=5e-4)
+    assert hw["mean"][3][22] == pytest.approx(hw["counts"][3][22] / 27, abs=5e-4)
+    assert hw["max_mean"] == max(max(row) for row in hw["mean"])
 
 
 def test_division_panel_compstat_outreach_and_allocation(client, db):
     d = client.get("/api/panel/division/02?start=2021-04-01&end=2021-09-30&officers=200").get_json()
     cs = d["compstat"]
-    assert cs["as_of"] == "2021-10-01"
+    # Report date 1 October 2021 (a Friday): the report week ends on Sunday 26 September.
+    assert (cs["as_of"], cs["report_end"], cs["compare"]) == ("2021-10-01", "2021-09-26", "year")
     windows = {w["window"]: w for w in cs["windows"]}
-    assert list(windows) == ["7 days", "28 days", "year to date", "365 days"]
-    w = windows["28 days"]
+    assert list(windows) == ["week", "28 days", "year to date"]
+    assert windows["week"]["current_period"] == ["2021-09-20", "2021-09-26"]
+    assert windows["week"]["prior_period"] == ["2020-09-21", "2020-09-27"]
+    # 2020 is not in the data: no comparison with a year earlier is invented.
+    assert all(w["data_covers_both"] is False and w["pct_change"] is None and w["p_value"] is None
+               and not w["significant"] for w in windows.values())
+    # Back to back (an option): the 28 days against the 28 before, tested.
+    b2b = client.get("/api/panel/division/02?start=2021-04-01&end=2021-09-30&officers=200&compare=previous").get_json()
+    w = {w["window"]: w for w in b2b["compstat"]["windows"]}["28 days"]
     current = scalar(db, f"SELECT count(*) FROM calls WHERE {IN_DATES} AND division_id = '02'",
-                     s=date(2021, 9, 3), e=date(2021, 10, 1))
+                     s=date(2021, 8, 30), e=date(2021, 9, 27))
     prior = scalar(db, f"SELECT count(*) FROM calls WHERE {IN_DATES} AND division_id = '02'",
-                   s=date(2021, 8, 6), e=date(2021, 9, 3))
-    assert (w["current"], w["prior"]) == (current, prior)
-    assert w["p_value"] == pytest.approx(poisson_change_test(current, prior, 28, 28), abs=1e-4)
-    assert w["significant"] == (w["p_value"] < 0.05)
+                   s=date(2021, 8, 2), e=date(2021, 8, 30))
+    assert (w["current"], w["prior"]) == (current, prior) and w["data_covers_both"]
     assert w["pct_change"] == pytest.approx((current - prior) / prior * 100, abs=0.05)
-    # 2020 is not in the data: the 365-day and year-to-date comparisons say so instead of inventing a change.
-    assert windows["365 days"]["data_covers_both"] is False and windows["365 days"]["pct_change"] is None
+    assert w["history_pairs"] == 3 and w["dispersion"] >= 1 and w["significant"] == (w["q_value"] < 0.05)
+    # One CompStat: the panel's numbers are the library's for that division (FDR across all 14).
+    table = compstat(db, date(2021, 10, 1), by="division", flt=Filter(), compare="previous")
+    mine = table[(table["area"] == "02") & (table["window"] == "28 days")].iloc[0]
+    assert len(table[table["window"] == "28 days"]) == 14
+    assert (w["p_value"], w["q_value"]) == (round(mine["p_value"], 4), round(mine["q_value"], 4))
 
     period = Period(date(2021, 4, 1), date(2021, 10, 1))
     flags = outreach_flags(db, period, "division")
@@ -268,6 +306,15 @@ def test_division_panel_compstat_outreach_and_allocation(client, db):
     assert al["officers"] == int(ours["officers"].sum()) and al["officers_citywide"] == 200
     assert {s["shift"]: s["officers"] for s in al["shifts"]} == dict(zip(ours["shift"], ours["officers"]))
     assert al["reasoning"] == reasons["02"]
+    # The queueing plan for the same 200 officers: the library's rows for division 02.
+    plan = build_plan(db, period, officers=200)
+    mine = plan[plan["division"] == "02"].set_index("shift")
+    st = d["staffing"]
+    assert st["officers_citywide"] == int(plan["officers"].sum()) <= 200 and st["officers_given"] == 200
+    assert {s["shift"]: (s["units"], s["officers"]) for s in st["shifts"]} == {
+        k: (int(r.units), int(r.officers)) for k, r in mine.iterrows()}
+    assert [s["p_wait"] for s in st["shifts"]] == [round(v, 4) for v in mine["p_wait"]]
+    assert st["service_times"] == "assumed (configured) service times"
 
 
 def test_npa_panel_rates_and_division(client, db):
@@ -311,6 +358,7 @@ def test_bad_filters_are_400_naming_the_parameter(client, endpoint, query, param
     ("/api/panel/npa/two", 400, "id"),
     ("/api/panel/division/01?officers=10", 400, "officers"),
     ("/api/panel/division/01?officers=many", 400, "officers"),
+    ("/api/panel/division/01?compare=month", 400, "compare"),
     ("/api/hotspots/npa?measure=arrests", 400, "measure"),
 ])
 def test_unknown_levels_ids_and_options_are_named(client, url, status, parameter):

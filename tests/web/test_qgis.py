@@ -36,7 +36,7 @@ def qgis_read(live_server, tmp_path_factory):
 
 def test_qgis_reads_every_collection_and_every_page(qgis_read, web_url):
     id_fields = {"calls": "call_id", "incidents": "incident_report_id", "divisions": "division_id",
-                 "neighborhoods": "npa_id", "hotspot_cells": "col", "hotspot_npas": "npa_id"}
+                 "neighborhoods": "npa_id", "hotspot_cells": "col", "hotspot_npas": "npa_id", "homicides": "objectid"}
     result = qgis_read(*(f"{name}:{id_fields[name]}" for name in LAYERS))
     assert result["qgis"].startswith("3.") and result["provider"] == "OAPIF"
     engine = sa.create_engine(web_url)
@@ -46,6 +46,8 @@ def test_qgis_reads_every_collection_and_every_page(qgis_read, web_url):
             "incidents": {r[0] for r in conn.execute(sa.text("SELECT incident_report_id FROM incidents"))},
             "divisions": {r[0] for r in conn.execute(sa.text("SELECT division_id FROM divisions"))},
             "neighborhoods": {str(r[0]) for r in conn.execute(sa.text("SELECT npa_id FROM neighborhoods"))},
+            # Victims without a location (null geometry) are features too.
+            "homicides": {str(r[0]) for r in conn.execute(sa.text("SELECT objectid FROM homicides"))},
         }
         latest_cells = conn.execute(sa.text(
             "SELECT count(*) FROM hotspot_cell_results WHERE run_id = (SELECT max(run_id) FROM analysis_runs"

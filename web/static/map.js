@@ -1,12 +1,14 @@
 /* The supervisor map: one set of filters drives the choropleth, the Gi* hot spots, the density
-   tiles, the individual calls and the side panel. The whole view (filters, layers, centre, zoom,
+   tiles, the individual calls, the homicide victims and the side panel. The whole view (filters, layers, centre, zoom,
    selected area) is kept in the page URL so a link reopens exactly this view.
    Plain JavaScript on Leaflet (served from the xstatic-leaflet package); no build step. */
 (function () {
   'use strict';
 
-  var FILTER_KEYS = ['preset', 'start', 'end', 'division', 'category', 'violent', 'min_p'];
-  var LAYER_KEYS = ['areas', 'divisions', 'hotspots', 'heat', 'calls'];
+  var FILTER_KEYS = ['preset', 'start', 'end', 'division', 'category', 'violent', 'min_p', 'origin'];
+  var LAYER_KEYS = ['areas', 'divisions', 'hotspots', 'heat', 'calls', 'homicides'];
+  // Homicides have calendar dates and no taxonomy category or model label: only these filters apply.
+  var HOMICIDE_FILTERS = ['preset', 'start', 'end', 'division'];
   var DEFAULT_LAYERS = ['areas', 'divisions', 'hotspots', 'calls'];
   var CHOROPLETH = ['#ffffb2', '#fecc5c', '#fd8d3c', '#f03b20', '#bd0026'];
   var ZERO_COLOUR = '#f4f4f4';
@@ -23,6 +25,7 @@
   var layers = {};          // Leaflet layers by key
   var generation = 0;       // bumps on each refresh; late answers to older requests are dropped
   var callsAbort = null;
+  var homicidesAbort = null;
   var choroplethBreaks = [];
   var state = readUrl();
 
@@ -183,7 +186,8 @@
   function buildMap() {
     map = L.map('map', {zoomControl: true, preferCanvas: false, zoomSnap: 0.5});
     // One pane per layer, so the stacking is fixed whatever order the data arrive in.
-    [['heatPane', 350], ['areasPane', 400], ['divisionsPane', 410], ['hotspotsPane', 420], ['callsPane', 450]].forEach(function (p) {
+    [['heatPane', 350], ['areasPane', 400], ['divisionsPane', 410], ['hotspotsPane', 420], ['callsPane', 450],
+     ['homicidesPane', 460]].forEach(function (p) {
       map.createPane(p[0]).style.zIndex = p[1];
     });
     map.getPane('divisionsPane').style.pointerEvents = 'none';
@@ -226,6 +230,11 @@
         hs.appendChild(el('div', {'class': 'hotspot-class'}, [
           el('i', {'class': 'line', style: 'border-top-color:' + (colour || '#bbb') + (colour ? '' : ';border-top-style:dotted')}), name]));
       });
+      if (config.accuracy) {   // the latest `hotspots accuracy` run: hot spots on T scored on violence in T+1
+        var npa = config.accuracy.rows.filter(function (r) { return r.level === 'npa' && r.pai !== null; });
+        hs.appendChild(el('div', {'class': 'accuracy', id: 'accuracy', text: 'Accuracy on ' + config.accuracy.test[0] +
+          '..: ' + npa.map(function (r) { return r.source + ' PAI ' + fmt(r.pai, 2) + ', hit ' + fmt(100 * r.hit_rate, 0) + '%'; }).join('; ')}));
+      }
       div.appendChild(hs);
     }
     if (on('heat')) { div.appendChild(el('div', {'class': 'section'}, [el('h4', {text: 'Density: darker = more calls per sq mi'})])); }
@@ -237,6 +246,10 @@
       div.appendChild(el('div', {'class': 'section'}, [el('h4', {text: 'Calls (zoom ' + config.calls_min_zoom + '+)'}),
         el('div', {}, [el('i', {style: 'background:#b2182b;border-radius:50%'}), 'labelled violent']),
         el('div', {}, [el('i', {style: 'background:#4d4d4d;border-radius:50%'}), 'other'])]));
+    }
+    if (on('homicides')) {
+      div.appendChild(el('div', {'class': 'section'}, [el('h4', {text: 'Homicide victims (CMPD, real)'}),
+        el('div', {}, [el('i', {style: 'background:#000;border:2px solid #ffd400;border-radius:50%'}), 'one victim'])]));
     }
   };
 
@@ -416,6 +429,48 @@
       });
   }
 
+  function loadHomicides() {
+    if (homicidesAbort) { homicidesAbort.abort(); homicidesAbort = null; }
+    if (layers.homicides) { layers.homicides.clearLayers(); }
+    if (!on('homicides')) { notice('homicides', null); return; }
+    if (!layers.homicides) { layers.homicides = L.layerGroup().addTo(map); }
+    var p = new URLSearchParams();
+    HOMICIDE_FILTERS.forEach(function (k) { if (state.filters[k]) { p.set(k, state.filters[k]); } });
+    p.set('limit', String(config.homicides_limit));
+    homicidesAbort = new AbortController();
+    fetchJson('/ogc/collections/homicides/items?' + p.toString(), {signal: homicidesAbort.signal, headers: {Accept: 'application/geo+json'}})
+      .then(function (fc) {
+        var features = fc.features || [];
+        var drawn = 0;
+        features.forEach(function (f) {
+          if (!f.geometry) { return; }   // published without a location
+          var q = f.properties || {};
+          var marker = L.circleMarker([f.geometry.coordinates[1], f.geometry.coordinates[0]], {
+            pane: 'homicidesPane', className: 'homicide', radius: 5, weight: 2, color: '#ffd400', fillColor: '#000', fillOpacity: 0.9
+          });
+          marker.bindPopup(el('div', {'class': 'homicide-popup'}, [
+            el('strong', {text: 'Homicide, reported ' + q.date_reported}), el('br'),
+            'Victim: ' + [q.age === null || q.age === undefined ? 'age unknown' : 'age ' + q.age, q.gender, q.race_ethnicity]
+              .filter(function (x) { return x; }).join(', '), el('br'),
+            'Weapon: ' + (q.weapon || 'n/a') + ' · Circumstances: ' + (q.circumstances || 'n/a') +
+              (q.intimate_partner ? ' (intimate partner)' : ''), el('br'),
+            'Clearance: ' + (q.clearance_status || 'n/a') + ' · Report ' + q.crime_report_id
+          ]));
+          layers.homicides.addLayer(marker);
+          drawn += 1;
+        });
+        document.body.setAttribute('data-homicides-drawn', String(drawn));
+        var unplaced = features.length - drawn;
+        var more = fc.numberMatched > features.length ? ' (the first ' + fmt(features.length) + ' of ' + fmt(fc.numberMatched) + ')' : '';
+        notice('homicides', fmt(fc.numberMatched) + ' homicide victims in this period' + more +
+          (unplaced ? '; ' + fmt(unplaced) + ' published without a location are not drawn.' : '.'));
+      })
+      .catch(function (err) {
+        if (err.name === 'AbortError') { return; }
+        notice('homicides', 'Homicides could not be loaded (' + err.message + ').', true);
+      });
+  }
+
   // --- loading ---------------------------------------------------------------------------------
   function refresh() {
     var gen = ++generation;
@@ -457,6 +512,7 @@
     if (layers.divisionShapes) { if (on('divisions')) { layers.divisionShapes.addTo(map); } else { map.removeLayer(layers.divisionShapes); } }
     updateHeat();
     loadCalls();
+    loadHomicides();
     loadPanel();
   }
 
@@ -514,21 +570,30 @@
     });
     body.appendChild(cats);
 
-    body.appendChild(el('h3', {text: 'Calls by hour and weekday (local time)'}));
+    body.appendChild(el('h3', {text: 'Calls per occurrence of each hour and weekday (local time)'}));
     body.appendChild(hoursTable(d.hour_weekday));
+    if (d.hour_weekday.left_out_date_only) {
+      body.appendChild(el('p', {'class': 'muted', text: fmt(d.hour_weekday.left_out_date_only) +
+        ' calls known only by their date are left out (no time of day).'}));
+    }
 
-    body.appendChild(el('h3', {text: 'CompStat (as of ' + d.compstat.as_of + ')'}));
-    var cs = el('table', {'class': 'compstat'}, [row(['Window', 'Now', 'Before', 'Change', 'p'], 'th')]);
-    d.compstat.windows.forEach(function (w) {
+    var cst = d.compstat;
+    body.appendChild(el('h3', {text: 'CompStat (week ending ' + cst.report_end + ')'}));
+    var cs = el('table', {'class': 'compstat'}, [row(['Window', 'Now', cst.compare === 'year' ? 'Year before' : 'Before',
+      'Change', 'q'], 'th')]);
+    cst.windows.forEach(function (w) {
       var change = w.pct_change === null ? 'n/a' : (w.pct_change > 0 ? '+' : '') + w.pct_change.toFixed(1) + '%';
-      var tr = row([w.window, fmt(w.current), fmt(w.prior), change, w.p_value === null ? 'n/a' : w.p_value.toFixed(3)]);
-      tr.title = w.data_covers_both ? (w.significant ? 'significant change (Poisson test, 5%)' : 'within noise')
-        : 'the data do not cover both periods';
-      if (w.significant) { tr.cells[3].className = w.current > w.prior * 1 ? 'up' : 'down'; tr.cells[3].textContent += ' *'; }
+      var tr = row([w.window, fmt(w.current), fmt(w.prior), change, w.q_value === null ? 'n/a' : w.q_value.toFixed(3)]);
+      tr.title = w.current_period.join(' to ') + ' against ' + w.prior_period.join(' to ') + '; ' +
+        (w.note || (w.significant ? 'significant change' : 'within noise') + ' (dispersion ' +
+         (w.dispersion === null ? 'n/a' : w.dispersion.toFixed(2)) + ' from ' + w.history_pairs + ' earlier pairs)');
+      if (w.significant) { tr.cells[3].className = w.pct_change > 0 ? 'up' : 'down'; tr.cells[3].textContent += ' *'; }
       cs.appendChild(tr);
     });
     body.appendChild(cs);
-    body.appendChild(el('p', {'class': 'muted', text: '* significant at 5% (conditional Poisson test); n/a: the data do not cover both periods.'}));
+    body.appendChild(el('p', {'class': 'muted', text: '* significant at 5% after the FDR correction across areas ' +
+      '(quasi-Poisson test, dispersion from the area\u2019s own history); n/a: the data do not cover both periods ' +
+      'or the history is too short.'}));
 
     body.appendChild(el('h3', {text: 'Outreach flags'}));
     if (d.outreach.flags.length) {
@@ -553,6 +618,23 @@
     } else {
       body.appendChild(el('p', {'class': 'muted', text: 'Allocation is planned per division.'}));
     }
+
+    var st = d.staffing;
+    if (st) {
+      body.appendChild(el('h3', {text: 'Staffing plan (queueing)'}));
+      var tt = el('table', {'class': 'staffing'}, [row(['Shift', 'Calls/h', 'Units', 'Needed', 'P(wait)', 'P1 wait min', 'Busy', 'Officers'], 'th')]);
+      st.shifts.forEach(function (s) {
+        tt.appendChild(row([s.shift, fmt(s.calls_per_hour, 2), fmt(s.units), fmt(s.units_needed), pct(s.p_wait),
+          s.p1_mean_wait_min === null ? 'no limit' : fmt(s.p1_mean_wait_min, 2), pct(s.utilisation), fmt(s.officers)]));
+      });
+      body.appendChild(tt);
+      body.appendChild(el('p', {'class': 'muted', text: fmt(st.officers) + ' of ' + fmt(st.officers_citywide) +
+        ' officers placed city-wide by marginal allocation; ' + st.service_times + '.'}));
+      st.shifts.forEach(function (s) {
+        if (s.warnings) { body.appendChild(el('p', {'class': 'warning', text: s.shift + ': ' + s.warnings})); }
+        body.appendChild(el('p', {'class': 'needs-reasoning', text: s.shift + ': ' + s.needs_reasoning}));
+      });
+    }
   }
 
   function row(cells, tag) {
@@ -560,6 +642,7 @@
   }
 
   function hoursTable(hw) {
+    // Shaded by calls per occurrence: a period holds some weekdays more often than others.
     var table = el('table', {'class': 'hours'});
     var head = el('tr', {}, [el('th', {text: ''})]);
     hw.hours.forEach(function (h) { head.appendChild(el('th', {text: h % 3 === 0 ? String(h) : ''})); });
@@ -567,9 +650,12 @@
     hw.counts.forEach(function (counts, d) {
       var tr = el('tr', {}, [el('th', {text: hw.weekdays[d]})]);
       counts.forEach(function (n, h) {
-        var alpha = hw.max ? n / hw.max : 0;
-        tr.appendChild(el('td', {title: hw.weekdays[d] + ' ' + h + ':00 \u2013 ' + fmt(n) + ' calls',
-          'data-count': String(n), style: 'background:rgba(189,0,38,' + alpha.toFixed(3) + ')'}));
+        var mean = hw.mean[d][h], times = hw.occurrences[d][h];
+        var alpha = hw.max_mean && mean !== null ? mean / hw.max_mean : 0;
+        tr.appendChild(el('td', {title: hw.weekdays[d] + ' ' + h + ':00 \u2013 ' + (mean === null ? 'n/a' : fmt(mean, 2)) +
+          ' calls per occurrence (' + fmt(n) + ' calls in ' + fmt(times) + ' occurrences)',
+          'data-count': String(n), 'data-mean': mean === null ? '' : String(mean),
+          style: 'background:rgba(189,0,38,' + alpha.toFixed(3) + ')'}));
       });
       table.appendChild(tr);
     });
