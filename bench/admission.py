@@ -6,7 +6,7 @@ workers x 8 threads by default) on the demo database. Three phases, each on a fr
 server with the same settings but the admission caps:
 
 - light alone:        the 20 light clients only (admission on), the floor;
-- with admission:     light + heavy, the configured caps (defaults, or --exports-cap etc.);
+- with admission:     light + heavy, the configured caps (the defaults, or HOTSPOTS_*_CAP in the environment);
 - without admission:  light + heavy, every cap 0 (the server as it was before admission control).
 
 Light and heavy clients run in two separate processes (so one side's reading of 80 MB bodies does
@@ -61,8 +61,9 @@ def _tile() -> str:
     return f"/tiles/calls/10/{x}/{y}.pbf"
 
 
-def light_clients(port: int, n: int, interval_s: float, stop_at: float, out_path: str, nice: int = 0) -> None:
-    """n clients alternating /health and the cached tile, each on a fixed schedule (one request every
+def light_clients(port: int, n: int, interval_s: float, stop_at: float, out_path: str, nice: int = 0,
+                  tile: str | None = None) -> None:
+    """n clients alternating /health and a cached tile, each on a fixed schedule (one request every
     interval_s); (path, status, seconds from the scheduled start, seconds of the request itself) to out_path.
 
     Latency is counted from when the request was due, not from when a client that was stuck on its
@@ -70,7 +71,7 @@ def light_clients(port: int, n: int, interval_s: float, stop_at: float, out_path
     slow sample instead of the minute of requests it could not make (coordinated omission).
     """
     results: list = []
-    tile = _tile()
+    tile = tile or _tile()
     if nice:
         os.nice(nice)
 

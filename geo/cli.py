@@ -174,9 +174,6 @@ def db_migrate() -> None:
 def db_backup(out: Path, every: str | None, keep: int) -> None:
     """Back up the database (pg_dump, custom format), its model files and a manifest of per-table row
     counts and checksums, all from one snapshot. The private cluster, or DATABASE_URL when set."""
-    import signal
-    import time
-
     from geo.backup import BackupError, backup, backup_name, prune
     from geo.ingest.arcgis import parse_interval
 
@@ -203,18 +200,31 @@ def db_backup(out: Path, every: str | None, keep: int) -> None:
         if not run_once(out):
             sys.exit(1)
         return
-    signal.signal(signal.SIGTERM, signal.default_int_handler)   # docker stop: end like Ctrl-C
+
+    def scheduled() -> None:
+        if run_once(out / backup_name()):
+            for gone in prune(out, keep):
+                click.echo(f"removed the old backup {gone}")
+
+    _every(interval, scheduled, "backup", "backups stopped")
+
+
+def _every(interval: float, run_once, what: str, stopped: str) -> None:
+    """Run `run_once` every `interval` seconds until Ctrl-C or SIGTERM (docker stop), which end it cleanly."""
+    import signal
+    import time
+
+    # docker stop sends SIGTERM: stop the same clean way as Ctrl-C (work in progress rolls back).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         while True:
             started = time.monotonic()
-            if run_once(out / backup_name()):
-                for gone in prune(out, keep):
-                    click.echo(f"removed the old backup {gone}")
+            run_once()
             wait = max(0.0, interval - (time.monotonic() - started))
-            click.echo(f"next backup in {wait:.0f} s (Ctrl-C stops)")
+            click.echo(f"next {what} in {wait:.0f} s (Ctrl-C stops)")
             time.sleep(wait)
     except KeyboardInterrupt:
-        click.echo("backups stopped")
+        click.echo(stopped)
 
 
 @db.command("restore")
@@ -455,9 +465,6 @@ def sync_cmd(layer: str, url: str | None, fmt: str, date_field: str | None, sinc
     interrupted sync resumes without gaps or duplicates. Records are cleaned and rejected exactly
     as in `hotspots load` (see `hotspots rejects --kind incidents_arcgis`).
     """
-    import signal
-    import time
-
     from geo.ingest.arcgis import FeedClient, FeedError, make_feed, parse_interval, refresh_after_sync, sync_feed
     from geo.settings import arcgis_settings
 
@@ -513,17 +520,8 @@ def sync_cmd(layer: str, url: str | None, fmt: str, date_field: str | None, sinc
         if not run_once():
             sys.exit(1)
         return
-    # docker stop sends SIGTERM: stop the same clean way as Ctrl-C (an open page rolls back).
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        while True:
-            started = time.monotonic()
-            run_once()
-            wait = max(0.0, interval - (time.monotonic() - started))
-            click.echo(f"next sync in {wait:.0f} s (Ctrl-C stops)")
-            time.sleep(wait)
-    except KeyboardInterrupt:
-        click.echo("sync stopped; the next run resumes from the stored high-water mark")
+    # An open page rolls back when the loop is stopped.
+    _every(interval, run_once, "sync", "sync stopped; the next run resumes from the stored high-water mark")
 
 
 # --- demo data -------------------------------------------------------------------------------
