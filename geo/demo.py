@@ -139,10 +139,14 @@ def save_demo_hotspots(engine: Engine, cell_ft: float = 1500.0) -> dict[str, int
         done = {k for (k,) in conn.execute(sa.text(
             "SELECT kind FROM analysis_runs WHERE model_version IS NOT DISTINCT FROM :m AND (params->>'calls_version')::bigint = :v"),
             {"m": model, "v": data_versions(conn)["calls"]})}
+        origins = {o for (o,) in conn.execute(sa.text("SELECT DISTINCT data_origin FROM calls"))}
     if lo is None or model is None:
         return {}
     period = Period(lo, hi + timedelta(days=1))
-    params = {"period": [period.start, period.end], "calls_version": data_versions(engine)["calls"]}
+    # Real and synthetic calls are never added: with both (a feed's real calls beside the demo's),
+    # the map's hot spots are those of the real calls, and the run says so.
+    origin = "real" if len(origins) > 1 else None
+    params = {"period": [period.start, period.end], "calls_version": data_versions(engine)["calls"], "origin": origin}
     saved = {}
 
     def named(result) -> dict:   # the source (geo.sources) the run counted
@@ -151,10 +155,10 @@ def save_demo_hotspots(engine: Engine, cell_ft: float = 1500.0) -> dict[str, int
     # The calls_* runs count calls: expected violent calls, the default for calls (the demo's real
     # incidents overlap its synthetic ones, and the two are never added).
     if "calls_npa_hotspots" not in done:
-        npas = npa_hotspots(engine, period, source="expected")
+        npas = npa_hotspots(engine, period, source="expected", origin=origin)
         saved["calls_npa_hotspots"] = save_npa_results(engine, "calls_npa_hotspots", named(npas), npas, model)
     if "calls_grid_hotspots" not in done:
-        cells = grid_hotspots(engine, period, cell_ft=cell_ft, source="expected", permutations=99)
+        cells = grid_hotspots(engine, period, cell_ft=cell_ft, source="expected", origin=origin, permutations=99)
         saved["calls_grid_hotspots"] = save_cell_results(engine, "calls_grid_hotspots", {**named(cells), "cell_ft": cell_ft},
                                                          cells, cell_ft, model)
     return saved

@@ -130,7 +130,8 @@ def test_stats_commands_print_the_same_numbers(engine):
     assert "data do not cover both periods" in out
     out = run(main, ["stats", "calls", "--from", "2021-05-01", "--to", "2021-05-31", "--save"], env=env).output
     assert "saved as analysis run" in out
-    out = run(main, ["allocate", "--officers", "100", "--from", "2021-05-01", "--to", "2021-05-31", "--save"], env=env)
+    out = run(main, ["allocate", "--method", "proportional", "--officers", "100", "--from", "2021-05-01",
+                     "--to", "2021-05-31", "--save"], env=env)
     assert out.exit_code == 0 and "saved as analysis run" in out.output
     with engine.connect() as conn:
         kinds = sorted(r[0] for r in conn.execute(sa.text("SELECT kind FROM analysis_runs")))
