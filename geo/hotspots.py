@@ -35,16 +35,17 @@ CLASSES = [
 NOT_SIGNIFICANT = "Not significant"
 
 
-def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
-    """FDR-adjusted p-values (q-values) by the Benjamini-Hochberg step-up procedure."""
+def fdr_q(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg q-values (scipy.stats.false_discovery_control) over the finite p-values;
+    NaN stays NaN (a location whose statistic is undefined is neither tested nor counted)."""
+    from scipy.stats import false_discovery_control
+
     p = np.asarray(p, dtype=float)
-    n = len(p)
-    order = np.argsort(p)
-    ranked = p[order] * n / np.arange(1, n + 1)
-    q = np.minimum.accumulate(ranked[::-1])[::-1]
-    out = np.empty(n)
-    out[order] = np.minimum(q, 1.0)
-    return out
+    q = np.full(p.shape, np.nan)
+    finite = np.isfinite(p)
+    if finite.any():
+        q[finite] = false_discovery_control(p[finite], method="bh")
+    return q
 
 
 def classify(z: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -97,7 +98,7 @@ def gi_star(areas: gpd.GeoDataFrame | gpd.GeoSeries | None, values: np.ndarray, 
                     seed=seed, n_jobs=1, keep_simulations=False)
     z = np.nan_to_num(np.asarray(g.Zs, dtype=float))
     p = 2 * norm.sf(np.abs(z))
-    q = benjamini_hochberg(p) if fdr else p
+    q = fdr_q(p) if fdr else p
     p_sim = np.asarray(g.p_sim, dtype=float) if permutations else np.full(len(z), np.nan)
     return GiStar(z=z, p=p, q=q, p_sim=p_sim, classes=classify(z, q))
 

@@ -420,7 +420,7 @@ def compstat_table(daily: pd.DataFrame, as_of: date, coverage: tuple[date | None
     Benjamini-Hochberg across the areas of each window; significant: q < alpha. `areas`: areas
     to report (and test) even without a single count, beside those in `daily`.
     """
-    from geo.hotspots import benjamini_hochberg
+    from scipy.stats import false_discovery_control
 
     first, last = coverage
     if areas is not None:
@@ -463,7 +463,7 @@ def compstat_table(daily: pd.DataFrame, as_of: date, coverage: tuple[date | None
         q_values = np.full(len(areas), np.nan)
         tested = np.isfinite(p_values)
         if tested.any():
-            q_values[tested] = benjamini_hochberg(p_values[tested])
+            q_values[tested] = false_discovery_control(p_values[tested], method="bh")
         for i, area in enumerate(areas):
             rate_c, rate_p = c[i] / current.days, p[i] / prior.days
             change = (rate_c - rate_p) / rate_p * 100 if covered and rate_p else float("nan")
@@ -734,7 +734,7 @@ def indicator_test(calls: dict[str, np.ndarray], violent: np.ndarray, *, permuta
     keeps each series' time dependence; two-sided p = (1 + #|t*| >= |t|) / (1 + permutations).
     q: Benjamini-Hochberg across the categories tested.
     """
-    from geo.hotspots import benjamini_hochberg
+    from scipy.stats import false_discovery_control
 
     columns = ["category", "beta", "partial_r", "t", "p_value", "q_value", "significant", "npas", "months", "calls"]
     violent = np.asarray(violent, dtype=float)
@@ -775,7 +775,7 @@ def indicator_test(calls: dict[str, np.ndarray], violent: np.ndarray, *, permuta
     if not out:
         return pd.DataFrame(columns=columns)
     result = pd.DataFrame(out)
-    result["q_value"] = benjamini_hochberg(result["p_value"].to_numpy())
+    result["q_value"] = false_discovery_control(result["p_value"].to_numpy(), method="bh")
     result["significant"] = result["q_value"] < 0.05
     return result[columns].sort_values(["q_value", "t"], ascending=[True, False]).reset_index(drop=True)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from shapely.geometry import box
 
-from geo.hotspots import NOT_SIGNIFICANT, benjamini_hochberg, classify, gi_star, npa_hotspots
+from geo.hotspots import NOT_SIGNIFICANT, classify, fdr_q, gi_star, npa_hotspots
 from geo.metrics import Period
 
 
@@ -52,10 +52,13 @@ def test_fdr_and_classes():
     from scipy.stats import false_discovery_control
 
     p = np.array([0.01, 0.04, 0.03, 0.5])
-    assert benjamini_hochberg(p) == pytest.approx([0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, 0.5])
+    assert fdr_q(p) == pytest.approx([0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, 0.5])
     rng = np.random.default_rng(0)
     many = rng.uniform(0, 1, 500) ** 3
-    assert benjamini_hochberg(many) == pytest.approx(false_discovery_control(many, method="bh"))
+    assert fdr_q(many) == pytest.approx(false_discovery_control(many, method="bh"))
+    # An undefined statistic (NaN p) is left out of the correction and stays NaN.
+    with_nan = fdr_q(np.array([0.01, np.nan, 0.04, 0.03, 0.5]))
+    assert np.isnan(with_nan[1]) and with_nan[[0, 2, 3, 4]] == pytest.approx([0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, 0.5])
     classes = classify(np.array([3.0, -2.0, 1.8, 0.1]), np.array([0.001, 0.03, 0.08, 0.9]))
     assert list(classes) == ["Hot spot, 99% confidence", "Cold spot, 95% confidence", "Hot spot, 90% confidence",
                              NOT_SIGNIFICANT]
