@@ -618,6 +618,9 @@ def _serve(host: str | None, port: int | None, workers: int | None) -> None:
     sys.stdout.flush()
     os.execv(gunicorn, [gunicorn, "--bind", f"{host}:{port}", "--workers", str(workers), "--worker-class", "gthread",
                         "--threads", str(s.threads), "--timeout", "120", "--access-logfile", "-",
+                        # gunicorn's default control socket is one per user (~/.gunicorn/gunicorn.ctl): every
+                        # server started as root would share it, and one's shutdown would delete another's.
+                        "--no-control-socket",
                         "web:create_app()"])
 
 

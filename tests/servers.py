@@ -26,7 +26,7 @@ def gunicorn_argv(*, workers: int, threads: int, extra: tuple[str, ...] = ()) ->
     """gunicorn running `web:create_app()` with gthread workers, on the port it is given."""
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     return lambda port: [gunicorn, "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--worker-class",
-                         "gthread", "--threads", str(threads), *extra, "web:create_app()"]
+                         "gthread", "--threads", str(threads), "--no-control-socket", *extra, "web:create_app()"]
 
 
 def serve_argv(*, workers: int) -> Callable[[int], list[str]]:
