@@ -145,6 +145,15 @@ class Rejects:
         return Counter(self.frame()["reason"].tolist())
 
 
+def start_report(engine: Engine, kind: str, source_file: Path | str, sha256: str, *, force: bool) -> LoadReport:
+    """The report a load starts with; `already_loaded_batch` is set (and the load should stop) when a
+    finished batch already loaded this exact file and `force` is not given."""
+    report = LoadReport(kind=kind, source_file=str(source_file), sha256=sha256)
+    if not force:
+        report.already_loaded_batch = previous_batch(engine, kind, sha256)
+    return report
+
+
 def previous_batch(engine: Engine, kind: str, sha256: str) -> int | None:
     """Id of a finished batch that already loaded this exact file, if any."""
     with engine.connect() as conn:

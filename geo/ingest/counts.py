@@ -18,7 +18,7 @@ from geo.ingest.batch import (
     file_sha256,
     finish_batch,
     merge_staged,
-    previous_batch,
+    start_report,
     start_batch,
     store_rejects,
 )
@@ -59,9 +59,8 @@ def load_monthly_counts(engine: Engine, source: CountSource, path: Path, *, forc
     """Load a monthly-count CSV exactly as CMPD publishes it (BOM, roll-up rows) in one transaction."""
     timer = Timer()
     path = Path(path)
-    report = LoadReport(kind=source.kind, source_file=str(path), sha256=file_sha256(path))
-    if not force and (prior := previous_batch(engine, source.kind, report.sha256)) is not None:
-        report.already_loaded_batch = prior
+    report = start_report(engine, source.kind, path, file_sha256(path), force=force)
+    if report.already_loaded_batch is not None:
         return report
     table = read_source_csv(path, source.columns)
     frame, lines = table.frame, table.lines

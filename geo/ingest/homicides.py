@@ -35,7 +35,7 @@ from geo.ingest.batch import (
     Timer,
     file_sha256,
     finish_batch,
-    previous_batch,
+    start_report,
     start_batch,
     store_rejects,
 )
@@ -372,12 +372,9 @@ def load_homicides(engine: Engine, path: Path, *, force: bool = False) -> LoadRe
     """Load the Homicide layer from a saved ArcGIS answer or a CSV, in one transaction."""
     timer = Timer()
     path = Path(path)
-    report = LoadReport(kind=HOMICIDES.kind, source_file=str(path), sha256=file_sha256(path))
-    if not force:
-        prior = previous_batch(engine, HOMICIDES.kind, report.sha256)
-        if prior is not None:
-            report.already_loaded_batch = prior
-            return report
+    report = start_report(engine, HOMICIDES.kind, path, file_sha256(path), force=force)
+    if report.already_loaded_batch is not None:
+        return report
     source = read_homicides_file(path)
     areas = area_indexes(engine)
     report.rows_read = source.rows_read

@@ -30,7 +30,7 @@ from geo.ingest.batch import (
     finish_batch,
     merge_staged,
     merge_staged_keys,
-    previous_batch,
+    start_report,
     start_batch,
     store_rejects,
 )
@@ -219,24 +219,10 @@ def load_points(
     """
     timer = Timer()
     path = Path(path)
-    report = LoadReport(kind=source.kind, source_file=str(path), sha256=file_sha256(path))
-    if not force:
-        prior = previous_batch(engine, source.kind, report.sha256)
-        if prior is not None:
-            report.already_loaded_batch = prior
-            return report
-    npas = read_neighborhoods(engine)
-    divisions = read_divisions(engine)
-    if npas.empty or divisions.empty:
-        raise IngestError(
-            "no division or NPA polygons loaded: run `hotspots load shapes` first "
-            "(calls and incidents are assigned to them)"
-        )
-    areas = _Areas(
-        npa=AreaIndex(npas.geometry, npas["npa_id"]),
-        division=AreaIndex(divisions.geometry, divisions["division_id"]),
-        division_codes=dict(zip(divisions["short_name"], divisions["division_id"])),
-    )
+    report = start_report(engine, source.kind, path, file_sha256(path), force=force)
+    if report.already_loaded_batch is not None:
+        return report
+    areas = area_indexes(engine)
     if is_feature_file(path):
         features = read_feature_file(path, source)
         report.rows_read = features.rows_read
@@ -615,7 +601,8 @@ def area_indexes(engine: Engine) -> _Areas:
             return _AREA_CACHE[key]
     npas, divisions = read_neighborhoods(engine), read_divisions(engine)
     if npas.empty or divisions.empty:
-        raise IngestError("no division or NPA polygons loaded: run `hotspots load shapes` first")
+        raise IngestError("no division or NPA polygons loaded: run `hotspots load shapes` first "
+                          "(calls and incidents are assigned to them)")
     areas = _Areas(
         npa=AreaIndex(npas.geometry, npas["npa_id"]),
         division=AreaIndex(divisions.geometry, divisions["division_id"]),

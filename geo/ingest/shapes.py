@@ -12,7 +12,7 @@ import pandas as pd
 import shapely
 from sqlalchemy.engine import Engine
 
-from geo.ingest.batch import IngestError, LoadReport, Timer, copy_frame, file_sha256, finish_batch, previous_batch, start_batch
+from geo.ingest.batch import IngestError, LoadReport, Timer, copy_frame, file_sha256, finish_batch, start_batch, start_report
 from geo.settings import data_settings
 
 _SIDECARS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
@@ -166,9 +166,8 @@ def load_divisions(
     """Load CMPD patrol divisions (code and name fields configurable) replacing the current ones."""
     timer = Timer()
     path = Path(path)
-    report = LoadReport(kind="divisions", source_file=str(path), sha256=_layer_sha(path))
-    if not force and (prior := previous_batch(engine, "divisions", report.sha256)) is not None:
-        report.already_loaded_batch = prior
+    report = start_report(engine, "divisions", path, _layer_sha(path), force=force)
+    if report.already_loaded_batch is not None:
         return report
     layer, crs_name = _read_layer(path)
     missing = [f for f in (code_field, name_field) if f not in layer.columns]
@@ -228,9 +227,8 @@ def load_neighborhoods(
     timer = Timer()
     path = Path(path)
     sha = _layer_sha(path) + (("+" + file_sha256(population_csv)[:16]) if population_csv else "")
-    report = LoadReport(kind="neighborhoods", source_file=str(path), sha256=sha)
-    if not force and (prior := previous_batch(engine, "neighborhoods", sha)) is not None:
-        report.already_loaded_batch = prior
+    report = start_report(engine, "neighborhoods", path, sha, force=force)
+    if report.already_loaded_batch is not None:
         return report
     layer, crs_name = _read_layer(path)
     if id_field not in layer.columns:
