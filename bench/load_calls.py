@@ -39,7 +39,7 @@ BARE = """
 CREATE TABLE bare_calls (
     call_id text, date_received timestamptz, call_type text, priority smallint, address text,
     city text, state text, zip text, latitude float8, longitude float8, x_coord float8, y_coord float8,
-    cmpd_patrol_division text, incident_report_id text
+    cmpd_patrol_division text, incident_report_id text, data_origin text
 )"""
 
 
