@@ -26,12 +26,13 @@ from sqlalchemy.engine import Engine
 
 from geo.hotspots import CLASSES, Lattice, gi_star, queen_weights, source_points
 from geo.metrics import Period
+from geo.runs import RunKind, RunSpec, latest_params, save_run
 from geo.sources import NAMES, get_source
 from geo.spatial import read_neighborhoods
 
 HOT_CLASSES = (CLASSES[0][1], CLASSES[1][1])   # hot spots at 99% and 95% confidence
 TRUTH = "incidents"
-RUN_KIND = "accuracy"
+RUN_KIND = RunKind.ACCURACY.value
 COLUMNS = ["source", "level", "areas", "hot_areas", "area_share", "train_in_hot", "train_total", "test_in_hot",
            "test_total", "hit_rate", "pai", "rri"]
 
@@ -136,20 +137,12 @@ def accuracy_params(train: Period, test: Period, table: pd.DataFrame, grid_ft: f
 
 def save_accuracy(engine: Engine, params: dict, model_version: str | None = None) -> int:
     """Store an accuracy table as an analysis run of kind 'accuracy'; returns its run_id."""
-    with engine.begin() as conn:
-        return conn.execute(sa.text(
-            "INSERT INTO analysis_runs (kind, params, model_version) VALUES (:k, CAST(:p AS jsonb), :m) RETURNING run_id"),
-            {"k": RUN_KIND, "p": json.dumps(params), "m": model_version}).scalar_one()
+    return save_run(engine, RunSpec(RunKind.ACCURACY, params, model_version))
 
 
 def latest_accuracy(engine: Engine, model_version: str | None = None) -> dict | None:
     """The params of the latest saved accuracy run (of that model version, if given), with its run_id."""
-    clause = " AND model_version = :m" if model_version else ""
-    with engine.connect() as conn:
-        row = conn.execute(sa.text(
-            f"SELECT run_id, params FROM analysis_runs WHERE kind = :k{clause} ORDER BY created_at DESC, run_id DESC"
-            " LIMIT 1"), {"k": RUN_KIND, "m": model_version}).first()
-    return None if row is None else {"run_id": row[0], **row[1]}
+    return latest_params(engine, RunKind.ACCURACY, model_version)
 
 
 def format_table(rows: list[dict]) -> list[str]:

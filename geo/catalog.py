@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from geo.filters import ParameterError
+from geo.runs import RunKind
+
 
 @dataclass(frozen=True)
 class Property:
@@ -42,7 +45,7 @@ class Layer:
     time_property: str | None = None  # the property `datetime` filters on
     version_layer: str = ""     # data_versions row whose bump makes cached tiles/pages stale
     properties: tuple[Property, ...] = field(default_factory=tuple)
-    run_kinds: tuple[str, ...] = ()   # analysis-run kinds for result layers (latest run unless `run` given)
+    run_kinds: tuple[str, ...] = ()   # RunKind values of result layers (latest run unless `run` given; geo.runs)
 
     @property
     def public(self) -> tuple[Property, ...]:
@@ -221,7 +224,7 @@ LAYERS: dict[str, Layer] = {
             id_type="string",
             geometry_type="Polygon",
             version_layer="hotspot_cells",
-            run_kinds=("calls_grid_hotspots",),
+            run_kinds=(RunKind.CALLS_GRID_HOTSPOTS.value,),
             properties=(
                 _p("run_id", type="integer"),
                 _p("col", type="integer"),
@@ -242,7 +245,7 @@ LAYERS: dict[str, Layer] = {
             id_type="integer",
             geometry_type="MultiPolygon",
             version_layer="hotspot_npas",
-            run_kinds=("calls_npa_hotspots", "offenses_npa_hotspots", "homicides_npa_hotspots"),
+            run_kinds=tuple(k.value for k in RunKind if k.layer == "hotspot_npas"),
             properties=(
                 _p("run_id", type="integer"),
                 _p("npa_id", type="integer", queryable=True),
@@ -257,15 +260,15 @@ LAYERS: dict[str, Layer] = {
 }
 
 
-class UnknownLayer(KeyError):
-    """A layer name that is not in the catalog."""
+class UnknownLayer(ParameterError):
+    """A layer name that is not in the catalog (the one error of every layer lookup; the web answers 404)."""
 
     def __init__(self, name: str):
-        super().__init__(name)
+        super().__init__("layer", f"unknown layer {name!r}; one of {', '.join(LAYERS)}")
         self.name = name
 
     def __str__(self) -> str:
-        return f"unknown layer {self.name!r}; one of {', '.join(LAYERS)}"
+        return self.message
 
 
 def layer(name: str) -> Layer:
@@ -276,18 +279,9 @@ def layer(name: str) -> Layer:
         raise UnknownLayer(name) from None
 
 
-def latest_run(conn: Connection, lyr: Layer) -> int | None:
-    """The newest analysis run feeding a result layer (None when nothing was saved)."""
-    return conn.execute(
-        sa.text("SELECT max(run_id) FROM analysis_runs WHERE kind = ANY(:k)"), {"k": list(lyr.run_kinds)}
-    ).scalar()
-
-
-def run_exists(conn: Connection, lyr: Layer, run_id: int) -> bool:
-    """Whether `run_id` is a saved run of this layer's kinds."""
-    return bool(conn.execute(
-        sa.text("SELECT 1 FROM analysis_runs WHERE run_id = :r AND kind = ANY(:k)"),
-        {"r": run_id, "k": list(lyr.run_kinds)}).scalar())
+def result_layers() -> tuple[str, ...]:
+    """The layers drawn from saved analysis runs (they take `run`)."""
+    return tuple(name for name, lyr in LAYERS.items() if lyr.run_kinds)
 
 
 def data_versions(conn: Connection | Engine) -> dict[str, int]:

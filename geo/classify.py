@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,6 +42,7 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 from sqlalchemy.engine import Engine
 from tqdm import tqdm
 
+from geo.runs import ModelRun, save_model_run
 from geo.settings import data_settings, locale_settings
 from geo.taxonomy import TAXONOMY_CSV, load_taxonomy
 
@@ -506,19 +506,11 @@ def train(engine: Engine, *, test_months: int = 3, seed: int = 0, models_dir: Pa
                  "features": fitted.features}, path)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     when = calls["received_at"]
-    with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE model_runs SET is_current = false WHERE is_current"))
-        conn.execute(
-            sa.text(
-                "INSERT INTO model_runs (model_version, algorithm, train_start, train_end, test_start, test_end, params,"
-                " metrics, threshold, artifact_path, artifact_sha256, is_current) VALUES (:v, :a, :ts, :te, :xs, :xe,"
-                " CAST(:p AS jsonb), CAST(:m AS jsonb), :t, :path, :sha, true)"
-            ),
-            {"v": version, "a": "LogisticRegression(balanced) + sigmoid calibration",
-             "ts": when[fit | cal].min().to_pydatetime(), "te": when[fit | cal].max().to_pydatetime(),
-             "xs": when[test].min().to_pydatetime(), "xe": when[test].max().to_pydatetime(),
-             "p": json.dumps(params), "m": json.dumps(metrics), "t": threshold, "path": str(path), "sha": sha},
-        )
+    save_model_run(engine, ModelRun(
+        version, "LogisticRegression(balanced) + sigmoid calibration",
+        when[fit | cal].min().to_pydatetime(), when[fit | cal].max().to_pydatetime(),
+        when[test].min().to_pydatetime(), when[test].max().to_pydatetime(),
+        params, metrics, threshold, str(path), sha))
     return TrainResult(version, path, sha, threshold, metrics, params)
 
 

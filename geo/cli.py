@@ -831,10 +831,10 @@ _save = click.option("--save", is_flag=True, help="Also store the result as an a
 
 
 def _save_table(kind: str, params: dict, table) -> None:
-    from geo.metrics import save_table
+    from geo.runs import RunSpec, save_table
 
     engine = _engine()
-    run_id = save_table(engine, kind, params, table, _current_model(engine))
+    run_id = save_table(engine, RunSpec(kind, params, _current_model(engine)), table)
     click.echo(f"saved as analysis run {run_id}")
 
 
@@ -1192,8 +1192,9 @@ def stability_cmd(start: str | None, end: str | None) -> None:
 
 
 def _current_model(engine) -> str | None:
-    with engine.connect() as conn:
-        return conn.execute(sa.text("SELECT model_version FROM model_runs WHERE is_current")).scalar()
+    from geo.runs import current_model_version
+
+    return current_model_version(engine)
 
 
 def _years(text: str | None) -> tuple[int, int] | None:
@@ -1237,8 +1238,8 @@ def hotspots_cmd(source: str | None, start: str | None, end: str | None, origin:
                  per_1000: bool, years: str | None, category: tuple[str, ...], permutations: int, save: bool,
                  out: Path | None, compute: str, scheduler: str | None, dask_workers: int) -> None:
     """Getis-Ord Gi* hot and cold spots of violent crime over the 462 NPAs or grid cells (FDR-corrected)."""
-    from geo.hotspots import (grid_hotspots, homicide_hotspots, npa_hotspots, offense_hotspots, save_cell_results,
-                              save_npa_results)
+    from geo.hotspots import grid_hotspots, homicide_hotspots, npa_hotspots, offense_hotspots
+    from geo.runs import RunKind, RunSpec, save_cell_results, save_npa_results
     from geo.sources import resolve
 
     engine = _engine()
@@ -1337,12 +1338,12 @@ def hotspots_cmd(source: str | None, start: str | None, end: str | None, origin:
         click.echo("\nhottest NPAs: " + ", ".join(f"{int(r.npa_id)} (z {r.gi_z:.1f}, {shown.format(r.value)})"
                                                  for r in hot.head(10).itertuples()))
     if save and grid_ft:
-        run_id = save_cell_results(engine, "calls_grid_hotspots", params, result, result.attrs["cell_size"].cell_ft,
-                                   model_version)
+        run_id = save_cell_results(engine, RunSpec(RunKind.CALLS_GRID_HOTSPOTS, params, model_version), result,
+                                   result.attrs["cell_size"].cell_ft)
         click.echo(f"saved as analysis run {run_id}")
     elif save:
         kind = source if by_years else "calls"  # point sources share the map's kind; params name the source
-        run_id = save_npa_results(engine, f"{kind}_npa_hotspots", params, result, model_version)
+        run_id = save_npa_results(engine, RunSpec(RunKind.npa_hotspots(kind), params, model_version), result)
         click.echo(f"saved as analysis run {run_id}")
     if out:
         result.to_file(out)
@@ -1534,15 +1535,17 @@ def export_cmd(layer: str, fmt: str | None, out: Path, run: int | None, **filter
     The same rows, fields and formats as the server's /export/LAYER.EXT (docs/exports.md).
     """
     from geo.catalog import division_names, latest_call_date
-    from geo.export import NoSavedRun, export_format, export_layer, write_export
+    from geo.catalog import layer as catalog_layer
+    from geo.export import export_format, write_export
     from geo.filters import ParameterError, parse_filter
+    from geo.runs import NoSavedRun
     from geo.settings import locale_settings
 
     ext = (fmt or out.suffix.lstrip(".")).lower()
     # Long exports show progress on a terminal (never in a captured or piped log).
     progress = (lambda n: click.echo(f"  {n:,} rows", err=True)) if sys.stderr.isatty() else None
     try:
-        table = export_layer(layer).filter_table or "calls"
+        table = catalog_layer(layer).filter_table or "calls"
         if ext != "shp":   # shp: the zipped shapefile's files, written unzipped beside --out
             export_format(ext)
         engine = _engine()

@@ -129,11 +129,12 @@ def save_demo_hotspots(engine: Engine, cell_ft: float = 1500.0) -> dict[str, int
     """Gi* over NPAs and grid cells for the whole call period, saved for the map, unless already
     saved for the current model and data. Returns {kind: run_id} of what was computed now."""
     from geo.catalog import data_versions
-    from geo.hotspots import grid_hotspots, npa_hotspots, save_cell_results, save_npa_results
+    from geo.hotspots import grid_hotspots, npa_hotspots
     from geo.metrics import Period
+    from geo.runs import RunKind, RunSpec, current_model_version, save_cell_results, save_npa_results
 
     with engine.connect() as conn:
-        model = conn.execute(sa.text("SELECT model_version FROM model_runs WHERE is_current")).scalar()
+        model = current_model_version(conn)
         lo, hi = conn.execute(sa.text("SELECT (min(received_at) AT TIME ZONE :tz)::date, (max(received_at) AT TIME ZONE :tz)::date"
                                       " FROM calls"), {"tz": locale_settings().timezone}).one()
         done = {k for (k,) in conn.execute(sa.text(
@@ -156,11 +157,12 @@ def save_demo_hotspots(engine: Engine, cell_ft: float = 1500.0) -> dict[str, int
     # incidents overlap its synthetic ones, and the two are never added).
     if "calls_npa_hotspots" not in done:
         npas = npa_hotspots(engine, period, source="expected", origin=origin)
-        saved["calls_npa_hotspots"] = save_npa_results(engine, "calls_npa_hotspots", named(npas), npas, model)
+        saved["calls_npa_hotspots"] = save_npa_results(
+            engine, RunSpec(RunKind.CALLS_NPA_HOTSPOTS, named(npas), model), npas)
     if "calls_grid_hotspots" not in done:
         cells = grid_hotspots(engine, period, cell_ft=cell_ft, source="expected", origin=origin, permutations=99)
-        saved["calls_grid_hotspots"] = save_cell_results(engine, "calls_grid_hotspots", {**named(cells), "cell_ft": cell_ft},
-                                                         cells, cell_ft, model)
+        saved["calls_grid_hotspots"] = save_cell_results(
+            engine, RunSpec(RunKind.CALLS_GRID_HOTSPOTS, {**named(cells), "cell_ft": cell_ft}, model), cells, cell_ft)
     return saved
 
 
@@ -203,9 +205,9 @@ def run_demo(echo: Callable[[str], None] = print) -> None:
     # Label the calls with the violent-call classifier (trained once; reused on later runs).
     from geo.classify import label_calls, train
 
-    with engine.connect() as conn:
-        has_model = conn.execute(sa.text("SELECT count(*) FROM model_runs WHERE is_current")).scalar()
-    if not has_model:
+    from geo.runs import current_model_version
+
+    if current_model_version(engine) is None:
         echo("Training the violent-call classifier on the demo calls:")
         result = train(engine, echo=lambda line: echo("  " + line), progress=True)
         m = result.metrics["model"]

@@ -23,8 +23,10 @@ from typing import Callable, Iterator, Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from geo.catalog import LAYERS, Layer, Property, UnknownLayer, latest_run, run_exists
-from geo.filters import TABLE_COLUMNS, Filter, ParameterError
+from geo import catalog
+from geo.catalog import Layer, Property
+from geo.filters import TABLE_COLUMNS, Filter, ParameterError, bbox_predicate
+from geo.runs import resolve_run
 
 # Rows per server-side cursor fetch (and per Arrow batch). Each chunk is held a few times over
 # (libpq's result, Python rows, the encoded bytes): 20,000 calls keep that under 100 MB, and larger
@@ -35,6 +37,8 @@ FILE_BLOCK = 1 << 20
 # dBase III text fields hold at most 254 bytes; longer values are cut at a UTF-8 character boundary.
 DBF_TEXT_BYTES = 254
 FIELDS_FILE = "fields.csv"
+# Spreadsheets evaluate a CSV cell that starts with one of these (OWASP "CSV injection").
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
@@ -119,23 +123,6 @@ SHAPEFILE_FIELDS: dict[str, str] = {
 }
 
 
-class NoSavedRun(LookupError):
-    """A result layer with no saved analysis run to export."""
-
-    def __init__(self, lyr: Layer):
-        super().__init__(f"no {lyr.id} run has been saved yet; run `hotspots hotspots"
-                         f"{' --grid-ft 2000' if lyr.id == 'hotspot_cells' else ''} --save` first")
-        self.layer = lyr.id
-
-
-def export_layer(name: str) -> Layer:
-    """The catalog layer `name`, or a ParameterError naming `layer` with the valid names."""
-    try:
-        return LAYERS[name]
-    except KeyError:
-        raise ParameterError("layer", str(UnknownLayer(name))) from None
-
-
 def export_format(ext: str) -> ExportFormat:
     """The format for a file extension, or a ParameterError naming `format` with the valid ones."""
     fmt = FORMATS.get(ext.lower())
@@ -172,33 +159,12 @@ def check_filter(lyr: Layer, flt: Filter) -> None:
                                        f"only {allowed} to it")
 
 
-def resolve_run(conn: Connection, lyr: Layer, run: int | None) -> int | None:
-    """The analysis run a result layer exports: `run` if it exists, else the latest; None for data layers."""
-    if not lyr.run_kinds:
-        if run is not None:
-            results = ", ".join(name for name, other in LAYERS.items() if other.run_kinds)
-            raise ParameterError("run", f"{lyr.id} is not an analysis result; run applies to {results}")
-        return None
-    if run is None:
-        latest = latest_run(conn, lyr)
-        if latest is None:
-            raise NoSavedRun(lyr)
-        return int(latest)
-    if not run_exists(conn, lyr, run):
-        saved = conn.execute(sa.text("SELECT run_id FROM analysis_runs WHERE kind = ANY(:k) ORDER BY run_id DESC LIMIT 10"),
-                             {"k": list(lyr.run_kinds)}).scalars().all()
-        raise ParameterError("run", f"no saved {lyr.id} run {run}; saved runs: {', '.join(map(str, saved)) or 'none'}")
-    return run
-
-
 def _where(lyr: Layer, flt: Filter) -> tuple[str, dict]:
     if lyr.filter_table is not None:
         return flt.where(lyr.filter_table)
     if flt.bbox is None:
         return "TRUE", {}
-    xmin, ymin, xmax, ymax = flt.bbox
-    return (f"{lyr.geom} && ST_MakeEnvelope(:f_xmin, :f_ymin, :f_xmax, :f_ymax, 4326)",
-            {"f_xmin": xmin, "f_ymin": ymin, "f_xmax": xmax, "f_ymax": ymax})
+    return bbox_predicate(lyr.geom, flt.bbox)
 
 
 def _order(lyr: Layer) -> str:
@@ -227,7 +193,8 @@ def _csv_cell_sql(p: Property) -> str:
     if p.format is None:
         # Spreadsheets evaluate a cell starting with = + - @ tab or CR: a leading quote makes it text
         # (OWASP "CSV injection"). Timestamps start with a digit and need no prefix.
-        value = (f"CASE WHEN left({value}, 1) IN ('=', '+', '-', '@', chr(9), chr(13)) "
+        starts = ", ".join(f"chr({ord(c)})" for c in FORMULA_START)
+        value = (f"CASE WHEN left({value}, 1) IN ({starts}) "
                  f"THEN '''' || ({value}) ELSE {value} END")
     # Every text cell is quoted (RFC 4180 allows it), so commas, quotes and line breaks need no test.
     return "coalesce('\"' || replace(" + value + ", '\"', '\"\"') || '\"', '')"
@@ -525,7 +492,7 @@ class Export:
 def open_export(engine: Engine, layer_name: str, ext: str, flt: Filter, run: int | None = None,
                 **kw) -> Export:
     """Look up layer and format (ParameterError naming `layer`/`format`), check the filter, and open."""
-    lyr = export_layer(layer_name)
+    lyr = catalog.layer(layer_name)
     fmt = export_format(ext)
     return Export(engine, lyr, fmt, flt, run, **kw).open()
 
@@ -571,3 +538,4 @@ def _write_shapefile(engine: Engine, layer_name: str, flt: Filter, out: Path, ru
         for path in staged:   # moved only once every member was written
             path.replace(out.parent / path.name)
     return job
+

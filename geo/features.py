@@ -19,8 +19,9 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from geo.catalog import Layer, Property, latest_run, run_exists
-from geo.filters import FILTER_PARAMETERS, Filter, ParameterError, parse_bbox, parse_bool, parse_float, parse_int
+from geo.catalog import Layer, Property
+from geo.filters import (FILTER_PARAMETERS, Filter, ParameterError, bbox_predicate, parse_bbox, parse_bool,
+                         parse_float, parse_int)
 from geo.settings import locale_settings
 
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
@@ -54,11 +55,9 @@ class Selection:
             sql, params = self.filter.where(lyr.filter_table)
             clauses.append(sql)   # its bbox is already an exact ST_Intersects (OGC bbox means "intersects")
         if self.bbox is not None:
-            # && finds candidates on the GiST index; ST_Intersects keeps polygons whose outline,
-            # not just their bounding box, reaches the box (OGC bbox means "intersects").
-            clauses.append(f"{lyr.geom} && ST_MakeEnvelope(:b_xmin, :b_ymin, :b_xmax, :b_ymax, 4326)"
-                           f" AND ST_Intersects({lyr.geom}, ST_MakeEnvelope(:b_xmin, :b_ymin, :b_xmax, :b_ymax, 4326))")
-            params.update(b_xmin=self.bbox[0], b_ymin=self.bbox[1], b_xmax=self.bbox[2], b_ymax=self.bbox[3])
+            sql, bound = bbox_predicate(lyr.geom, self.bbox, "b_")
+            clauses.append(sql)
+            params.update(bound)
         for i, (name, value) in enumerate(self.properties):
             prop = lyr.property(name)
             clauses.append(f"{prop.sql} = :q_{i}")
@@ -161,21 +160,6 @@ def parse_selection(lyr: Layer, args: Mapping[str, str], filt: Filter | None, ru
         if raw is not None:
             props.append((prop.name, _typed(prop, raw)))
     return Selection(filt if lyr.filter_table else None, bbox, tuple(props), run_id)
-
-
-def resolve_run(conn: Connection, lyr: Layer, raw: str | None) -> int | None:
-    """The analysis run a result layer serves: `raw` if it is one of its saved runs, else the latest."""
-    if not lyr.run_kinds:
-        return None
-    if raw is None or raw.strip() == "":
-        return latest_run(conn, lyr)
-    run_id = parse_int("run", raw)
-    if not run_exists(conn, lyr, run_id):
-        runs = conn.execute(sa.text("SELECT run_id FROM analysis_runs WHERE kind = ANY(:k) ORDER BY run_id"),
-                            {"k": list(lyr.run_kinds)}).scalars().all()
-        saved = ", ".join(map(str, runs)) or "none saved yet"
-        raise ParameterError("run", f"no saved {lyr.id} run {run_id}; saved runs: {saved}")
-    return run_id
 
 
 def _session(conn: Connection) -> None:

@@ -128,10 +128,9 @@ class Filter:
             clauses.append(f"{p}{cols.probability} >= :f_min_p")
             params["f_min_p"] = self.min_p
         if self.bbox is not None:
-            # ST_Intersects uses the GiST index (its && step) and then tests exactly: && alone lets in
-            # points a few metres outside the box (index boxes are rounded to float4).
-            clauses.append(f"ST_Intersects({p}{cols.geom}, ST_MakeEnvelope(:f_xmin, :f_ymin, :f_xmax, :f_ymax, 4326))")
-            params.update(f_xmin=self.bbox[0], f_ymin=self.bbox[1], f_xmax=self.bbox[2], f_ymax=self.bbox[3])
+            sql, bound = bbox_predicate(f"{p}{cols.geom}", self.bbox)
+            clauses.append(sql)
+            params.update(bound)
         if self.origin is not None and cols.origin:
             clauses.append(f"{p}{cols.origin} = :f_origin")
             params["f_origin"] = self.origin
@@ -224,6 +223,16 @@ def parse_float(name: str, value: str, lo: float | None = None, hi: float | None
     if (lo is not None and x < lo) or (hi is not None and x > hi):
         raise ParameterError(name, f"{value} is outside [{lo}, {hi}]")
     return x
+
+
+def bbox_predicate(geom: str, bbox: tuple[float, float, float, float], prefix: str = "f_") -> tuple[str, dict]:
+    """The one bbox condition of items, exports and filters: `geom` intersects the WGS84 box (OGC bbox semantics)."""
+    # ST_Intersects uses the GiST index (its && step) and then tests exactly: && alone lets in points
+    # a few metres outside the box (index boxes are rounded to float4) and polygons whose bounding
+    # box, but not their outline, reaches it.
+    names = [f"{prefix}{n}" for n in ("xmin", "ymin", "xmax", "ymax")]
+    sql = f"ST_Intersects({geom}, ST_MakeEnvelope({', '.join(':' + n for n in names)}, 4326))"
+    return sql, dict(zip(names, bbox))
 
 
 def parse_bbox(value: str, name: str = "bbox") -> tuple[float, float, float, float]:

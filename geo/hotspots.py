@@ -195,57 +195,6 @@ def homicide_hotspots(engine: Engine, years: tuple[int, int] | None = None, *, p
     return _with_gi(read_neighborhoods(engine), values, permutations, seed, per_1000=per_1000), info
 
 
-def _start_run(conn, kind: str, params: dict, model_version: str | None) -> int:
-    """A new analysis_runs row (inside the caller's transaction); returns its run_id."""
-    import json
-
-    return conn.execute(sa.text(
-        "INSERT INTO analysis_runs (kind, params, model_version) VALUES (:k, CAST(:p AS jsonb), :m) RETURNING run_id"),
-        {"k": kind, "p": json.dumps(params, default=str), "m": model_version}).scalar_one()
-
-
-def save_npa_results(engine: Engine, kind: str, params: dict, result: gpd.GeoDataFrame,
-                     model_version: str | None = None) -> int:
-    """Store an NPA Gi* result under a new analysis run; returns its run_id.
-
-    NPAs left out of the analysis (no residents, for rates) have no Gi* and are not stored; how
-    many were left out goes into the run's params.
-    """
-    from geo.ingest.batch import copy_frame
-
-    if "value_unit" not in result:
-        result = result.assign(value_unit=COUNT, event_count=result["value"])
-    left_out = result.attrs.get("left_out")
-    if left_out and left_out["npas_without_residents"]:
-        params = {**params, "left_out": left_out}
-    with engine.begin() as conn:
-        run_id = _start_run(conn, kind, params, model_version)
-        analysed = result[result["gi_z"].notna()]
-        rows = pd.DataFrame(analysed[["npa_id", "value", "gi_z", "gi_p", "gi_q", "gi_p_sim", "hotspot_class",
-                                      "value_unit", "event_count"]])
-        rows.insert(0, "run_id", run_id)
-        copy_frame(conn, "hotspot_npa_results", rows)
-    return run_id
-
-
-def save_cell_results(engine: Engine, kind: str, params: dict, result: gpd.GeoDataFrame, cell_ft: float,
-                      model_version: str | None = None) -> int:
-    """Store a grid Gi* result (cells in EPSG:4326) under a new analysis run; returns its run_id."""
-    import shapely
-
-    from geo.ingest.batch import copy_frame
-
-    cells = result.to_crs(4326)
-    with engine.begin() as conn:
-        run_id = _start_run(conn, kind, params, model_version)
-        rows = pd.DataFrame(cells[["col", "row", "value", "gi_z", "gi_p", "gi_q", "gi_p_sim", "hotspot_class"]])
-        rows.insert(0, "run_id", run_id)
-        rows.insert(3, "cell_ft", cell_ft)
-        rows["geom"] = shapely.to_wkb(shapely.set_srid(cells.geometry.values, 4326), hex=True, include_srid=True)
-        copy_frame(conn, "hotspot_cell_results", rows)
-    return run_id
-
-
 def npa_values(engine: Engine, period: Period, source: str | None = None, origin: str | None = None
                ) -> tuple[pd.DataFrame, "Source"]:
     """What `source` counts per NPA in the period (npa_id, value) and the source (geo.sources) it resolved to."""

@@ -818,31 +818,6 @@ def outreach_flags(engine: Engine, period: Period, by: str = "npa", *, ratio: fl
         .sort_values(["ratio_to_city", "calls"], ascending=False).reset_index(drop=True)
 
 
-# --- persisted results ------------------------------------------------------------------------
-def save_table(engine: Engine, kind: str, params: dict, table: pd.DataFrame, model_version: str | None = None) -> int:
-    """Store a result table (one JSON object per row) under a new analysis run; returns its run_id."""
-    import json
-
-    from geo.hotspots import _start_run
-    from geo.ingest.batch import copy_frame
-
-    frame = table.reset_index() if table.index.name or not isinstance(table.index, pd.RangeIndex) else table
-    records = json.loads(frame.to_json(orient="records", date_format="iso"))
-    with engine.begin() as conn:
-        run_id = _start_run(conn, kind, params, model_version)
-        if records:
-            copy_frame(conn, "analysis_rows", pd.DataFrame({
-                "run_id": run_id, "row_no": range(len(records)), "data": [json.dumps(r) for r in records]}))
-    return run_id
-
-
-def load_table(engine: Engine, run_id: int) -> pd.DataFrame:
-    """A stored result table, rows in their original order."""
-    with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT data FROM analysis_rows WHERE run_id = :r ORDER BY row_no"), {"r": run_id})
-        return pd.DataFrame([r[0] for r in rows])
-
-
 def monthly_trend(engine: Engine, period: Period, by: str = "city", *, category: str | None = None) -> pd.DataFrame:
     """Calls, labelled-violent and expected-violent calls per local calendar month and area."""
     where, params = period_filter(period, category, None)

@@ -34,6 +34,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from geo import catalog
 from geo.catalog import LAYERS, Layer
 from geo.filters import TABLE_COLUMNS, Filter, ParameterError, parse_int
 
@@ -142,11 +143,8 @@ TILE_LAYERS: dict[str, TileLayer] = {
 
 
 def tile_layer(name: str) -> TileLayer:
-    """The tile layer `name`, or ParameterError('layer') listing the valid ones."""
-    try:
-        return TILE_LAYERS[name]
-    except KeyError:
-        raise ParameterError("layer", f"unknown layer {name!r}; one of {', '.join(TILE_LAYERS)}") from None
+    """How the catalog layer `name` is tiled (catalog.UnknownLayer for a name the catalog lacks)."""
+    return TILE_LAYERS[catalog.layer(name).id]
 
 
 @lru_cache(maxsize=None)

@@ -42,8 +42,9 @@ def demo(server_url, template_db, data_dir, tmp_path_factory):
     (its file under a temporary var/models), labels, a saved Gi* run and a sync_state row."""
     from geo.classify import label_calls, train
     from geo.demo import generate_and_load
-    from geo.hotspots import npa_hotspots, save_npa_results
+    from geo.hotspots import npa_hotspots
     from geo.metrics import Period
+    from geo.runs import RunKind, RunSpec, save_npa_results
 
     work = tmp_path_factory.mktemp("demo")
     with cloned_database(server_url, template_db, prefix="bk_") as (_, engine):
@@ -52,8 +53,8 @@ def demo(server_url, template_db, data_dir, tmp_path_factory):
         model = train(engine, test_months=3, models_dir=work / "models")
         label_calls(engine)
         period = Period(date(2021, 1, 1), date(2022, 1, 1))
-        save_npa_results(engine, "calls_npa_hotspots", {"period": [period.start, period.end]},
-                         npa_hotspots(engine, period, permutations=99), model.version)
+        save_npa_results(engine, RunSpec(RunKind.CALLS_NPA_HOTSPOTS, {"period": [period.start, period.end]}, model.version),
+                         npa_hotspots(engine, period, permutations=99))
         with engine.begin() as conn:
             conn.execute(sa.text("INSERT INTO sync_state (kind, url, date_field, high_water, pages, records_read)"
                                  " VALUES ('incidents', 'https://example.invalid/FeatureServer/0/query', 'DATE_REPORTED',"

@@ -210,7 +210,8 @@ def test_real_offense_rates_per_1000_residents(engine):
     """CMPD's published NPA violent-crime counts divided by the NPAs' real populations."""
     import sqlalchemy as sa
 
-    from geo.hotspots import offense_hotspots, save_npa_results
+    from geo.hotspots import offense_hotspots
+    from geo.runs import RunKind, RunSpec, save_npa_results
 
     counts = offense_hotspots(engine, (2019, 2021), permutations=0)
     rates = offense_hotspots(engine, (2019, 2021), permutations=0, per_1000=True)
@@ -223,7 +224,7 @@ def test_real_offense_rates_per_1000_residents(engine):
     analysed = rates[rates["hotspot_class"] != NO_RESIDENTS]
     np.testing.assert_allclose(analysed["value"], analysed["event_count"] * 1000.0 / analysed["population"])
     assert len(analysed) == 462 - no_residents
-    run_id = save_npa_results(engine, "offenses_npa_hotspots", {"value_unit": PER_1000}, rates)
+    run_id = save_npa_results(engine, RunSpec(RunKind.OFFENSES_NPA_HOTSPOTS, {"value_unit": PER_1000}), rates)
     with engine.connect() as conn:
         n, units, total, params = conn.execute(sa.text(
             "SELECT count(*), array_agg(DISTINCT value_unit), sum(event_count), max(r.params::text)"

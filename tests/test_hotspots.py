@@ -91,7 +91,8 @@ def test_npa_hotspots_on_labelled_calls(engine, tmp_path, data_dir):
 def test_offense_hotspots_on_real_counts_and_saved_runs(engine):
     import sqlalchemy as sa
 
-    from geo.hotspots import offense_hotspots, save_npa_results
+    from geo.hotspots import offense_hotspots
+    from geo.runs import RunKind, RunSpec, save_npa_results
 
     result = offense_hotspots(engine, (2019, 2021), permutations=99)
     with engine.connect() as conn:
@@ -104,12 +105,12 @@ def test_offense_hotspots_on_real_counts_and_saved_runs(engine):
     assert len(hot) >= 5 and hot["value"].mean() > 2 * result["value"].mean()
     with pytest.raises(ValueError, match="overlaps"):
         offense_hotspots(engine, (2019, 2021), ["Non-Fatal Gunshot Injury", "Aggravated Assault-Gun"])
-    run_id = save_npa_results(engine, "offense_hotspots", {"years": [2019, 2021]}, result)
+    run_id = save_npa_results(engine, RunSpec(RunKind.OFFENSES_NPA_HOTSPOTS, {"years": [2019, 2021]}), result)
     with engine.connect() as conn:
         n, n_hot, kind = conn.execute(sa.text(
             "SELECT count(*), count(*) FILTER (WHERE hotspot_class LIKE 'Hot%'), max(r.kind)"
             " FROM hotspot_npa_results h JOIN analysis_runs r USING (run_id) WHERE run_id = :r"), {"r": run_id}).one()
-    assert (n, n_hot, kind) == (462, len(hot), "offense_hotspots")
+    assert (n, n_hot, kind) == (462, len(hot), "offenses_npa_hotspots")
 
 
 def test_grid_gi_star_finds_a_planted_point_cluster():
@@ -156,7 +157,8 @@ def test_kernel_density_mass_and_peak():
 def test_grid_hotspots_over_the_county_are_saved_with_geometry(engine):
     import sqlalchemy as sa
 
-    from geo.hotspots import grid_hotspots, save_cell_results
+    from geo.hotspots import grid_hotspots
+    from geo.runs import RunKind, RunSpec, save_cell_results
     from tests.test_metrics import add_calls
 
     # 40 violent calls at one corner of uptown (add_calls puts every call at -80.84, 35.22).
@@ -166,7 +168,7 @@ def test_grid_hotspots_over_the_county_are_saved_with_geometry(engine):
     assert result.crs.to_epsg() == 4326 and result["value"].sum() == 40
     hot = result[result["hotspot_class"].str.startswith("Hot")]
     assert len(hot) >= 1 and hot.geometry.union_all().contains(__import__("shapely").Point(-80.84, 35.22))
-    run_id = save_cell_results(engine, "calls_grid_hotspots", {"cell_ft": 5000}, result, 5000)
+    run_id = save_cell_results(engine, RunSpec(RunKind.CALLS_GRID_HOTSPOTS, {"cell_ft": 5000}), result, 5000)
     with engine.connect() as conn:
         n, valid, cells_ft = conn.execute(sa.text(
             "SELECT count(*), bool_and(ST_IsValid(geom)), max(cell_ft) FROM hotspot_cell_results WHERE run_id = :r"),

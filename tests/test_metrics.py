@@ -198,17 +198,17 @@ def test_outreach_flags(engine):
 
 
 def test_result_tables_are_saved_with_their_run(engine):
-    from geo.metrics import load_table, save_table
+    from geo.runs import RunKind, RunSpec, load_table, save_table
 
     add_calls(engine, [(datetime(2021, 5, 3, 10), "01", "traffic", False, 0.01),
                        (datetime(2021, 5, 3, 23), "01", "violent_crime", True, 0.8)])
     period = Period(date(2021, 5, 1), date(2021, 6, 1))
     counts = call_counts(engine, period, "division")
-    run_id = save_table(engine, "call_counts", {"period": [str(period.start), str(period.end)], "by": "division"},
-                        counts, model_version="m1")
+    run_id = save_table(engine, RunSpec(RunKind.CALL_COUNTS, {"period": [str(period.start), str(period.end)],
+                                                            "by": "division"}, model_version="m1"), counts)
     back = load_table(engine, run_id)
     assert list(back["category"]) == list(counts["category"]) and list(back["calls"]) == list(counts["calls"])
-    matrix_run = save_table(engine, "hour_weekday", {}, hour_weekday(engine, period).to_frame())
+    matrix_run = save_table(engine, RunSpec(RunKind.HOUR_WEEKDAY), hour_weekday(engine, period).to_frame())
     matrix = load_table(engine, matrix_run)
     assert len(matrix) == 168 and (matrix.iloc[0]["weekday"], matrix.iloc[0]["hour"]) == ("Mon", 0)
     assert matrix.iloc[23][["calls", "occurrences", "mean_per_occurrence"]].tolist() == [1, 1, 1.0]

@@ -11,6 +11,8 @@ from sqlalchemy.engine import Engine
 
 from geo import catalog
 from geo import db as dbmod
+from geo.catalog import Layer
+from geo.runs import NoSavedRun, resolve_run
 
 
 class _State:
@@ -83,3 +85,25 @@ def latest_call_date():
 
     tz = locale_settings().timezone
     return memo(("latest_call_date", tz), ("calls",), lambda: catalog.latest_call_date(engine(), tz))
+
+
+def analysis_run(lyr: Layer, raw: str | None) -> int | None:
+    """The run a result layer serves for a request's `run` (geo.runs.resolve_run), cached until its data changes.
+
+    None for data layers; NoSavedRun (404) for a run that is not saved, ParameterError for a malformed one.
+    """
+    if not lyr.run_kinds:
+        return None
+    given = (raw or "").strip()
+
+    def compute():
+        try:
+            with engine().connect() as conn:
+                return resolve_run(conn, lyr, given or None)
+        except NoSavedRun as exc:
+            return exc   # remembered too, so repeating a missing run costs no query
+
+    found = memo(("analysis_run", lyr.id, given), (lyr.version_layer,), compute)
+    if isinstance(found, NoSavedRun):
+        raise found.with_traceback(None)
+    return found

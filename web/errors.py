@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from geo.catalog import UnknownLayer
 from geo.filters import ParameterError
+from geo.runs import NoSavedRun
 
 log = logging.getLogger("web")
 
@@ -72,7 +73,13 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(UnknownLayer)
     def _unknown_layer(exc: UnknownLayer):
-        return error_response(404, str(exc), "layer")
+        # Tiles, exports and the panel name a layer in the path: not there is 404, as for OGC collections.
+        return error_response(404, str(exc), "layer", extra={"layer": exc.name})
+
+    @app.errorhandler(NoSavedRun)
+    def _no_saved_run(exc: NoSavedRun):
+        # One answer for items, tiles and exports: the run asked for (or any run of the layer) is not saved.
+        return error_response(404, str(exc), "run", extra={"layer": exc.layer, "run": exc.run})
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):

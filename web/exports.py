@@ -10,12 +10,11 @@ from urllib.parse import quote
 
 from flask import Blueprint, Response, current_app, jsonify, url_for
 
-from geo import export
+from geo import catalog, export
 from geo.catalog import LAYERS, Layer
 from geo.filters import Filter, ParameterError
 from web import database
 from web.admission import heavy
-from web.errors import ApiError
 from web.params import int_arg, request_filter
 
 bp = Blueprint("exports", __name__)
@@ -40,7 +39,7 @@ def download(name: str):
     layer_name, dot, ext = name.rpartition(".")
     if not dot:
         raise ParameterError("format", f"add a format extension to {name!r}: one of {', '.join(export.FORMATS)}")
-    lyr = export.export_layer(layer_name)
+    lyr = catalog.layer(layer_name)
     fmt = export.export_format(ext)
     flt = request_filter(lyr.filter_table or "calls")
     run = int_arg("run", lo=1)
@@ -51,10 +50,7 @@ def download(name: str):
 def _stream(lyr: Layer, fmt: export.ExportFormat, flt: Filter, run: int | None) -> Response:
     # A valid request only takes an export slot, held until the last byte is sent (web/admission.py).
     chunk_rows = current_app.config.get("EXPORT_CHUNK_ROWS", export.CHUNK_ROWS)
-    try:
-        job = export.Export(database.engine(), lyr, fmt, flt, run, chunk_rows=chunk_rows).open()
-    except export.NoSavedRun as exc:
-        raise ApiError(404, str(exc), "run") from None
+    job = export.Export(database.engine(), lyr, fmt, flt, run, chunk_rows=chunk_rows).open()
     # content_type, not mimetype: the media type already carries its charset where it has one.
     resp = Response(job.chunks(), content_type=fmt.media_type)
     resp.call_on_close(job.close)

@@ -12,9 +12,11 @@ from datetime import datetime, timezone
 
 from flask import Blueprint, Response, current_app, render_template, request, url_for
 
+from geo import catalog
 from geo import features as gf
 from geo.catalog import LAYERS, Layer
 from geo.filters import ParameterError
+from geo.runs import NoSavedRun
 from web import database
 from web.errors import ApiError
 from web.params import int_arg, request_filter
@@ -75,20 +77,19 @@ def _json(body: dict, mimetype: str = JSON, status: int = 200) -> Response:
 
 
 def _layer(collection_id: str) -> Layer:
-    lyr = LAYERS.get(collection_id)
-    if lyr is None:
-        raise ApiError(404, f"unknown collection {collection_id!r}; one of {', '.join(LAYERS)}", "collectionId")
-    return lyr
+    """The catalog layer; an unknown one is the app's UnknownLayer 404, naming the path's `collectionId`."""
+    try:
+        return catalog.layer(collection_id)
+    except catalog.UnknownLayer as exc:
+        raise ApiError(404, str(exc), "collectionId", extra={"layer": exc.name}) from None
 
 
-def _run_id(lyr: Layer, raw: str | None) -> int | None:
-    """The run a result layer serves; the latest run is cached until the layer's data changes."""
-    if not lyr.run_kinds:
+def _shown_run(lyr: Layer) -> int | None:
+    """The run a collection's description shows: its latest, or None while none is saved (not an error)."""
+    try:
+        return database.analysis_run(lyr, None)
+    except NoSavedRun:
         return None
-    if raw is None or raw.strip() == "":
-        return database.memo(("ogc_latest_run", lyr.id), (lyr.version_layer,),
-                             lambda: _with_conn(lambda c: gf.resolve_run(c, lyr, None)))
-    return _with_conn(lambda c: gf.resolve_run(c, lyr, raw))
 
 
 def _with_conn(fn):
@@ -102,7 +103,7 @@ def _extent(lyr: Layer, run_id: int | None) -> dict:
 
 
 def _collection(lyr: Layer, fmt: str) -> dict:
-    run_id = _run_id(lyr, None)
+    run_id = _shown_run(lyr)
     body = {
         "id": lyr.id,
         "title": lyr.title,
@@ -202,7 +203,7 @@ def items(collection_id: str):
     limit = int_arg("limit", min(DEFAULT_LIMIT, cap), lo=1, hi=cap, clamp_hi=True)
     offset = int_arg("offset", 0, lo=0)
     filt = request_filter(lyr.filter_table) if lyr.filter_table else None
-    run_id = _run_id(lyr, request.args.get("run"))
+    run_id = database.analysis_run(lyr, request.args.get("run"))
     sel = gf.parse_selection(lyr, request.args, filt, run_id)
 
     with database.engine().connect() as conn:
@@ -252,7 +253,7 @@ def item(collection_id: str, feature_id: str):
             raise ParameterError(name, f"unknown parameter {name!r} for a single feature; use f (and run for hot spot layers)")
     if "run" in request.args and not lyr.run_kinds:
         raise ParameterError("run", "run applies to the hot spot result layers (hotspot_cells, hotspot_npas)")
-    run_id = _run_id(lyr, request.args.get("run"))
+    run_id = database.analysis_run(lyr, request.args.get("run"))
     with database.engine().connect() as conn:
         text = gf.get_item(conn, lyr, feature_id, run_id)
     if text is None:

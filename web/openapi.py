@@ -125,7 +125,8 @@ _LEVEL = _path("level", "Area level.", {"type": "string", "enum": ["division", "
 _Z = _path("z", "Zoom level (0-22).", {"type": "integer", "minimum": 0, "maximum": 22})
 _X = _path("x", "Tile column (0 .. 2^z-1).", {"type": "integer", "minimum": 0})
 _Y = _path("y", "Tile row (0 .. 2^z-1), XYZ scheme.", {"type": "integer", "minimum": 0})
-_RUN = _query("run", f"Saved analysis run of a result layer ({', '.join(RESULT_LAYERS)}); default the latest.",
+_RUN = _query("run", f"Saved analysis run of a result layer ({', '.join(RESULT_LAYERS)}); default the latest. "
+              "A run that is not saved, or a layer with no saved run, is 404 naming `run` and the layer.",
               {"type": "integer", "minimum": 1})
 _F = _query("f", "Response format (default: JSON, or HTML for browsers).", {"type": "string", "enum": ["json", "html"]})
 _TILE_HEADERS = {"ETag": {"description": "Changes with the data version and the filter.", "schema": {"type": "string"}}}
@@ -194,9 +195,10 @@ def _paths() -> dict:
         "/tiles/{layer}/{z}/{x}/{y}.pbf": _get(
             "Mapbox Vector Tile of a layer (EPSG:3857, extent 4096); points aggregated at low zoom", "tiles",
             _tile_responses("application/vnd.mapbox-vector-tile", "Vector tile (gzip when accepted)"),
-            [layer, _Z, _X, _Y, *_filters(), _RUN], errors=(400, HEAVY)),
+            [layer, _Z, _X, _Y, *_filters(), _RUN], errors=(400, 404, HEAVY)),
         "/tiles/{layer}.json": _get("TileJSON 3.0 of a layer (tile URL carries the filter)", "tiles",
-                                    _ok("TileJSON", {"application/json": _OBJ}), [layer, *_filters(), _RUN]),
+                                    _ok("TileJSON", {"application/json": _OBJ}), [layer, *_filters(), _RUN],
+                                    errors=(400, 404)),
         "/heat/{z}/{x}/{y}.png": _get("Kernel-density heat tile of violent calls (256x256 RGBA PNG)", "tiles",
                                       _tile_responses("image/png", "Heat tile"), [_Z, _X, _Y, *_filters()],
                                       errors=(400, HEAVY)),

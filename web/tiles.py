@@ -16,9 +16,8 @@ from urllib.parse import urlencode
 import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from geo import catalog
 from geo import tiles as gt
-from geo.filters import Filter, ParameterError
+from geo.filters import Filter
 from web import admission, database
 from web.params import int_arg, request_filter
 
@@ -61,19 +60,8 @@ def _tile_filter(t: gt.TileLayer) -> Filter | None:
 
 
 def _run(t: gt.TileLayer) -> int | None:
-    """The hot spot run to draw: `run` if it is a saved run of the layer, else the latest one."""
-    if not t.layer.run_kinds:
-        return None
-    engine = database.engine()
-    run = int_arg("run", lo=1)
-    if run is None:
-        return database.memo(("latest_run", t.name), t.version_layers,
-                             lambda: _with_conn(engine, lambda c: catalog.latest_run(c, t.layer)))
-    exists = database.memo(("run_exists", t.name, run), t.version_layers,
-                           lambda: _with_conn(engine, lambda c: catalog.run_exists(c, t.layer, run)))
-    if not exists:
-        raise ParameterError("run", f"no saved {' or '.join(t.layer.run_kinds)} run {run}")
-    return run
+    """The hot spot run to draw: `run` if it is a saved run of the layer, else the latest (NoSavedRun: 404)."""
+    return database.analysis_run(t.layer, request.args.get("run"))
 
 
 def _with_conn(engine, fn):
@@ -118,8 +106,6 @@ def vector_tile(layer_name: str, z: str, x: str, y: str):
     etag = _etag(key)
     if _not_modified(etag):
         return _respond(None, etag, MVT_TYPE, gzipped=True)
-    if t.layer.run_kinds and run is None:
-        return _respond(b"", etag, MVT_TYPE, gzipped=True)      # no saved run yet: nothing to draw
     cache = _cache()
     body = cache.get(key)
     if body is None:

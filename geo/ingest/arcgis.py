@@ -408,16 +408,16 @@ def refresh_after_sync(engine: Engine, results: list[SyncResult]) -> Refresh:
     """
     from geo.classify import label_calls
     from geo.demo import save_demo_hotspots
+    from geo.runs import RunKind, current_model_version, latest_params
 
     out = Refresh()
     if not any(r.kind == "calls" and r.changed for r in results):
         return out
     with engine.connect() as conn:
-        model = conn.execute(sa.text("SELECT model_version FROM model_runs WHERE is_current")).scalar()
+        model = current_model_version(conn)
         # Recompute the grid at the cell size the map already shows.
-        cell_ft = conn.execute(sa.text(
-            "SELECT (params->>'cell_ft')::float FROM analysis_runs WHERE kind = 'calls_grid_hotspots'"
-            " ORDER BY run_id DESC LIMIT 1")).scalar()
+        grid = latest_params(conn, RunKind.CALLS_GRID_HOTSPOTS) or {}
+    cell_ft = None if grid.get("cell_ft") is None else float(grid["cell_ft"])
     if model is None:
         out.note = "no model trained yet: new calls stay unlabelled and hot spots are not recomputed (`hotspots train`)"
         return out

@@ -39,9 +39,10 @@ def web_template(server_url, template_db, data_dir, tmp_path_factory) -> str:
     and the 933 real homicide victims of 2015-2025."""
     from geo.classify import label_calls, train
     from geo.demo import generate_and_load
-    from geo.hotspots import grid_hotspots, npa_hotspots, save_cell_results, save_npa_results
+    from geo.hotspots import grid_hotspots, npa_hotspots
     from geo.ingest.homicides import load_homicides
     from geo.metrics import Period
+    from geo.runs import RunKind, RunSpec, save_cell_results, save_npa_results
 
     admin = _admin(server_url)
     with admin.connect() as conn:
@@ -55,11 +56,11 @@ def web_template(server_url, template_db, data_dir, tmp_path_factory) -> str:
     result = train(engine, test_months=3, models_dir=out / "models")
     label_calls(engine)
     period = Period(date(YEAR, 1, 1), date(YEAR + 1, 1, 1))
-    save_npa_results(engine, "calls_npa_hotspots", {"period": [period.start, period.end]},
-                     npa_hotspots(engine, period, source="labelled", permutations=99), result.version)
-    save_cell_results(engine, "calls_grid_hotspots", {"period": [period.start, period.end], "cell_ft": 2000},
-                      grid_hotspots(engine, period, cell_ft=2000.0, source="labelled", permutations=99), 2000.0,
-                      result.version)
+    save_npa_results(engine, RunSpec(RunKind.CALLS_NPA_HOTSPOTS, {"period": [period.start, period.end]}, result.version),
+                     npa_hotspots(engine, period, source="labelled", permutations=99))
+    save_cell_results(engine, RunSpec(RunKind.CALLS_GRID_HOTSPOTS, {"period": [period.start, period.end], "cell_ft": 2000},
+                                      result.version),
+                      grid_hotspots(engine, period, cell_ft=2000.0, source="labelled", permutations=99), 2000.0)
     engine.dispose()
     admin.dispose()
     return WEB_TEMPLATE

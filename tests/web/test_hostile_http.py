@@ -95,10 +95,10 @@ def test_injection_in_tiles_exports_and_map_api_is_refused(client, db, payload):
     before = snapshot(db)
     q = quote(payload, safe="")
     for path, parameter, status in [
-        (f"/tiles/{q}/14/4520/6490.pbf", "layer", 400), (f"/tiles/calls/{q}/0/0.pbf", "z", 400),
+        (f"/tiles/{q}/14/4520/6490.pbf", "layer", 404), (f"/tiles/calls/{q}/0/0.pbf", "z", 400),
         (f"/tiles/calls/14/{q}/6490.pbf", "x", 400), (f"/tiles/calls/14/4520/{q}.pbf", "y", 400),
-        (f"/tiles/{q}.json", "layer", 400), (f"/heat/{q}/0/0.png", "z", 400),
-        (f"/export/{q}.csv", "layer", 400), (f"/export/calls.{q}", "format", 400),
+        (f"/tiles/{q}.json", "layer", 404), (f"/heat/{q}/0/0.png", "z", 400),
+        (f"/export/{q}.csv", "layer", 404), (f"/export/calls.{q}", "format", 400),
         (f"/api/areas/{q}", "level", 404), (f"/api/panel/npa/{q}", "id", 400), (f"/api/panel/division/{q}", "id", 404),
         (f"/tiles/hotspot_cells/14/4520/6490.pbf?run={q}", "run", 400), (f"/heat.json?z={q}", "z", 400),
         (f"/api/hotspots/npa?measure={q}", "measure", 400), (f"/api/panel/division/01?officers={q}", "officers", 400),
