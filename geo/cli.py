@@ -1585,5 +1585,58 @@ def report_cmd(division: str, start: str | None, end: str | None, preset: str | 
                f"({hot} hot spots), {report.totals['violent']:,} violent of {report.totals['calls']:,} calls")
 
 
+# --- saved analysis runs (issue 14): `hotspots runs list`, `hotspots runs export RUN --out FILE` ----
+@main.group("runs")
+def runs_group() -> None:
+    """Saved analysis runs (hot spots, tables, accuracy): list them, write one to a file."""
+
+
+@runs_group.command("list")
+@click.option("--kind", help="Only runs of this kind, e.g. calls_npa_hotspots or compstat.")
+def runs_list_cmd(kind: str | None) -> None:
+    """Every saved analysis run, newest first: id, kind, source, period, when it was created and its rows."""
+    from datetime import timezone
+
+    from geo.filters import ParameterError
+    from geo.runs import list_runs
+
+    try:
+        with _engine().connect() as conn:
+            saved = list_runs(conn, kind)
+    except ParameterError as exc:
+        raise click.BadParameter(exc.message, param_hint="--kind") from None
+    if not saved:
+        click.echo("no analysis runs saved yet (add --save to `hotspots hotspots`, `stats`, `compstat`, ...)")
+        return
+    click.echo(f"{'run':>6}  {'kind':24}{'source':10}{'period':26}{'created (UTC)':18}{'rows':>8}")
+    for r in saved:
+        created = r.created_at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
+        click.echo(f"{r.run_id:>6}  {str(r.kind):24}{r.source or '-':10}{r.period or '-':26}{created:18}{r.rows:>8,}")
+
+
+@runs_group.command("export")
+@click.argument("run_id", metavar="RUN", type=int)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="File to write; its extension picks the format (hot spots: zip, gpkg, geojson, csv, shp; tables: "
+                   "csv, json).")
+@click.option("--format", "fmt", help="Format when --out has no telling extension.")
+def runs_export_cmd(run_id: int, out: Path, fmt: str | None) -> None:
+    """Write saved analysis run RUN to a file: hot spots as their map layer, tables as rows."""
+    from geo.filters import ParameterError
+    from geo.export import write_run
+    from geo.runs import NoSavedRun
+
+    ext = (fmt or out.suffix.lstrip(".")).lower()
+    try:
+        written = write_run(_engine(), run_id, ext, out)
+    except ParameterError as exc:
+        hint = "--format (or --out's extension)" if exc.parameter == "format" else "RUN"
+        raise click.BadParameter(exc.message, param_hint=hint) from None
+    except NoSavedRun as exc:
+        raise click.BadParameter(str(exc), param_hint="RUN") from None
+    shape = f"as {written.layer}" if written.layer else "as a table"
+    click.echo(f"wrote {written.rows:,} rows of analysis run {run_id} ({written.run.kind}) {shape} to {out}")
+
+
 if __name__ == "__main__":
     main()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import shutil
 import tempfile
 import zipfile
@@ -26,7 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 from geo import catalog
 from geo.catalog import Layer, Property
 from geo.filters import TABLE_COLUMNS, Filter, ParameterError, bbox_predicate
-from geo.runs import resolve_run
+from geo.runs import RunKind, SavedRun, get_run, load_table, resolve_run
 
 # Rows per server-side cursor fetch (and per Arrow batch). Each chunk is held a few times over
 # (libpq's result, Python rows, the encoded bytes): 20,000 calls keep that under 100 MB, and larger
@@ -539,3 +540,72 @@ def _write_shapefile(engine: Engine, layer_name: str, flt: Filter, out: Path, ru
             path.replace(out.parent / path.name)
     return job
 
+
+# --- one saved analysis run (`hotspots runs export`) --------------------------------------------
+# Formats of a run that is a table (counts, CompStat, allocation, accuracy): rows, not features.
+TABLE_FORMATS = ("csv", "json")
+
+
+@dataclass(frozen=True)
+class WrittenRun:
+    """What `write_run` wrote: the run, the layer it was exported as (None for a table) and the rows."""
+
+    run: SavedRun
+    layer: str | None
+    rows: int
+    out: Path
+
+
+def _table_cell(value) -> str:
+    """One CSV cell of a result table: numbers and booleans bare, text formula-safe, nested values as JSON."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, (dict, list)):
+        value = json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str):
+        return "'" + value if value.startswith(FORMULA_START) else value
+    return str(value)
+
+
+def _run_rows(engine: Engine, saved: SavedRun) -> list[dict]:
+    if saved.kind == RunKind.ACCURACY:
+        return list(saved.params.get("rows", []))   # an accuracy run keeps its table in its params
+    return load_table(engine, saved.run_id).to_dict("records")
+
+
+def write_run(engine: Engine, run_id: int, ext: str, out: Path, **kw) -> WrittenRun:
+    """Write one saved analysis run to `out`.
+
+    Hot spot runs leave as their layer (hotspot_npas, hotspot_cells) in any export format, exactly
+    as `/export/LAYER.EXT?run=RUN`; table runs as CSV or JSON (run, kind, params and rows).
+    NoSavedRun when `run_id` is not saved.
+    """
+    out = Path(out)
+    with engine.connect() as conn:
+        saved = get_run(conn, run_id)
+    layer_name = saved.kind.layer if isinstance(saved.kind, RunKind) else None
+    if layer_name is not None:
+        job = write_export(engine, layer_name, ext, Filter(), out, run_id, **kw)
+        return WrittenRun(saved, layer_name, job.rows, out)
+    ext = ext.lower()
+    if ext not in TABLE_FORMATS:
+        raise ParameterError("format", f"run {run_id} ({saved.kind}) is a table, not map features; "
+                                       f"write it as {' or '.join(TABLE_FORMATS)}")
+    rows = _run_rows(engine, saved)
+    part = out.with_name(out.name + ".part")
+    try:
+        with open(part, "w", encoding="utf-8", newline="") as f:
+            if ext == "json":
+                json.dump({"run_id": saved.run_id, "kind": str(saved.kind), "model_version": saved.model_version,
+                           "created_at": saved.created_at.isoformat(), "params": saved.params, "rows": rows},
+                          f, ensure_ascii=False, indent=1, default=str)
+            else:
+                columns = list(dict.fromkeys(k for r in rows for k in r))   # first-seen order across rows
+                w = csv.writer(f, lineterminator="\r\n")
+                w.writerow(columns)
+                for r in rows:
+                    w.writerow([_table_cell(r.get(c)) for c in columns])
+        part.replace(out)
+    finally:
+        part.unlink(missing_ok=True)
+    return WrittenRun(saved, None, len(rows), out)

@@ -150,3 +150,58 @@ def test_demo_stops_at_once_when_its_port_is_taken(run):
     assert result.exit_code == 1
     assert f"port {port} on 127.0.0.1 is in use" in result.output and "nothing was started or loaded" in result.output
     assert f"HOTSPOTS_PORT={port + 1}" in result.output
+
+
+def test_runs_list_and_export_a_hot_spot_run_and_a_table(run, engine, tmp_path):
+    import csv
+    import json
+
+    import geopandas as gpd
+    import pandas as pd
+    import sqlalchemy as sa
+
+    from geo.runs import RunKind, RunSpec, save_table
+
+    assert "no analysis runs saved yet" in run("runs", "list").output
+    saved = run("hotspots", "--source", "offenses", "--years", "2020", "--permutations", "0", "--save")
+    assert saved.exit_code == 0, saved.output
+    with engine.begin() as conn:
+        hot = conn.execute(sa.text("SELECT max(run_id) FROM analysis_runs")).scalar()
+        n_hot = conn.execute(sa.text("SELECT count(*) FROM hotspot_npa_results WHERE run_id = :r"), {"r": hot}).scalar()
+    table = save_table(engine, RunSpec(RunKind.COMPSTAT, {"as_of": "2021-05-30", "source": "incidents"}),
+                       pd.DataFrame({"area": ["01", "02"], "change": [-0.25, None], "note": ["=1+1", None]}))
+
+    listed = run("runs", "list")
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    assert lines[0].split() == ["run", "kind", "source", "period", "created", "(UTC)", "rows"]
+    assert lines[1].split()[:5] == [str(table), "compstat", "incidents", "as", "of"] and lines[1].split()[-1] == "2"
+    assert lines[2].split()[:4] == [str(hot), "offenses_npa_hotspots", "offenses", "2020"] and lines[2].split()[-1] == str(n_hot)
+    only = run("runs", "list", "--kind", "compstat").output.splitlines()
+    assert len(only) == 2 and only[1].split()[0] == str(table)
+    bad = run("runs", "list", "--kind", "nope")
+    assert bad.exit_code == 2 and "--kind" in bad.output and "calls_npa_hotspots" in bad.output
+
+    gpkg = tmp_path / "hot.gpkg"
+    result = run("runs", "export", str(hot), "--out", str(gpkg))
+    assert result.exit_code == 0, result.output
+    assert f"wrote {n_hot} rows of analysis run {hot} (offenses_npa_hotspots) as hotspot_npas" in result.output
+    written = gpd.read_file(gpkg)
+    assert len(written) == n_hot == 462 and set(written["run_id"]) == {hot} and written.crs.to_epsg() == 4326
+
+    out = tmp_path / "compstat.csv"
+    result = run("runs", "export", str(table), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    with open(out, newline="", encoding="utf-8") as f:
+        # Columns in the order the stored rows (jsonb objects: shorter keys first) hand them back.
+        assert list(csv.reader(f)) == [["area", "note", "change"], ["01", "'=1+1", "-0.25"], ["02", "", ""]]
+    doc = json.loads(run("runs", "export", str(table), "--out", str(tmp_path / "c.json")) and
+                     (tmp_path / "c.json").read_text())
+    assert doc["kind"] == "compstat" and doc["params"]["as_of"] == "2021-05-30" and len(doc["rows"]) == 2
+
+    refused = run("runs", "export", str(table), "--out", str(tmp_path / "c.gpkg"))
+    assert refused.exit_code == 2 and "--format" in refused.output and "csv or json" in refused.output
+    missing = run("runs", "export", "99999", "--out", str(tmp_path / "x.csv"))
+    assert missing.exit_code == 2 and "RUN" in missing.output and f"no saved analysis run 99999; saved runs: {table}, {hot}" \
+        in " ".join(missing.output.split())
+    assert not (tmp_path / "x.csv").exists()
