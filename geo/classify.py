@@ -13,7 +13,6 @@ project this one replaces scored 100% by feeding the label's own code to the mod
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,8 +22,6 @@ from typing import Callable
 import joblib
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
@@ -43,6 +40,7 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 from sqlalchemy.engine import Engine
 from tqdm import tqdm
 
+from geo.db import read_query_frame
 from geo.settings import data_settings, locale_settings
 from geo.taxonomy import TAXONOMY_CSV, load_taxonomy
 
@@ -70,24 +68,6 @@ class ModelError(RuntimeError):
 
 
 # --- data -------------------------------------------------------------------------------------
-def _read_query(conn, sql: str, params: dict, text_columns: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Run a SELECT through COPY ... TO STDOUT and parse it with Arrow (much faster than row fetches)."""
-    raw = conn.connection.driver_connection
-    cursor = raw.cursor()
-    try:
-        statement = cursor.mogrify(sql, params).decode()
-        buf = io.BytesIO()
-        cursor.copy_expert(f"COPY ({statement}) TO STDOUT WITH (FORMAT csv, HEADER true)", buf)
-    finally:
-        cursor.close()
-    buf.seek(0)
-    if buf.getbuffer().nbytes == 0:
-        return pd.DataFrame()
-    # Codes such as division '01' must stay text, not become the number 1.
-    convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in text_columns})
-    return pacsv.read_csv(buf, convert_options=convert).to_pandas()
-
-
 _CALLS_SQL = """
 SELECT c.call_id,
        extract(epoch FROM c.received_at)::bigint AS received_epoch,
@@ -127,7 +107,7 @@ def _calls_frame(conn, *, with_truth: bool, where: str = "TRUE", params: dict | 
         truth = ", coalesce(i.highest_nibrs_code = ANY(%(violent)s::text[]) AND i.is_crime, false)::int AS violent"
         join = "LEFT JOIN incidents i ON i.incident_report_id = c.incident_report_id"
     sql = _CALLS_SQL.format(truth=truth, join=join, where=where, limit=f"LIMIT {int(limit)}" if limit else "")
-    frame = _read_query(conn, sql, params, text_columns=("call_id", "call_type", "division_id"))
+    frame = read_query_frame(conn, sql, params, text_columns=("call_id", "call_type", "division_id"))
     if frame.empty:
         return frame
     frame["received_at"] = pd.to_datetime(frame["received_epoch"], unit="s", utc=True)

@@ -269,7 +269,7 @@ def db_cluster(table: str) -> None:
     """Rewrite a point table in space order (faster map tiles; locks the table while it runs)."""
     import time
 
-    from geo.tiles import cluster_points
+    from geo.db import cluster_points
 
     t0 = time.perf_counter()
     cluster_points(_engine(), table)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -39,7 +40,7 @@ from geo.ingest.batch import (
     start_batch,
     store_rejects,
 )
-from geo.ingest.csvfile import nul_rows, raw_rows, read_source_csv
+from geo.ingest.csvfile import nul_rows, read_source_csv
 from geo.ingest.jsonfile import is_feature_file, read_feature_file
 from geo.ingest.points import PointSource, area_indexes, ewkb_points_hex, upsert_rows
 from geo.settings import locale_settings
@@ -182,12 +183,7 @@ def prepare_homicides(frame: pd.DataFrame, lines: np.ndarray, areas, report: Loa
     alive = np.ones(n, dtype=bool)
     tz = ZoneInfo(locale_settings().timezone)
 
-    def reject(mask: np.ndarray, reason: str, detail) -> None:
-        mask = mask & alive
-        if not mask.any():
-            return
-        rejects.add(lines[mask], raw_rows(frame, mask), reason, detail(mask) if callable(detail) else detail)
-        alive[mask] = False
+    reject = partial(rejects.set_aside, frame, lines, alive)
 
     def shown(values: pd.Series | np.ndarray, mask: np.ndarray, what: str) -> list[str]:
         return [f"{what} {v!r}" for v in np.asarray(values, dtype=object)[mask]]
@@ -362,8 +358,7 @@ def read_homicides_file(path: Path) -> SourceRecords:
         raise IngestError(f"{path}: no coordinate columns: expected {HOMICIDES.lat} and {HOMICIDES.lon}, "
                           f"or {HOMICIDES.x} and {HOMICIDES.y}")
     rejects = Rejects()
-    rejects.add(np.array([m[0] for m in table.malformed], dtype=np.int64), [m[1] for m in table.malformed],
-                "malformed_row", [m[2] for m in table.malformed])
+    rejects.add_malformed(table.malformed)
     notes = {"encoding": table.encoding} if table.encoding != "utf-8" else {}
     return SourceRecords(table.frame, table.lines, rejects, len(table.frame) + len(table.malformed), "csv", notes)
 

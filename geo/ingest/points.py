@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Iterator
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from geo.ingest.batch import (
     start_batch,
     store_rejects,
 )
-from geo.ingest.csvfile import iter_source_batches, nul_rows, raw_rows, scan_source_csv, shown_cell
+from geo.ingest.csvfile import iter_source_batches, nul_rows, scan_source_csv, shown_cell
 from geo.ingest.jsonfile import is_feature_file, read_feature_file
 from geo.settings import locale_settings
 from geo.taxonomy import UNKNOWN, load_taxonomy
@@ -235,8 +236,7 @@ def load_points(
     if scan.encoding != "utf-8":
         report.notes["encoding"] = scan.encoding
     rejects = Rejects()
-    rejects.add(np.array([m[0] for m in scan.malformed], dtype=np.int64), [m[1] for m in scan.malformed],
-                "malformed_row", [m[2] for m in scan.malformed])
+    rejects.add_malformed(scan.malformed)
     # The first row carrying an id is the record; later rows with the same id are rejected.
     ids = clean.strip(scan.ids)
     dup, first_line = clean.first_duplicates(ids.where(ids != "", None), scan.lines)
@@ -324,14 +324,7 @@ def _prepare_batch(
     n = len(frame)
     alive = np.ones(n, dtype=bool)
 
-    def reject(mask: np.ndarray, reason: str, detail) -> None:
-        """Set rows aside; `detail` is a message, or a function of the mask giving one per row."""
-        mask = mask & alive
-        if not mask.any():
-            return
-        details = detail(mask) if callable(detail) else detail
-        rejects.add(lines[mask], raw_rows(frame, mask), reason, details)
-        alive[mask] = False
+    reject = partial(rejects.set_aside, frame, lines, alive)
 
     if check_nul:
         # PostgreSQL text cannot hold NUL: such a row is damaged, not a value to clean.
