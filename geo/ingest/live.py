@@ -33,12 +33,12 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from geo.classify import ModelError, StoredModel, label_selected, load_model
 from geo.ingest import clean
 from geo.ingest.batch import IngestError, LoadReport, finish_batch, start_batch, store_rejects
 from geo.ingest.calls import CALLS
 from geo.ingest.pages import FeatureRejects
 from geo.ingest.points import area_indexes, merge_rows, prepare_frame
+from geo.refresh import current_model, label_batch
 from geo.settings import locale_settings
 
 KIND = "calls_api"
@@ -367,14 +367,6 @@ def _row_error(row: _Row, reason: str, detail: str) -> RowError:
 
 
 # --- storing ---------------------------------------------------------------------------------------
-def _current_model(engine: Engine) -> tuple[StoredModel | None, str | None]:
-    """The current classifier, or None and why there is none."""
-    try:
-        return load_model(engine), None
-    except ModelError as exc:
-        return None, f"calls stored unlabelled: {exc} (then `hotspots label`)"
-
-
 def ingest_calls(engine: Engine, payload: Any, *, body_sha256: str, source: str,
                  max_rows: int = MAX_BATCH_ROWS) -> IngestResult:
     """Check, clean, place, categorise, store and label a posted batch of calls in one transaction.
@@ -403,7 +395,7 @@ def ingest_calls(engine: Engine, payload: Any, *, body_sha256: str, source: str,
     errors.sort(key=lambda e: e.index)
     turned_down = set(shared["line"].tolist())
     accepted = [r for r in candidates if r.index not in turned_down]
-    model, note = _current_model(engine) if accepted else (None, None)
+    model, note = current_model(engine) if accepted else (None, None)
     ignored = sorted({k for r in rows for k in r.fields if k not in FIELDS and k != "type"})
 
     with engine.begin() as conn:
@@ -417,9 +409,7 @@ def ingest_calls(engine: Engine, payload: Any, *, body_sha256: str, source: str,
         report.unchanged = prepared.num_rows - len(merged)
         labelled = 0
         if model is not None and merged:
-            # The batch's new and changed calls: their labels were cleared (or never set) by the merge.
-            labelled = len(label_selected(conn, model, "c.batch_id = %(batch)s AND c.model_version IS NULL",
-                                          {"batch": report.batch_id}))
+            labelled = label_batch(conn, model, report.batch_id)
         status = {call_id: "created" if inserted else "updated" for call_id, inserted in merged.items()}
         stored = _stored(conn, accepted, status)
         store_rejects(conn, report, rejects)
