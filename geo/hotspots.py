@@ -594,18 +594,6 @@ def kernel_density(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, bounds: t
     return Density(grid, density, bandwidth_ft)
 
 
-def violent_density(engine: Engine, period: Period, *, source: str | None = None, measure: str | None = None,
-                    origin: str | None = None, bandwidth_ft: float = DEFAULT_BANDWIDTH_FT,
-                    cell_ft: float = DEFAULT_KDE_CELL_FT) -> Density:
-    """Kernel density over the county of what `source` counts (geo.sources); `density.source` names it."""
-    import shapely
-
-    x, y, w, src = _points_2264(engine, period, source or measure, origin)
-    density = kernel_density(x, y, w, shapely.bounds(county_2264(engine)), bandwidth_ft=bandwidth_ft, cell_ft=cell_ft)
-    density.source = src.describe(origin)
-    return density
-
-
 # --- trend test (emerging hot spots: geo/emerging.py) ------------------------------------------
 def mann_kendall(series: np.ndarray) -> tuple[float, float]:
     """Mann-Kendall trend test: (z, two-sided p). Ties corrected; no trend gives z near 0."""
