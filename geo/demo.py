@@ -15,6 +15,7 @@ from geo.ingest.batch import LoadReport
 from geo.ingest.calls import load_calls
 from geo.ingest.counts import CALL_COUNTS, load_monthly_counts
 from geo.ingest.incidents import load_incidents
+from geo.ingest.points import LoadOptions
 from geo.ingest.reference import DataDir, load_reference
 from geo.migrate import migrate
 from geo.refresh import refresh_after_calls
@@ -54,9 +55,10 @@ def generate_and_load(
     engine: Engine | None = None,
     data_dir: Path,
     progress: bool = True,
+    tz: str | None = None,
 ) -> list[LoadReport]:
     """Write the synthetic CSVs into `out` (reusing them when the parameters match) from the reference
-    tables in `data_dir`, and load them."""
+    tables in `data_dir`, and load them (local times in `tz`; None: the configured zone)."""
     data = DataDir(Path(data_dir))
     data.require(SYNTH_INPUTS)
     out = Path(out)
@@ -77,9 +79,9 @@ def generate_and_load(
     if not reuse:
         remove_demo_data(engine, out)
     return [
-        load_incidents(engine, files["incidents"], progress=progress),
+        load_incidents(engine, files["incidents"], progress=progress, options=LoadOptions(tz=tz)),
         # Labels come after the demo trains its model (run_demo), not from the load.
-        load_calls(engine, files["calls"], progress=progress, label=False),
+        load_calls(engine, files["calls"], progress=progress, label=False, options=LoadOptions(tz=tz)),
         load_monthly_counts(engine, CALL_COUNTS, files["call_counts"]),
     ]
 
@@ -90,7 +92,7 @@ REAL_FILES = (("incidents", "incidents_streets_QVXYZ.csv"), ("incidents", "incid
               ("homicides", "homicides_arcgis.json"))
 
 
-def load_real_records(engine: Engine, data_dir: Path) -> list[LoadReport]:
+def load_real_records(engine: Engine, data_dir: Path, tz: str | None = None) -> list[LoadReport]:
     """Load the real incidents and homicides under DATA_DIR/real that are present (each once: a file
     already loaded is recognised by its checksum). Their rows are data_origin 'real'."""
     reports = []
@@ -99,11 +101,11 @@ def load_real_records(engine: Engine, data_dir: Path) -> list[LoadReport]:
         if not path.is_file():
             continue
         if kind == "incidents":
-            reports.append(load_incidents(engine, path))
+            reports.append(load_incidents(engine, path, options=LoadOptions(tz=tz)))
         else:
             from geo.ingest.homicides import load_homicides
 
-            reports.append(load_homicides(engine, path))
+            reports.append(load_homicides(engine, path, tz=tz))
     return reports
 
 
@@ -151,14 +153,14 @@ def run_demo(echo: Callable[[str], None] = print, *, database: DatabaseSettings 
     data = DataDir(Path(data_settings.data_dir))
     data.require(SYNTH_INPUTS)
     echo(f"Reference data from {data.root}:")
-    for report in load_reference(engine, data):
+    for report in load_reference(engine, data, region=data_settings.region_box):
         for line in report.summary_lines():
             echo("  " + line)
     echo("Synthetic calls and incidents (generated, calibrated on CMPD's published counts; not real events):")
-    for report in generate_and_load(engine=engine, data_dir=data.root, out=data_settings.demo_dir):
+    for report in generate_and_load(engine=engine, data_dir=data.root, out=data_settings.demo_dir, tz=tz):
         for line in report.summary_lines():
             echo("  " + line)
-    real = load_real_records(engine, data.root)
+    real = load_real_records(engine, data.root, tz)
     if real:
         echo(f"Real CMPD records from {data.root / 'real'} (kept apart from the synthetic rows: data_origin = real):")
         for report in real:
@@ -179,7 +181,8 @@ def run_demo(echo: Callable[[str], None] = print, *, database: DatabaseSettings 
         has_model = conn.execute(sa.text("SELECT count(*) FROM model_runs WHERE is_current")).scalar()
     if not has_model:
         echo("Training the violent-call classifier on the demo calls:")
-        result = train(engine, echo=lambda line: echo("  " + line), progress=True)
+        result = train(engine, echo=lambda line: echo("  " + line), progress=True, tz=tz,
+                       models_dir=data_settings.var_dir / "models")
         m = result.metrics["model"]
         echo(f"  model {result.version}: held-out ROC-AUC {m['roc_auc']:.3f}, PR-AUC {m['pr_auc']:.3f} "
              f"(call type alone: {result.metrics['call_type_baseline']['roc_auc']:.3f}, "
@@ -188,5 +191,5 @@ def run_demo(echo: Callable[[str], None] = print, *, database: DatabaseSettings 
     for line in done.summary_lines():
         echo(line[0].upper() + line[1:] + ".")
     echo("Database now holds:")
-    for line in summary_lines(engine):
+    for line in summary_lines(engine, tz):
         echo(line)

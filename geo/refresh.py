@@ -60,21 +60,22 @@ def current_model(engine: Engine) -> tuple[StoredModel | None, str | None]:
         return None, unlabelled_note(str(exc))
 
 
-def label_batch(conn: Connection, model: StoredModel, batch_id: int) -> int:
+def label_batch(conn: Connection, model: StoredModel, batch_id: int, tz: str | None = None) -> int:
     """Label one stored batch's new and changed calls inside its own transaction; returns how many."""
     # The merge cleared (or never set) the labels of exactly these calls.
-    return len(label_selected(conn, model, "c.batch_id = %(batch)s AND c.model_version IS NULL", {"batch": batch_id}))
+    return len(label_selected(conn, model, "c.batch_id = %(batch)s AND c.model_version IS NULL", {"batch": batch_id},
+                              tz=tz))
 
 
-def label_new_calls(engine: Engine, *, progress: bool = False) -> Refresh:
-    """Label every call without a label with the current model (`hotspots label`'s chunks); without a
-    model nothing is labelled and `note` names what to run."""
+def label_new_calls(engine: Engine, *, progress: bool = False, tz: str | None = None) -> Refresh:
+    """Label every call without a label with the current model (`hotspots label`'s chunks, local hours
+    in `tz`); without a model nothing is labelled and `note` names what to run."""
     model, note = current_model(engine)
     if model is None:
         with engine.connect() as conn:
             waiting = conn.execute(sa.text("SELECT count(*) FROM calls WHERE model_version IS NULL")).scalar_one()
         return Refresh(note=f"{waiting:,} {note}" if waiting else None)
-    result = label_calls(engine, progress=progress, version=model.version)
+    result = label_calls(engine, progress=progress, version=model.version, tz=tz)
     return Refresh(labelled=result.labelled, violent=result.violent, model_version=result.version)
 
 
@@ -129,7 +130,7 @@ def map_cell_ft(engine: Engine) -> float:
 def refresh_after_calls(engine: Engine, tz: str, *, progress: bool = False) -> Refresh:
     """After a bulk load of calls: label the unlabelled ones, then recompute the map's hot spots
     (at the cell size the map already shows). Without a model neither happens, and `note` says why."""
-    out = label_new_calls(engine, progress=progress)
+    out = label_new_calls(engine, progress=progress, tz=tz)
     if out.model_version is None and out.note:
         out.note += "; hot spots are not recomputed"
         return out
