@@ -12,6 +12,7 @@ from geo.cli import main
 from geo.db import make_engine
 from geo.ingest import live
 from geo.ingest.calls import load_calls
+from geo.refresh import refresh_after_calls
 from tests.factories import write_rows
 
 
@@ -78,6 +79,11 @@ def test_without_a_model_loads_say_so_and_name_the_commands(engine, tmp_path):
     assert note.index("`hotspots train`") < note.index("`hotspots label`")
     assert any(line.strip() == f"labels: {note}" for line in report.summary_lines())
     assert {v for v, _, _ in _stored(engine, "NOM").values()} == {None}
+
+    # The refresh after a sync says the same, and leaves the map's hot spots alone.
+    after_sync = refresh_after_calls(engine, "America/New_York")
+    assert after_sync.labelled == 0 and after_sync.hotspot_runs == {}
+    assert after_sync.note.startswith("2 calls stored unlabelled") and after_sync.note.endswith("hot spots are not recomputed")
 
     # A posted batch says the same.
     lon, lat = places[0]
