@@ -39,7 +39,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from geo import hotspots, scale  # noqa: E402
-from geo.classify import _read_query, label_calls  # noqa: E402
+from geo.classify import label_calls  # noqa: E402
+from geo.db import read_query_frame  # noqa: E402
 from geo.db import EmbeddedCluster, make_engine  # noqa: E402
 from geo.metrics import Period  # noqa: E402
 from geo.spatial import AreaIndex, read_divisions, read_neighborhoods  # noqa: E402
@@ -125,7 +126,7 @@ def build_database(admin_url, n_calls: int) -> str:
 def assign_single(engine) -> dict[int, int]:
     """All call points through this process, both AreaIndexes; calls per NPA."""
     with engine.connect() as conn:
-        rows = _read_query(conn, "SELECT ST_X(geom) AS lon, ST_Y(geom) AS lat FROM calls", {})
+        rows = read_query_frame(conn, "SELECT ST_X(geom) AS lon, ST_Y(geom) AS lat FROM calls", {})
     npas, divisions = read_neighborhoods(engine), read_divisions(engine)
     lon, lat = rows["lon"].to_numpy(), rows["lat"].to_numpy()
     npa = AreaIndex(npas.geometry, npas["npa_id"]).lookup(lon, lat)

@@ -2,7 +2,7 @@
 
 Side by side on one database (`bench_tiles` in the var/bench cluster, copied from the `bench_score`
 database that bench/classifier.py leaves: 1M generated calls scored by the classifier; migrated and
-clustered in space with geo.tiles.cluster_points), for every tile of a set at z10, z12 and z14:
+clustered in space with geo.db.cluster_points), for every tile of a set at z10, z12 and z14:
 
 - **raw SQL**: geo.tiles.tile_sql (the exact statement the server runs) through a psycopg2
   connection with max_parallel_workers_per_gather = 0 (its best plan), no HTTP;
@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from geo import tiles as gt  # noqa: E402
-from geo.db import EmbeddedCluster, make_engine  # noqa: E402
+from geo.db import EmbeddedCluster, cluster_points, make_engine  # noqa: E402
 from geo.migrate import migrate  # noqa: E402
 
 DB = "bench_tiles"
@@ -92,7 +92,7 @@ def prepare(url: sa.URL, cluster_table: bool) -> sa.Engine:
     if cluster_table and not clustered:
         print("clustering calls on the GiST index", flush=True)
         t0 = time.perf_counter()
-        gt.cluster_points(engine, "calls")
+        cluster_points(engine, "calls")
         print(f"  {time.perf_counter() - t0:.1f} s", flush=True)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql("VACUUM ANALYZE calls")

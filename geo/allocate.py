@@ -36,7 +36,7 @@ class AllocationConfig:
     def load(cls, path: Path = ALLOCATION_TOML) -> "AllocationConfig":
         raw = tomllib.loads(Path(path).read_text())
         shifts = {name: (int(a), int(b)) for name, (a, b) in raw["shifts"].items()}
-        hours = sorted(h for a, b in shifts.values() for h in _hours(a, b))
+        hours = sorted(h for a, b in shifts.values() for h in shift_hours(a, b))
         if hours != list(range(24)):
             raise ValueError(f"{path}: shifts must cover each hour of the day exactly once; they cover {hours}")
         return cls(shifts, int(raw["minimums"]["per_division_shift"]), int(raw["officers_per_call"]["default"]),
@@ -56,13 +56,14 @@ def parse_shifts(text: str) -> dict[str, tuple[int, int]]:
         if not name.strip() or not (0 <= start < 24 and 0 <= end <= 24) or start == end:
             raise ValueError(f"shift {part!r} needs a name and hours 0-24 with start != end")
         shifts[name.strip()] = (start, end % 24)
-    hours = sorted(h for a, b in shifts.values() for h in _hours(a, b))
+    hours = sorted(h for a, b in shifts.values() for h in shift_hours(a, b))
     if hours != list(range(24)):
         raise ValueError(f"shifts {text!r} must cover each hour of the day exactly once")
     return shifts
 
 
-def _hours(start: int, end: int) -> list[int]:
+def shift_hours(start: int, end: int) -> list[int]:
+    """The hours of the day a shift from `start` to `end` (o'clock, may cross midnight) covers."""
     return list(range(start, end)) if start < end else list(range(start, 24)) + list(range(0, end))
 
 
@@ -114,7 +115,7 @@ def workload(engine: Engine, period: Period, config: AllocationConfig, source: s
             f"SELECT count(*) FROM calls WHERE division_id IS NOT NULL AND received_at_precision = 'date' AND {where}"),
             params).scalar_one()
     rows = rows.merge(violent, on=["division_id", "category", "hour"], how="left").fillna({"violent": 0.0})
-    shift_of = {h: name for name, (a, b) in config.shifts.items() for h in _hours(a, b)}
+    shift_of = {h: name for name, (a, b) in config.shifts.items() for h in shift_hours(a, b)}
     rows["shift"] = rows["hour"].map(shift_of)
     minutes = rows["category"].map(config.minutes).fillna(config.minutes.get("unknown", 30.0))
     officers = (rows["calls"] - rows["violent"]) * config.officers_default + rows["violent"] * config.officers_violent

@@ -13,7 +13,6 @@ project this one replaces scored 100% by feeding the label's own code to the mod
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,8 +21,6 @@ from typing import Callable
 import joblib
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
@@ -42,8 +39,9 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 from sqlalchemy.engine import Engine
 from tqdm import tqdm
 
+from geo.db import read_query_frame
 from geo.runs import ModelRun, save_model_run
-from geo.settings import data_settings, locale_settings
+from geo.settings import data_settings, zone_or_configured
 from geo.taxonomy import TAXONOMY_CSV, load_taxonomy
 
 # The default model's features; PLACE_FEATURES are added with place_features=True.
@@ -70,24 +68,6 @@ class ModelError(RuntimeError):
 
 
 # --- data -------------------------------------------------------------------------------------
-def _read_query(conn, sql: str, params: dict, text_columns: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Run a SELECT through COPY ... TO STDOUT and parse it with Arrow (much faster than row fetches)."""
-    raw = conn.connection.driver_connection
-    cursor = raw.cursor()
-    try:
-        statement = cursor.mogrify(sql, params).decode()
-        buf = io.BytesIO()
-        cursor.copy_expert(f"COPY ({statement}) TO STDOUT WITH (FORMAT csv, HEADER true)", buf)
-    finally:
-        cursor.close()
-    buf.seek(0)
-    if buf.getbuffer().nbytes == 0:
-        return pd.DataFrame()
-    # Codes such as division '01' must stay text, not become the number 1.
-    convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in text_columns})
-    return pacsv.read_csv(buf, convert_options=convert).to_pandas()
-
-
 _CALLS_SQL = """
 SELECT c.call_id,
        extract(epoch FROM c.received_at)::bigint AS received_epoch,
@@ -109,17 +89,17 @@ ORDER BY c.call_id
 
 
 def read_calls(engine: Engine, *, with_truth: bool, where: str = "TRUE", params: dict | None = None,
-               limit: int | None = None) -> pd.DataFrame:
+               limit: int | None = None, tz: str | None = None) -> pd.DataFrame:
     """Calls with the raw inputs of the features (and, for training, the ground truth)."""
     with engine.connect() as conn:
-        return _calls_frame(conn, with_truth=with_truth, where=where, params=params, limit=limit)
+        return _calls_frame(conn, with_truth=with_truth, where=where, params=params, limit=limit, tz=tz)
 
 
 def _calls_frame(conn, *, with_truth: bool, where: str = "TRUE", params: dict | None = None,
-                 limit: int | None = None) -> pd.DataFrame:
+                 limit: int | None = None, tz: str | None = None) -> pd.DataFrame:
     """read_calls on an open connection (inside the caller's transaction, which sees its own writes)."""
     params = dict(params or {})
-    params["tz"] = locale_settings().timezone
+    params["tz"] = zone_or_configured(tz)   # the hour and weekday features are local ones
     truth = join = ""
     if with_truth:
         params["violent"] = sorted(load_taxonomy().violent_codes)
@@ -127,7 +107,7 @@ def _calls_frame(conn, *, with_truth: bool, where: str = "TRUE", params: dict | 
         truth = ", coalesce(i.highest_nibrs_code = ANY(%(violent)s::text[]) AND i.is_crime, false)::int AS violent"
         join = "LEFT JOIN incidents i ON i.incident_report_id = c.incident_report_id"
     sql = _CALLS_SQL.format(truth=truth, join=join, where=where, limit=f"LIMIT {int(limit)}" if limit else "")
-    frame = _read_query(conn, sql, params, text_columns=("call_id", "call_type", "division_id"))
+    frame = read_query_frame(conn, sql, params, text_columns=("call_id", "call_type", "division_id"))
     if frame.empty:
         return frame
     frame["received_at"] = pd.to_datetime(frame["received_epoch"], unit="s", utc=True)
@@ -323,9 +303,9 @@ def threshold_lines(metrics: dict) -> list[str]:
     return lines
 
 
-def month_of(calls: pd.DataFrame) -> pd.Series:
-    """Each call's local calendar month, YYYY-MM."""
-    return calls["received_at"].dt.tz_convert(locale_settings().timezone).dt.strftime("%Y-%m")
+def month_of(calls: pd.DataFrame, tz: str | None = None) -> pd.Series:
+    """Each call's local calendar month in `tz` (None: the configured zone), YYYY-MM."""
+    return calls["received_at"].dt.tz_convert(zone_or_configured(tz)).dt.strftime("%Y-%m")
 
 
 @dataclass
@@ -340,8 +320,9 @@ class TrainResult:
     params: dict
 
 
-def _split_by_month(calls: pd.DataFrame, test_months: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    month = month_of(calls)
+def _split_by_month(calls: pd.DataFrame, test_months: int, tz: str | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    month = month_of(calls, tz)
     months = sorted(month.unique())
     if len(months) < test_months + 2:
         raise ModelError(f"need at least {test_months + 2} months of calls to train and test; found {months}")
@@ -382,7 +363,7 @@ def _calibrated(pipe: Pipeline, X: pd.DataFrame, y: np.ndarray, fit: np.ndarray,
 
 def fit_classifier(calls: pd.DataFrame, *, test_months: int = 3, seed: int = 0, threshold_rule: str = "f1",
                    rate_encoding: str = "cross_fit", place_features: bool = False,
-                   comparisons: bool = True) -> FittedClassifier:
+                   comparisons: bool = True, tz: str | None = None) -> FittedClassifier:
     """Fit, calibrate and evaluate on later months, from a frame as read_calls(with_truth=True) returns.
 
     The training rows' NPA rate is cross-fitted (AreaRates.cross_fit, folds of whole months);
@@ -396,12 +377,12 @@ def fit_classifier(calls: pd.DataFrame, *, test_months: int = 3, seed: int = 0, 
     if rate_encoding not in ("cross_fit", "in_sample"):
         raise ModelError(f"rate encoding {rate_encoding!r}: use 'cross_fit' or 'in_sample'")
     features = ALL_FEATURES if place_features else FEATURES
-    fit, cal, test, months = _split_by_month(calls, test_months)
+    fit, cal, test, months = _split_by_month(calls, test_months, tz)
     y = calls["violent"].to_numpy(dtype=bool)
     # Folds of whole months; with a single training month, whole ISO weeks (dates, not instants).
-    month = month_of(calls)
+    month = month_of(calls, tz)
     if month[fit].nunique() < 2:
-        month = calls["received_at"].dt.tz_convert(locale_settings().timezone).dt.strftime("%G-W%V")
+        month = calls["received_at"].dt.tz_convert(zone_or_configured(tz)).dt.strftime("%G-W%V")
 
     def encoded(labels: np.ndarray) -> tuple[AreaRates, pd.DataFrame]:
         if rate_encoding == "in_sample":
@@ -461,26 +442,27 @@ def fit_classifier(calls: pd.DataFrame, *, test_months: int = 3, seed: int = 0, 
 
 def train(engine: Engine, *, test_months: int = 3, seed: int = 0, models_dir: Path | None = None,
           threshold_rule: str = "f1", place_features: bool = False, echo: Callable[[str], None] = lambda s: None,
-          progress: bool = False) -> TrainResult:
+          progress: bool = False, tz: str | None = None) -> TrainResult:
     """Fit, calibrate, evaluate on later months, store the artifact and a model_runs row.
 
     `threshold_rule` picks the stored label threshold: "f1" (max F1 on the calibration months) or
     "count" (labels as many as the probabilities expect); both are measured and stored in metrics.
     `place_features` adds NPA, division and the cross-fitted NPA rate (the map then lags a shift).
+    Hours, weekdays and months are local ones in `tz` (None: the configured zone).
     """
     started = datetime.now(timezone.utc)
     steps = tqdm(total=2, desc="train", unit="step", disable=not progress, leave=False)
     # Training learns the hour of day from calls that have one; date-only calls are left out (counted).
-    calls = read_calls(engine, with_truth=True, where="c.received_at_precision <> 'date'")
+    calls = read_calls(engine, with_truth=True, where="c.received_at_precision <> 'date'", tz=tz)
     with engine.connect() as conn:
         date_only = conn.execute(sa.text("SELECT count(*) FROM calls WHERE received_at_precision = 'date'")).scalar_one()
     steps.update()
     if calls.empty or calls["violent"].sum() < 20:
         raise ModelError("too few calls with violent outcomes to train; load calls and incidents first")
-    fit, cal, test, months = _split_by_month(calls, test_months)
+    fit, cal, test, months = _split_by_month(calls, test_months, tz)
     echo(f"training on {fit.sum():,} calls ({months[0]}..), calibrating on {cal.sum():,}, testing on {test.sum():,} "
          f"({', '.join(months[-test_months:])})")
-    fitted = fit_classifier(calls, test_months=test_months, seed=seed, threshold_rule=threshold_rule,
+    fitted = fit_classifier(calls, test_months=test_months, seed=seed, threshold_rule=threshold_rule, tz=tz,
                             place_features=place_features)
     model, base, rates, threshold, metrics = fitted.model, fitted.base, fitted.rates, fitted.threshold, fitted.metrics
     steps.update()
@@ -586,16 +568,17 @@ class LabelResult:
 
 
 def label_selected(conn, stored: StoredModel, where: str, params: dict | None = None, *,
-                   limit: int | None = None) -> pd.DataFrame:
+                   limit: int | None = None, tz: str | None = None) -> pd.DataFrame:
     """Score the calls `where` selects (first `limit` by call_id) and write their labels, on `conn`.
 
     The one labelling step of `hotspots label` (a chunk per transaction), its Dask workers (a
     partition each) and live ingest (the posted batch's new and changed calls, in the storing
     transaction): the features come from the stored rows (read_calls' query), the label is
     p >= threshold compared before p is rounded to real, labelled_at is the transaction's now().
-    Returns the scores written (call_id, p, label); empty when nothing was selected.
+    Returns the scores written (call_id, p, label); empty when nothing was selected. The hour and weekday
+    features are local ones in `tz` (None: the configured zone).
     """
-    calls = _calls_frame(conn, with_truth=False, where=where, params=params, limit=limit)
+    calls = _calls_frame(conn, with_truth=False, where=where, params=params, limit=limit, tz=tz)
     if calls.empty:
         return pd.DataFrame({"call_id": pd.Series(dtype=object), "p": pd.Series(dtype=np.float32),
                              "label": pd.Series(dtype=bool)})
@@ -616,7 +599,7 @@ def label_selected(conn, stored: StoredModel, where: str, params: dict | None = 
 
 
 def label_calls(engine: Engine, *, relabel: bool = False, chunk_rows: int = 250_000, progress: bool = False,
-                version: str | None = None) -> LabelResult:
+                version: str | None = None, tz: str | None = None) -> LabelResult:
     """Score unlabelled calls (or, with relabel, those scored by another model) in chunks.
 
     Each chunk commits on its own, so an interrupted run keeps what it finished and the next run
@@ -636,7 +619,7 @@ def label_calls(engine: Engine, *, relabel: bool = False, chunk_rows: int = 250_
     while True:
         with engine.begin() as conn:
             out = label_selected(conn, stored, f"{todo_where} AND c.call_id > %(last)s",
-                                 {"version": stored.version, "last": last}, limit=chunk_rows)
+                                 {"version": stored.version, "last": last}, limit=chunk_rows, tz=tz)
         if out.empty:
             break
         labelled += len(out)

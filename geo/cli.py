@@ -269,7 +269,7 @@ def db_cluster(table: str) -> None:
     """Rewrite a point table in space order (faster map tiles; locks the table while it runs)."""
     import time
 
-    from geo.tiles import cluster_points
+    from geo.db import cluster_points
 
     t0 = time.perf_counter()
     cluster_points(_engine(), table)
@@ -466,7 +466,7 @@ def sync_cmd(layer: str, url: str | None, fmt: str, date_field: str | None, sinc
     as in `hotspots load` (see `hotspots rejects --kind incidents_arcgis`).
     """
     from geo.ingest.arcgis import FeedClient, FeedError, make_feed, parse_interval, refresh_after_sync, sync_feed
-    from geo.settings import arcgis_settings
+    from geo.settings import arcgis_settings, locale_settings
 
     settings = arcgis_settings()
     if url and layer == "all":
@@ -507,13 +507,8 @@ def sync_cmd(layer: str, url: str | None, fmt: str, date_field: str | None, sinc
             for line in result.summary_lines():
                 click.echo(line)
         if refresh and results:
-            done = refresh_after_sync(engine, results)
-            if done.note:
-                click.echo(done.note)
-            if done.labelled:
-                click.echo(f"labelled {done.labelled:,} new or changed calls with {done.model_version}")
-            if done.hotspot_runs:
-                click.echo("recomputed hot spots: " + ", ".join(f"{k} (run {v})" for k, v in done.hotspot_runs.items()))
+            for line in refresh_after_sync(engine, results, locale_settings().timezone).summary_lines():
+                click.echo(line)
         return ok
 
     if interval is None:

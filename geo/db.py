@@ -1,7 +1,9 @@
-"""Database access: the engine factory and the embedded PostgreSQL+PostGIS cluster manager."""
+"""Database access: the engine factory, the embedded PostgreSQL+PostGIS cluster manager, bulk reads
+(COPY to a frame) and table maintenance (CLUSTER)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pwd
@@ -11,11 +13,16 @@ import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 
+from geo.catalog import LAYERS
 from geo.settings import DatabaseSettings, database_settings
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PG_BIN_CANDIDATES = [Path(f"/usr/lib/postgresql/{v}/bin") for v in (17, 16, 15, 14)]
 DB_NAME = "hotspots"
@@ -312,12 +319,58 @@ def resolve_url(settings: DatabaseSettings | None = None) -> str:
     return cluster.url()
 
 
-def make_engine(url: str | None = None, *, statement_timeout_ms: int | None = None) -> Engine:
-    """An engine on `url` (default: resolve_url()), with an optional statement timeout."""
-    url = url or resolve_url()
-    timeout = database_settings().statement_timeout_ms if statement_timeout_ms is None else statement_timeout_ms
+def make_engine(url: str | None = None, *, statement_timeout_ms: int | None = None,
+                settings: DatabaseSettings | None = None) -> Engine:
+    """An engine on `url` (default: resolve_url(settings)), with an optional statement timeout (default:
+    the settings'). `settings` are read from the environment only when something is not given."""
+    if url is None or statement_timeout_ms is None:
+        settings = settings or database_settings()
+    url = url or resolve_url(settings)
+    timeout = settings.statement_timeout_ms if statement_timeout_ms is None else statement_timeout_ms
     connect_args = {"application_name": "cmpd-hotspots"}
     if timeout:
         connect_args["options"] = f"-c statement_timeout={int(timeout)}"
     # No hstore columns here: skip psycopg2's hstore OID lookup on every new connection.
     return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args, use_native_hstore=False)
+
+
+def cluster_points(engine: Engine, table: str = "calls") -> None:
+    """Rewrite a point table in space order (CLUSTER on its GiST index) and re-analyse it.
+
+    Neighbouring points then share disk pages, so a tile reads a few pages instead of one per point
+    (NOTES.md: z12/z14 tiles about 30% faster). Takes an exclusive lock for the rewrite: run it in
+    a quiet period, e.g. after a bulk load (`hotspots db cluster`). New rows are appended unsorted,
+    so re-run it after large loads.
+    """
+    lyr = LAYERS[table]
+    if lyr.filter_table is None:
+        raise ValueError(f"{table!r} is not a point layer; one of calls, incidents")
+    index = f"{lyr.source}_geom_idx"        # named by geo/sql/migrations/001_core.sql
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CLUSTER {lyr.source} USING {index}")
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(f"ANALYZE {lyr.source}")
+
+
+def read_query_frame(conn: Connection, sql: str, params: dict, text_columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Run a SELECT (psycopg2 `%(name)s` binds) through COPY ... TO STDOUT and parse it with Arrow (much faster
+    than row fetches)."""
+    # Imported here: the cluster commands import this module and need none of them.
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    raw = conn.connection.driver_connection
+    cursor = raw.cursor()
+    try:
+        statement = cursor.mogrify(sql, params).decode()
+        buf = io.BytesIO()
+        cursor.copy_expert(f"COPY ({statement}) TO STDOUT WITH (FORMAT csv, HEADER true)", buf)
+    finally:
+        cursor.close()
+    buf.seek(0)
+    if buf.getbuffer().nbytes == 0:
+        return pd.DataFrame()
+    # Codes such as division '01' must stay text, not become the number 1.
+    convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in text_columns})
+    return pacsv.read_csv(buf, convert_options=convert).to_pandas()

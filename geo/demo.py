@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Callable
 
@@ -15,9 +15,12 @@ from geo.ingest.batch import LoadReport
 from geo.ingest.calls import load_calls
 from geo.ingest.counts import CALL_COUNTS, load_monthly_counts
 from geo.ingest.incidents import load_incidents
+from geo.ingest.points import LoadOptions
 from geo.ingest.reference import DataDir, load_reference
 from geo.migrate import migrate
-from geo.settings import data_settings, database_settings, locale_settings
+from geo.refresh import refresh_after_calls
+from geo.settings import DatabaseSettings, DataSettings, database_settings, locale_settings
+from geo.settings import data_settings as read_data_settings
 from geo.summary import summary_lines
 from geo.synth import DEMO_DAYS, DEMO_START, generate
 
@@ -46,17 +49,19 @@ def generate_and_load(
     start: date = DEMO_START,
     days: int = DEMO_DAYS,
     seed: int = 2264,
-    out: Path | None = None,
+    out: Path,
     dirty: bool = True,
     load: bool = True,
     engine: Engine | None = None,
-    data_dir: Path | None = None,
+    data_dir: Path,
     progress: bool = True,
+    tz: str | None = None,
 ) -> list[LoadReport]:
-    """Write the synthetic CSVs (reusing them when the parameters match) and load them."""
-    data = DataDir(Path(data_dir or data_settings().data_dir))
+    """Write the synthetic CSVs into `out` (reusing them when the parameters match) from the reference
+    tables in `data_dir`, and load them (local times in `tz`; None: the configured zone)."""
+    data = DataDir(Path(data_dir))
     data.require(SYNTH_INPUTS)
-    out = Path(out or data_settings().demo_dir)
+    out = Path(out)
     params = {"generator": _generator_fingerprint(), "n_calls": n_calls, "start": start.isoformat(), "days": days, "seed": seed, "dirty": dirty,
               "data_dir": str(data.root.resolve())}
     files = {name: out / f"{name}.csv" for name in ("incidents", "calls", "call_counts")}
@@ -74,8 +79,9 @@ def generate_and_load(
     if not reuse:
         remove_demo_data(engine, out)
     return [
-        load_incidents(engine, files["incidents"], progress=progress),
-        load_calls(engine, files["calls"], progress=progress),
+        load_incidents(engine, files["incidents"], progress=progress, options=LoadOptions(tz=tz)),
+        # Labels come after the demo trains its model (run_demo), not from the load.
+        load_calls(engine, files["calls"], progress=progress, label=False, options=LoadOptions(tz=tz)),
         load_monthly_counts(engine, CALL_COUNTS, files["call_counts"]),
     ]
 
@@ -86,7 +92,7 @@ REAL_FILES = (("incidents", "incidents_streets_QVXYZ.csv"), ("incidents", "incid
               ("homicides", "homicides_arcgis.json"))
 
 
-def load_real_records(engine: Engine, data_dir: Path) -> list[LoadReport]:
+def load_real_records(engine: Engine, data_dir: Path, tz: str | None = None) -> list[LoadReport]:
     """Load the real incidents and homicides under DATA_DIR/real that are present (each once: a file
     already loaded is recognised by its checksum). Their rows are data_origin 'real'."""
     reports = []
@@ -95,11 +101,11 @@ def load_real_records(engine: Engine, data_dir: Path) -> list[LoadReport]:
         if not path.is_file():
             continue
         if kind == "incidents":
-            reports.append(load_incidents(engine, path))
+            reports.append(load_incidents(engine, path, options=LoadOptions(tz=tz)))
         else:
             from geo.ingest.homicides import load_homicides
 
-            reports.append(load_homicides(engine, path))
+            reports.append(load_homicides(engine, path, tz=tz))
     return reports
 
 
@@ -125,70 +131,36 @@ def remove_demo_data(engine: Engine, out: Path) -> int:
     return len(batches)
 
 
-def save_demo_hotspots(engine: Engine, cell_ft: float = 1500.0) -> dict[str, int]:
-    """Gi* over NPAs and grid cells for the whole call period, saved for the map, unless already
-    saved for the current model and data. Returns {kind: run_id} of what was computed now."""
-    from geo.catalog import data_versions
-    from geo.hotspots import grid_hotspots, npa_hotspots
-    from geo.metrics import Period
-    from geo.runs import RunKind, RunSpec, current_model_version, save_cell_results, save_npa_results
+def run_demo(echo: Callable[[str], None] = print, *, database: DatabaseSettings | None = None,
+             data_settings: DataSettings | None = None, tz: str | None = None) -> None:
+    """Start (or reuse) the database, load reference and synthetic data, and print a summary.
 
-    with engine.connect() as conn:
-        model = current_model_version(conn)
-        lo, hi = conn.execute(sa.text("SELECT (min(received_at) AT TIME ZONE :tz)::date, (max(received_at) AT TIME ZONE :tz)::date"
-                                      " FROM calls"), {"tz": locale_settings().timezone}).one()
-        done = {k for (k,) in conn.execute(sa.text(
-            "SELECT kind FROM analysis_runs WHERE model_version IS NOT DISTINCT FROM :m AND (params->>'calls_version')::bigint = :v"),
-            {"m": model, "v": data_versions(conn)["calls"]})}
-        origins = {o for (o,) in conn.execute(sa.text("SELECT DISTINCT data_origin FROM calls"))}
-    if lo is None or model is None:
-        return {}
-    period = Period(lo, hi + timedelta(days=1))
-    # Real and synthetic calls are never added: with both (a feed's real calls beside the demo's),
-    # the map's hot spots are those of the real calls, and the run says so.
-    origin = "real" if len(origins) > 1 else None
-    params = {"period": [period.start, period.end], "calls_version": data_versions(engine)["calls"], "origin": origin}
-    saved = {}
-
-    def named(result) -> dict:   # the source (geo.sources) the run counted
-        return {**params, "source": result.attrs["source"], "source_words": result.attrs["source_words"]}
-
-    # The calls_* runs count calls: expected violent calls, the default for calls (the demo's real
-    # incidents overlap its synthetic ones, and the two are never added).
-    if "calls_npa_hotspots" not in done:
-        npas = npa_hotspots(engine, period, source="expected", origin=origin)
-        saved["calls_npa_hotspots"] = save_npa_results(
-            engine, RunSpec(RunKind.CALLS_NPA_HOTSPOTS, named(npas), model), npas)
-    if "calls_grid_hotspots" not in done:
-        cells = grid_hotspots(engine, period, cell_ft=cell_ft, source="expected", origin=origin, permutations=99)
-        saved["calls_grid_hotspots"] = save_cell_results(
-            engine, RunSpec(RunKind.CALLS_GRID_HOTSPOTS, {**named(cells), "cell_ft": cell_ft}, model), cells, cell_ft)
-    return saved
-
-
-def run_demo(echo: Callable[[str], None] = print) -> None:
-    """Start (or reuse) the database, load reference and synthetic data, and print a summary."""
-    if database_settings().database_url:
+    The demo command is an edge: settings not given are read from the environment here, once.
+    """
+    database = database or database_settings()
+    data_settings = data_settings or read_data_settings()
+    tz = tz or locale_settings().timezone
+    if database.database_url:
         echo("Using DATABASE_URL.")
     else:
-        cluster = dbmod.EmbeddedCluster(database_settings().embedded_dir)
+        cluster = dbmod.EmbeddedCluster(database.embedded_dir)
         cluster.up()
         echo(f"Embedded PostGIS running (port {cluster.status().port}, data in {cluster.data_dir}).")
-    engine = dbmod.make_engine()
+    engine = dbmod.make_engine(settings=database)
     applied = migrate(engine)
     if applied:
         echo("Applied migrations: " + ", ".join(m.name for m in applied))
-    data = DataDir(Path(data_settings().data_dir))
+    data = DataDir(Path(data_settings.data_dir))
     data.require(SYNTH_INPUTS)
     echo(f"Reference data from {data.root}:")
-    for report in load_reference(engine, data):
+    for report in load_reference(engine, data, region=data_settings.region_box):
         for line in report.summary_lines():
             echo("  " + line)
     echo("Synthetic calls and incidents (generated, calibrated on CMPD's published counts; not real events):")
-    for report in generate_and_load(engine=engine, data_dir=data.root):
+    for report in generate_and_load(engine=engine, data_dir=data.root, out=data_settings.demo_dir, tz=tz):
         for line in report.summary_lines():
             echo("  " + line)
-    real = load_real_records(engine, data.root)
+    real = load_real_records(engine, data.root, tz)
     if real:
         echo(f"Real CMPD records from {data.root / 'real'} (kept apart from the synthetic rows: data_origin = real):")
         for report in real:
@@ -203,23 +175,21 @@ def run_demo(echo: Callable[[str], None] = print) -> None:
         changed = apply_taxonomy(engine)
         echo(f"Categorised {changed['calls']:,} calls and {changed['incidents']:,} incidents loaded before categories existed.")
     # Label the calls with the violent-call classifier (trained once; reused on later runs).
-    from geo.classify import label_calls, train
+    from geo.classify import train
 
     from geo.runs import current_model_version
 
     if current_model_version(engine) is None:
         echo("Training the violent-call classifier on the demo calls:")
-        result = train(engine, echo=lambda line: echo("  " + line), progress=True)
+        result = train(engine, echo=lambda line: echo("  " + line), progress=True, tz=tz,
+                       models_dir=data_settings.var_dir / "models")
         m = result.metrics["model"]
         echo(f"  model {result.version}: held-out ROC-AUC {m['roc_auc']:.3f}, PR-AUC {m['pr_auc']:.3f} "
              f"(call type alone: {result.metrics['call_type_baseline']['roc_auc']:.3f}, "
              f"{result.metrics['call_type_baseline']['pr_auc']:.3f})")
-    labelled = label_calls(engine, progress=True)
-    if labelled.labelled:
-        echo(f"Labelled {labelled.labelled:,} calls with {labelled.version} ({labelled.violent:,} labelled violent).")
-    saved = save_demo_hotspots(engine)
-    if saved:
-        echo("Saved hot spot runs for the map: " + ", ".join(f"{k} (run {v})" for k, v in saved.items()))
+    done = refresh_after_calls(engine, tz, progress=True)
+    for line in done.summary_lines():
+        echo(line[0].upper() + line[1:] + ".")
     echo("Database now holds:")
-    for line in summary_lines(engine):
+    for line in summary_lines(engine, tz):
         echo(line)

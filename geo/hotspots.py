@@ -22,7 +22,7 @@ from scipy.stats import norm
 from sqlalchemy.engine import Engine
 
 from geo.metrics import Period, period_filter
-from geo.spatial import read_neighborhoods
+from geo.spatial import county_2264, read_neighborhoods
 
 if TYPE_CHECKING:
     from geo.sources import Source
@@ -108,7 +108,7 @@ PER_1000 = "per_1000_residents"
 NO_RESIDENTS = "Left out: no residents"
 
 
-def _with_gi(npas: gpd.GeoDataFrame, values: pd.DataFrame, permutations: int, seed: int, *,
+def npa_gi_star(npas: gpd.GeoDataFrame, values: pd.DataFrame, permutations: int, seed: int, *,
              per_1000: bool = False) -> gpd.GeoDataFrame:
     """Gi* on the NPAs' values: counts, or (`per_1000`) counts per 1,000 residents.
 
@@ -164,7 +164,7 @@ def offense_hotspots(engine: Engine, years: tuple[int, int], categories: list[st
             conn, params={"a": years[0], "b": years[1], "c": wanted})
     if values.empty:
         raise ValueError(f"no offense counts for {wanted} in {years[0]}-{years[1]}; load them with `hotspots load offenses`")
-    return _with_gi(read_neighborhoods(engine), values, permutations, seed, per_1000=per_1000)
+    return npa_gi_star(read_neighborhoods(engine), values, permutations, seed, per_1000=per_1000)
 
 
 def homicide_hotspots(engine: Engine, years: tuple[int, int] | None = None, *, permutations: int = 999,
@@ -192,7 +192,7 @@ def homicide_hotspots(engine: Engine, years: tuple[int, int] | None = None, *, p
     if not victims:
         raise ValueError(f"no homicides in {lo}-{hi}; the loaded ones span {first}-{last}")
     info = {"years": [lo, hi], "victims": int(victims), "victims_without_npa": int(unplaced)}
-    return _with_gi(read_neighborhoods(engine), values, permutations, seed, per_1000=per_1000), info
+    return npa_gi_star(read_neighborhoods(engine), values, permutations, seed, per_1000=per_1000), info
 
 
 def npa_values(engine: Engine, period: Period, source: str | None = None, origin: str | None = None
@@ -214,14 +214,14 @@ def npa_hotspots(engine: Engine, period: Period, *, source: str | None = None, m
     """Gi* over the 462 NPAs of what `source` counts in a period (geo.sources; default: recorded violent
     incidents where any exist, else expected violent calls). `measure` ('labelled' or 'expected') is
     the older name of the two call sources. `per_1000` runs Gi* on that value per 1,000 residents
-    (see `_with_gi`). The frame's attrs name the source.
+    (see `npa_gi_star`). The frame's attrs name the source.
     """
     if measure is not None:
         if measure not in ("labelled", "expected"):
             raise ValueError(f"measure must be 'labelled' or 'expected', not {measure!r}")
         source = source or measure
     values, src = npa_values(engine, period, source, origin)
-    result = _with_gi(read_neighborhoods(engine), values, permutations, seed, per_1000=per_1000)
+    result = npa_gi_star(read_neighborhoods(engine), values, permutations, seed, per_1000=per_1000)
     result.attrs.update(source=src.name, source_words=src.describe(origin))
     return result
 
@@ -253,13 +253,6 @@ class Grid:
         x = self.x0 + cols * self.size
         y = self.y0 + rows * self.size
         return shapely.box(x, y, x + self.size, y + self.size)
-
-
-def _county_2264(engine: Engine):
-    import shapely
-
-    npas = read_neighborhoods(engine).to_crs(2264)
-    return shapely.union_all(npas.geometry.to_numpy())
 
 
 def source_points(engine: Engine, period: Period, source: str | None = None, origin: str | None = None
@@ -502,7 +495,7 @@ def grid_hotspots(engine: Engine, period: Period, *, cell_ft: float | str = "aut
     and why, attrs["source"] what was counted.
     """
     x, y, w, src = _points_2264(engine, period, source or measure, origin)
-    frame = grid_gi_star(x, y, w, _county_2264(engine), cell_ft, permutations=permutations, seed=seed)
+    frame = grid_gi_star(x, y, w, county_2264(engine), cell_ft, permutations=permutations, seed=seed)
     out = frame.to_crs(4326)
     out.attrs.update(frame.attrs)
     out.attrs.update(source=src.name, source_words=src.describe(origin))
@@ -548,18 +541,6 @@ def kernel_density(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, bounds: t
     density = fftconvolve(counts, kernel, mode="same")
     density = np.clip(density, 0, None) * 5280.0 ** 2  # per square mile
     return Density(grid, density, bandwidth_ft)
-
-
-def violent_density(engine: Engine, period: Period, *, source: str | None = None, measure: str | None = None,
-                    origin: str | None = None, bandwidth_ft: float = DEFAULT_BANDWIDTH_FT,
-                    cell_ft: float = DEFAULT_KDE_CELL_FT) -> Density:
-    """Kernel density over the county of what `source` counts (geo.sources); `density.source` names it."""
-    import shapely
-
-    x, y, w, src = _points_2264(engine, period, source or measure, origin)
-    density = kernel_density(x, y, w, shapely.bounds(_county_2264(engine)), bandwidth_ft=bandwidth_ft, cell_ft=cell_ft)
-    density.source = src.describe(origin)
-    return density
 
 
 # --- trend test (emerging hot spots: geo/emerging.py) ------------------------------------------

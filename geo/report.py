@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from geo import panel
 from geo.catalog import division_names, latest_call_date
 from geo.filters import Filter, parse_filter
-from geo.settings import locale_settings
+from geo.settings import zone_or_configured
 
 COLOURS = ["#ffffb2", "#fecc5c", "#fd8d3c", "#f03b20", "#bd0026"]
 ZERO = "#f4f4f4"
@@ -43,9 +43,10 @@ class DivisionReport:
 
 
 def division_filter(engine: Engine, division: str, start: str | None = None, end: str | None = None,
-                    preset: str | None = None) -> Filter:
-    """The shared filter for a division and period (ParameterError naming a bad option)."""
-    tz = locale_settings().timezone
+                    preset: str | None = None, tz: str | None = None) -> Filter:
+    """The shared filter for a division and period (ParameterError naming a bad option); presets end on
+    the newest call's local date in `tz` (None: the configured zone)."""
+    tz = zone_or_configured(tz)
     args = {k: v for k, v in {"division": division, "start": start, "end": end, "preset": preset}.items() if v}
     return parse_filter(args, divisions=division_names(engine), as_of=lambda: latest_call_date(engine, tz))
 

@@ -108,7 +108,7 @@ def worker_engine(url: str) -> Engine:
 
 
 def _read(url: str, sql: str, params: dict, text_columns: tuple[str, ...] = ()) -> pd.DataFrame:
-    from geo.classify import _read_query
+    from geo.db import read_query_frame as _read_query
 
     with worker_engine(url).connect() as conn:
         return _read_query(conn, sql, params, text_columns)
@@ -291,7 +291,7 @@ def npa_values(engine: Engine, client, period: Period, *, measure: str = "labell
 def npa_hotspots(engine: Engine, client, period: Period, *, measure: str = "labelled", permutations: int = 999,
                  seed: int = 0, partitions: int | None = None, per_1000: bool = False) -> gpd.GeoDataFrame:
     """geo.hotspots.npa_hotspots with its per-NPA values aggregated on Dask; the same frame comes back."""
-    from geo.hotspots import _with_gi
+    from geo.hotspots import npa_gi_star as _with_gi
     from geo.spatial import read_neighborhoods
 
     values = npa_values(engine, client, period, measure=measure, partitions=partitions)
@@ -327,7 +327,8 @@ def grid_hotspots(engine: Engine, client, period: Period, *, cell_ft: float | st
     The cell size must be given: choosing it ('auto') needs every point's location on one
     machine, which is what the Dask path avoids.
     """
-    from geo.hotspots import Lattice, _county_2264, gi_star, resolve_cell_size
+    from geo.hotspots import Lattice, gi_star, resolve_cell_size
+    from geo.spatial import county_2264 as _county_2264
 
     if isinstance(cell_ft, str) and cell_ft.strip().lower() == "auto":
         raise ValueError("cell size 'auto' is not available on Dask (it needs every point on one machine): "

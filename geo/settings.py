@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar, Token
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -180,9 +182,40 @@ def data_settings() -> DataSettings:
     return DataSettings()
 
 
+# The time zone an edge (a web app for its requests) set for the work it runs; None: the environment's.
+# Library code that is not yet given the zone as a parameter reads it through locale_settings(), so
+# an app created with another zone is honoured in every module its requests reach.
+_ZONE: ContextVar[str | None] = ContextVar("hotspots_timezone", default=None)
+
+
+def checked_zone(tz: str) -> str:
+    """`tz` when it names a time zone; ValueError naming it otherwise."""
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise ValueError(f"time zone {tz!r} is unknown; use an IANA name such as America/New_York") from None
+    return tz
+
+
+def enter_zone(tz: str) -> Token:
+    """Make `tz` the local time zone of the current context until `leave_zone(token)`."""
+    return _ZONE.set(checked_zone(tz))
+
+
+def leave_zone(token: Token) -> None:
+    """Restore the time zone that was in force before `enter_zone` returned `token`."""
+    _ZONE.reset(token)
+
+
 def locale_settings() -> LocaleSettings:
-    """Time-zone settings from the current environment."""
-    return LocaleSettings()
+    """Time-zone settings: the zone an edge set for the current work (enter_zone), else the environment's."""
+    zone = _ZONE.get()
+    return LocaleSettings(HOTSPOTS_TIMEZONE=zone) if zone else LocaleSettings()
+
+
+def zone_or_configured(tz: str | None) -> str:
+    """`tz` when the caller passed one, else the zone in force (enter_zone) or HOTSPOTS_TIMEZONE."""
+    return tz or locale_settings().timezone
 
 
 def server_settings() -> ServerSettings:

@@ -142,3 +142,9 @@ def read_neighborhoods(engine: Engine) -> gpd.GeoDataFrame:
         "SELECT npa_id, population, population_year, geom FROM neighborhoods ORDER BY npa_id",
         engine, geom_col="geom",
     )
+
+
+def county_2264(engine: Engine):
+    """The county as one (multi)polygon in EPSG:2264 feet: the union of the NPAs, which tile it."""
+    npas = read_neighborhoods(engine).to_crs(2264)
+    return shapely.union_all(npas.geometry.to_numpy())

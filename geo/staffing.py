@@ -39,7 +39,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from geo.allocate import ALLOCATION_TOML, _hours, parse_shifts
+from geo.allocate import ALLOCATION_TOML, parse_shifts, shift_hours
 from geo.metrics import Period, period_filter
 from geo.queueing import concurrent_calls_quantile, erlang_c_table
 
@@ -189,7 +189,7 @@ class StaffingConfig:
                 raise ValueError(f"needs.{name}: categories {unknown or need.categories} have no service_minutes")
         self.targets.check()
         self.relief.check()
-        hours = sorted(h for a, b in self.shifts.values() for h in _hours(a, b))
+        hours = sorted(h for a, b in self.shifts.values() for h in shift_hours(a, b))
         if hours != list(range(24)):
             raise ValueError(f"shifts must cover each hour of the day exactly once; they cover {hours}")
 
@@ -305,7 +305,7 @@ def units_needed(offered: np.ndarray, offered_p1: np.ndarray, service_min: np.nd
 
 def shift_of_hour(config: StaffingConfig) -> np.ndarray:
     """Shift name of each of the 168 hours of the week (by hour of day)."""
-    of_day = {h: name for name, (a, b) in config.shifts.items() for h in _hours(a, b)}
+    of_day = {h: name for name, (a, b) in config.shifts.items() for h in shift_hours(a, b)}
     return np.array([of_day[h % 24] for h in range(HOURS_OF_WEEK)])
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from geo.settings import locale_settings
+from geo.settings import zone_or_configured
 from geo.taxonomy import load_taxonomy
 
 TABLES = ["divisions", "neighborhoods", "offense_counts", "call_counts", "incidents", "calls", "homicides",
@@ -19,8 +19,8 @@ def _exists(conn: Connection, table: str) -> bool:
     return conn.execute(sa.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": f"public.{table}"}).scalar_one()
 
 
-def origin_breakdown(conn: Connection, table: str, time_column: str) -> list[dict]:
-    """Per origin and source file of a point table: rows and the local date span.
+def origin_breakdown(conn: Connection, table: str, time_column: str, tz: str) -> list[dict]:
+    """Per origin and source file of a point table: rows and the local date span (dates in `tz`).
 
     Source files come from each row's load batch (the file it was last loaded from); `table` and
     `time_column` are fixed names from POINT_TABLES, never user input.
@@ -29,13 +29,15 @@ def origin_breakdown(conn: Connection, table: str, time_column: str) -> list[dic
         f"SELECT t.data_origin AS origin, coalesce(b.source_file, '?') AS source, count(*) AS n,"
         f" (min(t.{time_column}) AT TIME ZONE :tz)::date AS first, (max(t.{time_column}) AT TIME ZONE :tz)::date AS last"
         f" FROM {table} t LEFT JOIN ingest_batches b USING (batch_id) GROUP BY 1, 2 ORDER BY 1, 3 DESC"),
-        {"tz": locale_settings().timezone}).mappings().all()
+        {"tz": tz}).mappings().all()
     return [dict(r) for r in rows]
 
 
-def summary_lines(engine: Engine) -> list[str]:
+def summary_lines(engine: Engine, tz: str | None = None) -> list[str]:
     """Row counts per table; per point table, real and synthetic rows apart with their sources and
-    spans; violent incidents by the taxonomy's one violent-code list; non-crimes kept out of counts."""
+    spans (local dates in `tz`; None: the configured zone); violent incidents by the taxonomy's one
+    violent-code list; non-crimes kept out of counts."""
+    tz = zone_or_configured(tz)
     violent_codes = sorted(load_taxonomy().violent_codes)
     lines = []
     with engine.connect() as conn:
@@ -45,7 +47,7 @@ def summary_lines(engine: Engine) -> list[str]:
             n = conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one()
             lines.append(f"  {t:16} {n:>10,} rows")
         for table, col in POINT_TABLES:
-            parts = origin_breakdown(conn, table, col)
+            parts = origin_breakdown(conn, table, col, tz)
             origins = sorted({p["origin"] for p in parts})
             for origin in origins:
                 mine = [p for p in parts if p["origin"] == origin]

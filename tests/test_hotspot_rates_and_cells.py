@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from shapely.geometry import box
 
-from geo.hotspots import (NO_RESIDENTS, PER_1000, _with_gi, band_moran_z, choose_cell_size, gi_star, grid_gi_star,
-                          resolve_cell_size)
+from geo.hotspots import (NO_RESIDENTS, PER_1000, band_moran_z, choose_cell_size, gi_star, grid_gi_star,
+                          npa_gi_star, resolve_cell_size)
 
 SIDE = 20  # a 20 x 20 map of square "NPAs"
 
@@ -44,8 +44,8 @@ def test_high_rates_in_small_populations_are_found_with_rates_not_counts():
     rate[small] = 40.0
     counts = rng.poisson(rate * population / 1000.0)
     npas = squares(population)
-    by_count = _with_gi(npas, counts_frame(counts), 0, 0)
-    by_rate = _with_gi(npas, counts_frame(counts), 0, 0, per_1000=True)
+    by_count = npa_gi_star(npas, counts_frame(counts), 0, 0)
+    by_rate = npa_gi_star(npas, counts_frame(counts), 0, 0, per_1000=True)
     assert set(by_rate["value_unit"]) == {PER_1000} and set(by_count["value_unit"]) == {"count"}
     np.testing.assert_allclose(by_rate["value"], counts * 1000.0 / population)
     np.testing.assert_array_equal(by_rate["event_count"], counts)
@@ -64,8 +64,8 @@ def test_a_population_proportional_null_is_hot_by_count_and_flat_by_rate():
     population[dense] = rng.integers(10_000, 12_000, len(dense))
     counts = rng.poisson(6.0 * population / 1000.0)   # one rate everywhere: only people differ
     npas = squares(population)
-    by_count = _with_gi(npas, counts_frame(counts), 0, 0)
-    by_rate = _with_gi(npas, counts_frame(counts), 0, 0, per_1000=True)
+    by_count = npa_gi_star(npas, counts_frame(counts), 0, 0)
+    by_rate = npa_gi_star(npas, counts_frame(counts), 0, 0, per_1000=True)
     assert significant_hot(by_count, dense) >= 30     # the populous block "is" a hot spot by count
     assert significant_hot(by_rate) == 0              # no rate is raised anywhere: nothing at FDR 5%
     assert int((by_rate["gi_q"] < 0.05).sum()) == 0
@@ -79,7 +79,7 @@ def test_npas_without_residents_are_left_out_and_counted():
     counts = rng.poisson(np.nan_to_num(population) / 200.0).astype(float)
     counts[empty] = [7, 2, 4]                          # a park or a mall: events, nobody living there
     npas = squares(population)
-    result = _with_gi(npas, counts_frame(counts), 0, 0, per_1000=True)
+    result = npa_gi_star(npas, counts_frame(counts), 0, 0, per_1000=True)
     assert result.attrs["left_out"] == {"npas_without_residents": 3, "events_in_them": 13.0}
     left = result.iloc[empty]
     assert set(left["hotspot_class"]) == {NO_RESIDENTS}

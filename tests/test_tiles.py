@@ -1,4 +1,5 @@
-"""Tile math, heat-tile density and colours, the tile cache and the tile layers' fields (geo/tiles.py)."""
+"""Tile math (geo/tiles.py), heat-tile density and colours (geo/heat.py), the tile cache
+(web/tile_cache.py), CLUSTER (geo.db.cluster_points) and the tile layers' fields."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
+from geo import heat
 from geo import tiles as gt
+from geo.db import cluster_points
 from geo.filters import ParameterError
+from web.tile_cache import TileCache
 
 
 def test_parse_tile_accepts_the_grid_and_names_what_is_wrong():
@@ -58,9 +62,9 @@ def test_heat_tiles_are_slices_of_one_field(z):
     """A tile equals the matching half of a window over it and its neighbour: edges agree exactly."""
     tx, ty = gt.lonlat_to_tile(-80.843, 35.227, z)
     x, y = _points(400, z, z, tx, ty)
-    left = gt.tile_density(x, y, z, tx, ty)
-    right = gt.tile_density(x, y, z, tx + 1, ty)
-    both = gt.density_window(x, y, z, tx * 256, ty * 256, width=512, height=256)
+    left = heat.tile_density(x, y, z, tx, ty)
+    right = heat.tile_density(x, y, z, tx + 1, ty)
+    both = heat.density_window(x, y, z, tx * 256, ty * 256, width=512, height=256)
     assert left.max() > 0
     np.testing.assert_allclose(both[:, :256], left, rtol=1e-9, atol=1e-9 * left.max())
     np.testing.assert_allclose(both[:, 256:], right, rtol=1e-9, atol=1e-9 * left.max())
@@ -71,37 +75,37 @@ def test_heat_density_keeps_the_mass_and_units():
     z = 14
     tx, ty = gt.lonlat_to_tile(-80.843, 35.227, z)
     xmin, ymin, xmax, ymax = gt.tile_bounds(z, tx, ty)
-    d = gt.tile_density(np.array([(xmin + xmax) / 2]), np.array([(ymin + ymax) / 2]), z, tx, ty)
-    pixel_km2 = (gt.pixel_size(z) / gt.mercator_scale()) ** 2 / 1e6
+    d = heat.tile_density(np.array([(xmin + xmax) / 2]), np.array([(ymin + ymax) / 2]), z, tx, ty)
+    pixel_km2 = (heat.pixel_size(z) / heat.mercator_scale()) ** 2 / 1e6
     assert d.sum() * pixel_km2 == pytest.approx(1.0, rel=0.05)
     # the quartic kernel is zero beyond the bandwidth: the tile's corners stay empty
-    bw = gt.heat_bandwidth_px(z)
+    bw = heat.heat_bandwidth_px(z)
     assert bw < 128 and d[0, 0] < 1e-9 * d.max()
     # binning to cells of up to a quarter bandwidth moves the peak by at most half a cell
     peak = np.unravel_index(np.argmax(d), d.shape)
-    half_cell = gt._cell_px(bw) / 2
+    half_cell = heat._cell_px(bw) / 2
     assert abs(peak[0] - 128) <= half_cell + 1 and abs(peak[1] - 128) <= half_cell + 1
 
 
 def test_heat_colours_and_transparency():
     density = np.linspace(0, 10, 256 * 256).reshape(256, 256)
-    rgba = gt.heat_rgba(density, 10.0)
+    rgba = heat.heat_rgba(density, 10.0)
     assert rgba[0, 0, 3] == 0                      # nothing there: transparent
-    assert rgba[-1, -1, 3] == gt.HEAT_RAMP[-1][4]  # the maximum: the ramp's last colour
-    assert tuple(rgba[-1, -1, :3]) == gt.HEAT_RAMP[-1][1:4]
+    assert rgba[-1, -1, 3] == heat.HEAT_RAMP[-1][4]  # the maximum: the ramp's last colour
+    assert tuple(rgba[-1, -1, :3]) == heat.HEAT_RAMP[-1][1:4]
     alpha = rgba[..., 3].ravel()
     assert np.all(np.diff(alpha[alpha > 0].astype(int)) >= 0)   # opacity grows with density
-    assert not gt.heat_rgba(density, 0.0).any()
+    assert not heat.heat_rgba(density, 0.0).any()
     from io import BytesIO
 
     from PIL import Image
 
-    img = Image.open(BytesIO(gt.render_heat(np.empty(0), np.empty(0), 12, 0, 0, 1.0)))
+    img = Image.open(BytesIO(heat.render_heat(np.empty(0), np.empty(0), 12, 0, 0, 1.0)))
     assert img.size == (256, 256) and img.mode == "RGBA" and img.getextrema()[3] == (0, 0)
 
 
 def test_tile_cache_is_an_lru_bounded_by_bytes():
-    cache = gt.TileCache(1000)
+    cache = TileCache(1000)
     cache.put("a", b"x" * 300)
     cache.put("b", b"y" * 300)
     assert cache.get("a") == b"x" * 300           # a is now the most recent
@@ -112,7 +116,7 @@ def test_tile_cache_is_an_lru_bounded_by_bytes():
     assert cache.get("huge") is None and len(cache) == 2
     cache.put("", b"")
     assert cache.get("") == b""                  # empty tiles are cached too (they answer 204)
-    assert gt.TileCache(0).max_bytes == 0
+    assert TileCache(0).max_bytes == 0
 
 
 def test_cluster_points_orders_the_table_in_space(engine, tmp_path):
@@ -136,4 +140,4 @@ def test_cluster_points_orders_the_table_in_space(engine, tmp_path):
         n = conn.execute(sa.text("SELECT count(*) FROM calls")).scalar()
     assert clustered is True and n == 2000
     with pytest.raises(ValueError):
-        gt.cluster_points(engine, "divisions")
+        cluster_points(engine, "divisions")

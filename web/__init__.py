@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from flask import Flask
 
-from geo.settings import server_settings
+from geo.settings import locale_settings, server_settings
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    """Build the app. `test_config` overrides settings (e.g. DATABASE_URL, API_TOKENS) for tests."""
+    """Build the app. `test_config` overrides settings (e.g. DATABASE_URL, API_TOKENS, TIMEZONE) for tests.
+
+    Settings are read from the environment here, once, and reach the library through the app's config.
+    """
     app = Flask(__name__, instance_relative_config=False)
     s = server_settings()
     app.config.from_mapping(
@@ -25,6 +28,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         TILE_CACHE_MB=s.tile_cache_mb,
         MAX_CONTENT_LENGTH=s.max_body_bytes,    # Flask answers 413 above this
         ITEMS_MAX_LIMIT=s.items_max_limit,
+        # Local days, presets and 7x24 hours of this app's requests (geo.settings.enter_zone per request).
+        TIMEZONE=locale_settings().timezone,
         VERSION_TTL_S=1.0,                      # how long a worker trusts its copy of data_versions
         JSON_SORT_KEYS=False,
     )
@@ -32,8 +37,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
 
-    from web import admission, auth, database, errors, params
+    from web import admission, auth, database, errors, params, zone
 
+    zone.init_app(app)   # first: every later hook and view runs in the app's time zone
     database.init_app(app)
     admission.init_app(app)  # caps on heavy work (exports, reports, low-zoom tiles, statistics, ingest)
     errors.init_app(app)

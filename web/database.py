@@ -80,10 +80,8 @@ def division_names() -> dict[str, str]:
 
 
 def latest_call_date():
-    """Local date of the newest call (cached until calls change)."""
-    from geo.settings import locale_settings
-
-    tz = locale_settings().timezone
+    """Local date (in the app's TIMEZONE) of the newest call (cached until calls change)."""
+    tz = current_app.config["TIMEZONE"]
     return memo(("latest_call_date", tz), ("calls",), lambda: catalog.latest_call_date(engine(), tz))
 
 

@@ -17,7 +17,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from geo.ingest import live
 from geo.ingest.batch import IngestError
-from web import admission, auth, database
+from web import admission, auth, database, zone
 from web.errors import ApiError
 
 bp = Blueprint("ingest_api", __name__)
@@ -52,7 +52,7 @@ def post_calls():
         result = admission.admitted("ingest", lambda: live.ingest_calls(
             database.engine(), payload, body_sha256=hashlib.sha256(body).hexdigest(),
             source=f"POST /api/calls ({holder.name})",
-            max_rows=int(current_app.config.get("INGEST_MAX_ROWS", live.MAX_BATCH_ROWS)),
+            max_rows=int(current_app.config.get("INGEST_MAX_ROWS", live.MAX_BATCH_ROWS)), tz=zone.timezone(),
         ))
     except live.BatchError as exc:
         raise ApiError(400, exc.message, exc.parameter) from None

@@ -74,7 +74,6 @@ def leaflet_asset(path: str):
 @bp.get("/api/config")
 def config():
     """What the page needs to build its controls: basemap, presets, categories, divisions, data dates."""
-    from geo.settings import locale_settings
     from geo.taxonomy import load_taxonomy
 
     first, last = _data_range()
@@ -90,7 +89,7 @@ def config():
         "hotspot_classes": panel.hotspot_classes(),
         "measures": list(panel.MEASURES),
         "filters": list(FILTER_PARAMETERS),
-        "timezone": locale_settings().timezone,
+        "timezone": current_app.config["TIMEZONE"],
         "calls_min_zoom": CALLS_MIN_ZOOM,
         "calls_limit": CALLS_LIMIT,
         "homicides_limit": HOMICIDES_LIMIT,

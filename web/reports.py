@@ -10,7 +10,7 @@ from flask import Blueprint, Response, request
 
 from geo import report
 from geo.filters import ParameterError
-from web import database
+from web import database, zone
 from web.admission import heavy
 from web.errors import ApiError
 
@@ -25,7 +25,7 @@ def division_report(division: str):
     engine = database.engine()
     args = {name: request.args.get(name) for name in PARAMETERS}
     try:
-        flt = report.division_filter(engine, division, **args)
+        flt = report.division_filter(engine, division, **args, tz=zone.timezone())
     except ParameterError as exc:
         if exc.parameter == "division":
             raise ApiError(404, f"{exc.message}; /api/config lists the divisions", "division") from None

@@ -16,10 +16,12 @@ from urllib.parse import urlencode
 import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from geo import heat
 from geo import tiles as gt
 from geo.filters import Filter
 from web import admission, database
 from web.params import int_arg, request_filter
+from web.tile_cache import TileCache
 
 bp = Blueprint("tiles", __name__)
 
@@ -28,11 +30,11 @@ MVT_TYPE = "application/vnd.mapbox-vector-tile"
 CACHE_CONTROL = "public, max-age=60"
 
 
-def _cache() -> gt.TileCache:
+def _cache() -> TileCache:
     ext = current_app.extensions
     cache = ext.get("tile_cache")
     if cache is None:
-        cache = ext.setdefault("tile_cache", gt.TileCache(int(current_app.config["TILE_CACHE_MB"]) * 1024 * 1024))
+        cache = ext.setdefault("tile_cache", TileCache(int(current_app.config["TILE_CACHE_MB"]) * 1024 * 1024))
     return cache
 
 
@@ -207,9 +209,9 @@ def tilejson(layer_name: str):
 
 
 def _heat_scale(zi: int, flt: Filter) -> float:
-    bw = round(gt.heat_bandwidth_px(zi) * gt.pixel_size(zi), 3)   # zooms sharing a bandwidth share a scale
+    bw = round(heat.heat_bandwidth_px(zi) * heat.pixel_size(zi), 3)   # zooms sharing a bandwidth share a scale
     return admission.memo_admitted("stats", ("heat_scale", flt.key(), bw), ("calls",),
-                                   lambda: _with_conn(database.engine(), lambda c: gt.heat_scale(c, zi, flt)))
+                                   lambda: _with_conn(database.engine(), lambda c: heat.heat_scale(c, zi, flt)))
 
 
 @bp.get("/heat/<z>/<x>/<y>.png")
@@ -226,10 +228,10 @@ def heat_tile(z: str, x: str, y: str):
     if body is None:
         def render() -> bytes:
             with database.engine().begin() as conn:
-                px, py = gt.heat_tile_points(conn, zi, xi, yi, flt)
+                px, py = heat.heat_tile_points(conn, zi, xi, yi, flt)
             # The legend's maximum is only needed (and computed, once per zoom and filter) where calls are.
             scale = _heat_scale(zi, flt) if len(px) else 0.0
-            return gt.render_heat(px, py, zi, xi, yi, scale)
+            return heat.render_heat(px, py, zi, xi, yi, scale)
 
         body = admission.admitted("tiles", render) if admission.heavy_tile(zi) else render()
         cache.put(key, body)
@@ -253,9 +255,9 @@ def heat_tilejson():
             "scale": ("colour = sqrt(density / max), where max is the highest density of the filtered calls at "
                       "that zoom's bandwidth, so every tile of a zoom shares this legend; from about zoom 10 on "
                       "the bandwidth is fixed and so is the max; ask with ?z= for another zoom"),
-            "bandwidth_m": round(gt.heat_bandwidth_px(zoom) * gt.pixel_size(zoom) / gt.mercator_scale(), 1),
-            "transparent_below": gt.TRANSPARENT_BELOW,
-            "stops": gt.heat_legend(scale),
+            "bandwidth_m": round(heat.heat_bandwidth_px(zoom) * heat.pixel_size(zoom) / heat.mercator_scale(), 1),
+            "transparent_below": heat.TRANSPARENT_BELOW,
+            "stops": heat.heat_legend(scale),
         },
-        tileSize=gt.HEAT_SIZE,
+        tileSize=heat.HEAT_SIZE,
     ))

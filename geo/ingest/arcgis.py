@@ -43,6 +43,7 @@ from geo.ingest.homicides import HOMICIDES, prepare_homicides
 from geo.ingest.incidents import INCIDENTS
 from geo.ingest.pages import FeatureRejects, Page, PageError, read_page, source_frame
 from geo.ingest.points import PointSource, area_indexes, prepare_frame, upsert_rows
+from geo.refresh import Refresh, refresh_after_calls
 from geo.settings import ArcGISSettings
 
 SOURCES: dict[str, PointSource] = {"incidents": INCIDENTS, "calls": CALLS, "homicides": HOMICIDES}
@@ -390,41 +391,12 @@ def store_page(engine: Engine, feed: Feed, page: Page, areas, where: str) -> Loa
 
 
 # --- after new data ------------------------------------------------------------------------------
-@dataclass
-class Refresh:
-    """What was recomputed after a sync brought new or changed calls."""
-
-    labelled: int = 0
-    model_version: str | None = None
-    hotspot_runs: dict[str, int] = field(default_factory=dict)
-    note: str | None = None
-
-
-def refresh_after_sync(engine: Engine, results: list[SyncResult]) -> Refresh:
-    """Label new and changed calls and recompute the saved hot spot runs when calls changed.
-
-    Tiles and cached map data need nothing: the statement triggers bumped the layers' data
-    versions, which key every cache. Incidents only change tiles (labels and hot spots come from calls).
-    """
-    from geo.classify import label_calls
-    from geo.demo import save_demo_hotspots
-    from geo.runs import RunKind, current_model_version, latest_params
-
-    out = Refresh()
+def refresh_after_sync(engine: Engine, results: list[SyncResult], tz: str) -> Refresh:
+    """geo.refresh.refresh_after_calls when the sync brought new or changed calls (`tz`: the local days
+    of the hot spots' period). Incidents only change tiles (labels and hot spots come from calls)."""
     if not any(r.kind == "calls" and r.changed for r in results):
-        return out
-    with engine.connect() as conn:
-        model = current_model_version(conn)
-        # Recompute the grid at the cell size the map already shows.
-        grid = latest_params(conn, RunKind.CALLS_GRID_HOTSPOTS) or {}
-    cell_ft = None if grid.get("cell_ft") is None else float(grid["cell_ft"])
-    if model is None:
-        out.note = "no model trained yet: new calls stay unlabelled and hot spots are not recomputed (`hotspots train`)"
-        return out
-    labelled = label_calls(engine)
-    out.labelled, out.model_version = labelled.labelled, labelled.version
-    out.hotspot_runs = save_demo_hotspots(engine, cell_ft=cell_ft or 1500.0)
-    return out
+        return Refresh()
+    return refresh_after_calls(engine, tz)
 
 
 def parse_interval(text: str) -> float:

@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -133,6 +134,24 @@ class Rejects:
         self._parts.append(
             pd.DataFrame({"line": np.asarray(lines, dtype=np.int64), "raw": list(raw), "reason": reason, "detail": detail_values})
         )
+
+    def add_malformed(self, malformed: list[tuple[int, str, str]]) -> None:
+        """Record the rows a reader could not split into fields: (line, raw text, what is wrong)."""
+        self.add(np.array([m[0] for m in malformed], dtype=np.int64), [m[1] for m in malformed],
+                 "malformed_row", [m[2] for m in malformed])
+
+    def set_aside(self, frame: pd.DataFrame, lines: np.ndarray, alive: np.ndarray, mask: np.ndarray, reason: str,
+                  detail: str | Callable[[np.ndarray], list[str]]) -> None:
+        """Reject the rows of `mask` still `alive` in a batch and mark them dead, so a row keeps its first
+        reason; `detail` is a message, or a function of the rejected rows' mask giving one per row."""
+        # csvfile imports this module (for IngestError): read its helper at call time.
+        from geo.ingest.csvfile import raw_rows
+
+        mask = mask & alive
+        if not mask.any():
+            return
+        self.add(lines[mask], raw_rows(frame, mask), reason, detail(mask) if callable(detail) else detail)
+        alive[mask] = False
 
     def frame(self) -> pd.DataFrame:
         """All rejects, ordered by line."""

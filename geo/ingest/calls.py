@@ -7,7 +7,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from geo.ingest.batch import LoadReport
-from geo.ingest.points import PointSource, load_points
+from geo.ingest.points import LoadOptions, PointSource, load_points
 
 CALLS = PointSource(
     kind="calls",
@@ -40,6 +40,15 @@ CALLS = PointSource(
 )
 
 
-def load_calls(engine: Engine, path: Path, *, force: bool = False, progress: bool = False) -> LoadReport:
-    """Load a calls-for-service CSV; see CALLS for the column mapping."""
-    return load_points(engine, CALLS, path, force=force, progress=progress)
+def load_calls(engine: Engine, path: Path, *, force: bool = False, progress: bool = False, label: bool = True,
+               options: LoadOptions = LoadOptions()) -> LoadReport:
+    """Load a calls-for-service CSV (see CALLS for the column mapping), then, with `label`, label the new
+    and changed calls with the current model (geo.refresh); the report's `labels` note says how many,
+    or that no model exists and what to run."""
+    report = load_points(engine, CALLS, path, force=force, progress=progress, options=options)
+    if label and report.already_loaded_batch is None:
+        from geo.refresh import label_new_calls
+
+        done = label_new_calls(engine, progress=progress, tz=options.tz)
+        report.notes["labels"] = "; ".join(done.summary_lines()) or "no call waits for a label"
+    return report

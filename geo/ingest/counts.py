@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from geo.ingest.batch import (
     start_batch,
     store_rejects,
 )
-from geo.ingest.csvfile import nul_rows, raw_rows, read_source_csv, shown_cell
+from geo.ingest.csvfile import nul_rows, read_source_csv, shown_cell
 
 ROW_TYPES = ("CMPD Jurisdiction", "Neighborhood Profile Area", "Violent Crime Hotspot")
 
@@ -66,17 +67,9 @@ def load_monthly_counts(engine: Engine, source: CountSource, path: Path, *, forc
     frame, lines = table.frame, table.lines
     report.rows_read = len(frame) + len(table.malformed)
     rejects = Rejects()
-    rejects.add(np.array([m[0] for m in table.malformed]), [m[1] for m in table.malformed], "malformed_row",
-                [m[2] for m in table.malformed])
+    rejects.add_malformed(table.malformed)
     alive = np.ones(len(frame), dtype=bool)
-
-    def reject(mask: np.ndarray, reason: str, detail) -> None:
-        """Set rows aside; `detail` is a message, or a function of the mask giving one per row."""
-        mask = mask & alive
-        if not mask.any():
-            return
-        rejects.add(lines[mask], raw_rows(frame, mask), reason, detail(mask) if callable(detail) else detail)
-        alive[mask] = False
+    reject = partial(rejects.set_aside, frame, lines, alive)
 
     if table.has_nul:
         # PostgreSQL text cannot hold NUL: such a row is damaged, not a value to clean.

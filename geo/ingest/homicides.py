@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -39,10 +40,10 @@ from geo.ingest.batch import (
     start_batch,
     store_rejects,
 )
-from geo.ingest.csvfile import nul_rows, raw_rows, read_source_csv
+from geo.ingest.csvfile import nul_rows, read_source_csv
 from geo.ingest.jsonfile import is_feature_file, read_feature_file
 from geo.ingest.points import PointSource, area_indexes, ewkb_points_hex, upsert_rows
-from geo.settings import locale_settings
+from geo.settings import zone_or_configured
 
 @dataclass(frozen=True)
 class HomicideLayout(PointSource):
@@ -167,7 +168,8 @@ def _add(notes: dict, key: str, value: int) -> None:
     notes[key] = notes.get(key, 0) + value
 
 
-def prepare_homicides(frame: pd.DataFrame, lines: np.ndarray, areas, report: LoadReport, rejects: Rejects) -> pa.Table:
+def prepare_homicides(frame: pd.DataFrame, lines: np.ndarray, areas, report: LoadReport, rejects: Rejects,
+                      tz: str | None = None) -> pa.Table:
     """Clean, check and assign a frame of the layer's fields (text); rows come back as table columns.
 
     `lines` names each row in rejects: a CSV line, a feature's position or an OBJECTID (whose
@@ -175,19 +177,15 @@ def prepare_homicides(frame: pd.DataFrame, lines: np.ndarray, areas, report: Loa
     Rejected: no, a non-numeric or a repeated OBJECTID, no CRIME_REPORT_ID, a DATE_REPORTED that is
     missing, not a date or implausible, a CLEARANCE_DATE that is not a date, a NUL character.
     Kept without a point: no coordinates, the placeholder point, a point outside the county.
+    Instants are given their local date in `tz` (None: the configured zone).
     """
     frame = frame.reset_index(drop=True)
     lines = np.asarray(lines, dtype=np.int64)
     n = len(frame)
     alive = np.ones(n, dtype=bool)
-    tz = ZoneInfo(locale_settings().timezone)
+    zone = ZoneInfo(zone_or_configured(tz))
 
-    def reject(mask: np.ndarray, reason: str, detail) -> None:
-        mask = mask & alive
-        if not mask.any():
-            return
-        rejects.add(lines[mask], raw_rows(frame, mask), reason, detail(mask) if callable(detail) else detail)
-        alive[mask] = False
+    reject = partial(rejects.set_aside, frame, lines, alive)
 
     def shown(values: pd.Series | np.ndarray, mask: np.ndarray, what: str) -> list[str]:
         return [f"{what} {v!r}" for v in np.asarray(values, dtype=object)[mask]]
@@ -209,7 +207,7 @@ def prepare_homicides(frame: pd.DataFrame, lines: np.ndarray, areas, report: Loa
     dates: dict[str, np.ndarray] = {}
     for col, dest in HOMICIDES.times.items():
         cells = _column(frame, col)
-        read = calendar_dates(cells, tz)
+        read = calendar_dates(cells, zone)
         reject(read.bad, "bad_date", lambda m, c=cells, col=col: [f"{t} is not a date" for t in shown(c, m, col)])
         reject(read.implausible, "implausible_date",
                lambda m, c=cells, col=col: [f"{t} is before 1990 or in the future" for t in shown(c, m, col)])
@@ -362,13 +360,12 @@ def read_homicides_file(path: Path) -> SourceRecords:
         raise IngestError(f"{path}: no coordinate columns: expected {HOMICIDES.lat} and {HOMICIDES.lon}, "
                           f"or {HOMICIDES.x} and {HOMICIDES.y}")
     rejects = Rejects()
-    rejects.add(np.array([m[0] for m in table.malformed], dtype=np.int64), [m[1] for m in table.malformed],
-                "malformed_row", [m[2] for m in table.malformed])
+    rejects.add_malformed(table.malformed)
     notes = {"encoding": table.encoding} if table.encoding != "utf-8" else {}
     return SourceRecords(table.frame, table.lines, rejects, len(table.frame) + len(table.malformed), "csv", notes)
 
 
-def load_homicides(engine: Engine, path: Path, *, force: bool = False) -> LoadReport:
+def load_homicides(engine: Engine, path: Path, *, force: bool = False, tz: str | None = None) -> LoadReport:
     """Load the Homicide layer from a saved ArcGIS answer or a CSV, in one transaction."""
     timer = Timer()
     path = Path(path)
@@ -379,11 +376,11 @@ def load_homicides(engine: Engine, path: Path, *, force: bool = False) -> LoadRe
     areas = area_indexes(engine)
     report.rows_read = source.rows_read
     report.notes.update({"format": source.form, **source.notes})
-    rows = prepare_homicides(source.frame, source.lines, areas, report, source.rejects)
+    rows = prepare_homicides(source.frame, source.lines, areas, report, source.rejects, tz)
     report.mark("prepare", timer)
     with engine.begin() as conn:
         report.batch_id = start_batch(conn, report)
-        report.inserted, report.updated = upsert_rows(conn, HOMICIDES, rows, report.batch_id)
+        report.inserted, report.updated = upsert_rows(conn, HOMICIDES, rows, report.batch_id, tz)
         report.unchanged = rows.num_rows - report.inserted - report.updated
         store_rejects(conn, report, source.rejects)
         report.seconds = timer.elapsed

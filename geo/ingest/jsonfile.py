@@ -55,8 +55,7 @@ class FeatureFile:
         raw = dict(zip(self.lines.tolist(), self.raw))
         raw.update({line: text for line, text, _ in self.malformed})
         rejects = FeatureRejects(raw, "at feature")
-        rejects.add(np.array([m[0] for m in self.malformed], dtype=np.int64), [m[1] for m in self.malformed],
-                    "malformed_row", [m[2] for m in self.malformed])
+        rejects.add_malformed(self.malformed)
         return rejects
 
 

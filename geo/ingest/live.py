@@ -33,13 +33,13 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from geo.classify import ModelError, StoredModel, label_selected, load_model
 from geo.ingest import clean
 from geo.ingest.batch import IngestError, LoadReport, finish_batch, start_batch, store_rejects
 from geo.ingest.calls import CALLS
 from geo.ingest.pages import FeatureRejects
 from geo.ingest.points import area_indexes, merge_rows, prepare_frame
-from geo.settings import locale_settings
+from geo.refresh import current_model, label_batch
+from geo.settings import zone_or_configured
 
 KIND = "calls_api"
 MAX_BATCH_ROWS = 1000
@@ -255,11 +255,11 @@ def _text(row: _Row, name: str) -> str:
     return text
 
 
-def _received_at(row: _Row) -> str:
+def _received_at(row: _Row, tz: str) -> str:
     value = row.fields.get("received_at")
     if value is None or (isinstance(value, str) and not value.strip()):
         return ""
-    hint = (f"an RFC 3339 date-time such as 2021-06-01T14:05:00-04:00 (no offset: {locale_settings().timezone} "
+    hint = (f"an RFC 3339 date-time such as 2021-06-01T14:05:00-04:00 (no offset: {tz} "
             "local time) or a date such as 2021-06-01")
     if not isinstance(value, str) or not _RFC3339.match(value.strip()):
         row.fail("received_at", f"received_at {_raw_json(value)[:60]} is not {hint}", "bad_date")
@@ -311,12 +311,12 @@ def _zip(row: _Row) -> str:
     return text
 
 
-def _to_cells(row: _Row) -> None:
+def _to_cells(row: _Row, tz: str) -> None:
     """The row's cells as a calls CSV holds them; a field that breaks a posted call's schema is an error."""
     if row.errors and not row.fields:
         return  # not an object: nothing to read
     row.call_id = _text(row, "call_id") or None
-    cells = {"call_id": row.call_id or "", "received_at": _received_at(row), "call_type": _text(row, "call_type"),
+    cells = {"call_id": row.call_id or "", "received_at": _received_at(row, tz), "call_type": _text(row, "call_type"),
              "priority": _priority(row), "lon": _coordinate(row, "lon"), "lat": _coordinate(row, "lat")}
     for name in ("address", "city", "incident_report_id"):
         cells[name] = _text(row, name)
@@ -367,24 +367,18 @@ def _row_error(row: _Row, reason: str, detail: str) -> RowError:
 
 
 # --- storing ---------------------------------------------------------------------------------------
-def _current_model(engine: Engine) -> tuple[StoredModel | None, str | None]:
-    """The current classifier, or None and why there is none."""
-    try:
-        return load_model(engine), None
-    except ModelError as exc:
-        return None, f"calls stored unlabelled: {exc} (then `hotspots label`)"
-
-
 def ingest_calls(engine: Engine, payload: Any, *, body_sha256: str, source: str,
-                 max_rows: int = MAX_BATCH_ROWS) -> IngestResult:
+                 max_rows: int = MAX_BATCH_ROWS, tz: str | None = None) -> IngestResult:
     """Check, clean, place, categorise, store and label a posted batch of calls in one transaction.
 
     `body_sha256` identifies the request body (ingest_batches/ingest_rejects, as a file's checksum
-    does); `source` says where it came from (e.g. the token's name), never the token.
+    does); `source` says where it came from (e.g. the token's name), never the token. Times without an
+    offset are local times in `tz` (None: the configured zone).
     """
+    tz = zone_or_configured(tz)
     rows = rows_of(payload, max_rows)
     for row in rows:
-        _to_cells(row)
+        _to_cells(row, tz)
     areas = area_indexes(engine)
     report = LoadReport(kind=KIND, source_file=source, sha256=body_sha256, rows_read=len(rows))
     rejects = _PostedRejects(rows)
@@ -403,13 +397,13 @@ def ingest_calls(engine: Engine, payload: Any, *, body_sha256: str, source: str,
     errors.sort(key=lambda e: e.index)
     turned_down = set(shared["line"].tolist())
     accepted = [r for r in candidates if r.index not in turned_down]
-    model, note = _current_model(engine) if accepted else (None, None)
+    model, note = current_model(engine) if accepted else (None, None)
     ignored = sorted({k for r in rows for k in r.fields if k not in FIELDS and k != "type"})
 
     with engine.begin() as conn:
         report.batch_id = start_batch(conn, report)
         try:
-            merged = merge_rows(conn, CALLS, prepared, report.batch_id)
+            merged = merge_rows(conn, CALLS, prepared, report.batch_id, tz)
         except IngestError as exc:   # a posted call_id is a synthetic call's: the client's problem, not the server's
             raise BatchError("features" if rows[0].geojson else "calls", str(exc)) from None
         report.inserted = sum(merged.values())
@@ -417,9 +411,7 @@ def ingest_calls(engine: Engine, payload: Any, *, body_sha256: str, source: str,
         report.unchanged = prepared.num_rows - len(merged)
         labelled = 0
         if model is not None and merged:
-            # The batch's new and changed calls: their labels were cleared (or never set) by the merge.
-            labelled = len(label_selected(conn, model, "c.batch_id = %(batch)s AND c.model_version IS NULL",
-                                          {"batch": report.batch_id}))
+            labelled = label_batch(conn, model, report.batch_id, tz)
         status = {call_id: "created" if inserted else "updated" for call_id, inserted in merged.items()}
         stored = _stored(conn, accepted, status)
         store_rejects(conn, report, rejects)

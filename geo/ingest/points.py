@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Iterator
 from pathlib import Path
 
@@ -34,9 +35,9 @@ from geo.ingest.batch import (
     start_batch,
     store_rejects,
 )
-from geo.ingest.csvfile import iter_source_batches, nul_rows, raw_rows, scan_source_csv, shown_cell
+from geo.ingest.csvfile import iter_source_batches, nul_rows, scan_source_csv, shown_cell
 from geo.ingest.jsonfile import is_feature_file, read_feature_file
-from geo.settings import locale_settings
+from geo.settings import zone_or_configured
 from geo.taxonomy import UNKNOWN, load_taxonomy
 from geo.spatial import AreaIndex, read_divisions, read_neighborhoods
 
@@ -95,6 +96,8 @@ class LoadOptions:
     # Fill the unknown time of day of a calendar-date report from its report id's HHMM (an
     # inference CMPD does not document; every filled row says so in its precision column).
     time_from_report_id: bool = False
+    # Local wall-clock times (no offset in the source) are read in this zone; None: the configured one.
+    tz: str | None = None
 
 
 def ewkb_points_hex(lon: np.ndarray, lat: np.ndarray, srid: int = 4326) -> np.ndarray:
@@ -235,8 +238,7 @@ def load_points(
     if scan.encoding != "utf-8":
         report.notes["encoding"] = scan.encoding
     rejects = Rejects()
-    rejects.add(np.array([m[0] for m in scan.malformed], dtype=np.int64), [m[1] for m in scan.malformed],
-                "malformed_row", [m[2] for m in scan.malformed])
+    rejects.add_malformed(scan.malformed)
     # The first row carrying an id is the record; later rows with the same id are rejected.
     ids = clean.strip(scan.ids)
     dup, first_line = clean.first_duplicates(ids.where(ids != "", None), scan.lines)
@@ -258,7 +260,7 @@ def load_points(
             raise IngestError(f"{path}: the file changed while it was being loaded ({start} rows, expected {len(ids)})")
 
     try:
-        _write(engine, source, report, chunks(), rejects, timer)
+        _write(engine, source, report, chunks(), rejects, timer, options.tz)
     finally:
         bar.close()   # cleared before any error is printed, so the error stands on its own line
     report.fixes = +report.fixes  # drop zero counts
@@ -294,7 +296,7 @@ def load_frame(
             bar.update(len(lines[part]))
 
     try:
-        _write(engine, source, report, chunks(), rejects, timer)
+        _write(engine, source, report, chunks(), rejects, timer, options.tz)
     finally:
         bar.close()
     report.fixes = +report.fixes
@@ -324,14 +326,7 @@ def _prepare_batch(
     n = len(frame)
     alive = np.ones(n, dtype=bool)
 
-    def reject(mask: np.ndarray, reason: str, detail) -> None:
-        """Set rows aside; `detail` is a message, or a function of the mask giving one per row."""
-        mask = mask & alive
-        if not mask.any():
-            return
-        details = detail(mask) if callable(detail) else detail
-        rejects.add(lines[mask], raw_rows(frame, mask), reason, details)
-        alive[mask] = False
+    reject = partial(rejects.set_aside, frame, lines, alive)
 
     if check_nul:
         # PostgreSQL text cannot hold NUL: such a row is damaged, not a value to clean.
@@ -466,13 +461,13 @@ BULK_FRACTION = 0.5
 
 
 def _write(
-    engine: Engine, source: PointSource, report: LoadReport, chunks: Iterator[pa.Table], rejects: Rejects, timer: Timer
+    engine: Engine, source: PointSource, report: LoadReport, chunks: Iterator[pa.Table], rejects: Rejects, timer: Timer,
+    tz: str | None = None,
 ) -> None:
-    """Upsert the clean rows and store the rejects, all in one transaction."""
+    """Upsert the clean rows and store the rejects, all in one transaction (local times read in `tz`)."""
     with engine.begin() as conn:
         report.batch_id = start_batch(conn, report)
-        tz = locale_settings().timezone
-        conn.exec_driver_sql("SELECT set_config('TimeZone', %s, true)", (tz,))
+        conn.exec_driver_sql("SELECT set_config('TimeZone', %s, true)", (zone_or_configured(tz),))
         # Writers to the same table queue here, so the emptiness check below stays true.
         conn.exec_driver_sql(f"LOCK TABLE {source.table} IN SHARE ROW EXCLUSIVE MODE")
         existing = conn.exec_driver_sql(f"SELECT count(*) FROM {source.table}").scalar_one()
@@ -630,21 +625,22 @@ def prepare_frame(source: PointSource, frame: pd.DataFrame, lines: np.ndarray, a
     return rows
 
 
-def upsert_rows(conn, source: PointSource, rows: pa.Table, batch_id: int) -> tuple[int, int]:
-    """Stage prepared rows and merge them into the table by row hash: (inserted, updated)."""
-    merged = merge_rows(conn, source, rows, batch_id)
+def upsert_rows(conn, source: PointSource, rows: pa.Table, batch_id: int, tz: str | None = None) -> tuple[int, int]:
+    """Stage prepared rows and merge them into the table by row hash: (inserted, updated); local times
+    without an offset are read in `tz` (None: the configured zone)."""
+    merged = merge_rows(conn, source, rows, batch_id, tz)
     inserted = sum(merged.values())
     return inserted, len(merged) - inserted
 
 
-def merge_rows(conn, source: PointSource, rows: pa.Table, batch_id: int) -> dict:
+def merge_rows(conn, source: PointSource, rows: pa.Table, batch_id: int, tz: str | None = None) -> dict:
     """upsert_rows, saying which rows: id -> True (inserted) or False (updated); unchanged ids are absent."""
     if rows.num_rows == 0:
         return {}
     rows = rows.append_column("batch_id", pa.array(np.full(rows.num_rows, batch_id, dtype=np.int64)))
     cols = rows.column_names
     # Times without an offset are local wall time, read in the configured zone (as in file loads).
-    conn.exec_driver_sql("SELECT set_config('TimeZone', %s, true)", (locale_settings().timezone,))
+    conn.exec_driver_sql("SELECT set_config('TimeZone', %s, true)", (zone_or_configured(tz),))
     conn.exec_driver_sql(
         f"CREATE TEMP TABLE stage_points ON COMMIT DROP AS SELECT {', '.join(cols)} FROM {source.table} WITH NO DATA"
     )

@@ -9,7 +9,7 @@ from sqlalchemy.engine import Engine
 
 from geo.ingest.batch import IngestError, LoadReport
 from geo.ingest.counts import OFFENSES, load_monthly_counts
-from geo.ingest.shapes import load_divisions, load_neighborhoods
+from geo.ingest.shapes import Region, load_divisions, load_neighborhoods
 
 # Relative paths inside a data directory; the same layout as the shared cmpd folder.
 LAYOUT = {
@@ -52,16 +52,17 @@ class DataDir:
         )
 
 
-def load_shapes(engine: Engine, data: DataDir, *, force: bool = False) -> list[LoadReport]:
-    """Load the division polygons and the NPA polygons with population from a data directory."""
+def load_shapes(engine: Engine, data: DataDir, *, force: bool = False, region: Region | None = None) -> list[LoadReport]:
+    """Load the division polygons and the NPA polygons with population from a data directory (each must
+    lie in `region`; None: HOTSPOTS_REGION_BBOX)."""
     data.require(["divisions", "npa", "population"])
     return [
-        load_divisions(engine, data.path("divisions"), force=force),
-        load_neighborhoods(engine, data.path("npa"), data.path("population"), force=force),
+        load_divisions(engine, data.path("divisions"), force=force, region=region),
+        load_neighborhoods(engine, data.path("npa"), data.path("population"), force=force, region=region),
     ]
 
 
-def load_reference(engine: Engine, data: DataDir, *, force: bool = False) -> list[LoadReport]:
-    """Load the polygons and the violent offense counts from a data directory."""
+def load_reference(engine: Engine, data: DataDir, *, force: bool = False, region: Region | None = None) -> list[LoadReport]:
+    """Load the polygons (lying in `region`) and the violent offense counts from a data directory."""
     data.require(["divisions", "npa", "population", "offenses"])
-    return [*load_shapes(engine, data, force=force), load_monthly_counts(engine, OFFENSES, data.path("offenses"), force=force)]
+    return [*load_shapes(engine, data, force=force, region=region), load_monthly_counts(engine, OFFENSES, data.path("offenses"), force=force)]

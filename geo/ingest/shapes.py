@@ -15,6 +15,9 @@ from sqlalchemy.engine import Engine
 from geo.ingest.batch import IngestError, LoadReport, Timer, copy_frame, file_sha256, finish_batch, start_batch, start_report
 from geo.settings import data_settings
 
+# The served region: west, south, east, north (WGS84 degrees), as HOTSPOTS_REGION_BBOX gives it.
+Region = tuple[float, float, float, float]
+
 _SIDECARS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
 
 
@@ -83,9 +86,11 @@ def _check_unique(path: Path, values: pd.Series, field: str, what: str) -> None:
         raise IngestError(f"{path}: {field} must be a unique, non-empty {what} per feature; " + "; ".join(problems))
 
 
-def _polygons(path: Path, layer: gpd.GeoDataFrame, labels: list[str], crs_name: str, report: LoadReport) -> gpd.GeoSeries:
+def _polygons(path: Path, layer: gpd.GeoDataFrame, labels: list[str], crs_name: str, report: LoadReport,
+              region: Region | None) -> gpd.GeoSeries:
     """Valid 2D MultiPolygons in EPSG:4326, repairs counted in the report; IngestError naming the
-    features that have no polygon, or when the layer does not lie around Charlotte."""
+    features that have no polygon, or when the layer does not lie in `region` (west, south, east, north;
+    None: HOTSPOTS_REGION_BBOX)."""
     labels = np.array(labels, dtype=object)
     missing = layer.geometry.isna().to_numpy()
     if missing.any():
@@ -106,7 +111,7 @@ def _polygons(path: Path, layer: gpd.GeoDataFrame, labels: list[str], crs_name: 
     # A layer that lands outside the served region once reprojected is labelled with a CRS its
     # coordinates are not in (e.g. State Plane feet in a file whose .prj says EPSG:4326).
     try:
-        west, south, east, north = data_settings().region_box
+        west, south, east, north = region or data_settings().region_box
     except ValueError as exc:
         raise IngestError(str(exc)) from None
     if not (np.isfinite([minx, miny, maxx, maxy]).all() and minx >= west and maxx <= east and miny >= south and maxy <= north):
@@ -161,7 +166,8 @@ def _replace_layer(engine: Engine, table: str, frame: gpd.GeoDataFrame, report: 
 
 
 def load_divisions(
-    engine: Engine, path: Path, *, code_field: str = "DIVISION", name_field: str = "DNAME", force: bool = False
+    engine: Engine, path: Path, *, code_field: str = "DIVISION", name_field: str = "DNAME", force: bool = False,
+    region: Region | None = None,
 ) -> LoadReport:
     """Load CMPD patrol divisions (code and name fields configurable) replacing the current ones."""
     timer = Timer()
@@ -180,7 +186,7 @@ def load_divisions(
     _check_unique(path, codes, code_field, "division code")
     names = _text_field(layer, name_field)
     _check_unique(path, names, name_field, "division name")   # divisions.name is UNIQUE NOT NULL
-    geoms = _polygons(path, layer, _feature_labels(codes, code_field), crs_name, report)
+    geoms = _polygons(path, layer, _feature_labels(codes, code_field), crs_name, report, region)
     frame = gpd.GeoDataFrame(
         {
             "division_id": codes.to_numpy(),
@@ -221,7 +227,8 @@ def latest_population(population_csv: Path) -> pd.DataFrame:
 
 
 def load_neighborhoods(
-    engine: Engine, path: Path, population_csv: Path | None = None, *, id_field: str = "id", force: bool = False
+    engine: Engine, path: Path, population_csv: Path | None = None, *, id_field: str = "id", force: bool = False,
+    region: Region | None = None,
 ) -> LoadReport:
     """Load NPA polygons (and population from npa_metrics/population.csv) replacing the current ones."""
     timer = Timer()
@@ -238,7 +245,7 @@ def load_neighborhoods(
     ids = pd.to_numeric(layer[id_field], errors="coerce")
     whole = ids.notna() & (ids == ids.round()) & ids.abs().lt(2**31)
     _check_unique(path, ids.where(whole).map(lambda v: "" if pd.isna(v) else str(int(v))), id_field, "whole NPA number")
-    geoms = _polygons(path, layer, [f"{id_field} {int(v)}" for v in ids], crs_name, report)
+    geoms = _polygons(path, layer, [f"{id_field} {int(v)}" for v in ids], crs_name, report, region)
     frame = gpd.GeoDataFrame({"npa_id": ids.astype(int).to_numpy(), "source_file": str(path)}, geometry=geoms.to_numpy(), crs=4326)
     if population_csv is not None:
         pop = latest_population(Path(population_csv))

@@ -11,6 +11,8 @@ from geo.ingest.arcgis import FeedClient, make_feed, refresh_after_sync, sync_fe
 from geo.settings import ArcGISSettings
 from tests.ingest.fake_arcgis import FakeArcGIS, FakeLayer, epoch_ms
 
+TZ = "America/New_York"
+
 
 def call(oid: int, received: str, call_type: str, lon: float, lat: float) -> dict:
     """A record of a calls-for-service layer in the project's call layout (dates in epoch ms)."""
@@ -37,7 +39,7 @@ def test_new_calls_are_labelled_and_hot_spots_recomputed(writable_url):
         assert (result.inserted, result.updated, sum(result.rejected.values())) == (3, 0, 0)
         assert layer.requests[0]["orderByFields"] == "DATE_RECEIVED ASC,OBJECTID ASC"
 
-        refresh = refresh_after_sync(engine, [result])
+        refresh = refresh_after_sync(engine, [result], TZ)
         assert (refresh.labelled, refresh.model_version) == (3, model)
         assert set(refresh.hotspot_runs) == {"calls_npa_hotspots", "calls_grid_hotspots"}
         with engine.connect() as conn:
@@ -60,6 +62,6 @@ def test_new_calls_are_labelled_and_hot_spots_recomputed(writable_url):
         with FakeArcGIS(layer) as server:
             again = sync_feed(engine, make_feed("calls", ArcGISSettings(), url=server.layer_url), FeedClient(retries=0))
         assert (again.inserted, again.updated, again.unchanged) == (0, 0, 3)
-        assert refresh_after_sync(engine, [again]).hotspot_runs == {}
+        assert refresh_after_sync(engine, [again], TZ).hotspot_runs == {}
     finally:
         engine.dispose()

@@ -14,6 +14,7 @@ from PIL import Image
 
 from geo import tiles as gt
 from geo.catalog import LAYERS
+from geo.heat import HEAT_RAMP
 from geo.hotspots import CLASSES, NOT_SIGNIFICANT
 from geo.db import make_engine
 from web import create_app
@@ -209,7 +210,7 @@ def test_tilejson_documents_layers_filters_and_rule(client):
     assert "mean_p" not in inc["vector_layers"][0]["fields"] and "?" not in inc["tiles"][0]
     heat = client.get("/heat.json?violent=true&z=12").get_json()
     assert heat["tiles"][0].endswith("/heat/{z}/{x}/{y}.png?violent=true")
-    assert heat["legend"]["max_density_per_km2"] > 0 and len(heat["legend"]["stops"]) == len(gt.HEAT_RAMP)
+    assert heat["legend"]["max_density_per_km2"] > 0 and len(heat["legend"]["stops"]) == len(HEAT_RAMP)
 
 
 def _png(resp) -> np.ndarray:
