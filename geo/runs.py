@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
@@ -23,7 +23,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from geo.filters import ParameterError, parse_int
+from geo.filters import ORIGINS, ParameterError, parse_int
 
 if TYPE_CHECKING:   # geo.catalog imports RunKind from here
     import geopandas as gpd
@@ -86,6 +86,32 @@ class RunKind(str, Enum):
         return {NPA_RESULTS: "hotspot_npas", CELL_RESULTS: "hotspot_cells"}.get(self.table or "")
 
 
+def _is_day(v: Any) -> bool:
+    try:
+        date.fromisoformat(str(v)[:10])
+    except ValueError:
+        return False
+    return True
+
+
+# The parameters analyses share, with their types: a run that records one records it this way, so
+# `hotspots runs list`, the refresh and readers of the JSON can rely on it. (name -> test, what is valid)
+PARAMETER_TYPES: dict[str, tuple[Any, str]] = {
+    "period": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_day(d) for d in v),
+               "[first day, day after the last] as dates"),
+    "years": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(y, int) for y in v)
+              and v[0] <= v[1], "[first year, last year], integers"),
+    "cell_ft": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
+                "a positive number of feet"),
+    "permutations": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                     "a whole number of permutations, 0 or more"),
+    "origin": (lambda v: v is None or v in ORIGINS, f"empty or one of {', '.join(ORIGINS)}"),
+    "value_unit": (lambda v: v in ("count", "per_1000_residents"), "count or per_1000_residents"),
+    "source": (lambda v: v is None or isinstance(v, str), "the name of what was counted"),
+    "calls_version": (lambda v: isinstance(v, int) and not isinstance(v, bool), "the calls layer's data version"),
+}
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """What a new analysis run records: its kind, its parameters and the classifier behind it."""
@@ -99,6 +125,10 @@ class RunSpec:
         object.__setattr__(self, "kind", RunKind.parse(self.kind))
         if not isinstance(self.params, Mapping):
             raise ParameterError("params", f"run parameters are a mapping of names to values, not {type(self.params).__name__}")
+        for name, value in self.params.items():
+            test, valid = PARAMETER_TYPES.get(name, (None, ""))
+            if test is not None and not test(value):
+                raise ParameterError(name, f"{self.kind.value} run parameter {name}={value!r}: expected {valid}")
 
     def params_json(self) -> str:
         """The parameters as the JSON stored in analysis_runs.params (dates and the like as text)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
 import pandas as pd
@@ -25,6 +26,17 @@ def test_run_kinds_are_typed_and_match_the_catalog():
         assert set(catalog.layer(name).run_kinds) == {k.value for k in RunKind if k.layer == name}
     assert {RunKind.CALLS_GRID_HOTSPOTS.table, RunKind.COMPSTAT.table, RunKind.ACCURACY.table} == {
         "hotspot_cell_results", "analysis_rows", None}
+
+
+def test_shared_run_parameters_are_typed():
+    spec = RunSpec(RunKind.CALLS_GRID_HOTSPOTS, {"period": [date(2021, 1, 1), "2022-01-01"], "cell_ft": 1500.0,
+                                                 "permutations": 99, "origin": None, "calls_version": 7})
+    assert json.loads(spec.params_json())["period"] == ["2021-01-01", "2022-01-01"]
+    for name, value in (("cell_ft", 0), ("cell_ft", "2000"), ("years", [2021, 2019]), ("period", ["2021-01-01"]),
+                        ("origin", "made-up"), ("permutations", -1), ("value_unit", "per_mile"), ("calls_version", True)):
+        with pytest.raises(ParameterError) as err:
+            RunSpec(RunKind.CALLS_GRID_HOTSPOTS, {name: value})
+        assert err.value.parameter == name and "expected" in err.value.message
 
 
 def test_a_run_is_saved_only_with_its_own_result_table(engine):
