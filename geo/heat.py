@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from geo.filters import Filter
-from geo.tiles import CHARLOTTE_LAT, PARALLEL_OFF, SQL_DIR, WORLD, tile_bounds
+from geo.tiles import CHARLOTTE_LAT, PARALLEL_OFF, WORLD, sql_template, tile_bounds
 
 HEAT_SIZE = 256
 MIN_BANDWIDTH_PX = 4.0      # at low zoom the kernel widens to at least 4 pixels, so it stays visible
@@ -108,11 +108,6 @@ def tile_density(x: np.ndarray, y: np.ndarray, z: int, tx: int, ty: int) -> np.n
     return density_window(x, y, z, tx * HEAT_SIZE, ty * HEAT_SIZE)
 
 
-@lru_cache(maxsize=1)
-def _heat_template() -> str:
-    return (SQL_DIR / "heat_points.sql").read_text()
-
-
 def _heat_where(flt: Filter | None) -> tuple[str, dict]:
     return flt.where("calls", "src") if flt is not None else ("TRUE", {})
 
@@ -122,9 +117,9 @@ def heat_points(conn: Connection, bounds: tuple[float, float, float, float] | No
     """EPSG:3857 x, y of the filtered violent calls inside `bounds` (EPSG:3857 metres; None: all)."""
     where, params = _heat_where(flt)
     if bounds is None:
-        sql = _heat_template().format(where=where, within="TRUE")
+        sql = sql_template("heat_points.sql").format(where=where, within="TRUE")
     else:
-        sql = _heat_template().format(
+        sql = sql_template("heat_points.sql").format(
             where=where, within="src.geom && ST_Transform(ST_MakeEnvelope(:xmin, :ymin, :xmax, :ymax, 3857), 4326)")
         params = dict(params, xmin=bounds[0], ymin=bounds[1], xmax=bounds[2], ymax=bounds[3])
     rows = conn.execute(sa.text(f"{PARALLEL_OFF};\n{sql}"), params).fetchall()

@@ -142,8 +142,9 @@ def tile_layer(name: str) -> TileLayer:
 
 
 @lru_cache(maxsize=None)
-def _template(name: str) -> str:
-    # Comment lines document the placeholders by name; they are dropped before formatting and binding.
+def sql_template(name: str) -> str:
+    """A template of geo/sql/tiles without its comment lines."""
+    # Comment lines document the placeholders by name (:f_*): dropped, they are never read as binds.
     lines = (SQL_DIR / name).read_text().splitlines()
     return "\n".join(line for line in lines if not line.lstrip().startswith("--"))
 
@@ -178,7 +179,7 @@ _POINT_3857 = ("ST_SetSRID(ST_MakePoint(ST_X(src.geom) * (20037508.342789244 / 1
 
 def _raw_sql(t: TileLayer, where: str) -> str:
     geom = _POINT_3857 if t.layer.geometry_type == "Point" else "ST_Transform(src.geom, 3857)"
-    return _template("features.sql").format(source=_source(t.layer), columns=_columns(t), where=where, geom3857=geom)
+    return sql_template("features.sql").format(source=_source(t.layer), columns=_columns(t), where=where, geom3857=geom)
 
 
 def _grid_sql(t: TileLayer, where: str) -> str:
@@ -188,7 +189,7 @@ def _grid_sql(t: TileLayer, where: str) -> str:
     if cols.probability:
         point_values = f", src.{cols.probability} AS p"
         aggregates = ",\n           avg(p)::real AS mean_p"
-    return _template("points_grid.sql").format(source=_source(t.layer), where=where, violent=violent,
+    return sql_template("points_grid.sql").format(source=_source(t.layer), where=where, violent=violent,
                                                 point_values=point_values, aggregates=aggregates)
 
 
@@ -208,7 +209,7 @@ def tile_sql(t: TileLayer, z: int, x: int, y: int, flt: Filter | None = None,
         sql = _grid_sql(t, where)
         params.update(_grid_params(z, x, y), cell=CELL)
     else:
-        sql = _template("points_adaptive.sql").format(
+        sql = sql_template("points_adaptive.sql").format(
             source=_source(t.layer), where=where, raw_tile=_raw_sql(t, where), grid_tile=_grid_sql(t, where))
         params.update(_grid_params(z, x, y), cell=CELL, max_raw=MAX_RAW_FEATURES)
     return sql, params
