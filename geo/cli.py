@@ -724,6 +724,9 @@ def model_report_cmd(version: str | None, top: int) -> None:
     from geo.accuracy import latest_accuracy, report_lines
 
     click.echo("\n" + "\n".join(report_lines(latest_accuracy(_engine()))))
+    from geo.taxonomy import violent_numbers_lines
+
+    click.echo("\n" + "\n".join(violent_numbers_lines()))
 
 
 _compute_engine = click.option(
@@ -1580,6 +1583,94 @@ def report_cmd(division: str, start: str | None, end: str | None, preset: str | 
     hot = int(report.npas["hotspot_class"].str.startswith("Hot").sum())
     click.echo(f"{out}: {report.name}, {report.period[0]} to {report.period[1]}, {len(report.npas)} NPAs "
                f"({hot} hot spots), {report.totals['violent']:,} violent of {report.totals['calls']:,} calls")
+
+
+
+# --- pages: --html / --png on `model report` and `stats compstat` (geo/pages.py) -------------------
+# One self-contained block: it adds the two options to the existing commands without editing them.
+def _write_page(html: str, html_path: Path | None, png_path: Path | None, size: tuple[int, int]) -> None:
+    from geo.pages import write_png
+
+    if html_path:
+        html_path.write_text(html, encoding="utf-8")
+        click.echo(f"wrote {html_path} (open it in a browser; it needs no network)")
+    if png_path:
+        try:
+            write_png(html, png_path, size)
+        except RuntimeError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"wrote {png_path} ({size[0]}x{size[1]} PNG)")
+
+
+def _with_page_options(command: click.Command, render, size: tuple[int, int], extra: list[click.Option] = ()) -> None:
+    """Give `command` --html FILE and --png FILE: with either, it writes `render(**options)`'s page instead of printing."""
+    command.params.extend([
+        *extra,
+        click.Option(["--html", "html_path"], type=click.Path(dir_okay=False, path_type=Path),
+                     help="Write the report as a standalone HTML page with charts (opens offline)."),
+        click.Option(["--png", "png_path"], type=click.Path(dir_okay=False, path_type=Path),
+                     help=f"Write a {size[0]}x{size[1]} PNG of that page (headless Chromium)."),
+    ])
+    printed = command.callback
+    names = [o.name for o in extra]
+
+    def callback(html_path: Path | None, png_path: Path | None, **options):
+        if html_path is None and png_path is None:
+            for name in names:
+                if options.get(name) is not None:
+                    raise click.BadParameter("only with --html or --png", param_hint=f"--{name.replace('_', '-')}")
+                options.pop(name, None)
+            return printed(**options)
+        _write_page(render(**options), html_path, png_path, size)
+
+    command.callback = callback
+
+
+def _model_page(version: str | None, top: int) -> str:
+    from geo.classify import ModelError
+    from geo.pages import model_page
+
+    try:
+        return model_page(_engine(), version, top)
+    except ModelError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _compstat_page(as_of: str | None, by: str, category: str | None, source: str | None, violent_only: bool,
+                   origin: str | None, compare: str, save: bool, division: str | None) -> str:
+    from geo.filters import ParameterError
+    from geo.pages import compstat_page
+
+    if division is None:
+        raise click.BadParameter("--html/--png draw one division's page: name it, e.g. --division Central",
+                                 param_hint="--division")
+    for name, value in (("--by", by != "city"), ("--category", category), ("--save", save)):
+        if value:
+            raise click.BadParameter("not with --html/--png (the page is per division, of every category)",
+                                     param_hint=name)
+    try:
+        day = date.fromisoformat(as_of) if as_of else None
+    except ValueError:
+        raise click.BadParameter("use YYYY-MM-DD", param_hint="--as-of") from None
+    try:
+        return compstat_page(_engine(), division, as_of=day, source="labelled" if violent_only else source,
+                             origin=origin, compare=compare)
+    except ParameterError as exc:
+        raise click.BadParameter(exc.message, param_hint=f"--{exc.parameter}") from None
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _register_pages() -> None:
+    from geo.pages import COMPSTAT_PNG, MODEL_PNG
+
+    _with_page_options(model_report_cmd, _model_page, MODEL_PNG)
+    _with_page_options(stats_compstat_cmd, _compstat_page, COMPSTAT_PNG, [click.Option(
+        ["--division"], help="With --html/--png: the division (code or name) whose CompStat page to draw "
+                             "(default as-of: the day after the newest call).")])
+
+
+_register_pages()
 
 
 if __name__ == "__main__":

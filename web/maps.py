@@ -60,7 +60,9 @@ def _json_text(text: str, key: tuple, layers: tuple[str, ...]) -> Response:
 @bp.get("/")
 def index():
     """The map page."""
-    return render_template("maps/index.html")
+    from geo.taxonomy import VIOLENT_NUMBERS
+
+    return render_template("maps/index.html", violent_numbers=VIOLENT_NUMBERS)
 
 
 @bp.get("/vendor/leaflet/<path:path>")
