@@ -21,6 +21,7 @@ COMPARISON = "#0072b2"
 REFERENCE = "#999999"
 # Sequential white -> dark red for the heat matrix (cells interpolated between these).
 HEAT = ("#fff5f0", "#fcbba1", "#fb6a4a", "#cb181d", "#67000d")
+NO_VALUE = "#ddd"   # a cell the period never holds (NaN)
 MARGIN = {"left": 56, "right": 16, "top": 28, "bottom": 44}
 
 
@@ -121,6 +122,17 @@ def _heat_colour(share: float) -> str:
     return "#" + "".join(f"{round(x + (y - x) * f):02x}" for x, y in zip(a, b))
 
 
+def heat_colours(values: pd.DataFrame) -> list[list[str | None]]:
+    """The heat matrix's fill of each cell (None where the value is NaN), darkest at the table's maximum.
+
+    The map panel's 7x24 table is shaded with these, so it matches the pages' heat matrix.
+    """
+    finite = values.to_numpy(dtype=float)
+    high = float(np.nanmax(finite)) if np.isfinite(finite).any() else 0.0
+    return [[None if not math.isfinite(v) else _heat_colour(v / high if high > 0 else 0.0) for v in row]
+            for row in finite]
+
+
 def heat_matrix(values: pd.DataFrame, *, title: str, value_label: str, decimals: int = 2,
                 cell: int = 22, chart_id: str = "") -> str:
     """An SVG heat matrix of a weekday x hour table (rows as given, columns hours 0-23); NaN cells are hatched grey."""
@@ -129,6 +141,7 @@ def heat_matrix(values: pd.DataFrame, *, title: str, value_label: str, decimals:
     width, height = left + cell * len(cols) + 12, top + cell * len(rows) + 40
     finite = values.to_numpy(dtype=float)
     high = float(np.nanmax(finite)) if np.isfinite(finite).any() else 0.0
+    fills = heat_colours(values)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart heat" id="{escape(chart_id)}" width="{width}" '
            f'height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
            f'<title>{escape(title)}</title>',
@@ -143,7 +156,7 @@ def heat_matrix(values: pd.DataFrame, *, title: str, value_label: str, decimals:
         for j, hour in enumerate(cols):
             v = float(values.iloc[i, j])
             shown = "n/a" if not math.isfinite(v) else f"{v:.{decimals}f}"
-            fill = "#ddd" if not math.isfinite(v) else _heat_colour(v / high if high > 0 else 0.0)
+            fill = fills[i][j] or NO_VALUE
             out.append(f'<rect class="cell" data-day="{escape(str(day))}" data-hour="{escape(str(hour))}" '
                        f'data-value="{shown}" x="{left + cell * j}" y="{top + cell * i}" width="{cell - 1}" '
                        f'height="{cell - 1}" fill="{fill}"><title>{escape(str(day))} {hour}h: {shown} '

@@ -205,3 +205,25 @@ def test_compstat_page_refuses_a_report_date_outside_the_calendar_it_can_count(c
     resp = client.get("/reports/compstat/01?as_of=0001-01-07")
     assert resp.status_code == 400 and resp.json["parameter"] == "as_of"
     assert "outside the years 1900-2999" in resp.json["description"]
+
+
+def test_the_map_panel_shades_its_7x24_like_the_compstat_page_and_links_it(browser, live_server):
+    from geo.charts import heat_colours
+
+    page, errors, outside = _open(browser, live_server + "/?preset=365d&level=division&layers=areas&sel=division:02")
+    try:
+        page.wait_for_selector("#panel-body table.hours")
+        cells = page.locator("#panel-body table.hours td").evaluate_all(
+            "cs => cs.map(c => [c.dataset.mean, getComputedStyle(c).backgroundColor])")
+        link = page.locator("#compstat-page").get_attribute("href")
+    finally:
+        page.close()
+    assert errors == [] and outside == []
+    import pandas as pd
+
+    means = pd.DataFrame([[float(m) if m else float("nan") for m, _ in cells[24 * d:24 * d + 24]] for d in range(7)])
+    fills = [c or "#dddddd" for row in heat_colours(means) for c in row]
+    want = [f"rgb({int(c[1:3], 16)}, {int(c[3:5], 16)}, {int(c[5:7], 16)})" for c in fills]
+    shown = [bg for _, bg in cells]
+    assert shown == want and len(set(shown)) > 5
+    assert link == "reports/compstat/02"
