@@ -600,13 +600,6 @@ def coefficient_table(stored: StoredModel) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["feature", "text", "coef"])
 
 
-def top_coefficients(stored: StoredModel, n: int = 10) -> list[tuple[str, float]]:
-    """The largest effects of the logistic model, as (plain-words feature, odds ratio)."""
-    table = coefficient_table(stored)
-    table = table.reindex(table["coef"].abs().sort_values(ascending=False).index)
-    return [(r.text, float(np.exp(r.coef))) for r in table.head(n).itertuples()]
-
-
 def probability_effects(stored: StoredModel, n: int = 10) -> pd.DataFrame:
     """The strongest effects as probabilities: what each feature value does to a call otherwise average.
 

@@ -685,6 +685,9 @@ def _print_metrics(metrics: dict) -> None:
         click.echo(f"{'shuffled-label control':26}{control['roc_auc']:>8.3f}   (must be near 0.5)")
     m = metrics.get("model")
     if m:
+        from geo.pages import recall_at_precision_words
+
+        click.echo(f"R@90%P: {recall_at_precision_words(m)}")
         c = m["confusion"]
         click.echo(f"\nheld-out calls: {m['n']:,}, violent: {m['positives']:,} ({m['base_rate']:.2%})")
         click.echo(f"at threshold {m['threshold']:.3f}: {c['tp']:,} violent calls flagged, {c['fp']:,} false alarms, "
@@ -707,7 +710,7 @@ def model() -> None:
 @click.option("--top", default=12, show_default=True, help="How many effects to list.")
 def model_report_cmd(version: str | None, top: int) -> None:
     """Metrics of a stored model and its strongest effects in plain words."""
-    from geo.classify import ModelError, load_model, top_coefficients
+    from geo.classify import ModelError, load_model, probability_effects
 
     try:
         stored = load_model(_engine(), version)
@@ -716,11 +719,11 @@ def model_report_cmd(version: str | None, top: int) -> None:
     click.echo(f"model {stored.version}: {stored.params.get('train_rows', 0):,} training calls, "
                f"threshold {stored.threshold:.3f}, trained in {stored.params.get('train_seconds', '?')} s")
     _print_metrics(stored.metrics)
-    click.echo("\nStrongest effects (odds of a violent outcome, relative to the reference level):")
-    for text, odds in top_coefficients(stored, top):
-        direction = "raises" if odds > 1 else "lowers"
-        factor = odds if odds > 1 else 1 / odds
-        click.echo(f"  {text}: {direction} the odds {factor:,.1f}x")
+    base_rate = stored.metrics["model"]["base_rate"]
+    click.echo(f"\nStrongest effects: each alone, on a call otherwise average ({base_rate:.1%} violent), moves the "
+               "model's probability")
+    for e in probability_effects(stored, top).itertuples():
+        click.echo(f"  {e.text}: {'raises' if e.to_p > e.from_p else 'lowers'} it from {e.from_p:.1%} to {e.to_p:.1%}")
     from geo.accuracy import latest_accuracy, report_lines
 
     click.echo("\n" + "\n".join(report_lines(latest_accuracy(_engine()))))

@@ -161,6 +161,9 @@ def test_cli_writes_the_model_report_as_html_and_png(web_url, tmp_path):
     # Without the options the command prints as before, with the explanation of the violent numbers.
     printed = _cli(web_url, "model", "report")
     assert printed.exit_code == 0 and "Strongest effects" in printed.output
+    effects = [line for line in printed.output.splitlines() if " it from " in line]
+    assert len(effects) == 12 and all(line.rstrip().endswith("%") for line in effects)   # --top 12, no odds ratios
+    assert "R@90%P: Flagging only the calls it is surest of" in printed.output or "R@90%P: No cut" in printed.output
     assert all(f"{name}: {text}" in printed.output for name, text in VIOLENT_NUMBERS)
 
 
