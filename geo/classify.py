@@ -33,6 +33,7 @@ from sklearn.metrics import (
     confusion_matrix,
     precision_recall_curve,
     roc_auc_score,
+    roc_curve,
 )
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
@@ -61,6 +62,8 @@ RATE_PRIOR_CALLS = 50.0
 # The training rows' own NPA rate is cross-fitted: K folds of whole months, each row's rate from the others.
 RATE_FOLDS = 5  # (whole ISO weeks when the training rows span one month)
 CONTROL_SHUFFLES = 5
+# Points kept of each stored ROC and PR curve: enough to draw them, small in model_runs.metrics.
+CURVE_POINTS = 101
 
 
 class ModelError(RuntimeError):
@@ -219,8 +222,22 @@ def boosting_pipeline(seed: int = 0, columns: list[str] | None = None) -> Pipeli
     return Pipeline([("features", enc), ("model", model)])
 
 
+def thin_curve(x: np.ndarray, y: np.ndarray, points: int = CURVE_POINTS) -> list[list[float]]:
+    """At most `points` (x, y) pairs of a curve, evenly spaced along it, its first and last kept, to 4 decimals."""
+    keep = np.unique(np.linspace(0, len(x) - 1, min(points, len(x))).round().astype(int))
+    return [[round(float(x[i]), 4), round(float(y[i]), 4)] for i in keep]
+
+
+def curves(y: np.ndarray, p: np.ndarray) -> dict:
+    """The ROC curve (false positive rate, true positive rate) and PR curve (recall, precision), thinned for storage."""
+    fpr, tpr, _ = roc_curve(y, p)
+    precision, recall, _ = precision_recall_curve(y, p)
+    # precision_recall_curve runs from high recall to low; drawn left to right it reads better reversed.
+    return {"roc": thin_curve(fpr, tpr), "pr": thin_curve(recall[::-1], precision[::-1])}
+
+
 def evaluate(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
-    """ROC-AUC, PR-AUC, recall at 90% precision, Brier, calibration bins, confusion at the threshold."""
+    """ROC-AUC, PR-AUC, recall at 90% precision, Brier, calibration bins, confusion at the threshold, curves."""
     y = np.asarray(y, dtype=bool)
     p = np.asarray(p, dtype=float)
     precision, recall, _ = precision_recall_curve(y, p)
@@ -243,6 +260,7 @@ def evaluate(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
         "recall": round(float(tp / (tp + fn)) if tp + fn else 0.0, 4),
         "expected_vs_observed": [round(float(p.sum()), 1), int(y.sum())],
         "calibration": calibration,
+        "curves": curves(y, p),
     }
 
 
@@ -539,22 +557,49 @@ _PLAIN = {"call_type": "call type", "priority": "priority", "hour": "hour of day
           "npa_id": "NPA", "division_id": "division"}
 
 
-def top_coefficients(stored: StoredModel, n: int = 10) -> list[tuple[str, float]]:
-    """The largest effects of the logistic model, as (plain-words feature, odds ratio)."""
+def coefficient_table(stored: StoredModel) -> pd.DataFrame:
+    """Every coefficient of the logistic model: feature (column or 'rate'), plain-words text, coef (log-odds)."""
     names = stored.base.named_steps["features"].get_feature_names_out()
     coefs = stored.base.named_steps["model"].coef_[0]
-    words = []
+    rows = []
     for name, coef in zip(names, coefs):
         group, _, value = name.partition("__")
         if group == "rate":
-            text = "one standard deviation more of the NPA's past violent rate (log scale)"
+            column, text = "rate", "one standard deviation more of the NPA's past violent rate (log scale)"
         else:
             column = next(c for c in CATEGORICAL if value.startswith(c + "_"))
             level = value[len(column) + 1:]
             text = f"{_PLAIN[column]} is rare (grouped)" if level.startswith("infrequent") else f"{_PLAIN[column]} = {level}"
-        words.append((text, float(np.exp(coef))))
-    words.sort(key=lambda item: abs(np.log(item[1])), reverse=True)
-    return words[:n]
+        rows.append({"feature": column, "text": text, "coef": float(coef)})
+    return pd.DataFrame(rows, columns=["feature", "text", "coef"])
+
+
+def probability_effects(stored: StoredModel, n: int = 10) -> pd.DataFrame:
+    """The strongest effects as probabilities: what each feature value does to a call otherwise average.
+
+    Odds ratios of a balanced, one-hot logistic model run into the thousands and mean little to a
+    reader. Here each level's coefficient is taken against the mean of its feature's levels (one-hot
+    has no reference level) and passed through the stored calibration, starting from the held-out
+    base rate: columns text, feature, from_p (the base rate), to_p, sorted by how far p moves.
+    """
+    from scipy.optimize import brentq
+
+    table = coefficient_table(stored)
+    # The scaled rate is one column: its coefficient is already the effect of one standard deviation.
+    centre = table.groupby("feature")["coef"].transform("mean").where(table["feature"] != "rate", 0.0)
+    table["shift"] = table["coef"] - centre
+    calibrator = stored.model.calibrated_classifiers_[0].calibrators[0]
+    base = float(stored.metrics["model"]["base_rate"])
+
+    def calibrated(score: np.ndarray) -> np.ndarray:
+        return np.asarray(calibrator.predict(np.asarray(score, dtype=float)), dtype=float)
+
+    # The model score at which the calibrated probability is the base rate: an average call.
+    start = brentq(lambda f: calibrated(np.array([f]))[0] - base, -60.0, 60.0)
+    table["from_p"] = base
+    table["to_p"] = calibrated(start + table["shift"].to_numpy())
+    order = (table["to_p"] - base).abs().sort_values(ascending=False).index
+    return table.loc[order, ["text", "feature", "from_p", "to_p"]].head(n).reset_index(drop=True)
 
 
 @dataclass

@@ -680,6 +680,9 @@ def _print_metrics(metrics: dict) -> None:
         click.echo(f"{'shuffled-label control':26}{control['roc_auc']:>8.3f}   (must be near 0.5)")
     m = metrics.get("model")
     if m:
+        from geo.pages import recall_at_precision_words
+
+        click.echo(f"R@90%P: {recall_at_precision_words(m)}")
         c = m["confusion"]
         click.echo(f"\nheld-out calls: {m['n']:,}, violent: {m['positives']:,} ({m['base_rate']:.2%})")
         click.echo(f"at threshold {m['threshold']:.3f}: {c['tp']:,} violent calls flagged, {c['fp']:,} false alarms, "
@@ -702,7 +705,7 @@ def model() -> None:
 @click.option("--top", default=12, show_default=True, help="How many effects to list.")
 def model_report_cmd(version: str | None, top: int) -> None:
     """Metrics of a stored model and its strongest effects in plain words."""
-    from geo.classify import ModelError, load_model, top_coefficients
+    from geo.classify import ModelError, load_model, probability_effects
 
     try:
         stored = load_model(_engine(), version)
@@ -711,14 +714,17 @@ def model_report_cmd(version: str | None, top: int) -> None:
     click.echo(f"model {stored.version}: {stored.params.get('train_rows', 0):,} training calls, "
                f"threshold {stored.threshold:.3f}, trained in {stored.params.get('train_seconds', '?')} s")
     _print_metrics(stored.metrics)
-    click.echo("\nStrongest effects (odds of a violent outcome, relative to the reference level):")
-    for text, odds in top_coefficients(stored, top):
-        direction = "raises" if odds > 1 else "lowers"
-        factor = odds if odds > 1 else 1 / odds
-        click.echo(f"  {text}: {direction} the odds {factor:,.1f}x")
+    base_rate = stored.metrics["model"]["base_rate"]
+    click.echo(f"\nStrongest effects: each alone, on a call otherwise average ({base_rate:.1%} violent), moves the "
+               "model's probability")
+    for e in probability_effects(stored, top).itertuples():
+        click.echo(f"  {e.text}: {'raises' if e.to_p > e.from_p else 'lowers'} it from {e.from_p:.1%} to {e.to_p:.1%}")
     from geo.accuracy import latest_accuracy, report_lines
 
     click.echo("\n" + "\n".join(report_lines(latest_accuracy(_engine()))))
+    from geo.taxonomy import violent_numbers_lines
+
+    click.echo("\n" + "\n".join(violent_numbers_lines()))
 
 
 _compute_engine = click.option(
@@ -1631,6 +1637,93 @@ def runs_export_cmd(run_id: int, out: Path, fmt: str | None) -> None:
         raise click.BadParameter(str(exc), param_hint="RUN") from None
     shape = f"as {written.layer}" if written.layer else "as a table"
     click.echo(f"wrote {written.rows:,} rows of analysis run {run_id} ({written.run.kind}) {shape} to {out}")
+
+
+# --- pages: --html / --png on `model report` and `stats compstat` (geo/pages.py) -------------------
+# One self-contained block: it adds the two options to the existing commands without editing them.
+def _write_page(html: str, html_path: Path | None, png_path: Path | None, size: tuple[int, int]) -> None:
+    from geo.pages import write_png
+
+    if html_path:
+        html_path.write_text(html, encoding="utf-8")
+        click.echo(f"wrote {html_path} (open it in a browser; it needs no network)")
+    if png_path:
+        try:
+            write_png(html, png_path, size)
+        except RuntimeError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"wrote {png_path} ({size[0]}x{size[1]} PNG)")
+
+
+def _with_page_options(command: click.Command, render, size: tuple[int, int], extra: list[click.Option] = ()) -> None:
+    """Give `command` --html FILE and --png FILE: with either, it writes `render(**options)`'s page instead of printing."""
+    command.params.extend([
+        *extra,
+        click.Option(["--html", "html_path"], type=click.Path(dir_okay=False, path_type=Path),
+                     help="Write the report as a standalone HTML page with charts (opens offline)."),
+        click.Option(["--png", "png_path"], type=click.Path(dir_okay=False, path_type=Path),
+                     help=f"Write a {size[0]}x{size[1]} PNG of that page (headless Chromium)."),
+    ])
+    printed = command.callback
+    names = [o.name for o in extra]
+
+    def callback(html_path: Path | None, png_path: Path | None, **options):
+        if html_path is None and png_path is None:
+            for name in names:
+                if options.get(name) is not None:
+                    raise click.BadParameter("only with --html or --png", param_hint=f"--{name.replace('_', '-')}")
+                options.pop(name, None)
+            return printed(**options)
+        _write_page(render(**options), html_path, png_path, size)
+
+    command.callback = callback
+
+
+def _model_page(version: str | None, top: int) -> str:
+    from geo.classify import ModelError
+    from geo.pages import model_page
+
+    try:
+        return model_page(_engine(), version, top)
+    except ModelError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _compstat_page(as_of: str | None, by: str, category: str | None, source: str | None, violent_only: bool,
+                   origin: str | None, compare: str, save: bool, division: str | None) -> str:
+    from geo.filters import ParameterError
+    from geo.pages import compstat_page
+
+    if division is None:
+        raise click.BadParameter("--html/--png draw one division's page: name it, e.g. --division Central",
+                                 param_hint="--division")
+    for name, value in (("--by", by != "city"), ("--category", category), ("--save", save)):
+        if value:
+            raise click.BadParameter("not with --html/--png (the page is per division, of every category)",
+                                     param_hint=name)
+    try:
+        day = date.fromisoformat(as_of) if as_of else None
+    except ValueError:
+        raise click.BadParameter("use YYYY-MM-DD", param_hint="--as-of") from None
+    try:
+        return compstat_page(_engine(), division, as_of=day, source="labelled" if violent_only else source,
+                             origin=origin, compare=compare)
+    except ParameterError as exc:
+        raise click.BadParameter(exc.message, param_hint=f"--{exc.parameter}") from None
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _register_pages() -> None:
+    from geo.pages import COMPSTAT_PNG, MODEL_PNG
+
+    _with_page_options(model_report_cmd, _model_page, MODEL_PNG)
+    _with_page_options(stats_compstat_cmd, _compstat_page, COMPSTAT_PNG, [click.Option(
+        ["--division"], help="With --html/--png: the division (code or name) whose CompStat page to draw "
+                             "(default as-of: the day after the newest call).")])
+
+
+_register_pages()
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from geo.settings import zone_or_configured
-from geo.taxonomy import load_taxonomy
+from geo.taxonomy import load_taxonomy, violent_numbers_lines
 
 TABLES = ["divisions", "neighborhoods", "offense_counts", "call_counts", "incidents", "calls", "homicides",
           "ingest_rejects"]
@@ -81,6 +81,9 @@ def summary_lines(engine: Engine, tz: str | None = None) -> list[str]:
         if scored[0]:
             lines.append(f"  calls scored by the classifier: {scored[0]:,}; labelled violent: {scored[1]:,}; "
                          f"expected violent (sum of probabilities): {scored[2]:,.0f}")
+        if scored[0] and any(r.violent for r in crimes):
+            # Recorded, expected and labelled violent side by side: say once what each counts.
+            lines.extend("  " + line for line in violent_numbers_lines())
         by_div = conn.execute(sa.text(
             "SELECT coalesce(d.short_name, '(outside CMPD divisions)'), count(*) FROM calls c"
             " LEFT JOIN divisions d USING (division_id) GROUP BY 1 ORDER BY 2 DESC LIMIT 5")).all()

@@ -124,3 +124,24 @@ def apply_taxonomy(engine, taxonomy: Taxonomy | None = None) -> dict[str, int]:
             " WHERE i.highest_nibrs_code IS NOT DISTINCT FROM t.code"
             f" AND (i.category IS DISTINCT FROM t.category OR i.is_crime IS DISTINCT FROM {is_crime})")).rowcount
     return changed
+
+
+# The three "violent" numbers printed side by side (CLI summary, map panel, model report), in one
+# explanation so every place says the same thing about which to trust for what.
+VIOLENT_NUMBERS = (
+    ("Violent incidents (recorded)",
+     "incident reports whose NIBRS code is an FBI violent crime (murder, rape, robbery, aggravated assault) and "
+     "that were not closed as Unfounded. What happened, as recorded: trust it for counts and trends, but it "
+     "comes days after the call, and only for calls that led to a report."),
+    ("Expected violent (calls)",
+     "the sum of the classifier's probabilities over the calls: how many of them it expects to turn out violent. "
+     "Calibrated on held-out months, it is the estimate to count with when reports are not in yet."),
+    ("Labelled violent (calls)",
+     "calls whose probability reaches the model's threshold. The threshold is set to catch violent calls, so it "
+     "usually flags more calls than turn out violent: use it to pick calls to look at, not to count."),
+)
+
+
+def violent_numbers_lines() -> list[str]:
+    """The explanation of the three violent numbers as plain text lines (CLI output)."""
+    return ["Three violent numbers, and which to trust:"] + [f"  {name}: {text}" for name, text in VIOLENT_NUMBERS]

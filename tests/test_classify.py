@@ -195,3 +195,33 @@ def test_model_report_says_how_many_calls_each_threshold_labels(trained):
         assert (f"{rule} threshold {s['threshold']:.3f}: labels {s['labelled']:,} ({s['labelled_share']:.2%}), "
                 f"{abs(more):.0f}% {'more' if more >= 0 else 'fewer'} than are violent") in out.output
     assert f"{shares['violent']:,} violent ({shares['true_share']:.2%})" in out.output
+
+
+def test_curves_keep_the_ends_and_at_most_the_stored_points():
+    rng = np.random.default_rng(3)
+    y = rng.random(5000) < 0.1
+    p = np.clip(y * 0.3 + rng.random(5000) * 0.7, 0, 1)
+    drawn = classify.curves(y, p)
+    for name in ("roc", "pr"):
+        assert 2 <= len(drawn[name]) <= classify.CURVE_POINTS
+    # ROC runs from (0, 0) to (1, 1) with both rates never falling
+    assert drawn["roc"][0] == [0.0, 0.0] and drawn["roc"][-1] == [1.0, 1.0]
+    fpr, tpr = np.array(drawn["roc"]).T
+    assert (np.diff(fpr) >= 0).all() and (np.diff(tpr) >= 0).all()
+    # PR from recall 0 to recall 1, ending at the base rate (every call flagged)
+    recall, precision = np.array(drawn["pr"]).T
+    assert recall[0] == 0.0 and recall[-1] == 1.0 and (np.diff(recall) >= 0).all()
+    assert precision[-1] == pytest.approx(y.mean(), abs=1e-4)
+    assert classify.thin_curve(np.arange(3), np.arange(3)) == [[0, 0], [1, 1], [2, 2]]
+
+
+def test_training_stores_the_curves_of_the_model_and_the_baseline(trained):
+    engine, result = trained
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT metrics FROM model_runs WHERE model_version = :v"),
+                              {"v": result.version}).scalar_one()
+    for name in ("model", "call_type_baseline"):
+        roc = np.array(stored[name]["curves"]["roc"])
+        assert 5 <= len(roc) <= classify.CURVE_POINTS
+        # the trapezoid area under the stored points is the stored ROC-AUC, to the thinning's error
+        assert np.trapezoid(roc[:, 1], roc[:, 0]) == pytest.approx(stored[name]["roc_auc"], abs=0.01)

@@ -60,7 +60,9 @@ def _json_text(text: str, key: tuple, layers: tuple[str, ...]) -> Response:
 @bp.get("/")
 def index():
     """The map page."""
-    return render_template("maps/index.html")
+    from geo.taxonomy import VIOLENT_NUMBERS
+
+    return render_template("maps/index.html", violent_numbers=VIOLENT_NUMBERS)
 
 
 @bp.get("/vendor/leaflet/<path:path>")
@@ -222,6 +224,12 @@ def _panel_body(lvl: panel.Level, area: dict, flt: Filter, officers: int, compar
         "categories": panel.category_breakdown(engine, lvl.name, area_id, flt),
         "hour_weekday": panel.hour_weekday(engine, lvl.name, area_id, flt),
     }
+    # The same shading as the CompStat page's heat matrix (geo/charts.py), computed once, here.
+    import pandas as pd
+
+    from geo import charts
+
+    body["hour_weekday"]["colours"] = charts.heat_colours(pd.DataFrame(body["hour_weekday"]["mean"], dtype=float))
     # CompStat tests every area of the level (FDR across them), so the table is computed for all
     # areas once per report date and filter (its dates replaced by the windows) and shared.
     no_dates = replace(flt, start=None, end=None, given={})

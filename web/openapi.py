@@ -223,6 +223,26 @@ def _paths() -> dict:
             [_path("division", "Division code ('01') or name ('Central').", {"type": "string"}),
              _ref("parameters", "start"), _ref("parameters", "end"), _ref("parameters", "preset")],
             errors=(400, 404, HEAVY)),
+        "/reports/model": _get(
+            "The model report as a standalone HTML page (reliability diagram, ROC and PR curves against the call-type "
+            "baseline, effects in words), as `hotspots model report --html` writes it", "map",
+            {"200": {"description": "One self-contained HTML document (inline SVG charts; opens offline)",
+                     "content": {"text/html": {"schema": {"type": "string"}}}}},
+            [_query("version", "A model version (default: the current model).", {"type": "string"})],
+            errors=(400, 404)),
+        "/reports/compstat/{division}": _get(
+            "A division's CompStat page (windows, weekly trend against a year earlier, 7x24 matrix, top NPA changes), "
+            "as `hotspots stats compstat --html` writes it", "map",
+            {"200": {"description": "One self-contained HTML document (inline SVG charts; opens offline)",
+                     "content": {"text/html": {"schema": {"type": "string"}}}}},
+            [_path("division", "Division code ('01') or name ('Central').", {"type": "string"}),
+             _query("as_of", "Report date, YYYY-MM-DD (default: the day after the newest call).",
+                    {"type": "string", "format": "date"}),
+             _query("source", "What is counted (default: recorded violent incidents where any exist).",
+                    {"type": "string", "enum": ["incidents", "homicides", "labelled", "expected", "calls"]}),
+             _query("origin", "Only real or only synthetic rows.", {"type": "string", "enum": list(ORIGINS)}),
+             _query("compare", "year (default) or previous.", {"type": "string", "enum": ["year", "previous"]})],
+            errors=(400, 404, HEAVY)),
         "/api/calls": {"post": {
             "summary": "Post new calls for service (live CAD feed)", "tags": ["ingest"],
             "description": (

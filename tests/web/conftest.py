@@ -129,6 +129,17 @@ class LiveServer:
         self.thread.join(5)
 
 
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium driven by Playwright (its own browser download does not work here)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
+        yield b
+        b.close()
+
+
 @pytest.fixture(scope="session")
 def live_server(app):
     """Base URL of the shared app served over HTTP."""

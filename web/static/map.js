@@ -594,6 +594,11 @@
     body.appendChild(el('p', {'class': 'muted', text: '* significant at 5% after the FDR correction across areas ' +
       '(quasi-Poisson test, dispersion from the area\u2019s own history); n/a: the data do not cover both periods ' +
       'or the history is too short.'}));
+    var divisionId = d.level === 'division' ? a.id : a.division_id;
+    if (divisionId) {
+      body.appendChild(el('p', {}, [el('a', {id: 'compstat-page', href: 'reports/compstat/' + encodeURIComponent(divisionId),
+        target: '_blank', text: 'CompStat page of division ' + divisionId + ' (trend, 7x24, top changes)'})]));
+    }
 
     body.appendChild(el('h3', {text: 'Outreach flags'}));
     if (d.outreach.flags.length) {
@@ -642,7 +647,8 @@
   }
 
   function hoursTable(hw) {
-    // Shaded by calls per occurrence: a period holds some weekdays more often than others.
+    // Shaded by calls per occurrence (a period holds some weekdays more often than others), in the
+    // server's colours: the same scale as the CompStat page's heat matrix (geo/charts.py).
     var table = el('table', {'class': 'hours'});
     var head = el('tr', {}, [el('th', {text: ''})]);
     hw.hours.forEach(function (h) { head.appendChild(el('th', {text: h % 3 === 0 ? String(h) : ''})); });
@@ -651,11 +657,10 @@
       var tr = el('tr', {}, [el('th', {text: hw.weekdays[d]})]);
       counts.forEach(function (n, h) {
         var mean = hw.mean[d][h], times = hw.occurrences[d][h];
-        var alpha = hw.max_mean && mean !== null ? mean / hw.max_mean : 0;
         tr.appendChild(el('td', {title: hw.weekdays[d] + ' ' + h + ':00 \u2013 ' + (mean === null ? 'n/a' : fmt(mean, 2)) +
           ' calls per occurrence (' + fmt(n) + ' calls in ' + fmt(times) + ' occurrences)',
           'data-count': String(n), 'data-mean': mean === null ? '' : String(mean),
-          style: 'background:rgba(189,0,38,' + alpha.toFixed(3) + ')'}));
+          style: 'background:' + (hw.colours[d][h] || '#ddd')}));
       });
       table.appendChild(tr);
     });
