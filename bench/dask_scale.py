@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))
 from geo import hotspots, scale  # noqa: E402
 from geo.classify import _read_query, label_calls  # noqa: E402
 from geo.db import EmbeddedCluster, make_engine  # noqa: E402
-from geo.metrics import Period  # noqa: E402
+from geo.filters import Filter  # noqa: E402
 from geo.spatial import AreaIndex, read_divisions, read_neighborhoods  # noqa: E402
 
 BASE = "bench_score"
@@ -164,7 +164,7 @@ def main() -> None:
     with engine.connect() as conn:
         n, first, last = conn.execute(sa.text(
             "SELECT count(*), min(received_at)::date, max(received_at)::date FROM calls")).one()
-    period = Period(first, last)
+    period = Filter.local_days(first, last)
     me = psutil.Process()
     results: dict[str, dict] = {}
 

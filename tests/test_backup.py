@@ -43,7 +43,7 @@ def demo(server_url, template_db, data_dir, tmp_path_factory):
     from geo.classify import label_calls, train
     from geo.demo import generate_and_load
     from geo.hotspots import npa_hotspots, save_npa_results
-    from geo.metrics import Period
+    from geo.filters import Filter
 
     work = tmp_path_factory.mktemp("demo")
     with cloned_database(server_url, template_db, prefix="bk_") as (_, engine):
@@ -51,8 +51,8 @@ def demo(server_url, template_db, data_dir, tmp_path_factory):
                           engine=engine, data_dir=data_dir, progress=False)
         model = train(engine, test_months=3, models_dir=work / "models")
         label_calls(engine)
-        period = Period(date(2021, 1, 1), date(2022, 1, 1))
-        save_npa_results(engine, "calls_npa_hotspots", {"period": [period.start, period.end]},
+        period = Filter.local_days(date(2021, 1, 1), date(2022, 1, 1))
+        save_npa_results(engine, "calls_npa_hotspots", {"period": [period.start_date, period.end_date]},
                          npa_hotspots(engine, period, permutations=99), model.version)
         with engine.begin() as conn:
             conn.execute(sa.text("INSERT INTO sync_state (kind, url, date_field, high_water, pages, records_read)"

@@ -41,7 +41,7 @@ def web_template(server_url, template_db, data_dir, tmp_path_factory) -> str:
     from geo.demo import generate_and_load
     from geo.hotspots import grid_hotspots, npa_hotspots, save_cell_results, save_npa_results
     from geo.ingest.homicides import load_homicides
-    from geo.metrics import Period
+    from geo.filters import Filter
 
     admin = _admin(server_url)
     with admin.connect() as conn:
@@ -54,10 +54,10 @@ def web_template(server_url, template_db, data_dir, tmp_path_factory) -> str:
     load_homicides(engine, data_dir / "real" / "homicides_arcgis.json")
     result = train(engine, test_months=3, models_dir=out / "models")
     label_calls(engine)
-    period = Period(date(YEAR, 1, 1), date(YEAR + 1, 1, 1))
-    save_npa_results(engine, "calls_npa_hotspots", {"period": [period.start, period.end]},
+    period = Filter.local_days(date(YEAR, 1, 1), date(YEAR + 1, 1, 1))
+    save_npa_results(engine, "calls_npa_hotspots", {"period": [period.start_date, period.end_date]},
                      npa_hotspots(engine, period, source="labelled", permutations=99), result.version)
-    save_cell_results(engine, "calls_grid_hotspots", {"period": [period.start, period.end], "cell_ft": 2000},
+    save_cell_results(engine, "calls_grid_hotspots", {"period": [period.start_date, period.end_date], "cell_ft": 2000},
                       grid_hotspots(engine, period, cell_ft=2000.0, source="labelled", permutations=99), 2000.0,
                       result.version)
     engine.dispose()
