@@ -42,7 +42,7 @@ from geo import hotspots, scale  # noqa: E402
 from geo.classify import label_calls  # noqa: E402
 from geo.db import read_query_frame  # noqa: E402
 from geo.db import EmbeddedCluster, make_engine  # noqa: E402
-from geo.metrics import Period  # noqa: E402
+from geo.filters import Filter  # noqa: E402
 from geo.spatial import AreaIndex, read_divisions, read_neighborhoods  # noqa: E402
 
 BASE = "bench_score"
@@ -165,7 +165,7 @@ def main() -> None:
     with engine.connect() as conn:
         n, first, last = conn.execute(sa.text(
             "SELECT count(*), min(received_at)::date, max(received_at)::date FROM calls")).one()
-    period = Period(first, last)
+    period = Filter.local_days(first, last)
     me = psutil.Process()
     results: dict[str, dict] = {}
 

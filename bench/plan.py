@@ -28,10 +28,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from geo.allocate import largest_remainder  # noqa: E402
-from geo.metrics import Period  # noqa: E402
+from geo.filters import Filter  # noqa: E402
 from geo.staffing import HOURS_OF_WEEK, StaffingConfig, hourly_load, plan, shift_of_hour, weekday_counts  # noqa: E402
 
-YEAR = Period(date(2021, 1, 4), date(2022, 1, 3))      # 52 whole weeks
+YEAR = Filter.local_days(date(2021, 1, 4), date(2022, 1, 3))      # 52 whole weeks
 
 
 def generated_counts(calls: int, seed: int = 0) -> tuple[pd.DataFrame, list[str]]:

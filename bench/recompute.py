@@ -23,7 +23,8 @@ sys.path.insert(0, str(REPO))
 
 from geo.db import EmbeddedCluster, make_engine  # noqa: E402
 from geo.hotspots import grid_hotspots, npa_hotspots  # noqa: E402
-from geo.metrics import Period, call_counts, compstat, hour_weekday  # noqa: E402
+from geo.filters import Filter  # noqa: E402
+from geo.metrics import call_counts, compstat, hour_weekday  # noqa: E402
 from geo.spatial import AreaIndex, read_divisions, read_neighborhoods  # noqa: E402
 
 
@@ -36,7 +37,7 @@ def main() -> None:
             "SELECT count(*), min(received_at)::date, max(received_at)::date FROM calls WHERE p_violent IS NOT NULL")).one()
     if n < 1_000_000:
         raise SystemExit(f"bench_score holds {n} labelled calls; run bench/classifier.py first")
-    period = Period(first, last)
+    period = Filter.local_days(first, last)
     steps = {}
 
     def timed(name, fn):
@@ -54,7 +55,7 @@ def main() -> None:
     timed("counts and shares per NPA and category", lambda: call_counts(engine, period, "npa"))
     timed("counts and shares per division and category", lambda: call_counts(engine, period, "division"))
     timed("7x24 matrix", lambda: hour_weekday(engine, period))
-    timed("CompStat, 4 windows", lambda: compstat(engine, period.end, by="division"))
+    timed("CompStat, 4 windows", lambda: compstat(engine, period.end_date, by="division"))
     timed("Gi* on NPAs, labelled, 999 permutations", lambda: npa_hotspots(engine, period))
     timed("Gi* on NPAs, expected counts, 999 permutations", lambda: npa_hotspots(engine, period, measure="expected"))
     grid = timed("Gi* on 1,000 ft grid cells, 999 permutations",

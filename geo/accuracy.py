@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from geo.hotspots import CLASSES, Lattice, gi_star, queen_weights, source_points
-from geo.metrics import Period
+from geo.filters import Filter
 from geo.runs import RunKind, RunSpec, latest_params, save_run
 from geo.sources import NAMES, get_source
 from geo.spatial import read_neighborhoods
@@ -53,22 +53,21 @@ def score(hot: np.ndarray, area: np.ndarray, train: np.ndarray, test: np.ndarray
             "rri": (float(test[hot].sum()) / in_train) / (n_test / n_train) if in_train and n_train and n_test else None}
 
 
-def _npa_counts(engine: Engine, npas, period: Period, source: str, origin: str | None) -> np.ndarray:
-    src = get_source(source)
-    units, params = src.units(period, origin)
-    with engine.connect() as conn:
-        rows = pd.read_sql(sa.text(f"SELECT npa_id, sum(w) AS value FROM ({units}) u WHERE npa_id IS NOT NULL GROUP BY 1"),
-                           conn, params=params)
+def _npa_counts(engine: Engine, npas, period: Filter, source: str, origin: str | None) -> np.ndarray:
+    from geo.metrics import source_values
+
+    rows = source_values(engine, period.narrowed(origin=origin), get_source(source), ("npa",))
+    rows = rows.rename(columns={"npa": "npa_id"})
     return npas[["npa_id"]].merge(rows, on="npa_id", how="left")["value"].fillna(0.0).to_numpy(dtype=float)
 
 
-def _has_rows(engine: Engine, source: str, period: Period, origin: str | None) -> bool:
-    units, params = get_source(source).units(period, origin)
+def _has_rows(engine: Engine, source: str, period: Filter, origin: str | None) -> bool:
+    units, params = get_source(source).units_sql(period.narrowed(origin=origin))
     with engine.connect() as conn:
         return bool(conn.execute(sa.text(f"SELECT EXISTS ({units})"), params).scalar_one())
 
 
-def accuracy(engine: Engine, train: Period, test: Period, *, sources: tuple[str, ...] | None = None,
+def accuracy(engine: Engine, train: Filter, test: Filter, *, sources: tuple[str, ...] | None = None,
              grid_ft: float | None = None, origin: str | None = None) -> pd.DataFrame:
     """One row per source and level ('npa', and 'grid' when `grid_ft` is given): hot spots found
     on `train`, scored on the recorded violent incidents of `test` (see the module's docstring).
@@ -79,12 +78,13 @@ def accuracy(engine: Engine, train: Period, test: Period, *, sources: tuple[str,
     from geo.sources import check_origin
 
     if test.start < train.end:
-        raise ValueError(f"the test period ({test.start}..) must start after the training period ends ({train.end})")
+        raise ValueError(f"the test period ({test.start_date}..) must start after the training period ends "
+                         f"({train.end_date})")
     truth = get_source(TRUTH)
     for period in (train, test):
         check_origin(engine, truth, period, origin)
     if not _has_rows(engine, TRUTH, test, origin):
-        raise ValueError(f"no recorded violent incidents in {test.start}..{test.end}: nothing to score the hot spots on")
+        raise ValueError(f"no recorded violent incidents in {test.start_date}..{test.end_date}: nothing to score the hot spots on")
     names = tuple(sources or NAMES)
     npas = read_neighborhoods(engine)
     weights = queen_weights(npas)
@@ -98,7 +98,7 @@ def accuracy(engine: Engine, train: Period, test: Period, *, sources: tuple[str,
     else:
         lattice = None
 
-    def cell_counts(period: Period, source: str) -> np.ndarray:
+    def cell_counts(period: Filter, source: str) -> np.ndarray:
         rows, _ = source_points(engine, period, source, origin)
         return lattice.sums(rows["x"].to_numpy(), rows["y"].to_numpy(), rows["w"].to_numpy(dtype=float))
 
@@ -126,10 +126,10 @@ def accuracy(engine: Engine, train: Period, test: Period, *, sources: tuple[str,
     return table
 
 
-def accuracy_params(train: Period, test: Period, table: pd.DataFrame, grid_ft: float | None,
+def accuracy_params(train: Filter, test: Filter, table: pd.DataFrame, grid_ft: float | None,
                     origin: str | None) -> dict:
     """What a saved accuracy run records: the periods, the truth, each source in words and the table."""
-    return {"train": [str(train.start), str(train.end)], "test": [str(test.start), str(test.end)],
+    return {"train": [str(train.start_date), str(train.end_date)], "test": [str(test.start_date), str(test.end_date)],
             "truth": TRUTH, "hot_classes": list(HOT_CLASSES), "grid_ft": grid_ft, "origin": origin,
             "sources": table.attrs.get("words", {}), "skipped": table.attrs.get("skipped", []),
             "rows": json.loads(table.to_json(orient="records"))}

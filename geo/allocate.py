@@ -16,7 +16,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from geo.metrics import Period, period_filter
+from geo.filters import Filter
+from geo.metrics import call_measures, source_values
 
 ALLOCATION_TOML = Path(__file__).with_name("allocation.toml")
 
@@ -85,7 +86,7 @@ def largest_remainder(weights: np.ndarray, seats: int) -> np.ndarray:
 WORKLOAD_SOURCES = ("labelled", "expected")
 
 
-def workload(engine: Engine, period: Period, config: AllocationConfig, source: str = "expected") -> pd.DataFrame:
+def workload(engine: Engine, period: Filter, config: AllocationConfig, source: str = "expected") -> pd.DataFrame:
     """Officer-minutes of work per division, shift and category over the period.
 
     The violent part of each group's calls (two-officer responses) is what `source` counts
@@ -99,21 +100,16 @@ def workload(engine: Engine, period: Period, config: AllocationConfig, source: s
                          f"{', '.join(WORKLOAD_SOURCES)}, not {source!r}")
     src = get_source(source)
     check_origin(engine, src, period, None)
-    where, params = period_filter(period)
-    timed = "division_id IS NOT NULL AND received_at_precision <> 'date'"
-    units, unit_params = src.units(period, condition=timed, extra=("category",))
-    with engine.connect() as conn:
-        rows = pd.read_sql(sa.text(
-            "SELECT division_id, coalesce(category, 'unknown') AS category,"
-            " extract(hour FROM received_at AT TIME ZONE :tz)::int AS hour, count(*) AS calls FROM calls"
-            # A call known only by its date belongs to no shift: left out (counted in attrs).
-            f" WHERE {timed} AND {where} GROUP BY 1, 2, 3"), conn, params=params)
-        violent = pd.read_sql(sa.text(
-            "SELECT division_id, coalesce(category, 'unknown') AS category, extract(hour FROM local_time)::int AS hour,"
-            f" sum(w) AS violent FROM ({units}) u GROUP BY 1, 2, 3"), conn, params=unit_params)
-        left_out = conn.execute(sa.text(
-            f"SELECT count(*) FROM calls WHERE division_id IS NOT NULL AND received_at_precision = 'date' AND {where}"),
-            params).scalar_one()
+    counted = call_measures(engine, period, ("division", "category", "hour", "date_only"))
+    counted = counted[counted["division"] != "(none)"]
+    # A call known only by its date belongs to no shift: left out (counted in attrs).
+    dated = counted["date_only"].astype(bool)
+    left_out = counted.loc[dated, "calls"].sum()
+    rows = counted.loc[~dated, ["division", "category", "hour", "calls"]].rename(columns={"division": "division_id"})
+    rows = rows.groupby(["division_id", "category", "hour"], as_index=False)["calls"].sum()
+    violent = source_values(engine, period, src, ("division", "category", "hour"),
+                            condition=lambda t: t.c.received_at_precision != "date")
+    violent = violent.rename(columns={"division": "division_id", "value": "violent"})
     rows = rows.merge(violent, on=["division_id", "category", "hour"], how="left").fillna({"violent": 0.0})
     shift_of = {h: name for name, (a, b) in config.shifts.items() for h in shift_hours(a, b)}
     rows["shift"] = rows["hour"].map(shift_of)
@@ -126,7 +122,7 @@ def workload(engine: Engine, period: Period, config: AllocationConfig, source: s
     return out
 
 
-def allocate(engine: Engine, officers: int, period: Period, config: AllocationConfig | None = None,
+def allocate(engine: Engine, officers: int, period: Filter, config: AllocationConfig | None = None,
              source: str = "expected") -> tuple[pd.DataFrame, dict[str, str]]:
     """Officers per division and shift, and the reasoning (with unit and gear suggestions) per division;
     the table's attrs['source'] names what the violent part of the workload counts."""

@@ -815,8 +815,10 @@ def stats() -> None:
     """Reports from the loaded data."""
 
 
-def _period(start: str | None, end: str | None):
-    from geo.metrics import Period
+def _period(start: str | None, end: str | None, **conditions):
+    """The local days --from..--to (inclusive) as the one selection type, in the configured zone."""
+    from geo.filters import Filter
+    from geo.settings import locale_settings
 
     try:
         first = date.fromisoformat(start) if start else date(date.today().year, 1, 1)
@@ -825,7 +827,7 @@ def _period(start: str | None, end: str | None):
         raise click.BadParameter("dates are YYYY-MM-DD", param_hint="--from/--to") from None
     if last < first:
         raise click.BadParameter(f"--to {last} is before --from {first}", param_hint="--to")
-    return Period(first, last + timedelta(days=1))
+    return Filter.local_days(first, last + timedelta(days=1), tz=locale_settings().timezone, **conditions)
 
 
 _save = click.option("--save", is_flag=True, help="Also store the result as an analysis run (for the map and exports).")
@@ -853,10 +855,10 @@ def stats_calls_cmd(start: str | None, end: str | None, by: str, division: str |
     """Calls per area and category with each category's share, and the violent share (model labels)."""
     from geo.metrics import call_counts
 
-    period = _period(start, end)
-    table = call_counts(_engine(), period, by, division=division)
+    period = _period(start, end, division=division)
+    table = call_counts(_engine(), period, by)
     if save:
-        _save_table("call_counts", {"period": [period.start, period.end], "by": by, "division": division}, table)
+        _save_table("call_counts", {"period": [period.start_date, period.end_date], "by": by, "division": division}, table)
     if table.empty:
         click.echo("no calls in that period")
         return
@@ -881,10 +883,10 @@ def stats_hours_cmd(start: str | None, end: str | None, division: str | None, ca
     """Calls by weekday and hour of day (local time): the 7x24 matrix, as calls per occurrence of each weekday-hour."""
     from geo.metrics import hour_weekday
 
-    period = _period(start, end)
-    matrix = hour_weekday(_engine(), period, division=division, category=category, violent_only=violent_only)
+    period = _period(start, end, division=division, category=category, violent=True if violent_only else None)
+    matrix = hour_weekday(_engine(), period)
     if save:
-        _save_table("hour_weekday", {"period": [period.start, period.end], "division": division, "category": category,
+        _save_table("hour_weekday", {"period": [period.start_date, period.end_date], "division": division, "category": category,
                                      "violent_only": violent_only}, matrix.to_frame())
     times = matrix.occurrences[12]
     click.echo(("calls" if totals else "mean calls per occurrence") + f" of each weekday-hour, {matrix.start:%Y-%m-%d}"
@@ -918,7 +920,7 @@ def stats_compstat_cmd(as_of: str | None, by: str, category: str | None, source:
                        origin: str | None, compare: str, save: bool) -> None:
     """CompStat: the report week, 28 days and year to date against a year earlier, overdispersion-aware, FDR across areas."""
     from geo.filters import Filter
-    from geo.metrics import Period, compstat, compstat_windows
+    from geo.metrics import compstat, compstat_windows
     from geo.sources import default_source
 
     try:
@@ -932,7 +934,8 @@ def stats_compstat_cmd(as_of: str | None, by: str, category: str | None, source:
         source = "labelled"
     elif source is None:
         windows = [p for pair in compstat_windows(day, compare).values() for p in pair]
-        source = default_source(engine, Period(min(p.start for p in windows), max(p.end for p in windows)), origin)
+        source = default_source(engine, windows[0].with_days(min(p.start_date for p in windows),
+                                                             max(p.end_date for p in windows)), origin)
     flt = Filter(category=category, origin=origin)
     try:
         table = compstat(engine, day, by=by, flt=flt, compare=compare, source=None if source == "calls" else source)
@@ -1164,8 +1167,8 @@ def accuracy_cmd(train_from: str, train_to: str, test_from: str, test_to: str, s
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     params = accuracy_params(train, test, table, grid_ft, origin)
-    click.echo(f"hot spots (Gi*, 99% and 95% hot, FDR) on {train.start}..{train.end - timedelta(days=1)}, scored on "
-               f"recorded violent incidents of {test.start}..{test.end - timedelta(days=1)}")
+    click.echo(f"hot spots (Gi*, 99% and 95% hot, FDR) on {train.start_date}..{train.end_date - timedelta(days=1)}, "
+               f"scored on recorded violent incidents of {test.start_date}..{test.end_date - timedelta(days=1)}")
     for name, words in params["sources"].items():
         click.echo(f"  {words}" + ("  [no rows in T: left out]" if name in params["skipped"] else ""))
     click.echo("hit rate: share of T+1's violent incidents in the hot areas; PAI = hit rate / area share "
@@ -1316,7 +1319,7 @@ def hotspots_cmd(source: str | None, start: str | None, end: str | None, origin:
                   "permutations": permutations, **rate}
         click.echo("source: offenses: CMPD's published violent offense counts per NPA")
     if not by_years:
-        params = {"period": [str(period.start), str(period.end)], "source": source, "origin": origin,
+        params = {"period": [str(period.start_date), str(period.end_date)], "source": source, "origin": origin,
                   "source_words": src.describe(origin), "permutations": permutations,
                   **({"measure": source} if source in ("labelled", "expected") else {}),
                   **(result.attrs["cell_size"].as_params() if grid_ft else rate)}
@@ -1361,10 +1364,10 @@ def stats_monthly_cmd(start: str | None, end: str | None, by: str, category: str
     """Monthly trend: calls, labelled-violent and expected-violent calls per month and area."""
     from geo.metrics import monthly_trend
 
-    period = _period(start, end)
-    table = monthly_trend(_engine(), period, by, category=category)
+    period = _period(start, end, category=category)
+    table = monthly_trend(_engine(), period, by)
     if save:
-        _save_table("monthly_trend", {"period": [period.start, period.end], "by": by, "category": category}, table)
+        _save_table("monthly_trend", {"period": [period.start_date, period.end_date], "by": by, "category": category}, table)
     click.echo(f"{by:10}{'month':>9}{'calls':>10}{'violent':>9}{'expected':>10}")
     for r in table.itertuples():
         click.echo(f"{str(r.area):10}{r.month:>9}{r.calls:>10,}{r.labelled_violent:>9,}{r.expected_violent:>10,.1f}")
@@ -1384,7 +1387,7 @@ def stats_indicators_cmd(start: str | None, end: str | None, permutations: int, 
     table = leading_indicators(_engine(), period, permutations=permutations, seed=seed)
     info = table.attrs
     if save:
-        _save_table("leading_indicators", {"period": [period.start, period.end], "permutations": permutations,
+        _save_table("leading_indicators", {"period": [period.start_date, period.end_date], "permutations": permutations,
                                            "seed": seed}, table)
     months = info["months"]
     click.echo(f"complete months: {months[0]} to {months[-1]} ({len(months)})" if months else "no complete months")
@@ -1419,7 +1422,7 @@ def stats_outreach_cmd(start: str | None, end: str | None, by: str, save: bool) 
     period = _period(start, end)
     table = outreach_flags(_engine(), period, by)
     if save:
-        _save_table("outreach_flags", {"period": [period.start, period.end], "by": by}, table)
+        _save_table("outreach_flags", {"period": [period.start_date, period.end_date], "by": by}, table)
     if table.empty:
         click.echo("no area stands out")
         return

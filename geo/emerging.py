@@ -28,8 +28,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from geo.hotspots import CLASSES, NOT_SIGNIFICANT, Lattice, gi_star, mann_kendall, queen_weights
-from geo.metrics import Period
-from geo.sources import Source, base_params, check_origin, get_source
+from geo.filters import Filter
+from geo.sources import Source, check_origin, get_source
 from geo.sources import default_source  # noqa: F401  (re-exported: `from geo.emerging import default_source`)
 from geo.spatial import read_neighborhoods
 
@@ -206,15 +206,16 @@ def _next_step(start: date, unit: str) -> date:
     return (start + timedelta(days=32)).replace(day=1) if unit == "month" else start + timedelta(days=7)
 
 
-def time_steps(covered: Period, unit: str = "month") -> tuple[list[TimeStep], list[LeftOut]]:
+def time_steps(covered: Filter, unit: str = "month") -> tuple[list[TimeStep], list[LeftOut]]:
     """Calendar months (or Monday-Sunday weeks) inside `covered`, and the partly covered ones at its ends."""
     if unit not in STEP_UNITS:
         raise ValueError(f"the time step must be one of {', '.join(STEP_UNITS)}, not {unit!r}")
     steps, partial = [], []
-    start = _step_start(covered.start, unit)
-    while start < covered.end:
+    first, end = covered.start_date, covered.end_date
+    start = _step_start(first, unit)
+    while start < end:
         step = TimeStep(start, _next_step(start, unit), unit)
-        days = (min(step.end, covered.end) - max(step.start, covered.start)).days
+        days = (min(step.end, end) - max(step.start, first)).days
         if days == step.days:
             steps.append(step)
         else:
@@ -246,36 +247,33 @@ class Cube:
         return "; ".join(f"{x.step.label} ({x.covered:.0%} covered)" for x in self.left_out)
 
 
-def _params(source: Source, origin: str | None) -> tuple[str, dict]:
-    return (" AND data_origin = :origin" if origin is not None else ""), base_params(origin)
-
-
-def _steps_for(engine: Engine, source: Source, period: Period, unit: str, origin: str | None
-               ) -> tuple[list[TimeStep], list[LeftOut], tuple[date, date], str, dict]:
+def _steps_for(engine: Engine, source: Source, period: Filter, unit: str, origin: str | None
+               ) -> tuple[list[TimeStep], list[LeftOut], tuple[date, date]]:
     """The complete steps of `period` that the source's data covers, refusing fewer than MIN_STEPS."""
-    extra, params = _params(source, origin)
-    local = f"({source.local_time()})::date"
+    t = source.sa_table
+    local = sa.cast(source.local_time(period.tz), sa.Date)
+    conditions = [source.scope(t)] + ([t.c.data_origin == origin] if origin is not None else [])
     with engine.connect() as conn:
-        first, last = conn.execute(sa.text(
-            f"SELECT min({local}), max({local}) FROM {source.table} WHERE {source.scope}{extra}"), params).one()
+        first, last = conn.execute(sa.select(sa.func.min(local), sa.func.max(local)).where(*conditions)).one()
         if first is None:
             raise ValueError(f"no {source.table} to count{' of origin ' + origin if origin else ''}"
                              f"{'; label the calls first (`hotspots label`)' if source.table == 'calls' else ''}")
     check_origin(engine, source, period, origin)
-    covered = Period(max(period.start, first), min(period.end, last + timedelta(days=1)))
+    lo, hi = max(period.start_date, first), min(period.end_date, last + timedelta(days=1))
     span = (first, last)
-    if covered.end <= covered.start:
+    if hi <= lo:
         raise ValueError(f"the {source.table} span {first}..{last}, "
-                         f"outside {period.start}..{period.end - timedelta(days=1)}")
+                         f"outside {period.start_date}..{period.end_date - timedelta(days=1)}")
+    covered = period.with_days(lo, hi)
     steps, left_out = time_steps(covered, unit)
     if len(steps) < MIN_STEPS:
         partial = "; ".join(f"{x.step.label} {x.covered:.0%} covered" for x in left_out)
         raise ValueError(
-            f"emerging hot spots need at least {MIN_STEPS} complete {unit}s; {period.start}.."
-            f"{period.end - timedelta(days=1)} holds {len(steps)} complete {unit}"
+            f"emerging hot spots need at least {MIN_STEPS} complete {unit}s; {period.start_date}.."
+            f"{period.end_date - timedelta(days=1)} holds {len(steps)} complete {unit}"
             f"{'' if len(steps) == 1 else 's'} of {source.table} data (which span {first}..{last})"
             + (f", and partial ones left out: {partial}" if partial else ""))
-    return steps, left_out, span, extra, params
+    return steps, left_out, span
 
 
 def _describe(source: Source, origin: str | None) -> str:
@@ -286,13 +284,13 @@ def _step_index(steps: list[TimeStep]) -> dict[date, int]:
     return {s.start: i for i, s in enumerate(steps)}
 
 
-def npa_cube(engine: Engine, period: Period, source: str = "incidents", *, unit: str = "month",
+def npa_cube(engine: Engine, period: Filter, source: str = "incidents", *, unit: str = "month",
              origin: str | None = None) -> tuple[gpd.GeoDataFrame, Cube]:
     """The NPAs (in npa_id order) and the cube of what `source` counts per NPA and complete step."""
     src = _source(source)
-    steps, left_out, span, extra, params = _steps_for(engine, src, period, unit, origin)
+    steps, left_out, span = _steps_for(engine, src, period, unit, origin)
     npas = read_neighborhoods(engine)
-    units, params = src.units(Period(steps[0].start, steps[-1].end), origin)
+    units, params = src.units_sql(period.with_days(steps[0].start, steps[-1].end).narrowed(origin=origin))
     with engine.connect() as conn:
         rows = pd.read_sql(sa.text(
             "SELECT npa_id, date_trunc(:unit, local_time)::date AS step, sum(w) AS value"
@@ -306,16 +304,16 @@ def npa_cube(engine: Engine, period: Period, source: str = "incidents", *, unit:
     return npas, Cube(counts, steps, left_out, _describe(src, origin), span, origin)
 
 
-def grid_cube(engine: Engine, period: Period, source: str = "incidents", *, cell_ft: float = 1000.0,
+def grid_cube(engine: Engine, period: Filter, source: str = "incidents", *, cell_ft: float = 1000.0,
               unit: str = "month", origin: str | None = None) -> tuple[Lattice, Cube]:
     """Square cells of `cell_ft` feet (EPSG:2264) over the county and the cube of what `source` counts per cell."""
     import shapely
 
     src = _source(source)
-    steps, left_out, span, extra, params = _steps_for(engine, src, period, unit, origin)
+    steps, left_out, span = _steps_for(engine, src, period, unit, origin)
     county = shapely.union_all(read_neighborhoods(engine).to_crs(2264).geometry.to_numpy())
     lattice = Lattice.over(county, cell_ft)
-    units, params = src.units(Period(steps[0].start, steps[-1].end), origin)
+    units, params = src.units_sql(period.with_days(steps[0].start, steps[-1].end).narrowed(origin=origin))
     with engine.connect() as conn:
         rows = pd.read_sql(sa.text(
             "SELECT ST_X(g) AS x, ST_Y(g) AS y, w, step FROM ("
@@ -343,7 +341,7 @@ class EmergingRun:
         return {name: int(got.get(name, 0)) for name in PATTERNS}
 
 
-def npa_emerging(engine: Engine, period: Period, *, source: str = "incidents", unit: str = "month",
+def npa_emerging(engine: Engine, period: Filter, *, source: str = "incidents", unit: str = "month",
                  neighbourhood_steps: int = 1, confidence: float = 0.90, origin: str | None = None) -> EmergingRun:
     """Emerging hot spots over the 462 NPAs (queen contiguity), complete months (or weeks) of `period`."""
     npas, cube = npa_cube(engine, period, source, unit=unit, origin=origin)
@@ -354,7 +352,7 @@ def npa_emerging(engine: Engine, period: Period, *, source: str = "incidents", u
     return EmergingRun(areas, cube, found, unit, neighbourhood_steps, confidence)
 
 
-def grid_emerging(engine: Engine, period: Period, *, source: str = "incidents", cell_ft: float = 1000.0,
+def grid_emerging(engine: Engine, period: Filter, *, source: str = "incidents", cell_ft: float = 1000.0,
                   unit: str = "month", neighbourhood_steps: int = 1, confidence: float = 0.90,
                   origin: str | None = None) -> EmergingRun:
     """Emerging hot spots over square cells (queen neighbours on the lattice); cells returned in EPSG:4326."""

@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from geo import catalog
 from geo.catalog import Layer, Property
-from geo.filters import TABLE_COLUMNS, Filter, ParameterError, bbox_predicate
+from geo.filters import TABLE_COLUMNS, Filter, ParameterError, bbox_predicate, compile_text
 from geo.runs import RunKind, SavedRun, get_run, load_table, resolve_run
 
 # Rows per server-side cursor fetch (and per Arrow batch). Each chunk is held a few times over
@@ -165,7 +165,7 @@ def _where(lyr: Layer, flt: Filter) -> tuple[str, dict]:
         return flt.where(lyr.filter_table)
     if flt.bbox is None:
         return "TRUE", {}
-    return bbox_predicate(lyr.geom, flt.bbox)
+    return compile_text(bbox_predicate(sa.literal_column(lyr.geom), flt.bbox))
 
 
 def _order(lyr: Layer) -> str:

@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from geo.catalog import Layer, Property
-from geo.filters import (FILTER_PARAMETERS, Filter, ParameterError, bbox_predicate, parse_bbox, parse_bool,
-                         parse_float, parse_int)
+from geo.filters import (FILTER_PARAMETERS, Filter, ParameterError, bare_columns, bbox_predicate, compile_text, parse_bbox,
+                         parse_bool, parse_float, parse_int)
 from geo.settings import locale_settings
 
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
@@ -48,23 +48,19 @@ class Selection:
     run_id: int | None = None
 
     def where(self, lyr: Layer) -> tuple[str, dict]:
-        """SQL condition on the layer's source (unqualified columns) and its bound parameters."""
-        clauses: list[str] = []
-        params: dict = {}
+        """SQL condition on the layer's source (unqualified columns) and its bound parameters, compiled once."""
+        conditions = []
         if self.filter is not None:
-            sql, params = self.filter.where(lyr.filter_table)
-            clauses.append(sql)   # its bbox is already an exact ST_Intersects (OGC bbox means "intersects")
+            # Its bbox is already an exact ST_Intersects (OGC bbox means "intersects").
+            conditions.append(self.filter.predicate(lyr.filter_table, bare_columns(lyr.filter_table)))
         if self.bbox is not None:
-            sql, bound = bbox_predicate(lyr.geom, self.bbox, "b_")
-            clauses.append(sql)
-            params.update(bound)
+            conditions.append(bbox_predicate(sa.literal_column(lyr.geom), self.bbox, prefix="b"))
         for i, (name, value) in enumerate(self.properties):
-            prop = lyr.property(name)
-            clauses.append(f"{prop.sql} = :q_{i}")
-            params[f"q_{i}"] = value
+            conditions.append(sa.literal_column(lyr.property(name).sql) == sa.bindparam(f"q_{i}", value))
+        sql, params = compile_text(sa.and_(sa.true(), *conditions))
         if lyr.run_kinds:
             params["run_id"] = self.run_id
-        return " AND ".join(clauses) or "TRUE", params
+        return sql, params
 
     def key(self) -> str:
         """A short digest of what is selected, for cache keys."""

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from scipy.stats import norm
 from sqlalchemy.engine import Engine
 
-from geo.metrics import Period, period_filter
+from geo.filters import Filter
 from geo.spatial import county_2264, read_neighborhoods
 
 if TYPE_CHECKING:
@@ -195,20 +195,19 @@ def homicide_hotspots(engine: Engine, years: tuple[int, int] | None = None, *, p
     return npa_gi_star(read_neighborhoods(engine), values, permutations, seed, per_1000=per_1000), info
 
 
-def npa_values(engine: Engine, period: Period, source: str | None = None, origin: str | None = None
+def npa_values(engine: Engine, period: Filter, source: str | None = None, origin: str | None = None
                ) -> tuple[pd.DataFrame, "Source"]:
     """What `source` counts per NPA in the period (npa_id, value) and the source (geo.sources) it resolved to."""
     from geo.sources import resolve
 
+    from geo.metrics import source_values
+
     src = resolve(engine, source, period, origin)
-    units, params = src.units(period, origin)
-    with engine.connect() as conn:
-        values = pd.read_sql(sa.text(
-            f"SELECT npa_id, sum(w) AS value FROM ({units}) u WHERE npa_id IS NOT NULL GROUP BY 1"), conn, params=params)
+    values = source_values(engine, period.narrowed(origin=origin), src, ("npa",)).rename(columns={"npa": "npa_id"})
     return values, src
 
 
-def npa_hotspots(engine: Engine, period: Period, *, source: str | None = None, measure: str | None = None,
+def npa_hotspots(engine: Engine, period: Filter, *, source: str | None = None, measure: str | None = None,
                  origin: str | None = None, permutations: int = 999, seed: int = 0,
                  per_1000: bool = False) -> gpd.GeoDataFrame:
     """Gi* over the 462 NPAs of what `source` counts in a period (geo.sources; default: recorded violent
@@ -255,13 +254,13 @@ class Grid:
         return shapely.box(x, y, x + self.size, y + self.size)
 
 
-def source_points(engine: Engine, period: Period, source: str | None = None, origin: str | None = None
+def source_points(engine: Engine, period: Filter, source: str | None = None, origin: str | None = None
                   ) -> tuple[pd.DataFrame, "Source"]:
     """What `source` counts in the period as points: x, y in EPSG:2264 feet, weight w, local month; and the source."""
     from geo.sources import resolve
 
     src = resolve(engine, source, period, origin)
-    units, params = src.units(period, origin)
+    units, params = src.units_sql(period.narrowed(origin=origin))
     with engine.connect() as conn:
         rows = pd.read_sql(sa.text(
             "SELECT ST_X(g) AS x, ST_Y(g) AS y, w, month FROM ("
@@ -270,7 +269,7 @@ def source_points(engine: Engine, period: Period, source: str | None = None, ori
     return rows, src
 
 
-def _points_2264(engine: Engine, period: Period, source: str | None, origin: str | None = None
+def _points_2264(engine: Engine, period: Filter, source: str | None, origin: str | None = None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, "Source"]:
     """Projected coordinates (feet) and weights of what the source counts in the period, and the source."""
     rows, src = source_points(engine, period, source, origin)
@@ -485,7 +484,7 @@ def resolve_cell_size(cell_ft: float | str, x: np.ndarray, y: np.ndarray, study_
     return CellSize(size, "fixed", f"{size:g} ft given")
 
 
-def grid_hotspots(engine: Engine, period: Period, *, cell_ft: float | str = "auto", source: str | None = None,
+def grid_hotspots(engine: Engine, period: Filter, *, cell_ft: float | str = "auto", source: str | None = None,
                   measure: str | None = None, origin: str | None = None, permutations: int = 999,
                   seed: int = 0) -> gpd.GeoDataFrame:
     """Gi* of what `source` counts (geo.sources) over square cells covering Mecklenburg County; cells
@@ -560,7 +559,7 @@ def mann_kendall(series: np.ndarray) -> tuple[float, float]:
     return float(z), float(2 * norm.sf(abs(z)))
 
 
-def threshold_stability(engine: Engine, period: Period, thresholds: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6),
+def threshold_stability(engine: Engine, period: Filter, thresholds: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6),
                         ) -> gpd.GeoDataFrame:
     """Which NPAs stay hot spots whatever probability cut turns the classifier's output into labels.
 
@@ -570,7 +569,7 @@ def threshold_stability(engine: Engine, period: Period, thresholds: tuple[float,
     """
     npas = read_neighborhoods(engine)
     cases = ", ".join(f"count(*) FILTER (WHERE p_violent >= {float(t)!r}) AS t{i}" for i, t in enumerate(thresholds))
-    where, params = period_filter(period)
+    where, params = period.where("calls")
     with engine.connect() as conn:
         counts = pd.read_sql(sa.text(
             f"SELECT npa_id, {cases} FROM calls WHERE npa_id IS NOT NULL AND p_violent IS NOT NULL AND {where}"

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from typing import Callable, Sequence
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.sql.elements import ColumnElement
 
-from geo.filters import TABLE_COLUMNS, Filter
+from geo import models
+from geo.filters import TABLE_COLUMNS, Filter, configured_zone
 
 # CMPD's roll-up row: the published violent-crime total for a geography and month.
 ROLLUP = "Violent Crime"
@@ -83,18 +86,6 @@ def offense_totals(engine: Engine, geography: str = "CMPD", years: tuple[int, in
 AREA_COLUMNS = {"city": None, "division": "division_id", "npa": "npa_id"}
 
 
-@dataclass(frozen=True)
-class Period:
-    """A half-open local-date range [start, end)."""
-
-    start: date
-    end: date
-
-    @property
-    def days(self) -> int:
-        return (self.end - self.start).days
-
-
 def _area_expr(by: str) -> str:
     if by not in AREA_COLUMNS:
         raise ValueError(f"by must be one of {', '.join(AREA_COLUMNS)}, not {by!r}")
@@ -102,40 +93,132 @@ def _area_expr(by: str) -> str:
     return "'CMPD'" if column is None else f"coalesce({column}::text, '(none)')"
 
 
-def period_filter(period: Period, category: str | None = None, division: str | None = None) -> tuple[str, dict]:
-    """SQL condition on calls for a local-date period (and optional category/division), with its parameters."""
-    clauses = ["received_at >= (CAST(:start AS timestamp) AT TIME ZONE :tz)",
-               "received_at < (CAST(:end AS timestamp) AT TIME ZONE :tz)"]
-    params = {"start": period.start, "end": period.end, "tz": _tz()}
-    if category:
-        clauses.append("category = :category")
-        params["category"] = category
-    if division:
-        clauses.append("division_id = :division")
-        params["division"] = division
-    return " AND ".join(clauses), params
-
-
 def _tz() -> str:
-    from geo.settings import locale_settings
-
-    return locale_settings().timezone
+    return configured_zone()
 
 
-def call_counts(engine: Engine, period: Period, by: str = "division", *, division: str | None = None) -> pd.DataFrame:
+# --- the measures layer -----------------------------------------------------------------------
+# Every measure is one function of (reader, Filter, grouping). A reader runs the measure's Core
+# query: `SqlReader` on one engine; geo.scale's `DaskReader` on time partitions of the filter,
+# summing the partial results (every measure value below is a sum, so partitions add up).
+Build = Callable[[Filter | None], sa.Select]
+
+
+class SqlReader:
+    """Runs a measure's query on one database engine (the reference path of the CLI, the web and the panel)."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def aggregate(self, build: Build, flt: Filter, keys: Sequence[str]) -> pd.DataFrame:
+        """The measure's rows for the whole filter: `build(None)` run once."""
+        with self.engine.connect() as conn:
+            return pd.read_sql(build(None), conn)
+
+
+def reader_of(source: "Engine | SqlReader") -> "SqlReader":
+    """A reader for an engine (SqlReader), or the reader itself."""
+    return SqlReader(source) if isinstance(source, Engine) else source
+
+
+def _call_groups(t: sa.Table, tz: str) -> dict[str, ColumnElement]:
+    local = sa.func.timezone(tz, t.c.received_at)
+    return {
+        "city": sa.literal_column("'CMPD'"),
+        "division": sa.func.coalesce(t.c.division_id, sa.literal_column("'(none)'")),
+        "npa": sa.func.coalesce(sa.cast(t.c.npa_id, sa.Text), sa.literal_column("'(none)'")),
+        "category": sa.func.coalesce(t.c.category, sa.literal_column("'unknown'")),
+        "weekday": sa.cast(sa.extract("isodow", local), sa.Integer) - 1,
+        "hour": sa.cast(sa.extract("hour", local), sa.Integer),
+        "day": sa.cast(local, sa.Date),
+        "month": sa.func.to_char(local, sa.literal_column("'YYYY-MM'")),
+        # Calls known only by their date have no hour: a 7x24 leaves them out and counts them.
+        # (1 or 0: COPY, which the Dask workers read through, writes booleans as t/f.)
+        "date_only": sa.cast(t.c.received_at_precision == sa.literal_column("'date'"), sa.Integer),
+    }
+
+
+CALL_GROUPS = tuple(_call_groups(models.calls, "UTC"))
+
+
+def _positions(by: Sequence[str]) -> list[ColumnElement]:
+    # GROUP BY 1, 2, ...: a constant group ('CMPD') cannot be named, and a label may shadow a column.
+    return [sa.literal_column(str(i + 1)) for i in range(len(by))]
+
+
+def _groups(by: Sequence[str], known: Sequence[str]) -> None:
+    for g in by:
+        if g not in known:
+            raise ValueError(f"cannot group by {g!r}; one of {', '.join(known)}")
+
+
+def call_measures(reader: "Engine | SqlReader", flt: Filter, by: Sequence[str] = (),
+                  area: tuple[str, object] | None = None) -> pd.DataFrame:
+    """Calls under the filter per group: calls, labelled_violent, expected_violent, real, synthetic.
+
+    `by`: any of CALL_GROUPS (city, division, npa as text with '(none)', category with 'unknown',
+    weekday 0=Monday, hour, day, month in local time, date_only); `area`: (level, id) of one
+    division or NPA. The one count behind the CLI's counts and shares, the 7x24, the map's areas
+    and the side panel.
+    """
+    _groups(by, CALL_GROUPS)
+    t = models.calls
+
+    def build(part: Filter | None) -> sa.Select:
+        f = part or flt
+        groups = _call_groups(t, f.tz)
+        columns = [groups[g].label(g) for g in by]
+        return (sa.select(*columns, sa.func.count().label("calls"),
+                          sa.func.count().filter(t.c.label).label("labelled_violent"),
+                          sa.func.coalesce(sa.func.sum(t.c.p_violent), 0).label("expected_violent"),
+                          sa.func.count().filter(t.c.data_origin == "real").label("real"),
+                          sa.func.count().filter(t.c.data_origin == "synthetic").label("synthetic"))
+                .where(f.predicate("calls"), *_area_condition(t, area)).group_by(*_positions(by)))
+
+    rows = reader_of(reader).aggregate(build, flt, list(by))
+    for c in ("calls", "labelled_violent", "real", "synthetic"):
+        rows[c] = rows[c].astype("int64")
+    rows["expected_violent"] = rows["expected_violent"].astype(float)
+    return rows.sort_values(list(by), ignore_index=True) if by else rows
+
+
+UNIT_GROUPS = ("npa", "division", "day", "hour", "category")
+
+
+def source_values(reader: "Engine | SqlReader", flt: Filter, source, by: Sequence[str] = ("npa",),
+                  condition=None) -> pd.DataFrame:
+    """What a source (geo.sources) counts under the filter per group (npa, division, day, hour, category): `value`.
+
+    Calls about one incident count once, as the source says; rows without the group's area are
+    left out. The Gi* inputs on NPAs, CompStat's daily counts by source and the workload's violent part.
+    """
+    _groups(by, UNIT_GROUPS)
+    extra = ("category",) if "category" in by else ()
+
+    def build(part: Filter | None) -> sa.Select:
+        u = source.units(flt, extra=extra, condition=condition, within=part).subquery()
+        groups = {"npa": u.c.npa_id, "division": u.c.division_id, "day": u.c.local_date,
+                  "hour": sa.cast(sa.extract("hour", u.c.local_time), sa.Integer),
+                  "category": sa.func.coalesce(u.c.category, sa.literal_column("'unknown'")) if extra else None}
+        columns = [groups[g].label(g) for g in by]
+        areas = [groups[g].is_not(None) for g in by if g in ("npa", "division")]
+        return sa.select(*columns, sa.func.sum(u.c.w).label("value")).where(*areas).group_by(*_positions(by))
+
+    rows = reader_of(reader).aggregate(build, flt, list(by))
+    rows["value"] = rows["value"].astype(float)
+    return rows.sort_values(list(by), ignore_index=True) if by else rows
+
+
+def call_counts(engine: "Engine | SqlReader", flt: Filter, by: str = "division") -> pd.DataFrame:
     """Calls per area and category, each category's share of the area's calls, and violent shares.
 
     Columns: area, category, calls, share (of the area's calls), plus per area: total,
     labelled_violent (model label), expected_violent (sum of probabilities).
     """
-    where, params = period_filter(period, None, division)
-    sql = f"""
-        SELECT {_area_expr(by)} AS area, coalesce(category, 'unknown') AS category, count(*) AS calls,
-               count(*) FILTER (WHERE label) AS labelled_violent, coalesce(sum(p_violent), 0) AS expected_violent
-        FROM calls WHERE {where} GROUP BY 1, 2 ORDER BY 1, 2
-    """
-    with engine.connect() as conn:
-        rows = pd.read_sql(sa.text(sql), conn, params=params)
+    if by not in AREA_COLUMNS:
+        raise ValueError(f"by must be one of {', '.join(AREA_COLUMNS)}, not {by!r}")
+    rows = call_measures(engine, flt, (by, "category")).rename(columns={by: "area"})
+    rows = rows[["area", "category", "calls", "labelled_violent", "expected_violent"]]
     if rows.empty:
         return rows.assign(share=[], total=[])
     totals = rows.groupby("area")[["calls", "labelled_violent", "expected_violent"]].transform("sum")
@@ -147,34 +230,19 @@ def call_counts(engine: Engine, period: Period, by: str = "division", *, divisio
     return rows
 
 
-def period_as_filter(period: Period, *, division: str | None = None, category: str | None = None,
-                     violent_only: bool = False) -> Filter:
-    """The shared filter (geo.filters) of the local days [period.start, period.end), division, category, violence."""
-    tz = ZoneInfo(_tz())
-    return Filter(start=datetime.combine(period.start, time(0), tz), end=datetime.combine(period.end, time(0), tz),
-                  division=division, category=category, violent=True if violent_only else None)
-
-
-def _filter_of(flt: Filter | Period, division: str | None, category: str | None, violent_only: bool) -> Filter:
-    if isinstance(flt, Period):
-        return period_as_filter(flt, division=division, category=category, violent_only=violent_only)
-    if division or category or violent_only:
-        raise ValueError("with a Filter, give division, category and violent in the Filter itself")
-    return flt
-
-
-def _area_clause(where: str, params: dict, area: tuple[str, object] | None) -> tuple[str, dict]:
-    """The condition narrowed to one area: area = (by, id), by one of AREA_COLUMNS other than 'city'."""
+def _area_condition(t: sa.Table, area: tuple[str, object] | None) -> list[ColumnElement]:
+    """One area as a condition beside the filter's own: area = (by, id), by 'division' or 'npa'."""
     if area is None:
-        return where, params
+        return []
     by, value = area
-    column = AREA_COLUMNS.get(by)
-    if column is None:
+    if not AREA_COLUMNS.get(by):
         raise ValueError(f"area level must be one of {', '.join(k for k, v in AREA_COLUMNS.items() if v)}, not {by!r}")
-    return f"{where} AND {column} = :m_area", {**params, "m_area": value}
+    column = t.c[AREA_COLUMNS[by]]
+    return [column == sa.bindparam("m_area", int(value) if by == "npa" else str(value), type_=column.type)]
 
 
-def data_coverage(engine: Engine, table: str = "calls", origin: str | None = None) -> tuple[date | None, date | None]:
+def data_coverage(engine: Engine, table: str = "calls", origin: str | None = None, tz: str | None = None
+                  ) -> tuple[date | None, date | None]:
     """First and last local dates holding any row of `table` (of one origin if given): what the data cover."""
     column = TABLE_COLUMNS[table].time
     where = "data_origin = :origin" if origin else "TRUE"
@@ -182,7 +250,7 @@ def data_coverage(engine: Engine, table: str = "calls", origin: str | None = Non
     with engine.connect() as conn:
         return tuple(conn.execute(sa.text(
             f"SELECT min({local}), max({local})"
-            f" FROM {table} WHERE {where}"), {"tz": _tz(), "origin": origin}).one())
+            f" FROM {table} WHERE {where}"), {"tz": tz or _tz(), "origin": origin}).one())
 
 
 # --- the 7x24 matrix -----------------------------------------------------------------------------
@@ -234,31 +302,23 @@ def hour_occurrences(start: datetime, end: datetime, tz: str) -> pd.DataFrame:
     return table
 
 
-def hour_weekday(engine: Engine, flt: Filter | Period, *, division: str | None = None, category: str | None = None,
-                 violent_only: bool = False, area: tuple[str, object] | None = None) -> WeekHourMatrix:
-    """The 7x24 matrix of calls under a filter (or a Period with division/category/violent), optionally in one area.
+def hour_weekday(engine: "Engine | SqlReader", flt: Filter, *, area: tuple[str, object] | None = None) -> WeekHourMatrix:
+    """The 7x24 matrix of calls under a filter, optionally in one area.
 
     Calls known only by their date (received_at_precision 'date') have no hour: they are left out
     of every cell (never put at midnight) and counted in `left_out_date_only`. Open filter ends,
     and ends beyond the data, are closed at the local days the calls cover.
     """
-    flt = _filter_of(flt, division, category, violent_only)
-    where, params = _area_clause(*flt.where("calls"), area)
-    tz, precision = _tz(), TABLE_COLUMNS["calls"].precision
-    sql = f"""
-        SELECT extract(isodow FROM received_at AT TIME ZONE :tz)::int - 1 AS weekday,
-               extract(hour FROM received_at AT TIME ZONE :tz)::int AS hour, count(*) AS calls
-        FROM calls WHERE {where} AND {precision} <> 'date' GROUP BY 1, 2
-    """
-    with engine.connect() as conn:
-        rows = pd.read_sql(sa.text(sql), conn, params={**params, "tz": tz})
-        left_out = conn.execute(sa.text(f"SELECT count(*) FROM calls WHERE {where} AND {precision} = 'date'"),
-                                params).scalar_one()
+    tz = flt.tz
+    counted = call_measures(engine, flt, ("date_only", "weekday", "hour"), area)
+    dated = counted["date_only"].astype(bool)
+    left_out = counted.loc[dated, "calls"].sum()
+    rows = counted[~dated]
     totals = rows.pivot_table(index="weekday", columns="hour", values="calls", aggfunc="sum", fill_value=0)
     totals = totals.reindex(index=range(7), columns=range(24), fill_value=0).astype(int)
     totals.index = list(WEEKDAYS)
     totals.columns = list(range(24))
-    first, last = data_coverage(engine, "calls", flt.origin)
+    first, last = data_coverage(reader_of(engine).engine, "calls", flt.origin, tz)
     zone = ZoneInfo(tz)
     lo = datetime.combine(first, time(0), zone) if first else datetime.now(zone)
     hi = datetime.combine(last + timedelta(days=1), time(0), zone) if last else lo
@@ -283,9 +343,9 @@ def report_end(as_of: date) -> date:
     return day - timedelta(days=day.isoweekday() % 7)
 
 
-def _weeks_back(period: Period) -> Period:
+def _weeks_back(period: Filter) -> Filter:
     # 52 weeks (364 days) back: the same weeks, Monday to Sunday, a year earlier.
-    return Period(period.start - timedelta(days=364), period.end - timedelta(days=364))
+    return period.with_days(period.start_date - timedelta(days=364), period.end_date - timedelta(days=364))
 
 
 def _a_year_back(day: date, feb29: date) -> date:
@@ -295,33 +355,34 @@ def _a_year_back(day: date, feb29: date) -> date:
         return feb29
 
 
-def _same_dates_a_year_back(period: Period) -> Period:
+def _same_dates_a_year_back(period: Filter) -> Filter:
     # The same calendar dates a year earlier; 29 February begins a period on 1 March and ends one on 28 February.
-    start = _a_year_back(period.start, date(period.start.year - 1, 3, 1))
-    last = period.end - timedelta(days=1)
+    first = period.start_date
+    start = _a_year_back(first, date(first.year - 1, 3, 1))
+    last = period.end_date - timedelta(days=1)
     last = _a_year_back(last, date(last.year - 1, 2, 28))
-    return Period(start, max(start, last + timedelta(days=1)))
+    return period.with_days(start, max(start, last + timedelta(days=1)))
 
 
-def _just_before(period: Period) -> Period:
-    return Period(period.start - timedelta(days=period.days), period.start)
+def _just_before(period: Filter) -> Filter:
+    return period.with_days(period.start_date - timedelta(days=period.days), period.start_date)
 
 
-def _window_rules(as_of: date, compare: str) -> dict[str, tuple[Period, object]]:
+def _window_rules(as_of: date, compare: str, tz: str | None = None) -> dict[str, tuple[Filter, object]]:
     if compare not in COMPARISONS:
         raise ValueError(f"compare must be one of {', '.join(COMPARISONS)}, not {compare!r}")
     last = report_end(as_of)
     end = last + timedelta(days=1)
-    week = Period(end - timedelta(days=7), end)
-    four = Period(end - timedelta(days=28), end)
-    ytd = Period(date(last.year, 1, 1), end)
+    week = Filter.local_days(end - timedelta(days=7), end, tz=tz)
+    four = Filter.local_days(end - timedelta(days=28), end, tz=tz)
+    ytd = Filter.local_days(date(last.year, 1, 1), end, tz=tz)
     back = _weeks_back if compare == "year" else _just_before
     # Year to date is always against the same dates a year earlier: the days before 1 January are
     # last year's end, no like-for-like comparison.
     return {"week": (week, back), "28 days": (four, back), "year to date": (ytd, _same_dates_a_year_back)}
 
 
-def compstat_windows(as_of: date, compare: str = "year") -> dict[str, tuple[Period, Period]]:
+def compstat_windows(as_of: date, compare: str = "year", tz: str | None = None) -> dict[str, tuple[Filter, Filter]]:
     """The report's (current, comparison) periods for a report date: week, 28 days, year to date.
 
     All three end on the Sunday of the last complete week before `as_of`. `compare='year'`: the
@@ -329,15 +390,15 @@ def compstat_windows(as_of: date, compare: str = "year") -> dict[str, tuple[Peri
     calendar dates a year earlier (29 February against 28 February); `compare='previous'`: the
     week and 28 days against the ones just before them.
     """
-    return {name: (current, rule(current)) for name, (current, rule) in _window_rules(as_of, compare).items()}
+    return {name: (current, rule(current)) for name, (current, rule) in _window_rules(as_of, compare, tz).items()}
 
 
-def _overlaps(a: Period, b: Period) -> bool:
+def _overlaps(a: Filter, b: Filter) -> bool:
     return a.start < b.end and b.start < a.end
 
 
-def history_pairs(current: Period, comparison: Period, rule, first: date,
-                  max_pairs: int = HISTORY_PAIRS, max_days: int = HISTORY_DAYS) -> list[tuple[Period, Period]]:
+def history_pairs(current: Filter, comparison: Filter, rule, first: date,
+                  max_pairs: int = HISTORY_PAIRS, max_days: int = HISTORY_DAYS) -> list[tuple[Filter, Filter]]:
     """Earlier (block, comparison) pairs of the window's length, compared by the same rule, within the data.
 
     Blocks step back from the window one length at a time; a pair is kept only if neither period
@@ -345,13 +406,14 @@ def history_pairs(current: Period, comparison: Period, rule, first: date,
     counts in at most one pair and the pairs' deviations are independent under the model.
     """
     used = [current, comparison]
-    pairs: list[tuple[Period, Period]] = []
+    pairs: list[tuple[Filter, Filter]] = []
     length = current.days
+    begin = current.start_date
     j = 1
     while len(pairs) < max_pairs:
-        block = Period(current.start - timedelta(days=j * length), current.start - timedelta(days=(j - 1) * length))
+        block = current.with_days(begin - timedelta(days=j * length), begin - timedelta(days=(j - 1) * length))
         other = rule(block)
-        if min(block.start, other.start) < first or (current.start - block.start).days > max_days:
+        if min(block.start_date, other.start_date) < first or (begin - block.start_date).days > max_days:
             break
         if other.days > 0 and not any(_overlaps(x, u) for x in (block, other) for u in used):
             pairs.append((block, other))
@@ -436,19 +498,19 @@ def compstat_table(daily: pd.DataFrame, as_of: date, coverage: tuple[date | None
         days = full
     cum = np.vstack([np.zeros((1, len(areas))), np.cumsum(counts_by_day, axis=0)])
 
-    def total(period: Period) -> np.ndarray:
+    def total(period: Filter) -> np.ndarray:
         # Sum over [start, end) by cumulative sums; days outside the frame hold no counts.
         if not len(days):
             return np.zeros(len(areas))
-        a = int(np.clip((pd.Timestamp(period.start) - days[0]).days, 0, len(days)))
-        b = int(np.clip((pd.Timestamp(period.end) - days[0]).days, 0, len(days)))
+        a = int(np.clip((pd.Timestamp(period.start_date) - days[0]).days, 0, len(days)))
+        b = int(np.clip((pd.Timestamp(period.end_date) - days[0]).days, 0, len(days)))
         return cum[b] - cum[a]
 
     out = []
     for name, (current, rule) in _window_rules(as_of, compare).items():
         prior = rule(current)
-        covered = (first is not None and last is not None and first <= prior.start and first <= current.start
-                   and last >= current.end - timedelta(days=1) and last >= prior.end - timedelta(days=1))
+        covered = (first is not None and last is not None and first <= prior.start_date and first <= current.start_date
+                   and last >= current.end_date - timedelta(days=1) and last >= prior.end_date - timedelta(days=1))
         c, p = total(current), total(prior)
         pairs = history_pairs(current, prior, rule, first) if covered else []
         if pairs:
@@ -474,8 +536,8 @@ def compstat_table(daily: pd.DataFrame, as_of: date, coverage: tuple[date | None
             else:
                 note = ""
             out.append({"window": name, "area": area, "current": _count(c[i]), "prior": _count(p[i]),
-                        "current_period": f"{current.start}..{current.end - timedelta(days=1)}",
-                        "prior_period": f"{prior.start}..{prior.end - timedelta(days=1)}",
+                        "current_period": f"{current.start_date}..{current.end_date - timedelta(days=1)}",
+                        "prior_period": f"{prior.start_date}..{prior.end_date - timedelta(days=1)}",
                         "current_days": current.days, "prior_days": prior.days, "compare": compare,
                         "pct_change": round(change, 1), "dispersion": round(float(phi[i]), 3),
                         "history_pairs": int(max(df[i] + 1, 0)) if covered else 0,
@@ -489,24 +551,29 @@ def daily_counts(engine: Engine, flt: Filter, by: str, start: date, end: date, t
                  source=None) -> pd.DataFrame:
     """Rows of `table` under the filter per local date in [start, end) (rows) and area (columns);
     with a `source` (geo.sources.Source), what it counts (calls about one incident once) instead."""
+    days = flt.with_days(start, end)
     if source is not None:
-        where, params = flt.where(source.table)
-        units, unit_params = source.units(Period(start, end), condition=where)
-        sql = f"SELECT {_area_expr(by)} AS area, local_date AS day, sum(w) AS n FROM ({units}) u GROUP BY 1, 2"
-        params = {**params, **unit_params}
+        rows = source_values(engine, days, source, ("day",) if by == "city" else (by, "day"))
+        rows = rows.rename(columns={"value": "n", by: "area"}).assign(**({"area": "CMPD"} if by == "city" else {}))
+        if by == "npa":
+            rows["area"] = rows["area"].astype(int).astype(str)
+        return _wide_days(rows)
+    if table == "calls":
+        rows = call_measures(engine, days, (by, "day")).rename(columns={by: "area", "calls": "n"})
+        return _wide_days(rows)
     else:
         cols = TABLE_COLUMNS[table]
-        where, params = flt.where(table)
-        sql = f"""
-            SELECT {_area_expr(by)} AS area, ({cols.time} AT TIME ZONE :tz)::date AS day, count(*) AS n
-            FROM {table} WHERE {where}
-              AND {cols.time} >= (CAST(:d_start AS timestamp) AT TIME ZONE :tz)
-              AND {cols.time} < (CAST(:d_end AS timestamp) AT TIME ZONE :tz)
-            GROUP BY 1, 2
-        """
-        params = {**params, "tz": _tz(), "d_start": start, "d_end": end}
+        where, params = days.where(table)
+        day = cols.time if cols.time_is_date else f"({cols.time} AT TIME ZONE :tz)::date"
+        sql = f"SELECT {_area_expr(by)} AS area, {day} AS day, count(*) AS n FROM {table} WHERE {where} GROUP BY 1, 2"
+        params = {**params, "tz": flt.tz}
     with engine.connect() as conn:
         rows = pd.read_sql(sa.text(sql), conn, params=params)
+    return _wide_days(rows)
+
+
+def _wide_days(rows: pd.DataFrame) -> pd.DataFrame:
+    """Counts per (area, day) rows as one row per day and one column per area."""
     if rows.empty:
         return pd.DataFrame(index=pd.DatetimeIndex([]))
     wide = rows.pivot_table(index="day", columns="area", values="n", aggfunc="sum", fill_value=0)
@@ -537,41 +604,35 @@ def compstat(engine: Engine, as_of: date, *, by: str = "city", flt: Filter | Non
     """
     from geo.sources import check_origin, get_source
 
-    flt = replace(flt or Filter(), start=None, end=None, given={})
+    flt = (flt or Filter()).without_dates()
     src = get_source(source) if source is not None else None
     table = src.table if src is not None else table
     if areas is None and by != "city":
         areas = level_areas(engine, by)
-    coverage = data_coverage(engine, table, flt.origin)
-    rules = _window_rules(as_of, compare)
-    starts = [min(c.start, rule(c).start) for c, rule in rules.values()]
+    coverage = data_coverage(engine, table, flt.origin, flt.tz)
+    rules = _window_rules(as_of, compare, flt.tz)
+    starts = [min(c.start_date, rule(c).start_date) for c, rule in rules.values()]
     if coverage[0] is not None:
         for current, rule in rules.values():
-            starts += [o.start for _, o in history_pairs(current, rule(current), rule, coverage[0])]
-    end = max(c.end for c, _ in rules.values())
+            starts += [o.start_date for _, o in history_pairs(current, rule(current), rule, coverage[0])]
+    end = max(c.end_date for c, _ in rules.values())
     if src is not None:
-        check_origin(engine, src, Period(min(starts), end), flt.origin)
+        check_origin(engine, src, flt.with_days(min(starts), end), flt.origin)
     daily = daily_counts(engine, flt, by, min(starts), end, table, src)
     result = compstat_table(daily, as_of, coverage, compare=compare, alpha=alpha, areas=areas)
     result.attrs["source"] = src.describe(flt.origin) if src is not None else f"{table}: every row under the filter"
     return result
 
 
-def npa_rates(engine: Engine, period: Period) -> pd.DataFrame:
+def npa_rates(engine: Engine, period: Filter) -> pd.DataFrame:
     """Calls and violent calls per NPA with rates per 1,000 residents (NPA population, latest year)."""
-    where, params = period_filter(period)
-    sql = f"""
-        SELECT n.npa_id, n.population, n.population_year,
-               coalesce(c.calls, 0) AS calls, coalesce(c.labelled_violent, 0) AS labelled_violent,
-               coalesce(c.expected_violent, 0) AS expected_violent
-        FROM neighborhoods n
-        LEFT JOIN (SELECT npa_id, count(*) AS calls, count(*) FILTER (WHERE label) AS labelled_violent,
-                          sum(p_violent) AS expected_violent
-                   FROM calls WHERE {where} GROUP BY 1) c USING (npa_id)
-        ORDER BY n.npa_id
-    """
     with engine.connect() as conn:
-        rows = pd.read_sql(sa.text(sql), conn, params=params)
+        rows = pd.read_sql(sa.text("SELECT npa_id, population, population_year FROM neighborhoods ORDER BY npa_id"), conn)
+    counted = call_measures(engine, period, ("npa",))
+    counted = counted[counted["npa"] != "(none)"].assign(npa_id=lambda d: d["npa"].astype(int))
+    rows = rows.merge(counted[["npa_id", "calls", "labelled_violent", "expected_violent"]], on="npa_id", how="left")
+    rows[["calls", "labelled_violent"]] = rows[["calls", "labelled_violent"]].fillna(0).astype("int64")
+    rows["expected_violent"] = rows["expected_violent"].fillna(0.0)
     # NPAs with no residents (parks, the airport) get no rate rather than a division by zero.
     per_1000 = 1000.0 / rows["population"].where(rows["population"] > 0)
     rows["calls_per_1000"] = (rows["calls"] * per_1000).round(2)
@@ -580,7 +641,7 @@ def npa_rates(engine: Engine, period: Period) -> pd.DataFrame:
     return rows
 
 
-def clearance_rates(engine: Engine, period: Period, by: str = "division") -> pd.DataFrame:
+def clearance_rates(engine: Engine, period: Filter, by: str = "division") -> pd.DataFrame:
     """Share of crime incidents (not 800-series reports, not Unfounded) cleared, per area and category.
 
     As the FBI counts clearances (UCR/NIBRS): cleared by arrest (including an arrest by another
@@ -589,6 +650,7 @@ def clearance_rates(engine: Engine, period: Period, by: str = "division") -> pd.
     'Closed/Cleared' with the kind in CLEARANCE_DETAIL_STATUS. Unfounded reports are not crimes and
     are outside the denominator (is_crime). Reports in the period are counted by DATE_REPORTED.
     """
+    where, params = period.where("incidents")
     sql = f"""
         SELECT {_area_expr(by)} AS area, coalesce(category, 'unknown') AS category, count(*) AS incidents,
                count(*) FILTER (WHERE clearance_status IN ('Cleared by Arrest', 'Exceptionally Cleared',
@@ -597,12 +659,11 @@ def clearance_rates(engine: Engine, period: Period, by: str = "division") -> pd.
                                        AND clearance_detail_status IN ('Cleared by Arrest', 'Exceptionally Cleared')))
                    AS cleared
         FROM incidents
-        WHERE is_crime AND date_reported >= (CAST(:start AS timestamp) AT TIME ZONE :tz)
-          AND date_reported < (CAST(:end AS timestamp) AT TIME ZONE :tz)
+        WHERE is_crime AND {where}
         GROUP BY 1, 2 ORDER BY 1, 2
     """
     with engine.connect() as conn:
-        rows = pd.read_sql(sa.text(sql), conn, params={"start": period.start, "end": period.end, "tz": _tz()})
+        rows = pd.read_sql(sa.text(sql), conn, params=params)
     rows["clearance_rate"] = (rows["cleared"] / rows["incidents"]).round(4)
     return rows
 
@@ -625,15 +686,16 @@ def _month_add(day: date, months: int) -> date:
     return date(index // 12, index % 12 + 1, 1)
 
 
-def complete_months(period: Period, **coverages: tuple[date | None, date | None]) -> tuple[list[date], list[str]]:
+def complete_months(period: Filter, **coverages: tuple[date | None, date | None]) -> tuple[list[date], list[str]]:
     """Calendar months inside the period that every source (name=(first, last)) covers whole, and those left out."""
-    first = _month_add(date(period.start.year, period.start.month, 1), 0)
+    begin, end = period.start_date, period.end_date
+    first = _month_add(date(begin.year, begin.month, 1), 0)
     months, left_out = [], []
     m = first
-    while m < period.end:
+    while m < end:
         nxt = _month_add(m, 1)
         reasons = []
-        if m < period.start or nxt > period.end:
+        if m < begin or nxt > end:
             reasons.append("the period holds part of it")
         for name, (lo, hi) in coverages.items():
             if lo is None or hi is None:
@@ -655,7 +717,7 @@ OCCURRED = ("CASE WHEN date_incident_began IS NOT NULL AND date_incident_began <
             " THEN date_incident_began ELSE date_reported END")
 
 
-def indicator_panel(engine: Engine, period: Period, flt: Filter | None = None) -> IndicatorPanel:
+def indicator_panel(engine: Engine, period: Filter, flt: Filter | None = None) -> IndicatorPanel:
     """Counts per NPA and complete month of calls per category and of violent incidents (FBI violent codes, not unfounded).
 
     A month is complete when the period holds all of it and both the calls and the incidents
@@ -664,26 +726,25 @@ def indicator_panel(engine: Engine, period: Period, flt: Filter | None = None) -
     """
     from geo.taxonomy import load_taxonomy
 
-    tz = _tz()
-    flt = replace(flt or Filter(), start=None, end=None, given={})
-    calls_cover = data_coverage(engine, "calls", flt.origin)
-    incidents_cover = data_coverage(engine, "incidents", flt.origin)
+    tz = period.tz
+    flt = (flt or Filter(tz=tz)).without_dates()
+    calls_cover = data_coverage(engine, "calls", flt.origin, tz)
+    incidents_cover = data_coverage(engine, "incidents", flt.origin, tz)
     months, left_out = complete_months(period, calls=calls_cover, incidents=incidents_cover)
     empty = IndicatorPanel(months, np.array([], dtype=int), {}, np.zeros((0, len(months))), left_out,
                            {"occurrence": 0, "report": 0})
     if not months:
         return empty
     lo, hi = months[0], _month_add(months[-1], 1)
-    where, params = flt.where("calls")
-    params = {**params, "s": lo, "e": hi, "tz": tz, "violent": sorted(load_taxonomy().violent_codes)}
-    origin = "AND data_origin = :f_origin" if flt.origin else ""
+    where, params = flt.with_days(lo, hi).where("calls")
+    params = {**params, "s": lo, "e": hi, "tz": tz, "violent": sorted(load_taxonomy().violent_codes),
+              "origin": flt.origin}
+    origin = "AND data_origin = :origin" if flt.origin else ""
     with engine.connect() as conn:
         calls = pd.read_sql(sa.text(
             "SELECT npa_id, date_trunc('month', received_at AT TIME ZONE :tz)::date AS month,"
             " coalesce(category, 'unknown') AS category, count(*) AS n FROM calls"
-            f" WHERE npa_id IS NOT NULL AND {where}"
-            " AND received_at >= (CAST(:s AS timestamp) AT TIME ZONE :tz)"
-            " AND received_at < (CAST(:e AS timestamp) AT TIME ZONE :tz) GROUP BY 1, 2, 3"), conn, params=params)
+            f" WHERE npa_id IS NOT NULL AND {where} GROUP BY 1, 2, 3"), conn, params=params)
         violent = pd.read_sql(sa.text(
             f"SELECT npa_id, date_trunc('month', {OCCURRED} AT TIME ZONE :tz)::date AS month,"
             " count(*) FILTER (WHERE date_incident_began IS NOT NULL AND date_incident_began <= date_reported) AS by_occurrence,"
@@ -780,7 +841,7 @@ def indicator_test(calls: dict[str, np.ndarray], violent: np.ndarray, *, permuta
     return result[columns].sort_values(["q_value", "t"], ascending=[True, False]).reset_index(drop=True)
 
 
-def leading_indicators(engine: Engine, period: Period, *, min_calls: int = 200, permutations: int = 999,
+def leading_indicators(engine: Engine, period: Filter, *, min_calls: int = 200, permutations: int = 999,
                        seed: int = 0, flt: Filter | None = None) -> pd.DataFrame:
     """Which call categories in one month go with more violent incidents the next month, within NPAs.
 
@@ -799,33 +860,31 @@ def leading_indicators(engine: Engine, period: Period, *, min_calls: int = 200, 
 OUTREACH_CATEGORIES = ("mental_health_welfare", "domestic_violence", "disorder")
 
 
-def outreach_flags(engine: Engine, period: Period, by: str = "npa", *, ratio: float = 1.25,
+def outreach_flags(engine: Engine, flt: Filter, by: str = "npa", *, ratio: float = 1.25,
                    min_calls: int = 50) -> pd.DataFrame:
-    """Areas where mental health, welfare, domestic or disorder calls dominate the workload.
+    """Areas where mental health, welfare, domestic or disorder calls dominate the workload, under the whole filter.
 
     An area is flagged for a category when that category's share of the area's calls is at least
     `ratio` times the city's share and the area has at least `min_calls` such calls.
     """
-    rows = call_counts(engine, period, by)
+    rows = call_counts(engine, flt, by)
     if rows.empty:
         return rows
+    columns = ["area", "category", "calls", "total", "share", "city_share", "ratio_to_city"]
     city = rows.groupby("category")["calls"].sum() / rows["calls"].sum()
     rows = rows[rows["category"].isin(OUTREACH_CATEGORIES)].copy()
+    if rows.empty:   # a filter without outreach calls (violent calls only, one other category)
+        return pd.DataFrame(columns=columns)
     rows["city_share"] = rows["category"].map(city)
     rows["ratio_to_city"] = (rows["share"] / rows["city_share"]).round(2)
     flagged = rows[(rows["ratio_to_city"] >= ratio) & (rows["calls"] >= min_calls)]
-    return flagged[["area", "category", "calls", "total", "share", "city_share", "ratio_to_city"]] \
-        .sort_values(["ratio_to_city", "calls"], ascending=False).reset_index(drop=True)
+    return flagged[columns].sort_values(["ratio_to_city", "calls"], ascending=False).reset_index(drop=True)
 
 
-def monthly_trend(engine: Engine, period: Period, by: str = "city", *, category: str | None = None) -> pd.DataFrame:
-    """Calls, labelled-violent and expected-violent calls per local calendar month and area."""
-    where, params = period_filter(period, category, None)
-    sql = f"""
-        SELECT {_area_expr(by)} AS area, to_char(received_at AT TIME ZONE :tz, 'YYYY-MM') AS month,
-               count(*) AS calls, count(*) FILTER (WHERE label) AS labelled_violent,
-               round(coalesce(sum(p_violent), 0)::numeric, 2)::float AS expected_violent
-        FROM calls WHERE {where} GROUP BY 1, 2 ORDER BY 1, 2
-    """
-    with engine.connect() as conn:
-        return pd.read_sql(sa.text(sql), conn, params=params)
+def monthly_trend(engine: "Engine | SqlReader", flt: Filter, by: str = "city") -> pd.DataFrame:
+    """Calls, labelled-violent and expected-violent calls per local calendar month and area under the filter."""
+    if by not in AREA_COLUMNS:
+        raise ValueError(f"by must be one of {', '.join(AREA_COLUMNS)}, not {by!r}")
+    rows = call_measures(engine, flt, (by, "month")).rename(columns={by: "area"})
+    rows["expected_violent"] = rows["expected_violent"].round(2)
+    return rows[["area", "month", "calls", "labelled_violent", "expected_violent"]]

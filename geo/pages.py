@@ -184,13 +184,11 @@ def compstat_page(engine: Engine, division: str, *, as_of: date | None = None, s
     one; `source` to recorded violent incidents where any exist (else expected violent calls).
     """
     from geo.metrics import (
-        Period,
         compstat,
         compstat_windows,
         daily_counts,
         data_coverage,
         hour_weekday,
-        period_as_filter,
         report_end,
     )
     from geo.sources import default_source, get_source
@@ -206,7 +204,8 @@ def compstat_page(engine: Engine, division: str, *, as_of: date | None = None, s
         raise ParameterError("as_of", f"{as_of} is outside the years {AS_OF_YEARS[0]}-{AS_OF_YEARS[1]}")
     if source is None:
         windows = [p for pair in compstat_windows(as_of, compare).values() for p in pair]
-        source = default_source(engine, Period(min(p.start for p in windows), max(p.end for p in windows)), origin)
+        source = default_source(engine, Filter.local_days(min(p.start_date for p in windows), max(p.end_date for p in windows)),
+                                origin)
     counted = None if source == "calls" else source
     base = Filter(origin=origin)
     table = compstat(engine, as_of, by="division", flt=base, compare=compare, source=counted)
@@ -229,7 +228,7 @@ def compstat_page(engine: Engine, division: str, *, as_of: date | None = None, s
         title=f"Weekly {words.split(':')[0]} in {name}", x_label="week starting (Monday)", y_label="per week",
         x_range=(0.0, TREND_WEEKS - 1.0), x_ticks=ticks, width=1000, height=300, chart_id="trend")
 
-    flt = replace(period_as_filter(Period(start, end), division=code), origin=origin)
+    flt = Filter.local_days(start, end, division=code, origin=origin)
     matrix = hour_weekday(engine, flt)
     heat = charts.heat_matrix(matrix.mean, title=f"Calls per occurrence of each weekday-hour, {start:%d %b %Y} to "
                                                  f"{end - timedelta(days=1):%d %b %Y}",

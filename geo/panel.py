@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from geo import catalog, metrics
-from geo.filters import Filter
-from geo.metrics import WEEKDAYS, Period
+from geo.filters import Filter, configured_zone
+from geo.metrics import WEEKDAYS
 from geo.sources import SOURCES
 
 
@@ -59,12 +59,6 @@ def level(name: str) -> Level:
         raise ValueError(f"unknown level {name!r}; one of {', '.join(LEVELS)}") from None
 
 
-def _tz() -> str:
-    from geo.settings import locale_settings
-
-    return locale_settings().timezone
-
-
 def _ident(lvl: Level) -> tuple[str, str]:
     lyr = catalog.layer(lvl.layer)
     calls = {p.name for p in catalog.layer("calls").properties}
@@ -93,15 +87,18 @@ def area_shapes(engine: Engine, level_name: str, tolerance: float = SIMPLIFY_DEG
         return [dict(r._mapping) for r in conn.execute(sa.text(sql), {"tol": tolerance})]
 
 
+def _area_id(lvl: Level, text: str):
+    # geo.metrics groups areas as text; the map keys divisions by code and NPAs by number.
+    return int(text) if lvl.name == "npa" else text
+
+
 def area_counts(engine: Engine, level_name: str, flt: Filter) -> dict:
     """Calls, labelled-violent calls and expected violent calls (sum of probabilities) per area under the filter."""
     lvl = level(level_name)
-    where, params = flt.where("calls", "c")
-    sql = (f"SELECT c.{lvl.calls_column} AS id, count(*) AS calls, count(*) FILTER (WHERE c.label) AS violent,"
-           f" coalesce(sum(c.p_violent), 0) AS expected FROM calls c"
-           f" WHERE c.{lvl.calls_column} IS NOT NULL AND {where} GROUP BY 1")
-    with engine.connect() as conn:
-        return {r.id: (int(r.calls), int(r.violent), float(r.expected)) for r in conn.execute(sa.text(sql), params)}
+    rows = metrics.call_measures(engine, flt, (lvl.metrics_by,))
+    return {_area_id(lvl, r[0]): (int(r[1]), int(r[2]), float(r[3]))
+            for r in rows[[lvl.metrics_by, "calls", "labelled_violent", "expected_violent"]].itertuples(index=False)
+            if r[0] != "(none)"}
 
 
 def per_1000(count: float, population: int | None) -> float | None:
@@ -163,17 +160,13 @@ def npa_gi_star(engine: Engine, flt: Filter, weights, npa_ids: np.ndarray, measu
 
     if measure not in MEASURES:
         raise ValueError(f"unknown measure {measure!r}; one of {', '.join(MEASURES)}")
-    where, params = flt.where("calls", "c")
     source = MEASURE_SOURCES.get(measure)
     if source is None:
-        sql = f"SELECT c.npa_id, {MEASURES[measure]} FROM calls c WHERE c.npa_id IS NOT NULL AND {where} GROUP BY 1"
+        counted = metrics.call_measures(engine, flt, ("npa",))
+        rows = {int(n): float(v) for n, v in zip(counted["npa"], counted["calls"]) if n != "(none)"}
     else:   # one count per incident, as geo.sources counts calls
-        src = SOURCES[source]
-        sql = (f"SELECT npa_id, sum(w) FROM (SELECT DISTINCT ON ({src.key}) c.npa_id, ({src.value})::float AS w"
-               f" FROM calls c WHERE {src.where} AND {where} ORDER BY {src.key}, ({src.value}) DESC, c.received_at) u"
-               " WHERE npa_id IS NOT NULL GROUP BY 1")
-    with engine.connect() as conn:
-        rows = dict(conn.execute(sa.text(sql), params).all())
+        counted = metrics.source_values(engine, flt, SOURCES[source], ("npa",))
+        rows = {int(n): float(v) for n, v in zip(counted["npa"], counted["value"])}
     values = np.array([float(rows.get(int(n), 0.0)) for n in npa_ids])
     result = gi_star(None, values, permutations=0, weights=weights)
     return pd.DataFrame({"npa_id": npa_ids.astype(int), "value": values, "gi_z": result.z, "gi_p": result.p,
@@ -230,26 +223,14 @@ def resolve_area(engine: Engine, level_name: str, area_id: str, division_names: 
     return dict(row)
 
 
-def _area_where(lvl: Level, flt: Filter) -> tuple[str, dict]:
-    where, params = flt.where("calls", "c")
-    return f"c.{lvl.calls_column} = :area AND {where}", params
-
-
 def area_totals(engine: Engine, level_name: str, area_id, flt: Filter, population: int | None = None) -> dict:
     """Calls, labelled-violent and expected violent calls in the area under the filter, with rates."""
     lvl = level(level_name)
-    where, params = _area_where(lvl, flt)
-    with engine.connect() as conn:
-        r = conn.execute(sa.text(
-            "SELECT count(*) AS calls, count(*) FILTER (WHERE c.label) AS violent,"
-            " count(*) FILTER (WHERE c.data_origin = 'real') AS real,"
-            " count(*) FILTER (WHERE c.data_origin = 'synthetic') AS synthetic,"
-            f" coalesce(sum(c.p_violent), 0) AS expected FROM calls c WHERE {where}"),
-            {**params, "area": area_id}).one()
-    calls, violent = int(r.calls), int(r.violent)
-    return {"calls": calls, "violent": violent, "expected_violent": round(float(r.expected), 2),
+    r = metrics.call_measures(engine, flt, (), (lvl.metrics_by, area_id)).iloc[0]
+    calls, violent = int(r["calls"]), int(r["labelled_violent"])
+    return {"calls": calls, "violent": violent, "expected_violent": round(float(r["expected_violent"]), 2),
             # What the counts are made of: real records, generated ones, or (said loudly) both.
-            "origins": {"real": int(r.real), "synthetic": int(r.synthetic)},
+            "origins": {"real": int(r["real"]), "synthetic": int(r["synthetic"])},
             "violent_share": round(violent / calls, 4) if calls else None,
             "calls_per_1000": per_1000(calls, population), "violent_per_1000": per_1000(violent, population)}
 
@@ -257,15 +238,11 @@ def area_totals(engine: Engine, level_name: str, area_id, flt: Filter, populatio
 def category_breakdown(engine: Engine, level_name: str, area_id, flt: Filter) -> list[dict]:
     """Calls per category in the area under the filter, largest first, with shares and violent labels."""
     lvl = level(level_name)
-    where, params = _area_where(lvl, flt)
-    with engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT coalesce(c.category, 'unknown') AS category, count(*) AS calls,"
-            f" count(*) FILTER (WHERE c.label) AS violent FROM calls c WHERE {where} GROUP BY 1 ORDER BY 2 DESC, 1"),
-            {**params, "area": area_id}).all()
-    total = sum(r.calls for r in rows)
-    return [{"category": r.category, "calls": int(r.calls), "violent": int(r.violent),
-             "share": round(r.calls / total, 4)} for r in rows]
+    rows = metrics.call_measures(engine, flt, ("category",), (lvl.metrics_by, area_id))
+    rows = rows.sort_values(["calls", "category"], ascending=[False, True])
+    total = int(rows["calls"].sum())
+    return [{"category": r.category, "calls": int(r.calls), "violent": int(r.labelled_violent),
+             "share": round(r.calls / total, 4)} for r in rows.itertuples(index=False)]
 
 
 def hour_weekday(engine: Engine, level_name: str, area_id, flt: Filter) -> dict:
@@ -308,13 +285,13 @@ def _finite(value, digits: int | None = None):
     return round(value, digits) if digits is not None else value
 
 
-def analysis_period(flt: Filter, data_range: tuple[date | None, date | None]) -> Period:
-    """The filter's local dates as a Period, open ends closed by the data's first and last day."""
+def analysis_period(flt: Filter, data_range: tuple[date | None, date | None]) -> Filter:
+    """The whole filter over whole local days, open ends closed by the data's first and last day."""
     lo, hi = flt.local_period()
     first, last = data_range
     lo = lo or first or date.today()
     hi = hi or ((last + timedelta(days=1)) if last else lo + timedelta(days=1))
-    return Period(lo, max(hi, lo + timedelta(days=1)))
+    return flt.with_days(lo, max(hi, lo + timedelta(days=1)))
 
 
 def outreach_for(flags: pd.DataFrame, area_id) -> list[dict]:
@@ -359,13 +336,9 @@ def as_of_date(flt: Filter, last: date | None) -> date:
     return (last or date.today()) + timedelta(days=1)
 
 
-def data_range(engine: Engine) -> tuple[date | None, date | None]:
-    """First and last local dates with calls."""
-    with engine.connect() as conn:
-        first, last = conn.execute(sa.text(
-            "SELECT (min(received_at) AT TIME ZONE :tz)::date, (max(received_at) AT TIME ZONE :tz)::date FROM calls"),
-            {"tz": _tz()}).one()
-    return first, last
+def data_range(engine: Engine, tz: str | None = None) -> tuple[date | None, date | None]:
+    """First and last local dates with calls (in the zone `tz`, the configured one if None)."""
+    return metrics.data_coverage(engine, "calls", None, tz or configured_zone())
 
 
 def clean_json(value):

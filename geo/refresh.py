@@ -85,7 +85,7 @@ def save_map_hotspots(engine: Engine, tz: str, cell_ft: float = DEFAULT_CELL_FT)
     unless already saved for the current model and data. Returns {kind: run_id} of what was computed now."""
     from geo.catalog import data_versions
     from geo.hotspots import grid_hotspots, npa_hotspots
-    from geo.metrics import Period
+    from geo.filters import Filter
 
     with engine.connect() as conn:
         model = current_model_version(conn)
@@ -97,11 +97,11 @@ def save_map_hotspots(engine: Engine, tz: str, cell_ft: float = DEFAULT_CELL_FT)
         origins = {o for (o,) in conn.execute(sa.text("SELECT DISTINCT data_origin FROM calls"))}
     if lo is None or model is None:
         return {}
-    period = Period(lo, hi + timedelta(days=1))
+    period = Filter.local_days(lo, hi + timedelta(days=1), tz=tz)
     # Real and synthetic calls are never added: with both (a feed's real calls beside the demo's),
     # the map's hot spots are those of the real calls, and the run says so.
     origin = "real" if len(origins) > 1 else None
-    params = {"period": [period.start, period.end], "calls_version": data_versions(engine)["calls"], "origin": origin}
+    params = {"period": [period.start_date, period.end_date], "calls_version": data_versions(engine)["calls"], "origin": origin}
     saved = {}
 
     def named(result) -> dict:   # the source (geo.sources) the run counted

@@ -89,7 +89,7 @@ def build_report(engine: Engine, flt: Filter, min_overlap: float = MIN_OVERLAP) 
             "SELECT name, ST_AsGeoJSON(ST_SimplifyPreserveTopology(geom, :tol), 5) FROM divisions WHERE division_id = :d"),
             {"d": flt.division, "tol": panel.SIMPLIFY_DEG}).one()
     totals = panel.area_totals(engine, "division", flt.division, flt)
-    return DivisionReport(flt.division, name, (period.start, period.end - timedelta(days=1)), npas, geometry, totals)
+    return DivisionReport(flt.division, name, (period.start_date, period.end_date - timedelta(days=1)), npas, geometry, totals)
 
 
 def _colour(value: float, breaks: list[float]) -> str:

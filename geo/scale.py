@@ -1,5 +1,9 @@
 """Scale-out on Dask: area assignment, Gi* inputs and labelling over partitions of the calls table.
 
+The analyses are the measures of geo.metrics; this module only swaps their reader: `DaskReader`
+runs a measure's Core query on time slices of its Filter on the workers and sums the parts (each
+slice counts a unit of geo.sources once: calls about one incident stay one unit across slices).
+
 The calls are cut into half-open ranges of received_at. Each partition is read by the Dask
 worker that runs its task, over its own connection opened from the database URL it is given
 (never an engine or rows shipped from the client), with COPY. Only small results travel back to
@@ -17,7 +21,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import geopandas as gpd
 import numpy as np
@@ -25,7 +29,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from geo.metrics import Period
+from geo import models
+from geo.filters import Filter, compile_driver
 
 # About this many calls per partition: big enough that a task's fixed costs (connection,
 # scheduling, one COPY) vanish, small enough that a worker holds only a few hundred MB.
@@ -33,37 +38,43 @@ ROWS_PER_PARTITION = 250_000
 MEASURES = ("labelled", "expected")
 
 
-@dataclass(frozen=True)
-class TimeSlice:
-    """A half-open range [start, end) of calls.received_at (UTC instants)."""
-
-    start: datetime
-    end: datetime
-
-    def clause(self) -> tuple[str, dict]:
-        """SQL condition on calls (psycopg2 placeholders) selecting this slice, with its parameters."""
-        return ("c.received_at >= %(slice_start)s AND c.received_at < %(slice_end)s",
-                {"slice_start": self.start, "slice_end": self.end})
+# The calls as the workers read them (an alias, so the partitions' SQL reads `c.`).
+CALLS = models.calls.alias("c")
 
 
-def split_time(start: datetime, end: datetime, parts: int) -> list[TimeSlice]:
-    """`parts` consecutive slices of equal length covering [start, end) exactly, with no gaps or overlaps."""
+def split_time(start: datetime, end: datetime, parts: int) -> list[Filter]:
+    """`parts` consecutive time slices of equal length covering [start, end) exactly, with no gaps or overlaps."""
     parts = max(1, int(parts))
     span = end - start
     bounds = [start + span * i / parts for i in range(parts)] + [end]
     # Microsecond rounding can repeat a bound when the range is tiny: drop empty slices.
-    return [TimeSlice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    return [Filter(start=a, end=b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
-def period_bounds(engine: Engine, period: Period) -> tuple[datetime, datetime]:
-    """The UTC instants of a local-date period, computed by PostgreSQL exactly as geo.metrics.period_filter does."""
-    from geo.settings import locale_settings
+def _in_range(part: Filter) -> list:
+    # A plain received_at range: every call, date-only ones too, falls in exactly one slice.
+    return [CALLS.c.received_at >= sa.literal(part.start, type_=CALLS.c.received_at.type),
+            CALLS.c.received_at < sa.literal(part.end, type_=CALLS.c.received_at.type)]
 
-    with engine.connect() as conn:
-        start, end = conn.execute(sa.text(
-            "SELECT CAST(:start AS timestamp) AT TIME ZONE :tz, CAST(:end AS timestamp) AT TIME ZONE :tz"),
-            {"start": period.start, "end": period.end, "tz": locale_settings().timezone}).one()
-    return start, end
+
+def day_slices(flt: Filter, parts: int) -> list[Filter]:
+    """The filter cut into about `parts` runs of whole local days: every row it selects is in exactly one.
+
+    Whole days keep each slice's predicate the filter's own (a window that cut a day would treat
+    date-only rows as geo.filters does for such windows, dropping those of the cut day).
+    """
+    if flt.start is None or flt.end is None or not flt.aligned_to_days():
+        raise ValueError("the Dask path needs a filter of whole local days with a start and an end")
+    first, days = flt.start_date, flt.days
+    parts = max(1, min(int(parts), days))
+    bounds = [first + timedelta(days=round(days * i / parts)) for i in range(parts + 1)]
+    return [flt.with_days(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def _read_select(url: str, query: sa.Select, text_columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A Core SELECT read on the worker through COPY: compiled once for the driver, its binds passed along."""
+    sql, params = compile_driver(query)
+    return _read(url, sql, params, text_columns)
 
 
 def calls_extent(engine: Engine) -> tuple[datetime, datetime, int] | None:
@@ -134,11 +145,11 @@ _ASSIGN_META = pd.DataFrame({"call_id": pd.Series(dtype=object), "npa_id": pd.Se
                              "division_id": pd.Series(dtype=object)})
 
 
-def _assign_partition(part: TimeSlice, url: str, version_key: tuple) -> pd.DataFrame:
+def _assign_partition(part: Filter, url: str, version_key: tuple) -> pd.DataFrame:
     """Read one slice's call points and give each its NPA and division (the loader's AreaIndex rule)."""
-    where, params = part.clause()
-    rows = _read(url, f"SELECT c.call_id, ST_X(c.geom) AS lon, ST_Y(c.geom) AS lat FROM calls c WHERE {where}",
-                 params, text_columns=("call_id",))
+    c = CALLS.c
+    rows = _read_select(url, sa.select(c.call_id, sa.func.ST_X(c.geom).label("lon"), sa.func.ST_Y(c.geom).label("lat"))
+                        .where(*_in_range(part)), text_columns=("call_id",))
     if rows.empty:
         return _ASSIGN_META.copy()
     npa, division = _area_indexes(url, version_key)
@@ -150,32 +161,25 @@ def _assign_partition(part: TimeSlice, url: str, version_key: tuple) -> pd.DataF
     })
 
 
-_VALUE_META = pd.DataFrame({"npa_id": pd.Series(dtype="int64"), "value": pd.Series(dtype=float)})
-
-
-def _npa_value_partition(part: TimeSlice, url: str, measure: str) -> pd.DataFrame:
-    """Violent calls (count of labels, or sum of probabilities) per stored NPA in one slice."""
-    where, params = part.clause()
-    # The label as 0/1 (COPY would write booleans as t/f); unlabelled calls count as neither.
-    column = "coalesce(c.label, false)::int" if measure == "labelled" else "coalesce(c.p_violent, 0)"
-    rows = _read(url, f"SELECT c.npa_id, {column} AS w FROM calls c WHERE {where} AND c.npa_id IS NOT NULL", params)
-    if rows.empty:
-        return _VALUE_META.copy()
-    out = pd.DataFrame({"npa_id": rows["npa_id"].astype("int64"), "value": rows["w"].to_numpy(dtype=float)})
-    return out.groupby("npa_id", as_index=False)["value"].sum()
-
-
 _POINT_META = pd.DataFrame({"lon": pd.Series(dtype=float), "lat": pd.Series(dtype=float), "w": pd.Series(dtype=float)})
 
 
-def _violent_point_partition(part: TimeSlice, url: str, measure: str) -> pd.DataFrame:
-    """Violent calls of one slice as lon/lat with their weight (the rows geo.hotspots._violent_points takes)."""
-    where, params = part.clause()
-    weight = "1.0" if measure == "labelled" else "c.p_violent"
-    violent = "c.label" if measure == "labelled" else "c.p_violent > 0"
-    rows = _read(url, f"SELECT ST_X(c.geom) AS lon, ST_Y(c.geom) AS lat, {weight} AS w FROM calls c"
-                      f" WHERE {violent} AND {where}", params)
+def _unit_points(source, flt: Filter, part: Filter) -> tuple[str, dict]:
+    """The statement of one slice's counted units (geo.sources) as lon/lat and weight, compiled on the client."""
+    u = source.units(flt, within=part).subquery()
+    return compile_driver(sa.select(sa.func.ST_X(u.c.geom).label("lon"), sa.func.ST_Y(u.c.geom).label("lat"),
+                                    u.c.w).where(u.c.geom.is_not(None)))
+
+
+def _violent_point_partition(statement: tuple[str, dict], url: str) -> pd.DataFrame:
+    """One slice's counted units as lon/lat with their weight (the rows geo.hotspots.source_points reads)."""
+    rows = _read(url, *statement)
     return _POINT_META.copy() if rows.empty else rows.astype(float)
+
+
+def _aggregate_partition(statement: tuple[str, dict], url: str, text_columns: tuple[str, ...]) -> pd.DataFrame:
+    """One slice's rows of a measure's query (already grouped and summed by the database)."""
+    return _read(url, *statement, text_columns=text_columns)
 
 
 @dataclass(frozen=True)
@@ -205,15 +209,17 @@ def _cell_sums(points: gpd.GeoDataFrame, spec: LatticeSpec, n_cells: int) -> pd.
     return pd.DataFrame({"cell": np.arange(n_cells), "value": values})
 
 
-def _label_partition(part: TimeSlice, url: str, model, relabel: bool) -> tuple[int, int]:
+def _label_partition(part: Filter, url: str, model, relabel: bool) -> tuple[int, int]:
     """Score one slice's calls that need it and write them back (geo.classify.label_selected); returns (scored, violent)."""
     from geo.classify import label_selected
 
-    where, params = part.clause()
-    todo = "c.model_version IS DISTINCT FROM %(version)s" if relabel else "c.model_version IS NULL"
+    c = CALLS.c
+    todo = c.model_version.is_distinct_from(model.version) if relabel else c.model_version.is_(None)
+    # label_selected reads through psycopg2 itself: the predicate compiled once for the driver.
+    where, params = compile_driver(sa.and_(todo, *_in_range(part)))
     # Each partition commits on its own (an interrupted run keeps finished partitions).
     with worker_engine(url).begin() as conn:
-        out = label_selected(conn, model, f"{todo} AND {where}", {**params, "version": model.version})
+        out = label_selected(conn, model, where, params)
     return len(out), int(out["label"].sum())
 
 
@@ -232,6 +238,41 @@ def dask_client(scheduler: str | None = None, *, workers: int = 2, processes: bo
         yield client
 
 
+class DaskReader:
+    """Runs a geo.metrics measure on Dask: its query per time slice of the filter on the workers, the parts summed.
+
+    The measures' values are sums (counts, sums of weights), so the slices' groups add up to the
+    whole filter's; each slice is compiled on the client and read by a worker over its own
+    connection (COPY), and only the small grouped rows travel back.
+    """
+
+    # Grouping columns that hold text even when every value looks like a number (division '01').
+    TEXT_KEYS = ("city", "division", "category", "month")
+
+    def __init__(self, engine: Engine, client, partitions: int | None = None):
+        self.engine = engine
+        self.client = client
+        self.partitions = partitions
+
+    def slices(self, flt: Filter) -> list[Filter]:
+        """The filter cut into time slices, sized from the planner's row estimate and the workers."""
+        return _period_slices(self.engine, self.client, flt, self.partitions)
+
+    def aggregate(self, build, flt: Filter, keys) -> pd.DataFrame:
+        """The measure's rows for the whole filter: `build(slice)` on every slice, summed per group."""
+        statements = [compile_driver(build(part)) for part in self.slices(flt)]
+        text = tuple(k for k in keys if k in self.TEXT_KEYS)
+        futures = self.client.map(_aggregate_partition, statements, url=_url_of(self.engine), text_columns=text,
+                                  pure=False)
+        parts = [p for p in self.client.gather(futures) if len(p)]
+        if not parts:
+            return pd.DataFrame(columns=list(build(flt).selected_columns.keys()))
+        rows = pd.concat(parts, ignore_index=True)
+        if not keys:
+            return rows.sum(numeric_only=True).to_frame().T
+        return rows.groupby(list(keys), as_index=False, dropna=False).sum(numeric_only=True)
+
+
 def _worker_count(client) -> int:
     return max(1, len(client.scheduler_info().get("workers", {})))
 
@@ -240,10 +281,9 @@ def _url_of(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=False)
 
 
-def _period_slices(engine: Engine, client, period: Period, partitions: int | None) -> list[TimeSlice]:
-    start, end = period_bounds(engine, period)
-    parts = partitions or _partitions_for(_estimated_rows(engine, start, end), _worker_count(client))
-    return split_time(start, end, parts)
+def _period_slices(engine: Engine, client, period: Filter, partitions: int | None) -> list[Filter]:
+    parts = partitions or _partitions_for(_estimated_rows(engine, period.start, period.end), _worker_count(client))
+    return day_slices(period, parts)
 
 
 def _polygon_versions(engine: Engine) -> tuple:
@@ -273,22 +313,21 @@ def assign_areas(engine: Engine, client, *, partitions: int | None = None):
                        meta=_ASSIGN_META, enforce_metadata=False)
 
 
-def npa_values(engine: Engine, client, period: Period, *, measure: str = "labelled",
+def npa_values(engine: Engine, client, period: Filter, *, measure: str = "labelled",
                partitions: int | None = None) -> pd.DataFrame:
-    """Gi* input per NPA (violent calls labelled, or expected) in a period, aggregated on the workers."""
-    import dask.dataframe as dd
+    """Gi* input per NPA (violent calls labelled, or expected) in a period: geo.metrics.source_values on Dask."""
+    from geo.metrics import source_values
+    from geo.sources import get_source
 
     if measure not in MEASURES:
         raise ValueError(f"measure must be 'labelled' or 'expected', not {measure!r}")
-    slices = _period_slices(engine, client, period, partitions)
-    frames = dd.from_map(_npa_value_partition, slices, url=_url_of(engine), measure=measure, meta=_VALUE_META,
-                         enforce_metadata=False)
-    # split_out=1: a tree reduction of small per-partition sums; a shuffle would only move them around.
-    values = client.compute(frames.groupby("npa_id")["value"].sum(split_out=1)).result()
-    return values.reset_index().sort_values("npa_id", ignore_index=True)
+    values = source_values(DaskReader(engine, client, partitions), period, get_source(measure), ("npa",))
+    values = values.rename(columns={"npa": "npa_id"})
+    values["npa_id"] = values["npa_id"].astype("int64")
+    return values
 
 
-def npa_hotspots(engine: Engine, client, period: Period, *, measure: str = "labelled", permutations: int = 999,
+def npa_hotspots(engine: Engine, client, period: Filter, *, measure: str = "labelled", permutations: int = 999,
                  seed: int = 0, partitions: int | None = None, per_1000: bool = False) -> gpd.GeoDataFrame:
     """geo.hotspots.npa_hotspots with its per-NPA values aggregated on Dask; the same frame comes back."""
     from geo.hotspots import npa_gi_star as _with_gi
@@ -298,7 +337,7 @@ def npa_hotspots(engine: Engine, client, period: Period, *, measure: str = "labe
     return _with_gi(read_neighborhoods(engine), values, permutations, seed, per_1000=per_1000)
 
 
-def grid_values(engine: Engine, client, period: Period, lattice, *, measure: str = "labelled",
+def grid_values(engine: Engine, client, period: Filter, lattice, *, measure: str = "labelled",
                 partitions: int | None = None) -> np.ndarray:
     """Gi* input per lattice cell: violent calls projected to EPSG:2264 and binned on the workers."""
     import dask.dataframe as dd
@@ -306,8 +345,11 @@ def grid_values(engine: Engine, client, period: Period, lattice, *, measure: str
 
     if measure not in MEASURES:
         raise ValueError(f"measure must be 'labelled' or 'expected', not {measure!r}")
-    slices = _period_slices(engine, client, period, partitions)
-    points = dd.from_map(_violent_point_partition, slices, url=_url_of(engine), measure=measure, meta=_POINT_META,
+    from geo.sources import get_source
+
+    source = get_source(measure)
+    statements = [_unit_points(source, period, part) for part in DaskReader(engine, client, partitions).slices(period)]
+    points = dd.from_map(_violent_point_partition, statements, url=_url_of(engine), meta=_POINT_META,
                          enforce_metadata=False)
     geo_points = dask_geopandas.from_dask_dataframe(
         points[["w"]], geometry=dask_geopandas.points_from_xy(points, "lon", "lat"))
@@ -320,7 +362,7 @@ def grid_values(engine: Engine, client, period: Period, lattice, *, measure: str
     return total.reindex(np.arange(n_cells), fill_value=0.0).to_numpy(dtype=float)
 
 
-def grid_hotspots(engine: Engine, client, period: Period, *, cell_ft: float | str = 1000.0, measure: str = "labelled",
+def grid_hotspots(engine: Engine, client, period: Filter, *, cell_ft: float | str = 1000.0, measure: str = "labelled",
                   permutations: int = 999, seed: int = 0, partitions: int | None = None) -> gpd.GeoDataFrame:
     """geo.hotspots.grid_hotspots with the cell counts computed on Dask; cells returned in EPSG:4326.
 

@@ -40,7 +40,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from geo.allocate import ALLOCATION_TOML, parse_shifts, shift_hours
-from geo.metrics import Period, period_filter
+from geo.filters import Filter
 from geo.queueing import concurrent_calls_quantile, erlang_c_table
 
 HOURS_OF_WEEK = 168
@@ -196,18 +196,18 @@ class StaffingConfig:
 
 # --- 1. load -------------------------------------------------------------------------------------
 
-def weekday_counts(period: Period) -> np.ndarray:
+def weekday_counts(period: Filter) -> np.ndarray:
     """How many Mondays ... Sundays the period holds (end excluded)."""
-    days = (period.end - period.start).days
     counts = np.zeros(7, dtype=int)
-    for i in range(days):
-        counts[(period.start + timedelta(days=i)).weekday()] += 1
+    for i in range(period.days):
+        counts[(period.start_date + timedelta(days=i)).weekday()] += 1
     return counts
 
 
-def call_counts(engine: Engine, period: Period) -> pd.DataFrame:
+def call_counts(engine: Engine, period: Filter) -> pd.DataFrame:
     """Calls per division, hour of week and category: calls, violent, p1, priority_known."""
-    where, params = period_filter(period)
+    where, params = period.where("calls")
+    params["tz"] = period.tz
     with engine.connect() as conn:
         rows = pd.read_sql(sa.text(
             "SELECT division_id, coalesce(category, 'unknown') AS category,"
@@ -495,7 +495,7 @@ def marginal_allocation(groups: dict, index: dict, order: list, officers: int, c
     return units
 
 
-def build_plan(engine: Engine, period: Period, config: StaffingConfig | None = None, officers: int | None = None,
+def build_plan(engine: Engine, period: Filter, config: StaffingConfig | None = None, officers: int | None = None,
                service: pd.DataFrame | None = None) -> pd.DataFrame:
     """The plan for the period's calls (see plan)."""
     config = config or StaffingConfig.load()

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from geo import catalog
 from geo.catalog import LAYERS, Layer
-from geo.filters import TABLE_COLUMNS, Filter, ParameterError, parse_int
+from geo.filters import TABLE_COLUMNS, Filter, ParameterError, parse_int, violent_sql
 
 SQL_DIR = resources.files("geo") / "sql" / "tiles"
 
@@ -184,7 +184,7 @@ def _raw_sql(t: TileLayer, where: str) -> str:
 
 def _grid_sql(t: TileLayer, where: str) -> str:
     cols = TABLE_COLUMNS[t.layer.filter_table]
-    violent = f"coalesce({cols.violent.format(p='src.')}, false)"
+    violent = violent_sql(t.layer.filter_table, "src")
     point_values = aggregates = ""
     if cols.probability:
         point_values = f", src.{cols.probability} AS p"

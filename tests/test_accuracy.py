@@ -13,10 +13,10 @@ from click.testing import CliRunner
 
 from geo.accuracy import accuracy, latest_accuracy, report_lines, score
 from geo.cli import main
-from geo.metrics import Period
+from geo.filters import Filter
 
-T = Period(date(2021, 1, 1), date(2021, 7, 1))
-T1 = Period(date(2021, 7, 1), date(2022, 1, 1))
+T = Filter.local_days(date(2021, 1, 1), date(2021, 7, 1))
+T1 = Filter.local_days(date(2021, 7, 1), date(2022, 1, 1))
 
 
 def test_score_by_hand():
@@ -176,7 +176,7 @@ def test_accuracy_on_the_real_incident_sample(engine, data_dir):
 
     path = data_dir / "real" / "incidents_api_sample.csv"
     load_incidents(engine, path)
-    train, test = Period(date(2023, 1, 1), date(2024, 1, 1)), Period(date(2024, 1, 1), date(2025, 1, 1))
+    train, test = Filter.local_days(date(2023, 1, 1), date(2024, 1, 1)), Filter.local_days(date(2024, 1, 1), date(2025, 1, 1))
     table = accuracy(engine, train, test, sources=("incidents", "homicides"))
     assert table.attrs["skipped"] == ["homicides"] and list(table["source"]) == ["incidents"]
     with engine.connect() as conn:

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from geo.allocate import ALLOCATION_TOML, AllocationConfig, allocate, largest_remainder
-from geo.metrics import Period
+from geo.filters import Filter
 from geo.queueing import erlang_c, priority1_wait
 from geo.staffing import (ASSUMED, HOURS_OF_WEEK, Relief, StaffingConfig, Targets, build_plan, hourly_load,
                           officers_for, parse_targets, plan, shift_of_hour, units_needed, weekday_counts)
@@ -40,7 +40,7 @@ def test_allocation_follows_workload_and_keeps_minimums(engine):
     rows += [(datetime(2021, 5, 1 + i % 20, 10), "02", "alarms", False, 0.0) for i in range(30)]
     add_calls(engine, rows)
     config = AllocationConfig.load()
-    table, reasons = allocate(engine, 120, Period(date(2021, 5, 1), date(2021, 6, 1)), config, source="labelled")
+    table, reasons = allocate(engine, 120, Filter.local_days(date(2021, 5, 1), date(2021, 6, 1)), config, source="labelled")
     assert table.attrs["source"].startswith("labelled: calls the model labelled violent")
     assert table["officers"].sum() == 120
     assert (table["officers"] >= config.minimum).all()
@@ -52,16 +52,16 @@ def test_allocation_follows_workload_and_keeps_minimums(engine):
     assert by[("02", "day")] == config.minimum + spare - round(spare * 7200 / 7650)
     assert "two-officer cars" in reasons["01"] and "false-alarm" in reasons["02"]
     with pytest.raises(ValueError, match="below the minimum"):
-        allocate(engine, 10, Period(date(2021, 5, 1), date(2021, 6, 1)), config)
+        allocate(engine, 10, Filter.local_days(date(2021, 5, 1), date(2021, 6, 1)), config)
     # Expected violent calls (the default): 27 of the 30 (p 0.9) take two officers, 3 one.
     from geo.allocate import workload
 
-    work = workload(engine, Period(date(2021, 5, 1), date(2021, 6, 1)), config).set_index(["division_id", "shift"])
+    work = workload(engine, Filter.local_days(date(2021, 5, 1), date(2021, 6, 1)), config).set_index(["division_id", "shift"])
     assert work.loc[("01", "night"), "violent"] == pytest.approx(27.0)
     assert work.loc[("01", "night"), "officer_minutes"] == pytest.approx((3 * 1 + 27 * 2) * 120)
     assert work.attrs["source"].startswith("expected: expected violent calls")
     with pytest.raises(ValueError, match="source must be one of labelled, expected, not 'incidents'"):
-        workload(engine, Period(date(2021, 5, 1), date(2021, 6, 1)), config, "incidents")
+        workload(engine, Filter.local_days(date(2021, 5, 1), date(2021, 6, 1)), config, "incidents")
 
 
 def test_workload_counts_calls_about_one_incident_once(engine):
@@ -74,7 +74,7 @@ def test_workload_counts_calls_about_one_incident_once(engine):
         conn.execute(sa.text("UPDATE calls SET incident_report_id = 'R1'"))
     config = AllocationConfig.load()
     for source in ("labelled", "expected"):
-        work = workload(engine, Period(date(2021, 5, 1), date(2021, 6, 1)), config, source).set_index(["division_id", "shift"])
+        work = workload(engine, Filter.local_days(date(2021, 5, 1), date(2021, 6, 1)), config, source).set_index(["division_id", "shift"])
         row = work.loc[("01", "night")]
         assert row["calls"] == 5 and row["violent"] == pytest.approx(1.0 if source == "labelled" else 0.9)
 
@@ -133,7 +133,7 @@ def _counts(rng, divisions=("01", "02", "03"), scale=1.0):
                                        "priority_known"])
 
 
-FOUR_WEEKS = Period(date(2021, 1, 4), date(2021, 2, 1))
+FOUR_WEEKS = Filter.local_days(date(2021, 1, 4), date(2021, 2, 1))
 
 
 def test_relief_factor_hand_computed():
@@ -296,7 +296,7 @@ def test_plan_from_the_database_and_the_command(engine, tmp_path):
     add_calls(engine, [(t, "01", "traffic", False, 0.0) for t in mondays for _ in range(3)])
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE calls SET priority = CASE WHEN call_id IN ('T0', 'T3', 'T6') THEN 1 ELSE 3 END"))
-    period = Period(date(2021, 5, 3), date(2021, 5, 31))
+    period = Filter.local_days(date(2021, 5, 3), date(2021, 5, 31))
     table = build_plan(engine, period)
     assert len(table) == 14 * 3
     row = table[(table["division"] == "01") & (table["shift"] == "day")].iloc[0]

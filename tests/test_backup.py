@@ -43,7 +43,7 @@ def demo(server_url, template_db, data_dir, tmp_path_factory):
     from geo.classify import label_calls, train
     from geo.demo import generate_and_load
     from geo.hotspots import npa_hotspots
-    from geo.metrics import Period
+    from geo.filters import Filter
     from geo.runs import RunKind, RunSpec, save_npa_results
 
     work = tmp_path_factory.mktemp("demo")
@@ -52,8 +52,8 @@ def demo(server_url, template_db, data_dir, tmp_path_factory):
                           engine=engine, data_dir=data_dir, progress=False)
         model = train(engine, test_months=3, models_dir=work / "models")
         label_calls(engine)
-        period = Period(date(2021, 1, 1), date(2022, 1, 1))
-        save_npa_results(engine, RunSpec(RunKind.CALLS_NPA_HOTSPOTS, {"period": [period.start, period.end]}, model.version),
+        period = Filter.local_days(date(2021, 1, 1), date(2022, 1, 1))
+        save_npa_results(engine, RunSpec(RunKind.CALLS_NPA_HOTSPOTS, {"period": [period.start_date, period.end_date]}, model.version),
                          npa_hotspots(engine, period, permutations=99))
         with engine.begin() as conn:
             conn.execute(sa.text("INSERT INTO sync_state (kind, url, date_field, high_water, pages, records_read)"

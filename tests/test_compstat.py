@@ -13,15 +13,16 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from geo.metrics import (Period, compstat, compstat_table, compstat_windows, history_dispersion, history_pairs,
+from geo.filters import Filter
+from geo.metrics import (compstat, compstat_table, compstat_windows, history_dispersion, history_pairs,
                          overdispersed_change_test, report_end)
 
 TZ = "America/New_York"
 
 
 # --- windows -------------------------------------------------------------------------------------
-def _days(p: Period) -> tuple[str, str]:
-    return str(p.start), str(p.end - timedelta(days=1))
+def _days(p: Filter) -> tuple[str, str]:
+    return str(p.start_date), str(p.end_date - timedelta(days=1))
 
 
 def test_windows_end_on_the_last_complete_week_and_compare_with_a_year_earlier():
@@ -32,8 +33,8 @@ def test_windows_end_on_the_last_complete_week_and_compare_with_a_year_earlier()
     assert [_days(p) for p in w["year to date"]] == [("2021-01-01", "2021-06-27"), ("2020-01-01", "2020-06-27")]
     # Weeks run Monday to Sunday in both years (52 weeks back), so they hold the same weekdays.
     for current, prior in (w["week"], w["28 days"]):
-        assert current.start.isoweekday() == prior.start.isoweekday() == 1
-        assert (current.end - timedelta(days=1)).isoweekday() == (prior.end - timedelta(days=1)).isoweekday() == 7
+        assert current.start_date.isoweekday() == prior.start_date.isoweekday() == 1
+        assert (current.end_date - timedelta(days=1)).isoweekday() == (prior.end_date - timedelta(days=1)).isoweekday() == 7
     # A report date on a Monday reports the week that ended the day before.
     assert report_end(date(2021, 6, 28)) == date(2021, 6, 27) and report_end(date(2021, 6, 29)) == date(2021, 6, 27)
 
@@ -70,14 +71,14 @@ def test_back_to_back_is_an_option_for_the_week_and_28_days():
 
 def test_history_pairs_do_not_share_a_day_and_stay_inside_the_data():
     current, prior = compstat_windows(date(2021, 7, 1))["28 days"]
-    rule = lambda p: Period(p.start - timedelta(days=364), p.end - timedelta(days=364))  # noqa: E731
+    rule = lambda p: Filter.local_days(p.start_date - timedelta(days=364), p.end_date - timedelta(days=364))  # noqa: E731
     pairs = history_pairs(current, prior, rule, first=date(2019, 1, 1))
     periods = [current, prior] + [p for pair in pairs for p in pair]
     assert all(p.days == 28 for p in periods)
     assert all(not (a.start < b.end and b.start < a.end) for i, a in enumerate(periods) for b in periods[i + 1:])
-    assert min(p.start for p in periods) >= date(2019, 1, 1)
+    assert min(p.start_date for p in periods) >= date(2019, 1, 1)
     # 12 earlier blocks fit between the window and its comparison (the 13th is the comparison itself).
-    assert len(pairs) == 12 and pairs[0][0] == Period(current.start - timedelta(days=28), current.start)
+    assert len(pairs) == 12 and pairs[0][0] == Filter.local_days(current.start_date - timedelta(days=28), current.start_date)
 
 
 # --- the test statistic --------------------------------------------------------------------------
@@ -153,7 +154,7 @@ def test_a_planted_50_percent_rise_is_found():
     rng = np.random.default_rng(12)
     as_of = date(2023, 10, 2)
     current = compstat_windows(as_of)["28 days"][0]
-    inside = (DAYS >= pd.Timestamp(current.start)) & (DAYS < pd.Timestamp(current.end))
+    inside = (DAYS >= pd.Timestamp(current.start_date)) & (DAYS < pd.Timestamp(current.end_date))
     boost = np.ones((len(DAYS), 100))
     boost[np.ix_(inside, np.arange(10))] = 1.5                 # areas a0-a9 up 50% in the 28 days
     daily = _daily(rng, np.full(100, 600 / 28), boost=boost)   # about 600 a 28-day window, var/mean 2
@@ -207,8 +208,8 @@ def _generate_calls(engine, first: date, last: date) -> None:
             {"tz": TZ, "a": first, "b": last})
 
 
-def _expected(first: date, last: date, period: Period, division: str) -> int:
-    days = [period.start + timedelta(days=i) for i in range(period.days)]
+def _expected(first: date, last: date, period: Filter, division: str) -> int:
+    days = [period.start_date + timedelta(days=i) for i in range(period.days)]
     days = [d for d in days if first <= d <= last]
     return sum((d.toordinal() % 3) + 1 if division == "01" else 2 for d in days)
 
@@ -243,7 +244,7 @@ def test_compstat_counts_calls_by_local_day_and_tests_every_division(engine):
             extra = 0 if division == "02" else (2 if name == "week" else 3)
             assert (r.current, r.prior) == (_expected(first, last, current, division) + extra,
                                             _expected(first, last, prior, division))
-            assert r.data_covers_both and r.current_period == f"{current.start}..{current.end - timedelta(days=1)}"
+            assert r.data_covers_both and r.current_period == f"{current.start_date}..{current.end_date - timedelta(days=1)}"
     # Division 02 is perfectly regular: dispersion floored at 1, no change, p = 1 after the correction.
     week = rows.loc[("week", "02")]
     assert week.dispersion == 1.0 and week["pct_change"] == 0.0 and week.p_value == 1.0 and not week.significant
@@ -257,6 +258,20 @@ def test_compstat_counts_calls_by_local_day_and_tests_every_division(engine):
     ytd = new_year.loc[("year to date", "02")]
     assert ytd.current_period == "2020-01-01..2020-12-27" and ytd.current == 2 * 362 and ytd.prior == 2 * 361
     assert ytd["pct_change"] == 0.0   # per day: 362 days against 361
+
+
+def test_compstat_on_1_january_reports_the_whole_last_year(engine):
+    """A report dated 1 January (also the map's report date for a filter ending 31 December) is last
+    year's: the year to date has its days and nothing is divided by zero, on the CLI and the panel."""
+    first, last = date(2019, 1, 1), date(2021, 7, 10)
+    _generate_calls(engine, first, last)
+    for day in (date(2020, 1, 1), date(2021, 1, 1)):
+        table = compstat(engine, day, by="division")
+        ytd = table[(table["window"] == "year to date") & (table["area"] == "02")].iloc[0]
+        current, prior = compstat_windows(day)["year to date"]
+        assert ytd["current_days"] == current.days > 300 and ytd["prior_days"] == prior.days > 300
+        assert ytd["current"] == _expected(first, last, current, "02") > 0
+        assert np.isfinite(ytd["pct_change"]) == (day.year > 2020)
 
 
 def test_compstat_cli_prints_windows_dispersion_and_q(engine):
@@ -297,8 +312,8 @@ def test_compstat_on_the_real_incidents_counts_their_calendar_days(engine, data_
     table = compstat(engine, date(2024, 7, 1), table="incidents").set_index("window")
     for name, (current, prior) in compstat_windows(date(2024, 7, 1)).items():
         r = table.loc[name]
-        assert r.current == sum(current.start <= d < current.end for d in days) > 0
-        assert r.prior == sum(prior.start <= d < prior.end for d in days) > 0
+        assert r.current == sum(current.start_date <= d < current.end_date for d in days) > 0
+        assert r.prior == sum(prior.start_date <= d < prior.end_date for d in days) > 0
         assert r.data_covers_both
     # About 1.6 reports a day in the sample: the 28-day window has the history for a dispersion.
     assert table.loc["28 days", "history_pairs"] == 26 and table.loc["28 days", "dispersion"] >= 1.0

@@ -15,7 +15,7 @@ from scipy.stats import norm
 
 from geo.emerging import (MIN_STEPS, NO_PATTERN, PATTERNS, emerging_class, emerging_hotspots, npa_emerging,
                           space_time_weights, time_steps)
-from geo.metrics import Period
+from geo.filters import Filter
 
 # --- the rules, one sequence each ---------------------------------------------------------------
 H, C, o = 1, -1, 0
@@ -189,17 +189,17 @@ def test_fewer_than_ten_steps_and_bad_parameters_are_refused():
 
 # --- time steps -------------------------------------------------------------------------------
 def test_only_complete_steps_are_kept_and_the_partial_ends_are_named():
-    steps, left_out = time_steps(Period(date(2024, 1, 15), date(2024, 12, 4)), "month")
+    steps, left_out = time_steps(Filter.local_days(date(2024, 1, 15), date(2024, 12, 4)), "month")
     assert [s.label for s in steps] == [f"2024-{m:02d}" for m in range(2, 12)]
     assert [(x.step.label, round(x.covered, 4)) for x in left_out] == [("2024-01", round(17 / 31, 4)),
                                                                        ("2024-12", round(3 / 31, 4))]
     # Wednesday 3 January to Tuesday 2 April 2024: Monday-Sunday weeks, partial at both ends.
-    steps, left_out = time_steps(Period(date(2024, 1, 3), date(2024, 4, 3)), "week")
+    steps, left_out = time_steps(Filter.local_days(date(2024, 1, 3), date(2024, 4, 3)), "week")
     assert steps[0].start == date(2024, 1, 8) and steps[0].label == "2024-W02"
     assert all(s.start.weekday() == 0 and s.days == 7 for s in steps) and len(steps) == 12
     assert [(x.step.label, x.covered) for x in left_out] == [("2024-W01", 5 / 7), ("2024-W14", 2 / 7)]
     with pytest.raises(ValueError, match="month, week"):
-        time_steps(Period(date(2024, 1, 1), date(2024, 4, 1)), "day")
+        time_steps(Filter.local_days(date(2024, 1, 1), date(2024, 4, 1)), "day")
 
 
 # --- from the database ------------------------------------------------------------------------
@@ -243,7 +243,7 @@ YEAR_2021 = [(date(2021, m, 1), 1.0) for m in range(1, 13)]
 def test_a_stable_hot_spot_with_a_tenth_of_the_last_month_stays_persistent(engine):
     # The data ends on 3 January 2022: the last month is 3/31 (about a tenth) complete.
     centre, cluster = plant_calls(engine, [*YEAR_2021, (date(2022, 1, 1), 0.1)])
-    run = npa_emerging(engine, Period(date(2021, 1, 1), date(2022, 2, 1)), source="labelled")
+    run = npa_emerging(engine, Filter.local_days(date(2021, 1, 1), date(2022, 2, 1)), source="labelled")
     assert [s.label for s in run.cube.steps] == [f"2021-{m:02d}" for m in range(1, 13)]
     assert [(x.step.label, round(x.covered, 3)) for x in run.cube.left_out] == [("2022-01", round(3 / 31, 3))]
     assert run.cube.data_span == (date(2021, 1, 1), date(2022, 1, 3))
@@ -268,8 +268,8 @@ def test_a_january_run_is_refused_and_a_year_and_a_january_are_not_new(engine):
     centre, cluster = plant_calls(engine, [*YEAR_2021, (date(2022, 1, 1), 0.65)])
     with pytest.raises(ValueError, match=r"at least 10 complete months; 2022-01-01..2022-01-20 holds 0 complete "
                                          r"months .* partial ones left out: 2022-01 65% covered"):
-        npa_emerging(engine, Period(date(2022, 1, 1), date(2022, 1, 21)), source="labelled")
-    run = npa_emerging(engine, Period(date(2021, 1, 1), date(2022, 1, 21)), source="labelled")
+        npa_emerging(engine, Filter.local_days(date(2022, 1, 1), date(2022, 1, 21)), source="labelled")
+    run = npa_emerging(engine, Filter.local_days(date(2021, 1, 1), date(2022, 1, 21)), source="labelled")
     patterns = run.areas.set_index("npa_id")["pattern"]
     assert (patterns == "New Hot Spot").sum() == 0
     assert patterns[centre] == "Persistent Hot Spot"
@@ -288,7 +288,7 @@ def test_grid_cells_and_both_origins(engine):
     for month in range(1, 13):   # one cell's violent calls grow month after month, 20 to 31
         rows += [(datetime(2021, month, 10, 22), "01", "violent_crime", True, 0.9)] * (19 + month)
     add_calls(engine, rows)
-    run = grid_emerging(engine, Period(date(2021, 1, 1), date(2022, 1, 1)), source="labelled", cell_ft=5000)
+    run = grid_emerging(engine, Filter.local_days(date(2021, 1, 1), date(2022, 1, 1)), source="labelled", cell_ft=5000)
     assert run.cube.counts.shape == (12, len(run.areas)) and run.cube.counts.sum() == 306
     cell = run.areas[run.areas.geometry.contains(shapely.Point(-80.84, 35.22))].iloc[0]
     assert cell["pattern"] == "Intensifying Hot Spot" and cell["hot_steps"] == 12 and cell["trend_z"] > 3
@@ -297,8 +297,8 @@ def test_grid_cells_and_both_origins(engine):
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE calls SET data_origin = 'synthetic' WHERE extract(month FROM received_at) = 3"))
     with pytest.raises(ValueError, match="both real and synthetic rows"):
-        grid_emerging(engine, Period(date(2021, 1, 1), date(2022, 1, 1)), source="labelled", cell_ft=5000)
-    real = grid_emerging(engine, Period(date(2021, 1, 1), date(2022, 1, 1)), source="labelled", cell_ft=5000,
+        grid_emerging(engine, Filter.local_days(date(2021, 1, 1), date(2022, 1, 1)), source="labelled", cell_ft=5000)
+    real = grid_emerging(engine, Filter.local_days(date(2021, 1, 1), date(2022, 1, 1)), source="labelled", cell_ft=5000,
                          origin="real")
     assert real.cube.counts.sum() == 306 - 22 and real.cube.counts[2].sum() == 0
     assert "real rows only" in real.cube.source
@@ -313,7 +313,7 @@ def test_recorded_violent_incidents_of_the_real_sample(engine, data_dir):
     path = data_dir / "real" / "incidents_api_sample.csv"
     load_incidents(engine, path)
     assert default_source(engine) == "incidents"
-    run = npa_emerging(engine, Period(date(2018, 1, 1), date(2026, 1, 1)), source="incidents")
+    run = npa_emerging(engine, Filter.local_days(date(2018, 1, 1), date(2026, 1, 1)), source="incidents")
     # The sample runs to 7 November 2025: November is 7/30 covered and left out.
     assert len(run.cube.steps) == 94 and run.cube.steps[-1].label == "2025-10"
     assert [(x.step.label, x.covered) for x in run.cube.left_out] == [("2025-11", 7 / 30)]

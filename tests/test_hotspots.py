@@ -10,7 +10,7 @@ import pytest
 from shapely.geometry import box
 
 from geo.hotspots import NOT_SIGNIFICANT, classify, fdr_q, gi_star, npa_hotspots
-from geo.metrics import Period
+from geo.filters import Filter
 
 
 @pytest.fixture(scope="module")
@@ -77,14 +77,14 @@ def test_npa_hotspots_on_labelled_calls(engine, tmp_path, data_dir):
             "UPDATE calls c SET label = (i.highest_nibrs_code = ANY(CAST(:violent AS text[]))), p_violent = 0.5"
             " FROM incidents i WHERE i.incident_report_id = c.incident_report_id"),
             {"violent": sorted(load_taxonomy().violent_codes)})
-    result = npa_hotspots(engine, Period(date(2021, 1, 1), date(2021, 5, 1)), source="labelled", permutations=99)
+    result = npa_hotspots(engine, Filter.local_days(date(2021, 1, 1), date(2021, 5, 1)), source="labelled", permutations=99)
     assert result.attrs["source"] == "labelled"
     assert len(result) == 462
     hot = result[result["hotspot_class"].str.startswith("Hot")]
     assert len(hot) > 0
     # Hot NPAs have far more violent calls than the rest.
     assert hot["value"].mean() > 3 * result["value"].mean()
-    expected = npa_hotspots(engine, Period(date(2021, 1, 1), date(2021, 5, 1)), measure="expected", permutations=99)
+    expected = npa_hotspots(engine, Filter.local_days(date(2021, 1, 1), date(2021, 5, 1)), measure="expected", permutations=99)
     assert expected["value"].sum() > 0
 
 
@@ -163,7 +163,7 @@ def test_grid_hotspots_over_the_county_are_saved_with_geometry(engine):
 
     # 40 violent calls at one corner of uptown (add_calls puts every call at -80.84, 35.22).
     add_calls(engine, [(datetime_(2021, 5, 1 + i % 20, 22), "01", "violent_crime", True, 0.9) for i in range(40)])
-    result = grid_hotspots(engine, Period(date(2021, 5, 1), date(2021, 6, 1)), cell_ft=5000, source="labelled",
+    result = grid_hotspots(engine, Filter.local_days(date(2021, 5, 1), date(2021, 6, 1)), cell_ft=5000, source="labelled",
                            permutations=99)
     assert result.crs.to_epsg() == 4326 and result["value"].sum() == 40
     hot = result[result["hotspot_class"].str.startswith("Hot")]
@@ -213,7 +213,7 @@ def test_threshold_stability(engine):
                 "INSERT INTO calls (call_id, received_at, call_type, geom, npa_id, p_violent, row_hash, batch_id)"
                 " VALUES (:id, '2021-05-03 12:00-04', 'X', ST_SetSRID(ST_Point(-80.84, 35.22), 4326), :n, 0.15, 0, 0)"),
                 {"id": f"S{i}", "n": npa})
-    result = threshold_stability(engine, Period(date(2021, 5, 1), date(2021, 6, 1)))
+    result = threshold_stability(engine, Filter.local_days(date(2021, 5, 1), date(2021, 6, 1)))
     row = result.set_index("npa_id").loc[point_npa]
     assert row["stability"] == 1.0 and row["hot_at"] == "0.1,0.2,0.3,0.4,0.5,0.6"
     assert (result["stability"] > 0).sum() <= 10  # only the cluster and its neighbours

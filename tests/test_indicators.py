@@ -14,7 +14,8 @@ import pytest
 import sqlalchemy as sa
 from scipy.stats import spearmanr
 
-from geo.metrics import Period, complete_months, indicator_panel, indicator_test, leading_indicators
+from geo.filters import Filter
+from geo.metrics import complete_months, indicator_panel, indicator_test, leading_indicators
 
 TZ = "America/New_York"
 CATEGORIES = {"disorder": 20, "traffic": 30, "property": 15, "mental_health_welfare": 10}
@@ -98,15 +99,15 @@ def test_a_planted_lead_is_found_and_the_others_are_not():
 
 
 def test_complete_months_leave_out_a_half_finished_last_month():
-    months, left_out = complete_months(Period(date(2021, 1, 1), date(2021, 12, 1)),
+    months, left_out = complete_months(Filter.local_days(date(2021, 1, 1), date(2021, 12, 1)),
                                        calls=(date(2021, 1, 1), date(2021, 11, 10)),
                                        incidents=(date(2020, 12, 1), date(2021, 11, 30)))
     assert months == [date(2021, m, 1) for m in range(1, 11)]
     assert left_out == ["2021-11: calls cover 2021-01-01..2021-11-10"]
-    months, left_out = complete_months(Period(date(2021, 1, 15), date(2021, 6, 1)),
+    months, left_out = complete_months(Filter.local_days(date(2021, 1, 15), date(2021, 6, 1)),
                                        calls=(date(2021, 1, 1), date(2021, 12, 31)), incidents=(None, None))
     assert months == [] and left_out[0] == "2021-01: the period holds part of it; no incidents"
-    months, left_out = complete_months(Period(date(2021, 1, 15), date(2021, 6, 1)),
+    months, left_out = complete_months(Filter.local_days(date(2021, 1, 15), date(2021, 6, 1)),
                                        calls=(date(2021, 1, 1), date(2021, 12, 31)))
     assert months[0] == date(2021, 2, 1) and left_out == ["2021-01: the period holds part of it"]
 
@@ -162,7 +163,7 @@ def test_the_database_panel_drops_the_half_finished_month_and_dates_violence_by_
                   (_month_day(3, 2), _month_day(2, 22), 2, "13B", "Open"),
                   (_month_day(3, 2), _month_day(3, 9), 2, "09A", "Open")]   # began after the report: by report
     _insert(engine, calls, incidents)
-    period = Period(date(2021, 1, 1), date(2022, 4, 1))
+    period = Filter.local_days(date(2021, 1, 1), date(2022, 4, 1))
     panel = indicator_panel(engine, period)
     assert panel.months == [date(2021 + (m - 1) // 12, (m - 1) % 12 + 1, 1) for m in range(1, 15)]
     assert panel.left_out_months == ["2022-03: calls cover 2021-01-01..2022-03-10; incidents cover 2021-01-01..2022-03-10"]
@@ -190,7 +191,7 @@ def test_the_database_finds_a_planted_lead(engine):
             calls += [(_month_day(month, 5), npa, "disorder")] * disorder + [(_month_day(month, 6), npa, "traffic")] * traffic
             incidents += [(_month_day(month + 1, 10), None, npa, "13A", "Open")] * (disorder + 2)
     _insert(engine, calls, incidents)
-    result = leading_indicators(engine, Period(date(2021, 1, 1), date(2022, 1, 1)), min_calls=10,
+    result = leading_indicators(engine, Filter.local_days(date(2021, 1, 1), date(2022, 1, 1)), min_calls=10,
                                 permutations=999).set_index("category")
     assert result.loc["disorder", "significant"] and result.loc["disorder", "p_value"] <= 0.002
     assert result.loc["disorder", "partial_r"] > 0.8 and not result.loc["traffic", "significant"]
@@ -238,7 +239,7 @@ def test_violence_on_the_real_incidents_is_counted_by_occurrence_month(engine, d
             by_occurrence += when is began
             moved += (when.year, when.month) != (reported.year, reported.month)
             violent[date(when.year, when.month, 1)] = violent.get(date(when.year, when.month, 1), 0) + 1
-    panel = indicator_panel(engine, Period(date(2017, 1, 1), date(2025, 11, 1)))
+    panel = indicator_panel(engine, Filter.local_days(date(2017, 1, 1), date(2025, 11, 1)))
     assert panel.months[0] == date(2017, 1, 1) and panel.months[-1] == date(2025, 10, 1) and len(panel.months) == 106
     got = dict(zip(panel.months, panel.violent.sum(axis=0).astype(int)))
     assert got == {m: violent.get(m, 0) for m in panel.months}

@@ -7,7 +7,8 @@ from datetime import date, datetime
 import pytest
 import sqlalchemy as sa
 
-from geo.metrics import Period, call_counts, hour_occurrences, hour_weekday
+from geo.filters import Filter
+from geo.metrics import call_counts, hour_occurrences, hour_weekday
 
 
 def add_calls(engine, rows):
@@ -29,12 +30,12 @@ def test_counts_and_shares_per_division(engine):
         (datetime(2021, 5, 4, 1), "02", "property", False, 0.05),
         (datetime(2021, 6, 1, 0, 30), "02", "property", False, 0.05),  # outside the period
     ])
-    rows = call_counts(engine, Period(date(2021, 5, 1), date(2021, 6, 1)), "division")
+    rows = call_counts(engine, Filter.local_days(date(2021, 5, 1), date(2021, 6, 1)), "division")
     got = {(r.area, r.category): (r.calls, round(r.share, 4)) for r in rows.itertuples()}
     assert got == {("01", "traffic"): (2, 0.6667), ("01", "violent_crime"): (1, 0.3333), ("02", "property"): (1, 1.0)}
     one = rows[rows["area"] == "01"].iloc[0]
     assert one.total == 3 and one.area_labelled_violent == 1 and one.area_expected_violent == pytest.approx(0.82)
-    city = call_counts(engine, Period(date(2021, 5, 1), date(2021, 6, 1)), "city")
+    city = call_counts(engine, Filter.local_days(date(2021, 5, 1), date(2021, 6, 1)), "city")
     assert set(city["area"]) == {"CMPD"} and city["calls"].sum() == 4
 
 
@@ -46,12 +47,12 @@ def test_hour_by_weekday_matrix_in_local_time(engine):
         (datetime(2021, 3, 15, 0, 50), "01", "violent_crime", True, 0.9),
         (datetime(2021, 3, 20, 13, 0), "02", "traffic", False, 0.0),
     ])
-    m = hour_weekday(engine, Period(date(2021, 3, 1), date(2021, 4, 1))).totals
+    m = hour_weekday(engine, Filter.local_days(date(2021, 3, 1), date(2021, 4, 1))).totals
     assert m.shape == (7, 24) and int(m.to_numpy().sum()) == 4
     assert m.loc["Sun", 23] == 1 and m.loc["Mon", 0] == 2 and m.loc["Sat", 13] == 1
-    violent = hour_weekday(engine, Period(date(2021, 3, 1), date(2021, 4, 1)), violent_only=True).totals
+    violent = hour_weekday(engine, Filter.local_days(date(2021, 3, 1), date(2021, 4, 1), violent=True)).totals
     assert int(violent.to_numpy().sum()) == 1 and violent.loc["Mon", 0] == 1
-    one = hour_weekday(engine, Period(date(2021, 3, 1), date(2021, 4, 1)), division="02").totals
+    one = hour_weekday(engine, Filter.local_days(date(2021, 3, 1), date(2021, 4, 1), division="02")).totals
     assert int(one.to_numpy().sum()) == 1
 
 
@@ -67,7 +68,7 @@ def test_7x24_is_the_mean_per_occurrence_of_each_weekday_hour(engine):
     add_calls(engine, rows)
     with engine.begin() as conn:   # stored at local midnight of its date, in no cell of the matrix
         conn.execute(sa.text("UPDATE calls SET received_at_precision = 'date' WHERE call_id = 'T14'"))
-    m = hour_weekday(engine, Period(date(2021, 6, 1), date(2021, 7, 1)))
+    m = hour_weekday(engine, Filter.local_days(date(2021, 6, 1), date(2021, 7, 1)))
     times = m.occurrences
     assert times.loc["Tue"].tolist() == [5] * 24 and times.loc["Wed"].tolist() == [5] * 24
     assert all(times.loc[d].tolist() == [4] * 24 for d in ("Mon", "Thu", "Fri", "Sat", "Sun"))
@@ -80,7 +81,7 @@ def test_7x24_is_the_mean_per_occurrence_of_each_weekday_hour(engine):
     frame = m.to_frame().set_index(["weekday", "hour"])
     assert len(frame) == 168 and frame.loc[("Fri", 22)].tolist() == [3, 4, 0.75]
     # A filter reaching past the data counts only the days the data cover (31 May to 1 July here).
-    wide = hour_weekday(engine, Period(date(2021, 1, 1), date(2021, 12, 31)))
+    wide = hour_weekday(engine, Filter.local_days(date(2021, 1, 1), date(2021, 12, 31)))
     assert wide.start.date() == date(2021, 5, 31) and wide.end.date() == date(2021, 7, 2)
     assert wide.occurrences.loc["Mon"].tolist() == [5] * 24 and wide.occurrences.loc["Thu"].tolist() == [5] * 24
 
@@ -149,7 +150,7 @@ def test_rates_per_1000_residents(engine):
         conn.execute(sa.text("UPDATE neighborhoods SET population = 0 WHERE npa_id = 2"))
     from geo.metrics import npa_rates
 
-    rates = npa_rates(engine, Period(date(2021, 5, 1), date(2021, 6, 1))).set_index("npa_id")
+    rates = npa_rates(engine, Filter.local_days(date(2021, 5, 1), date(2021, 6, 1))).set_index("npa_id")
     assert len(rates) == 462 and rates.loc[3, "calls"] == 1
     assert rates.loc[3, "calls_per_1000"] == pytest.approx(round(1000 / pop, 2))
     assert rates.loc[2, "calls_per_1000"] != rates.loc[2, "calls_per_1000"]  # no residents: no rate (NaN)
@@ -176,7 +177,7 @@ def test_clearance_rates(engine):
                 " is_crime, category, division_id, geom, row_hash, batch_id) VALUES (:i, '2021-05-05 12:00-04', :s, :d,"
                 " :c, :k, '01', ST_SetSRID(ST_Point(-80.84, 35.22), 4326), 0, 0)"),
                 {"i": f"R{i}", "s": status, "d": detail, "c": crime, "k": cat})
-    rows = clearance_rates(engine, Period(date(2021, 5, 1), date(2021, 6, 1)))
+    rows = clearance_rates(engine, Filter.local_days(date(2021, 5, 1), date(2021, 6, 1)))
     got = {(r.area, r.category): (r.incidents, r.cleared, r.clearance_rate) for r in rows.itertuples()}
     assert got == {("01", "property"): (3, 3, 1.0), ("01", "violent_crime"): (4, 2, 0.5)}
 
@@ -189,7 +190,7 @@ def test_outreach_flags(engine):
     rows += [(datetime(2021, 5, 3, 10), "02", "traffic", False, 0.0)] * 300
     rows += [(datetime(2021, 5, 3, 10), "02", "mental_health_welfare", False, 0.0)] * 20
     add_calls(engine, rows)
-    flags = outreach_flags(engine, Period(date(2021, 5, 1), date(2021, 6, 1)), by="division")
+    flags = outreach_flags(engine, Filter.local_days(date(2021, 5, 1), date(2021, 6, 1)), by="division")
     assert list(flags["area"]) == ["01"]
     one = flags.iloc[0]
     assert one["category"] == "mental_health_welfare" and one["calls"] == 60
@@ -202,9 +203,9 @@ def test_result_tables_are_saved_with_their_run(engine):
 
     add_calls(engine, [(datetime(2021, 5, 3, 10), "01", "traffic", False, 0.01),
                        (datetime(2021, 5, 3, 23), "01", "violent_crime", True, 0.8)])
-    period = Period(date(2021, 5, 1), date(2021, 6, 1))
+    period = Filter.local_days(date(2021, 5, 1), date(2021, 6, 1))
     counts = call_counts(engine, period, "division")
-    run_id = save_table(engine, RunSpec(RunKind.CALL_COUNTS, {"period": [str(period.start), str(period.end)],
+    run_id = save_table(engine, RunSpec(RunKind.CALL_COUNTS, {"period": [str(period.start_date), str(period.end_date)],
                                                             "by": "division"}, model_version="m1"), counts)
     back = load_table(engine, run_id)
     assert list(back["category"]) == list(counts["category"]) and list(back["calls"]) == list(counts["calls"])
@@ -226,8 +227,8 @@ def test_monthly_trend_uses_local_months(engine):
         (datetime(2021, 5, 1, 0, 30), "01", "violent_crime", True, 0.7),
         (datetime(2021, 5, 20, 12, 0), "02", "traffic", False, 0.1),
     ])
-    city = monthly_trend(engine, Period(date(2021, 4, 1), date(2021, 6, 1)))
+    city = monthly_trend(engine, Filter.local_days(date(2021, 4, 1), date(2021, 6, 1)))
     assert [(r.month, r.calls, r.labelled_violent) for r in city.itertuples()] == [("2021-04", 1, 0), ("2021-05", 2, 1)]
-    by_div = monthly_trend(engine, Period(date(2021, 4, 1), date(2021, 6, 1)), "division")
+    by_div = monthly_trend(engine, Filter.local_days(date(2021, 4, 1), date(2021, 6, 1)), "division")
     assert [(r.area, r.month, r.calls) for r in by_div.itertuples()] == [("01", "2021-04", 1), ("01", "2021-05", 1), ("02", "2021-05", 1)]
     assert by_div["expected_violent"].sum() == pytest.approx(0.9)

@@ -10,10 +10,10 @@ from click.testing import CliRunner
 
 from geo.cli import main
 from geo.hotspots import npa_hotspots, npa_values
-from geo.metrics import Period
+from geo.filters import Filter
 from geo.sources import default_source, get_source
 
-PERIOD = Period(date(2021, 3, 1), date(2021, 4, 1))
+PERIOD = Filter.local_days(date(2021, 3, 1), date(2021, 4, 1))
 
 
 def add_call(conn, call_id: str, npa: int, at: str, label: bool, p: float, incident: str | None = None,
@@ -108,7 +108,7 @@ def test_the_default_switches_to_incidents_and_is_named(engine, run):
         add_incident(conn, "I2", b, "2021-03-03 10:00")
         add_incident(conn, "OLD", b, "2020-03-03 10:00")
     assert default_source(engine, PERIOD) == "incidents"
-    assert default_source(engine, Period(date(2019, 1, 1), date(2019, 2, 1))) == "expected"  # none in that period
+    assert default_source(engine, Filter.local_days(date(2019, 1, 1), date(2019, 2, 1))) == "expected"  # none in that period
     out = run("hotspots", "--from", "2021-03-01", "--to", "2021-03-31", "--permutations", "0", "--save")
     assert out.output.splitlines()[0].startswith("source: incidents: recorded violent incidents")
     assert counted(out.output, "incidents") == 2

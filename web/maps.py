@@ -182,8 +182,9 @@ def _compare() -> str:
     return compare
 
 
-def _period_key(period) -> tuple:
-    return (period.start.isoformat(), period.end.isoformat())
+def _period_key(period: Filter) -> str:
+    # The whole filter: outreach, allocation and staffing honour every condition, not only the dates.
+    return period.key()
 
 
 @bp.get("/api/panel/<level_name>/<area_id>")
@@ -219,7 +220,7 @@ def _panel_body(lvl: panel.Level, area: dict, flt: Filter, officers: int, compar
         "level": lvl.name,
         "area": {k: area.get(k) for k in ("id", "name", "short_name", "population", "division_id") if k in area},
         "filter": flt.given,
-        "period": [period.start.isoformat(), (period.end - timedelta(days=1)).isoformat()],
+        "period": [period.start_date.isoformat(), (period.end_date - timedelta(days=1)).isoformat()],
         "totals": panel.area_totals(engine, lvl.name, area_id, flt, area.get("population")),
         "categories": panel.category_breakdown(engine, lvl.name, area_id, flt),
         "hour_weekday": panel.hour_weekday(engine, lvl.name, area_id, flt),

@@ -10,8 +10,11 @@ from web import database
 
 def request_filter(table: str = "calls") -> Filter:
     """The shared filter (dates, preset, division, category, violent, min_p, bbox) from the query string."""
+    from geo.settings import locale_settings
+
+    # The edge reads the zone once and hands it to the filter; the library does not look it up.
     return parse_filter(request.args, table=table, divisions=database.division_names(),
-                        as_of=database.latest_call_date)
+                        as_of=database.latest_call_date, tz=locale_settings().timezone)
 
 
 def int_arg(name: str, default: int | None = None, *, lo: int | None = None, hi: int | None = None,

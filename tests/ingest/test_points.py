@@ -317,7 +317,8 @@ def test_calendar_dates_are_local_days_and_stay_out_of_the_7x24(engine, tmp_path
     of midnights only is calendar dates throughout; neither is ever put at midnight in the 7x24."""
     from datetime import date
 
-    from geo.metrics import Period, hour_weekday
+    from geo.filters import Filter
+    from geo.metrics import hour_weekday
 
     lon, lat, _, _ = places[120]
     rows = [
@@ -335,7 +336,7 @@ def test_calendar_dates_are_local_days_and_stay_out_of_the_7x24(engine, tmp_path
             "SELECT call_id, (received_at AT TIME ZONE 'America/New_York')::text, received_at_precision FROM calls")))
     assert got == {"C-1": ("2021-07-04 23:59:30", "time"), "C-2": ("2021-07-05 00:00:00", "date"),
                    "C-3": ("2021-07-04 20:00:00", "time"), "C-4": ("2021-07-05 20:00:00", "time")}
-    matrix = hour_weekday(engine, Period(date(2021, 7, 1), date(2021, 7, 8)))
+    matrix = hour_weekday(engine, Filter.local_days(date(2021, 7, 1), date(2021, 7, 8)))
     assert int(matrix.totals.to_numpy().sum()) == 3 and matrix.left_out_date_only == 1
     assert matrix.totals.loc["Mon", 0] == 0   # C-2 (Monday 5 July) is not at midnight
 
@@ -351,7 +352,7 @@ def test_calendar_dates_are_local_days_and_stay_out_of_the_7x24(engine, tmp_path
             "SELECT call_id, (received_at AT TIME ZONE 'America/New_York')::text FROM calls"
             " WHERE received_at_precision = 'date' AND call_id LIKE 'D-%'")).all())
     assert got == {"D-0": "2021-07-05 00:00:00", "D-1": "2021-07-06 00:00:00", "D-2": "2021-07-07 00:00:00"}
-    matrix = hour_weekday(engine, Period(date(2021, 7, 1), date(2021, 7, 8)))
+    matrix = hour_weekday(engine, Filter.local_days(date(2021, 7, 1), date(2021, 7, 8)))
     assert int(matrix.totals.to_numpy().sum()) == 3 and matrix.left_out_date_only == 4
 
 

@@ -41,7 +41,7 @@ def web_template(server_url, template_db, data_dir, tmp_path_factory) -> str:
     from geo.demo import generate_and_load
     from geo.hotspots import grid_hotspots, npa_hotspots
     from geo.ingest.homicides import load_homicides
-    from geo.metrics import Period
+    from geo.filters import Filter
     from geo.runs import RunKind, RunSpec, save_cell_results, save_npa_results
 
     admin = _admin(server_url)
@@ -55,10 +55,10 @@ def web_template(server_url, template_db, data_dir, tmp_path_factory) -> str:
     load_homicides(engine, data_dir / "real" / "homicides_arcgis.json")
     result = train(engine, test_months=3, models_dir=out / "models")
     label_calls(engine)
-    period = Period(date(YEAR, 1, 1), date(YEAR + 1, 1, 1))
-    save_npa_results(engine, RunSpec(RunKind.CALLS_NPA_HOTSPOTS, {"period": [period.start, period.end]}, result.version),
+    period = Filter.local_days(date(YEAR, 1, 1), date(YEAR + 1, 1, 1))
+    save_npa_results(engine, RunSpec(RunKind.CALLS_NPA_HOTSPOTS, {"period": [period.start_date, period.end_date]}, result.version),
                      npa_hotspots(engine, period, source="labelled", permutations=99))
-    save_cell_results(engine, RunSpec(RunKind.CALLS_GRID_HOTSPOTS, {"period": [period.start, period.end], "cell_ft": 2000},
+    save_cell_results(engine, RunSpec(RunKind.CALLS_GRID_HOTSPOTS, {"period": [period.start_date, period.end_date], "cell_ft": 2000},
                                       result.version),
                       grid_hotspots(engine, period, cell_ft=2000.0, source="labelled", permutations=99), 2000.0)
     engine.dispose()

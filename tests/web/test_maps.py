@@ -12,7 +12,7 @@ from geo.staffing import build_plan
 from geo.db import make_engine
 from geo.hotspots import npa_hotspots
 from geo.filters import Filter
-from geo.metrics import Period, compstat, outreach_flags
+from geo.metrics import compstat, outreach_flags
 from geo.taxonomy import load_taxonomy
 from web import create_app
 
@@ -210,7 +210,7 @@ def test_hotspots_equal_the_analysis_module(client, db):
     fc = r.get_json()
     assert len(fc["features"]) == 462 and fc["measure"] == "violent"
     assert fc["source"].startswith("labelled: calls the model labelled violent")
-    reference = npa_hotspots(db, Period(date(2021, 1, 1), date(2022, 1, 1)), source="labelled",
+    reference = npa_hotspots(db, Filter.local_days(date(2021, 1, 1), date(2022, 1, 1)), source="labelled",
                              permutations=0).set_index("npa_id")
     for f in fc["features"]:
         p = f["properties"]
@@ -295,7 +295,7 @@ def test_division_panel_compstat_outreach_and_allocation(client, db):
     assert len(table[table["window"] == "28 days"]) == 14
     assert (w["p_value"], w["q_value"]) == (round(mine["p_value"], 4), round(mine["q_value"], 4))
 
-    period = Period(date(2021, 4, 1), date(2021, 10, 1))
+    period = Filter.local_days(date(2021, 4, 1), date(2021, 10, 1))
     flags = outreach_flags(db, period, "division")
     mine = flags[flags["area"] == "02"]
     assert sorted(f["category"] for f in d["outreach"]["flags"]) == sorted(mine["category"])
@@ -315,6 +315,31 @@ def test_division_panel_compstat_outreach_and_allocation(client, db):
         k: (int(r.units), int(r.officers)) for k, r in mine.iterrows()}
     assert [s["p_wait"] for s in st["shifts"]] == [round(v, 4) for v in mine["p_wait"]]
     assert st["service_times"] == "assumed (configured) service times"
+
+
+def test_panel_outreach_and_allocation_honour_the_whole_filter(client, db):
+    """A condition beyond the dates (here: calls not labelled violent) changes the panel's outreach and
+    allocation exactly as it changes the library's, which the CLI prints: one measure, one filter."""
+    period = Filter.local_days(date(2021, 4, 1), date(2021, 10, 1))
+    narrowed = period.narrowed(violent=False)
+    flags = outreach_flags(db, narrowed, "division")
+    assert len(flags) > 0
+    area = str(flags.iloc[0]["area"])
+    url = f"/api/panel/division/{area}?start=2021-04-01&end=2021-09-30&officers=200"
+    whole, filtered = client.get(url).get_json(), client.get(url + "&violent=false").get_json()
+    mine = flags[flags["area"] == area].sort_values("category")
+    got = sorted(filtered["outreach"]["flags"], key=lambda f: f["category"])
+    assert [(f["category"], f["calls"], f["share"]) for f in got] == [
+        (r.category, int(r.calls), round(float(r.share), 4)) for r in mine.itertuples()]
+    unfiltered = outreach_flags(db, period, "division")
+    before = unfiltered[unfiltered["area"] == area].set_index("category")["share"].round(4).to_dict()
+    assert {f["category"]: f["share"] for f in got} != before   # the filter really changed the numbers
+    table, reasons = allocate(db, 200, narrowed)
+    ours = table[table["division_id"] == area]
+    al = filtered["allocation"]
+    assert {s["shift"]: s["workload_hours"] for s in al["shifts"]} == dict(zip(ours["shift"], ours["workload_hours"]))
+    assert al["reasoning"] == reasons[area]
+    assert al["shifts"] != whole["allocation"]["shifts"]
 
 
 def test_npa_panel_rates_and_division(client, db):

@@ -14,7 +14,7 @@ from PIL import Image
 from geo.cli import main
 from geo.db import make_engine
 from geo.filters import Filter
-from geo.metrics import Period, compstat, data_coverage, hour_weekday, period_as_filter, report_end
+from geo.metrics import compstat, data_coverage, hour_weekday, report_end
 from geo.pages import COMPSTAT_PNG, MODEL_PNG, TREND_WEEKS, resolve_division
 from geo.taxonomy import VIOLENT_NUMBERS
 from tests.web.conftest import YEAR
@@ -101,7 +101,7 @@ def test_compstat_page_matches_the_library_in_chromium(browser, live_server, eng
     last = data_coverage(engine, "calls")[1]
     end = report_end(last + timedelta(days=1)) + timedelta(days=1)
     start = end - timedelta(days=7 * TREND_WEEKS)
-    matrix = hour_weekday(engine, period_as_filter(Period(start, end), division=code))
+    matrix = hour_weekday(engine, Filter.local_days(start, end, division=code))
     assert cell == f"{matrix.mean.loc['Fri', 22]:.2f}" and cells == 7 * 24
     table = compstat(engine, last + timedelta(days=1), by="division", flt=Filter(), source="incidents")
     row = table[(table["area"] == code) & (table["window"] == "28 days")].iloc[0]

@@ -3,7 +3,7 @@
 -- Filled in by geo/tiles.py from geo/catalog.py only (never from a request):
 --   {source}   the layer's table (aliased src) or its run-selected subquery `(...) src`
 --   {columns}  the layer's public tile properties, each `expression AS "name"`
---   {where}    the shared filter of geo/filters.py on alias src (values bound as :f_*)
+--   {where}    geo/filters.py Filter.where(table, "src"): its Core predicate compiled once, values bound (:f_start, ...)
 --   {geom3857} the geometry in EPSG:3857: ST_Transform for polygons; for points the Mercator
 --              formula of points_grid.sql, several times cheaper per point
 -- Bound values: :z :x :y, :extent (4096), :buffer (64 tile units), :margin (buffer / extent),

@@ -2,7 +2,7 @@
 -- for the heat tiles' kernel density. The rectangle is the tile grown by the kernel's reach,
 -- so a tile sees every call that contributes to its pixels and neighbouring tiles agree.
 --
--- {where}: the shared filter of geo/filters.py on alias src (values bound as :f_*).
+-- {where}: geo/filters.py Filter.where(table, "src"): its Core predicate compiled once, values bound (:f_start, ...).
 -- {within}: the rectangle test below, or TRUE for all calls (the legend's county-wide maximum,
 -- where a sequential scan beats the index).
 -- Bound values: :xmin :ymin :xmax :ymax (EPSG:3857 metres).
