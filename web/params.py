@@ -5,16 +5,14 @@ from __future__ import annotations
 from flask import Flask, request
 
 from geo.filters import Filter, ParameterError, parse_filter, parse_int
-from web import database
+from web import database, zone
 
 
 def request_filter(table: str = "calls") -> Filter:
     """The shared filter (dates, preset, division, category, violent, min_p, bbox) from the query string."""
-    from geo.settings import locale_settings
-
-    # The edge reads the zone once and hands it to the filter; the library does not look it up.
+    # The edge hands the app's zone (read once when the app was built) to the filter.
     return parse_filter(request.args, table=table, divisions=database.division_names(),
-                        as_of=database.latest_call_date, tz=locale_settings().timezone)
+                        as_of=database.latest_call_date, tz=zone.timezone())
 
 
 def int_arg(name: str, default: int | None = None, *, lo: int | None = None, hi: int | None = None,
