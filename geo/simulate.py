@@ -1,0 +1,277 @@
+"""Discrete-event simulation of patrol units answering calls: does a staffing plan meet its targets?
+
+The queueing formulas (geo/queueing.py) assume Poisson arrivals, exponential service, one unit per
+call and a steady load; real calls break all four. This module replays calls one by one against
+units on duty per division and hour of the week and measures what the formulas predict. The rules
+(docs/methods.md "Simulation" gives the references):
+
+- Time is minutes from the start of the period; hour t // 60 of the run is hour of the week
+  (start_how + t // 60) % 168 (Monday 00-01 = 0), which sets each division's units on duty.
+- A call needs `units` units (e.g. two for a violent call). It is dispatched when that many are
+  free in its division (a call needing more than are on duty takes all on duty). A call that finds
+  too few waits in its division's queue: Priority 1 first, then 2 ..., first come first served
+  within a priority; the head of the queue is served first even if a later call needs fewer units.
+- Cross-division help (a simplification of Larson's hypercube model, where the nearest free unit
+  answers): a call that finds too few free units in its own division, at its arrival, takes them
+  from the neighbouring division with the most free units, if that neighbour has no call waiting
+  and keeps at least `help_reserve` units free afterwards; the helpers drive `help_travel_min`
+  further and stay busy that much longer. Help is never sent later to calls already queued.
+- A unit is busy for the call's service time (dispatch to clear, travel included, as CAD records
+  time on a call), plus any help travel. Response time = dispatch delay (time queued) + travel.
+- When fewer units are on duty after a shift change than are busy, the busy ones finish their
+  calls first (overtime); utilisation counts the busy time of a division's own units, wherever
+  they work, over its unit-hours on duty.
+
+The event loop is a plain heap of unit clear-times merged with the sorted arrivals and the hour
+ticks: one pass, no third-party scheduler (measured in bench/simulate.py).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+HOURS_OF_WEEK = 168
+
+
+@dataclass
+class SimCalls:
+    """Calls to replay, sorted by arrival; arrays of one length."""
+
+    arrival_min: np.ndarray      # minutes from the start of the run
+    division: np.ndarray         # index into the staffing array's rows
+    priority: np.ndarray         # 1 (most urgent) .. 9
+    service_min: np.ndarray      # minutes a unit is busy (dispatch to clear, travel included)
+    travel_min: np.ndarray       # minutes from dispatch to on scene
+    units: np.ndarray            # units the call needs
+
+    def __post_init__(self) -> None:
+        self.arrival_min = np.asarray(self.arrival_min, dtype=float)
+        n = len(self.arrival_min)
+        self.division = np.asarray(self.division, dtype=np.int64)
+        self.priority = np.asarray(self.priority, dtype=np.int64)
+        self.service_min = np.asarray(self.service_min, dtype=float)
+        self.travel_min = np.asarray(self.travel_min, dtype=float)
+        self.units = np.asarray(self.units, dtype=np.int64)
+        for name in ("division", "priority", "service_min", "travel_min", "units"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"calls: {name} has {len(getattr(self, name))} values for {n} arrivals")
+        checks = [("arrival_min", self.arrival_min < 0, "must not be negative"),
+                  ("service_min", ~(self.service_min > 0), "must be above 0"),
+                  ("travel_min", ~(self.travel_min >= 0), "must not be negative"),
+                  ("units", self.units < 1, "must be at least 1"),
+                  ("priority", self.priority < 1, "must be at least 1")]
+        for name, bad, rule in checks:
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise ValueError(f"calls: {name} {rule}; {int(bad.sum())} values are not (first: call {i}, "
+                                 f"{getattr(self, name)[i]})")
+        if n and (np.diff(self.arrival_min) < 0).any():
+            raise ValueError("calls: arrival_min must be sorted (oldest first)")
+
+    def __len__(self) -> int:
+        return len(self.arrival_min)
+
+
+@dataclass
+class SimResult:
+    """Per call: wait (dispatch delay), response, queued, helped, no unit free in its division; per
+    division x hour of week: busy and on-duty unit-minutes."""
+
+    calls: SimCalls
+    wait_min: np.ndarray
+    response_min: np.ndarray
+    queued: np.ndarray
+    helped: np.ndarray
+    no_unit: np.ndarray
+    busy_unit_min: np.ndarray       # (divisions, 168)
+    duty_unit_min: np.ndarray       # (divisions, 168)
+    hour_of_week: np.ndarray        # of each call's arrival
+    divisions: list[str] = field(default_factory=list)
+
+    def by_group(self, shift_of_hour: np.ndarray | None = None) -> pd.DataFrame:
+        """Per division (and shift, given the shift of each hour of the week): calls, P1 response median
+        and p90, mean P1 wait, share queued, no-unit count, utilisation."""
+        names = np.array(self.divisions or [str(i) for i in range(self.busy_unit_min.shape[0])], dtype=object)
+        frame = pd.DataFrame({"division": names[self.calls.division], "priority": self.calls.priority,
+                              "wait": self.wait_min, "response": self.response_min, "queued": self.queued,
+                              "no_unit": self.no_unit, "helped": self.helped})
+        keys = ["division"]
+        busy = pd.DataFrame(self.busy_unit_min, index=names).stack()
+        duty = pd.DataFrame(self.duty_unit_min, index=names).stack()
+        if shift_of_hour is not None:
+            frame["shift"] = np.asarray(shift_of_hour)[self.hour_of_week]
+            keys.append("shift")
+            shifts = np.asarray(shift_of_hour)[busy.index.get_level_values(1)]
+            busy = busy.groupby([busy.index.get_level_values(0), shifts]).sum()
+            duty = duty.groupby([duty.index.get_level_values(0), shifts]).sum()
+        else:
+            busy, duty = busy.groupby(level=0).sum(), duty.groupby(level=0).sum()
+        out = summarise(frame, keys)
+        util = (busy / duty.where(duty > 0)).rename("utilisation")
+        util.index.names = keys
+        return out.join(util, on=keys)
+
+    def overall(self) -> dict:
+        """City-wide figures: P1 and all-call response median/p90, share queued, no-unit count, utilisation."""
+        frame = pd.DataFrame({"priority": self.calls.priority, "wait": self.wait_min, "response": self.response_min,
+                              "queued": self.queued, "no_unit": self.no_unit, "helped": self.helped, "all": 0})
+        row = summarise(frame, ["all"]).iloc[0].to_dict()
+        row.pop("all")
+        duty = self.duty_unit_min.sum()
+        row["utilisation"] = float(self.busy_unit_min.sum() / duty) if duty else math.nan
+        return row
+
+
+def summarise(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Response-time percentiles and waiting shares of simulated calls per group (frame from SimResult)."""
+    g = frame.groupby(keys, sort=False)
+    p1 = frame[frame["priority"] == 1].groupby(keys, sort=False)
+    out = pd.DataFrame({"calls": g.size(), "share_waiting": g["queued"].mean(), "no_unit": g["no_unit"].sum(),
+                        "helped": g["helped"].sum(), "mean_wait_min": g["wait"].mean(),
+                        "response_median_min": g["response"].median(),
+                        "response_p90_min": g["response"].quantile(0.9)})
+    p1_out = pd.DataFrame({"p1_calls": p1.size(), "p1_mean_wait_min": p1["wait"].mean(),
+                           "p1_response_median_min": p1["response"].median(),
+                           "p1_response_p90_min": p1["response"].quantile(0.9),
+                           "p1_response_mean_min": p1["response"].mean()})
+    out = out.join(p1_out).reset_index()
+    out["p1_calls"] = out["p1_calls"].fillna(0).astype(int)
+    return out
+
+
+def simulate(calls: SimCalls, staffing: np.ndarray, start_how: int = 0,
+             neighbours: dict[int, list[int]] | None = None, help_travel_min: float = 5.0,
+             help_reserve: int = 1, divisions: list[str] | None = None) -> SimResult:
+    """Replay `calls` against `staffing` (units on duty, divisions x 168 hours of the week); see the
+    module docstring for the rules."""
+    staffing = np.asarray(staffing)
+    if staffing.ndim != 2 or staffing.shape[1] != HOURS_OF_WEEK:
+        raise ValueError(f"staffing must be divisions x {HOURS_OF_WEEK} hours of the week, not {staffing.shape}")
+    if (staffing < 0).any():
+        raise ValueError("staffing: units on duty must not be negative")
+    if help_travel_min < 0 or help_reserve < 0:
+        raise ValueError(f"help_travel_min = {help_travel_min}, help_reserve = {help_reserve}: must not be negative")
+    if not 0 <= start_how < HOURS_OF_WEEK:
+        raise ValueError(f"start_how = {start_how}: must be an hour of the week, 0..167")
+    n_div = staffing.shape[0]
+    if len(calls) and (calls.division.min() < 0 or calls.division.max() >= n_div):
+        raise ValueError(f"calls: division indexes must be 0..{n_div - 1}")
+    used = np.unique(calls.division)
+    idle = [int(d) for d in used if staffing[d].max() == 0]
+    if idle:
+        names = [divisions[d] if divisions else str(d) for d in idle]
+        raise ValueError(f"staffing: division(s) {', '.join(names)} have calls but no unit in any hour of the week")
+    neighbours = {int(k): [int(x) for x in v] for k, v in (neighbours or {}).items()}
+    table = staffing.astype(int).tolist()
+    arrival = calls.arrival_min.tolist()
+    div = calls.division.tolist()
+    pri = calls.priority.tolist()
+    service = calls.service_min.tolist()
+    travel = calls.travel_min.tolist()
+    need = calls.units.tolist()
+    n = len(arrival)
+    wait = [0.0] * n
+    extra = [0.0] * n          # help travel
+    queued = bytearray(n)
+    helped = bytearray(n)
+    no_unit = bytearray(n)
+    done = bytearray(n)
+    busy = [0] * n_div
+    cap = [table[d][start_how] for d in range(n_div)]
+    queues: list[list] = [[] for _ in range(n_div)]
+    clears: list = []          # (time, seq, division, units)
+    busy_area = [[0.0] * HOURS_OF_WEEK for _ in range(n_div)]
+    duty_hours = [0] * HOURS_OF_WEEK
+    last = [0.0] * n_div
+    hour = 0
+    how = start_how
+    next_tick = 60.0
+    seq = 0
+    heappush, heappop = heapq.heappush, heapq.heappop
+
+    def dispatch(i: int, d: int, k: int, t: float) -> None:
+        nonlocal seq
+        area = busy_area[d]
+        area[how] += busy[d] * (t - last[d])
+        last[d] = t
+        busy[d] += k
+        done[i] = 1
+        seq += 1
+        heappush(clears, (t + service[i] + extra[i], seq, d, k))
+
+    def drain(d: int, t: float) -> None:
+        q = queues[d]
+        while q:
+            i = q[0][2]
+            k = min(need[i], cap[d])
+            if k == 0 or cap[d] - busy[d] < k:
+                return
+            heappop(q)
+            wait[i] = t - arrival[i]
+            dispatch(i, d, k, t)
+
+    nxt = 0
+    while nxt < n or clears or any(queues):
+        t_arr = arrival[nxt] if nxt < n else math.inf
+        t_clr = clears[0][0] if clears else math.inf
+        if t_clr <= t_arr and t_clr <= next_tick:
+            t, _, d, k = heappop(clears)
+            busy_area[d][how] += busy[d] * (t - last[d])
+            last[d] = t
+            busy[d] -= k
+            drain(d, t)
+        elif next_tick <= t_arr:
+            t = next_tick
+            for d in range(n_div):
+                busy_area[d][how] += busy[d] * (t - last[d])
+                last[d] = t
+            duty_hours[how] += 1
+            hour += 1
+            how = (start_how + hour) % HOURS_OF_WEEK
+            next_tick = 60.0 * (hour + 1)
+            for d in range(n_div):
+                cap[d] = table[d][how]
+                drain(d, t)
+        else:
+            i = nxt
+            nxt += 1
+            t = t_arr
+            d = div[i]
+            k = min(need[i], cap[d]) or need[i]
+            if not queues[d] and cap[d] > 0 and cap[d] - busy[d] >= k:
+                dispatch(i, d, k, t)
+                continue
+            if cap[d] - busy[d] < k:
+                no_unit[i] = 1
+                best, most = -1, -1
+                for m in neighbours.get(d, ()):
+                    free = cap[m] - busy[m]
+                    if not queues[m] and free - need[i] >= help_reserve and free > most:
+                        best, most = m, free
+                if best >= 0:
+                    helped[i] = 1
+                    extra[i] = help_travel_min
+                    dispatch(i, best, need[i], t)
+                    continue
+            heappush(queues[d], (pri[i], t, i))
+            drain(d, t)
+            if not done[i]:
+                queued[i] = 1
+    # The last, partial hour counts its on-duty time up to the last event.
+    end = max(last) if n_div else 0.0
+    for d in range(n_div):
+        busy_area[d][how] += busy[d] * (end - last[d])
+    wait_a = np.array(wait)
+    queued_a = np.frombuffer(bytes(queued), dtype=np.uint8).astype(bool) | (wait_a > 0)
+    duty = np.array(duty_hours, dtype=float)[None, :] * 60.0 * staffing
+    duty[:, how] += staffing[:, how] * (end - 60.0 * hour)
+    how_of_call = ((start_how + (calls.arrival_min // 60).astype(np.int64)) % HOURS_OF_WEEK)
+    return SimResult(calls, wait_a, wait_a + calls.travel_min + np.array(extra), queued_a,
+                     np.frombuffer(bytes(helped), dtype=np.uint8).astype(bool),
+                     np.frombuffer(bytes(no_unit), dtype=np.uint8).astype(bool),
+                     np.array(busy_area), duty, how_of_call, list(divisions or []))
