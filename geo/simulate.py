@@ -275,3 +275,245 @@ def simulate(calls: SimCalls, staffing: np.ndarray, start_how: int = 0,
                      np.frombuffer(bytes(helped), dtype=np.uint8).astype(bool),
                      np.frombuffer(bytes(no_unit), dtype=np.uint8).astype(bool),
                      np.array(busy_area), duty, how_of_call, list(divisions or []))
+
+
+# --- plans against the simulation -------------------------------------------------------------------
+
+@dataclass
+class SimulationConfig:
+    """Assumptions of `hotspots simulate` where the calls carry no CAD times ([simulation] in allocation.toml)."""
+
+    travel_min: float = 6.0          # mean drive from dispatch to on scene, minutes
+    travel_cv: float = 0.5           # its coefficient of variation (gamma)
+    service_cv: float = 1.0          # of time on a call around the configured mean (lognormal: heavy right tail)
+    help_travel_min: float = 5.0     # extra drive of a unit helping a neighbouring division
+    help_reserve: int = 1            # free units a neighbour keeps for itself
+    unknown_priority: int = 3        # priority of a call without one (P1 drawn at the plan's p1_share instead)
+    seed: int = 2264
+
+    @classmethod
+    def load(cls, path=None) -> "SimulationConfig":
+        """The [simulation] table of allocation.toml (defaults where absent), checked."""
+        import tomllib
+        from pathlib import Path
+
+        from geo.allocate import ALLOCATION_TOML
+
+        path = Path(path or ALLOCATION_TOML)
+        raw = tomllib.loads(path.read_text()).get("simulation", {})
+        try:
+            config = cls(**raw)
+            config.check()
+        except (TypeError, ValueError) as exc:     # TypeError: a key that is not a field
+            raise ValueError(f"{path}: [simulation] {exc}") from None
+        return config
+
+    def check(self) -> None:
+        """Refuse negative times and impossible shares, naming the value."""
+        for name in ("travel_min", "travel_cv", "service_cv", "help_travel_min"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"simulation {name} = {getattr(self, name)}: must not be negative")
+        if self.help_reserve < 0:
+            raise ValueError(f"simulation help_reserve = {self.help_reserve}: must not be negative")
+        if self.unknown_priority < 1:
+            raise ValueError(f"simulation unknown_priority = {self.unknown_priority}: must be 1 or more")
+
+
+def _draw(rng: np.random.Generator, mean: np.ndarray, cv: float, kind: str) -> np.ndarray:
+    """Random times with the given means and coefficient of variation (gamma or lognormal); the mean if cv = 0."""
+    mean = np.asarray(mean, dtype=float)
+    if cv == 0:
+        return mean.copy()
+    if kind == "gamma":
+        shape = 1 / cv ** 2
+        return rng.gamma(shape, mean / shape)
+    sigma2 = math.log(1 + cv ** 2)
+    return rng.lognormal(np.log(np.maximum(mean, 1e-9)) - sigma2 / 2, math.sqrt(sigma2))
+
+
+def assumed_calls(frame: pd.DataFrame, divisions: list[str], staffing_config, sim: SimulationConfig,
+                  p1_share: dict[str, float] | None = None) -> tuple[SimCalls, dict[str, str]]:
+    """SimCalls from rows (division_id, minute, priority, category, violent): service and travel times drawn
+    around the configured means, units from the violent flag; the sources of each say what was assumed."""
+    rng = np.random.default_rng(sim.seed)
+    frame = frame.sort_values("minute", kind="stable")
+    index = {d: i for i, d in enumerate(divisions)}
+    unknown_div = sorted(set(frame["division_id"]) - set(index))
+    if unknown_div:
+        raise ValueError(f"calls name divisions {unknown_div[:5]} that are not in the plan")
+    minutes = frame["category"].map(staffing_config.minutes).fillna(staffing_config.minutes.get("unknown", 30.0))
+    travel = _draw(rng, np.full(len(frame), sim.travel_min), sim.travel_cv, "gamma")
+    # The configured minutes are the whole time on a call, drive included: at least the drive plus a minute.
+    service = np.maximum(_draw(rng, minutes.to_numpy(), sim.service_cv, "lognormal"), travel + 1)
+    priority = frame["priority"].to_numpy(dtype=float, na_value=np.nan)
+    missing = np.isnan(priority)
+    share = frame["division_id"].map(p1_share or {}).fillna(staffing_config.p1_share).to_numpy()
+    drawn = np.where(rng.random(len(frame)) < share, 1, sim.unknown_priority)
+    priority = np.where(missing, drawn, priority).astype(int)
+    units = np.where(frame["violent"].to_numpy(dtype=bool), staffing_config.units_violent,
+                     staffing_config.units_default)
+    calls = SimCalls(frame["minute"].to_numpy(dtype=float), frame["division_id"].map(index).to_numpy(), priority,
+                     service, travel, units)
+    sources = {"service": "assumed (configured minutes by category, lognormal cv "
+                          f"{sim.service_cv:g})",
+               "travel": f"assumed (mean {sim.travel_min:g} min, gamma cv {sim.travel_cv:g})",
+               "priority": "recorded" if not missing.any() else
+               f"recorded for {1 - missing.mean():.0%}; the rest drawn: P1 at the plan's share, else "
+               f"Priority {sim.unknown_priority}"}
+    return calls, sources
+
+
+def calls_from_db(engine, period, staffing_config, sim: SimulationConfig, divisions: list[str],
+                  p1_share: dict[str, float] | None = None) -> tuple[SimCalls, dict[str, str]]:
+    """The period's calls with an hour (not date-only) and a division, as SimCalls from the period's start."""
+    import sqlalchemy as sa
+
+    from geo.metrics import period_filter
+
+    where, params = period_filter(period)
+    with engine.connect() as conn:
+        frame = pd.read_sql(sa.text(
+            "SELECT division_id, extract(epoch FROM (received_at AT TIME ZONE :tz) - CAST(:start AS timestamp)) / 60"
+            " AS minute, priority, coalesce(category, 'unknown') AS category, coalesce(label, false) AS violent"
+            f" FROM calls WHERE division_id IS NOT NULL AND received_at_precision <> 'date' AND {where}"),
+            conn, params=params)
+    # Local wall-clock minutes: the repeated autumn hour may put a call a few minutes before period start.
+    frame["minute"] = frame["minute"].clip(lower=0)
+    return assumed_calls(frame, divisions, staffing_config, sim, p1_share)
+
+
+def division_neighbours(engine, divisions: list[str]) -> dict[int, list[int]]:
+    """Divisions whose areas touch, by index in `divisions` (who may help whom)."""
+    import sqlalchemy as sa
+
+    with engine.connect() as conn:
+        pairs = conn.execute(sa.text(
+            "SELECT a.division_id, b.division_id FROM divisions a JOIN divisions b"
+            " ON a.division_id < b.division_id AND ST_Intersects(a.geom, b.geom)")).all()
+    index = {d: i for i, d in enumerate(divisions)}
+    out: dict[int, list[int]] = {}
+    for a, b in pairs:
+        if a in index and b in index:
+            out.setdefault(index[a], []).append(index[b])
+            out.setdefault(index[b], []).append(index[a])
+    return out
+
+
+def staffing_array(table: pd.DataFrame, divisions: list[str], shift_of_hour: np.ndarray) -> np.ndarray:
+    """Units on duty per division x hour of week from a plan (rows division, shift, units)."""
+    units = table.set_index(["division", "shift"])["units"]
+    out = np.zeros((len(divisions), HOURS_OF_WEEK), dtype=int)
+    for i, d in enumerate(divisions):
+        for h in range(HOURS_OF_WEEK):
+            out[i, h] = int(units.get((d, shift_of_hour[h]), 0))
+    return out
+
+
+def proportional_units(load: pd.DataFrame, config, total_units: int) -> dict[tuple[str, str], int]:
+    """Today's split (geo/allocate.py): `total_units` unit-posts by workload (calls x unit-minutes) over
+    division-shifts with the largest-remainder method, after `min_units` each."""
+    from geo.allocate import largest_remainder
+    from geo.staffing import shift_of_hour
+
+    shifts = shift_of_hour(config)
+    frame = load.reset_index()
+    frame["shift"] = shifts[frame["hour_of_week"].to_numpy()]
+    work = frame.groupby(["division_id", "shift"], sort=False)["offered"].sum()
+    keys = [(d, s) for d in dict.fromkeys(frame["division_id"]) for s in config.shifts]
+    work = work.reindex(keys, fill_value=0.0)
+    floor = config.min_units * len(keys)
+    if total_units < floor:
+        raise ValueError(f"{total_units} unit-posts are fewer than {config.min_units} per division and shift "
+                         f"({floor})")
+    extra = largest_remainder(work.to_numpy(), total_units - floor)
+    return {key: int(config.min_units + e) for key, e in zip(keys, extra)}
+
+
+def targets_met(table: pd.DataFrame, targets) -> pd.Series:
+    """Per simulated division-shift: share waiting, Priority 1 mean wait and utilisation within the targets."""
+    p1 = table["p1_mean_wait_min"].fillna(0.0)
+    return ((table["share_waiting"] <= targets.p_wait) & (p1 <= targets.p1_wait_min)
+            & (table["utilisation"].fillna(0.0) <= targets.utilisation))
+
+
+@dataclass
+class Comparison:
+    """The queueing plan and today's proportional plan, each evaluated by the formulas and by simulation."""
+
+    plans: dict[str, pd.DataFrame]          # plan name -> geo.staffing.plan table
+    simulated: dict[str, pd.DataFrame]      # plan name -> per division-shift simulation
+    overall: dict[str, dict]                # plan name -> city-wide simulated figures
+    sources: dict[str, str]
+
+    def summary(self) -> pd.DataFrame:
+        """One row per measure, one column per plan, and queueing minus proportional."""
+        rows = {}
+        for name in self.plans:
+            o = self.overall[name]
+            sim = self.simulated[name]
+            rows[name] = {
+                "unit_posts": int(self.plans[name]["units"].sum()),
+                "officers": int(self.plans[name]["officers"].sum()),
+                "p1_response_median_min": o["p1_response_median_min"],
+                "p1_response_p90_min": o["p1_response_p90_min"],
+                "p1_mean_wait_min": o["p1_mean_wait_min"],
+                "response_median_min": o["response_median_min"], "response_p90_min": o["response_p90_min"],
+                "share_waiting": o["share_waiting"], "no_unit": int(o["no_unit"]), "helped": int(o["helped"]),
+                "utilisation": o["utilisation"], "max_utilisation": float(sim["utilisation"].max()),
+                "worst_p1_mean_wait_min": float(sim["p1_mean_wait_min"].max()),
+                "division_shifts_meeting_targets": int(sim["meets_targets"].sum()),
+                "division_shifts": len(sim),
+            }
+        out = pd.DataFrame(rows)
+        if {"queueing", "proportional"} <= set(out.columns):
+            out["difference"] = out["queueing"] - out["proportional"]
+        return out
+
+
+def compare_plans(load: pd.DataFrame, config, calls: SimCalls, divisions: list[str], start_how: int,
+                  officers: int | None = None, neighbours: dict[int, list[int]] | None = None,
+                  sim: SimulationConfig | None = None, sources: dict[str, str] | None = None) -> Comparison:
+    """Build the queueing plan (N officers by marginal allocation, or what the targets need) and the
+    proportional split of the same unit-posts, simulate both on `calls`, and compare."""
+    from geo.staffing import plan, shift_of_hour
+
+    sim = sim or SimulationConfig()
+    sim.check()
+    queueing = plan(load, config, officers)
+    proportional = plan(load, config, units=proportional_units(load, config, int(queueing["units"].sum())))
+    shifts = shift_of_hour(config)
+    plans = {"queueing": queueing, "proportional": proportional}
+    simulated, overall = {}, {}
+    for name, table in plans.items():
+        result = simulate(calls, staffing_array(table, divisions, shifts), start_how, neighbours,
+                          sim.help_travel_min, sim.help_reserve, divisions)
+        by = result.by_group(shifts)
+        by = table[["division", "shift"]].merge(by, on=["division", "shift"], how="left")
+        by["calls"] = by["calls"].fillna(0).astype(int)
+        by[["share_waiting", "no_unit", "helped", "mean_wait_min"]] = \
+            by[["share_waiting", "no_unit", "helped", "mean_wait_min"]].fillna(0)
+        by.insert(2, "units", table["units"].to_numpy())
+        by["meets_targets"] = targets_met(by, config.targets)
+        simulated[name], overall[name] = by, result.overall()
+    return Comparison(plans, simulated, overall, dict(sources or {}))
+
+
+def simulate_plans(engine, period, config=None, sim: SimulationConfig | None = None,
+                   officers: int | None = None, help_neighbours: bool = True) -> Comparison:
+    """The period's calls from the database: both plans built from their load and simulated on them."""
+    from geo.staffing import StaffingConfig, call_counts, hourly_load, weekday_counts
+
+    config = config or StaffingConfig.load()
+    sim = sim or SimulationConfig.load()
+    counts = call_counts(engine, period)
+    divisions = counts.attrs["divisions"]
+    load = hourly_load(counts, divisions, weekday_counts(period), config)
+    p1_share = load.groupby(level=0)["p1_share"].first().to_dict()
+    calls, sources = calls_from_db(engine, period, config, sim, divisions, p1_share)
+    neighbours = division_neighbours(engine, divisions) if help_neighbours else None
+    out = compare_plans(load, config, calls, divisions, period.start.weekday() * 24, officers, neighbours, sim,
+                        sources)
+    out.sources["help"] = (f"from touching divisions, {sim.help_travel_min:g} min further, keeping "
+                           f"{sim.help_reserve} free" if help_neighbours else "none")
+    out.sources["calls"] = f"{len(calls):,}"
+    return out

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from geo.queueing import erlang_c, mean_wait
-from geo.simulate import HOURS_OF_WEEK, SimCalls, simulate
+from geo.simulate import (HOURS_OF_WEEK, SimCalls, SimulationConfig, assumed_calls, compare_plans, simulate,
+                          staffing_array)
+from geo.staffing import StaffingConfig, hourly_load
 
 
 def poisson_calls(rng, rate_per_h: float, hours: float, mean_service_min: float, divisions: int = 1,
@@ -122,3 +125,120 @@ def test_multi_unit_calls_and_bad_input():
                  divisions=["A", "B"])
     with pytest.raises(ValueError, match="divisions x 168"):
         simulate(SimCalls([0.0], [0], [1], [5.0], [1.0], [1]), np.ones((1, 24)))
+
+
+def generated_calls(rng, weeks: int, divisions=("01", "02", "03"), weights=(1.0, 0.3, 2.5)):
+    """Calls over `weeks` weeks from Monday 00:00: Poisson per division, hour of week and category with an
+    evening peak; a quarter of violent-crime calls labelled violent; some Priority 1; and their counts."""
+    rows = []
+    for d, weight in zip(divisions, weights):
+        for how in range(HOURS_OF_WEEK):
+            rate = weight * (1.2 + np.cos((how % 24 - 18) / 24 * 2 * np.pi))
+            for category in ("violent_crime", "traffic", "mental_health_welfare", "alarms"):
+                for week in range(weeks):
+                    for minute in rng.uniform(0, 60, rng.poisson(rate)):
+                        violent = category == "violent_crime" and rng.random() < 0.25
+                        rows.append((d, (week * HOURS_OF_WEEK + how) * 60 + minute, 1 if rng.random() < 0.1 else 3,
+                                     category, violent, how))
+    frame = pd.DataFrame(rows, columns=["division_id", "minute", "priority", "category", "violent", "hour_of_week"])
+    counts = frame.assign(p1=frame["priority"] == 1).groupby(["division_id", "category", "hour_of_week"]).agg(
+        calls=("minute", "size"), violent=("violent", "sum"), p1=("p1", "sum"), priority_known=("minute", "size"))
+    return frame, counts.reset_index()
+
+
+def test_the_queueing_plan_meets_its_targets_in_simulation():
+    config = StaffingConfig.load()
+    sim = SimulationConfig.load()
+    frame, counts = generated_calls(np.random.default_rng(5), weeks=8)
+    divisions = ["01", "02", "03"]
+    load = hourly_load(counts, divisions, np.full(7, 8), config)
+    calls, sources = assumed_calls(frame, divisions, config, sim)
+    assert sources["priority"] == "recorded" and sources["service"].startswith("assumed")
+    # Times drawn around the configured means: traffic's 50 minutes, a 6-minute drive.
+    traffic = (frame.sort_values("minute", kind="stable")["category"] == "traffic").to_numpy()
+    assert calls.service_min[traffic].mean() == pytest.approx(50, rel=0.08)
+    assert calls.travel_min.mean() == pytest.approx(6.0, rel=0.03)
+    assert (calls.units == np.where(frame.sort_values("minute", kind="stable")["violent"], 2, 1)).all()
+    result = compare_plans(load, config, calls, divisions, 0, sim=sim)
+    q = result.simulated["queueing"]
+    t = config.targets
+    assert len(q) == 9 and q["meets_targets"].all(), q
+    assert (q["share_waiting"] <= t.p_wait).all() and (q["p1_mean_wait_min"] <= t.p1_wait_min).all()
+    assert (q["utilisation"] <= t.utilisation).all()
+    summary = result.summary()
+    # The same unit-posts split by workload (shift totals, not peak hours) leave more calls without a unit:
+    # on these calls 289 against 50, and the worst P1 mean wait more than twice as long.
+    assert summary.loc["unit_posts", "queueing"] == summary.loc["unit_posts", "proportional"]
+    assert summary.loc["no_unit", "proportional"] > 3 * summary.loc["no_unit", "queueing"]
+    assert summary.loc["share_waiting", "difference"] < 0
+    assert summary.loc["worst_p1_mean_wait_min", "proportional"] > 2 * summary.loc["worst_p1_mean_wait_min", "queueing"]
+    assert summary.loc["p1_response_p90_min", "queueing"] == pytest.approx(
+        np.quantile(_p1_response(result, "queueing", calls, divisions), 0.9))
+
+
+def _p1_response(result, name, calls, divisions):
+    from geo.staffing import shift_of_hour
+
+    again = simulate(calls, staffing_array(result.plans[name], divisions, shift_of_hour(StaffingConfig.load())))
+    return again.response_min[calls.priority == 1]
+
+
+def test_bad_simulation_configuration_is_refused(tmp_path):
+    from geo.allocate import ALLOCATION_TOML
+
+    text = ALLOCATION_TOML.read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace("travel_min = 6.0", "travel_min = -2"))
+    with pytest.raises(ValueError, match="simulation travel_min = -2: must not be negative"):
+        SimulationConfig.load(bad)
+    bad.write_text(text.replace("seed = 2264", "seed = 2264\nspeed = 3"))
+    with pytest.raises(ValueError, match="unexpected keyword argument 'speed'"):
+        SimulationConfig.load(bad)
+
+
+def test_simulate_command_on_the_database(engine, tmp_path):
+    import json
+    from datetime import datetime
+
+    import sqlalchemy as sa
+    from click.testing import CliRunner
+
+    from geo.allocate import ALLOCATION_TOML
+    from geo.cli import main
+    from tests.test_metrics import add_calls
+
+    # A week of May 2021: two traffic calls every evening hour in 01, one property call every morning hour in 02.
+    rows = [(datetime(2021, 5, 3 + day, hour, 10 + 20 * k), "01", "traffic", False, 0.0)
+            for day in range(7) for hour in range(14, 22) for k in range(2)]
+    rows += [(datetime(2021, 5, 3 + day, hour, 30), "02", "property", False, 0.0) for day in range(7)
+             for hour in range(6, 14)]
+    add_calls(engine, rows)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE calls SET priority = CASE WHEN right(call_id, 1) = '0' THEN 1 ELSE 3 END"))
+    env = {"DATABASE_URL": engine.url.render_as_string(hide_password=False)}
+    out = tmp_path / "sim.json"
+    result = CliRunner().invoke(main, ["simulate", "--from", "2021-05-03", "--to", "2021-05-09", "--out", str(out)],
+                                env=env)
+    assert result.exit_code == 0, result.output
+    assert f"{len(rows):,} calls simulated" in result.output
+    assert "service: assumed (configured minutes by category" in result.output and "priority: recorded" in result.output
+    assert "help: from touching divisions" in result.output
+    for measure in ("p1_response_median_min", "p1_response_p90_min", "share_waiting", "no_unit", "utilisation"):
+        assert measure in result.output
+    written = json.loads(out.read_text())
+    assert len(written) == 2 * 14 * 3 and {r["plan"] for r in written} == {"queueing", "proportional"}
+    evening = [r for r in written if r["plan"] == "queueing" and r["division"] == "01" and r["shift"] == "evening"][0]
+    assert evening["calls"] == 7 * 8 * 2 and evening["meets_targets"]
+    assert sum(r["calls"] for r in written if r["plan"] == "proportional") == len(rows)
+    # Bad configuration is refused with the reason.
+    bad = CliRunner().invoke(main, ["simulate", "--shifts", "day=6-14,night=22-6"], env=env)
+    assert bad.exit_code == 2 and "must cover each hour of the day exactly once" in bad.output
+    bad = CliRunner().invoke(main, ["simulate", "--targets", "utilisation=0"], env=env)
+    assert bad.exit_code == 2 and "utilisation = 0.0: must be above 0" in bad.output
+    config = tmp_path / "neg.toml"
+    config.write_text(ALLOCATION_TOML.read_text().replace("travel_min = 6.0", "travel_min = -1"))
+    bad = CliRunner().invoke(main, ["simulate", "--config", str(config)], env=env)
+    assert bad.exit_code == 2 and "travel_min = -1: must not be negative" in bad.output
+    config.write_text(ALLOCATION_TOML.read_text().replace("traffic = 50", "traffic = -50"))
+    bad = CliRunner().invoke(main, ["simulate", "--config", str(config)], env=env)
+    assert bad.exit_code == 2 and "service_minutes must be above 0; traffic = -50.0" in bad.output
