@@ -1633,7 +1633,7 @@ def simulate_cmd(officers: int | None, start: str | None, end: str | None, confi
     t = config.targets
     click.echo(f"{result.sources['calls']} calls simulated; targets per division-shift: share waiting <= {t.p_wait:g}, "
                f"Priority 1 mean wait <= {t.p1_wait_min:g} min, utilisation <= {t.utilisation:.0%}")
-    for name in ("service", "travel", "priority", "help"):
+    for name in ("service", "travel", "units", "priority", "help", "plan service times"):
         click.echo(f"  {name}: {result.sources[name]}")
     summary = result.summary()
     click.echo(f"\n{'':34}{'queueing':>12}{'proportional':>14}{'difference':>12}")

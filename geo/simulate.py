@@ -7,15 +7,16 @@ units on duty per division and hour of the week and measures what the formulas p
 
 - Time is minutes from the start of the period; hour t // 60 of the run is hour of the week
   (start_how + t // 60) % 168 (Monday 00-01 = 0), which sets each division's units on duty.
-- A call needs `units` units (e.g. two for a violent call). It is dispatched when that many are
-  free in its division (a call needing more than are on duty takes all on duty). A call that finds
-  too few waits in its division's queue: Priority 1 first, then 2 ..., first come first served
-  within a priority; the head of the queue is served first even if a later call needs fewer units.
+- A call asks for `units` units (e.g. two for a violent call). It is dispatched as soon as one unit
+  of its division is free and takes up to that many of the free ones (the first unit on scene makes
+  the response time; a backup that is busy elsewhere is not waited for, as dispatchers do not hold
+  a call for it). A call that finds no unit free waits in its division's queue: Priority 1 first,
+  then 2 ..., first come first served within a priority.
 - Cross-division help (a simplification of Larson's hypercube model, where the nearest free unit
-  answers): a call that finds too few free units in its own division, at its arrival, takes them
-  from the neighbouring division with the most free units, if that neighbour has no call waiting
-  and keeps at least `help_reserve` units free afterwards; the helpers drive `help_travel_min`
-  further and stay busy that much longer. Help is never sent later to calls already queued.
+  answers): a call that finds no free unit in its own division, at its arrival, takes units from
+  the neighbouring division with the most free units, if that neighbour has no call waiting and
+  keeps at least `help_reserve` units free afterwards; the helpers drive `help_travel_min` further
+  and stay busy that much longer. Help is never sent later to calls already queued.
 - A unit is busy for the call's service time (dispatch to clear, travel included, as CAD records
   time on a call), plus any help travel. Response time = dispatch delay (time queued) + travel.
 - When fewer units are on duty after a shift change than are busy, the busy ones finish their
@@ -207,13 +208,12 @@ def simulate(calls: SimCalls, staffing: np.ndarray, start_how: int = 0,
     def drain(d: int, t: float) -> None:
         q = queues[d]
         while q:
-            i = q[0][2]
-            k = min(need[i], cap[d])
-            if k == 0 or cap[d] - busy[d] < k:
+            free = cap[d] - busy[d]
+            if free < 1:
                 return
-            heappop(q)
+            i = heappop(q)[2]
             wait[i] = t - arrival[i]
-            dispatch(i, d, k, t)
+            dispatch(i, d, min(need[i], free), t)
 
     nxt = 0
     while nxt < n or clears or any(queues):
@@ -242,21 +242,21 @@ def simulate(calls: SimCalls, staffing: np.ndarray, start_how: int = 0,
             nxt += 1
             t = t_arr
             d = div[i]
-            k = min(need[i], cap[d]) or need[i]
-            if not queues[d] and cap[d] > 0 and cap[d] - busy[d] >= k:
-                dispatch(i, d, k, t)
+            free = cap[d] - busy[d]
+            if not queues[d] and free >= 1:
+                dispatch(i, d, min(need[i], free), t)
                 continue
-            if cap[d] - busy[d] < k:
+            if free < 1:
                 no_unit[i] = 1
                 best, most = -1, -1
                 for m in neighbours.get(d, ()):
-                    free = cap[m] - busy[m]
-                    if not queues[m] and free - need[i] >= help_reserve and free > most:
-                        best, most = m, free
+                    spare = cap[m] - busy[m] - help_reserve
+                    if not queues[m] and spare >= 1 and spare > most:
+                        best, most = m, spare
                 if best >= 0:
                     helped[i] = 1
                     extra[i] = help_travel_min
-                    dispatch(i, best, need[i], t)
+                    dispatch(i, best, min(need[i], most), t)
                     continue
             heappush(queues[d], (pri[i], t, i))
             drain(d, t)
@@ -333,8 +333,9 @@ def _draw(rng: np.random.Generator, mean: np.ndarray, cv: float, kind: str) -> n
 
 def assumed_calls(frame: pd.DataFrame, divisions: list[str], staffing_config, sim: SimulationConfig,
                   p1_share: dict[str, float] | None = None) -> tuple[SimCalls, dict[str, str]]:
-    """SimCalls from rows (division_id, minute, priority, category, violent): service and travel times drawn
-    around the configured means, units from the violent flag; the sources of each say what was assumed."""
+    """SimCalls from rows (division_id, minute, priority, category, violent; optional busy_min, travel_min,
+    units_assigned measured from CAD times, NaN where unknown): what is not measured is drawn around the
+    configured means, units from the violent flag; the sources say what was measured and what assumed."""
     rng = np.random.default_rng(sim.seed)
     frame = frame.sort_values("minute", kind="stable")
     index = {d: i for i, d in enumerate(divisions)}
@@ -342,9 +343,16 @@ def assumed_calls(frame: pd.DataFrame, divisions: list[str], staffing_config, si
     if unknown_div:
         raise ValueError(f"calls name divisions {unknown_div[:5]} that are not in the plan")
     minutes = frame["category"].map(staffing_config.minutes).fillna(staffing_config.minutes.get("unknown", 30.0))
-    travel = _draw(rng, np.full(len(frame), sim.travel_min), sim.travel_cv, "gamma")
+    n = len(frame)
+
+    def measured(column: str) -> np.ndarray:
+        return frame[column].to_numpy(dtype=float, na_value=np.nan) if column in frame.columns else np.full(n, np.nan)
+
+    cad_travel, cad_busy, cad_units = measured("travel_min"), measured("busy_min"), measured("units_assigned")
+    travel = np.where(cad_travel >= 0, cad_travel, _draw(rng, np.full(n, sim.travel_min), sim.travel_cv, "gamma"))
     # The configured minutes are the whole time on a call, drive included: at least the drive plus a minute.
-    service = np.maximum(_draw(rng, minutes.to_numpy(), sim.service_cv, "lognormal"), travel + 1)
+    drawn = np.maximum(_draw(rng, minutes.to_numpy(), sim.service_cv, "lognormal"), travel + 1)
+    service = np.where(cad_busy > 0, np.maximum(cad_busy, travel + 1e-6), drawn)
     priority = frame["priority"].to_numpy(dtype=float, na_value=np.nan)
     missing = np.isnan(priority)
     share = frame["division_id"].map(p1_share or {}).fillna(staffing_config.p1_share).to_numpy()
@@ -352,11 +360,20 @@ def assumed_calls(frame: pd.DataFrame, divisions: list[str], staffing_config, si
     priority = np.where(missing, drawn, priority).astype(int)
     units = np.where(frame["violent"].to_numpy(dtype=bool), staffing_config.units_violent,
                      staffing_config.units_default)
+    units = np.where(cad_units >= 1, np.nan_to_num(cad_units, nan=1.0), units).astype(int)
     calls = SimCalls(frame["minute"].to_numpy(dtype=float), frame["division_id"].map(index).to_numpy(), priority,
                      service, travel, units)
-    sources = {"service": "assumed (configured minutes by category, lognormal cv "
-                          f"{sim.service_cv:g})",
-               "travel": f"assumed (mean {sim.travel_min:g} min, gamma cv {sim.travel_cv:g})",
+
+    def said(known: np.ndarray, assumed: str) -> str:
+        share = float(known.mean()) if n else 0.0
+        if share == 1:
+            return "measured (CAD times)"
+        return (f"measured (CAD times) for {share:.0%} of calls, the rest " if share else "") + assumed
+
+    sources = {"service": said(cad_busy > 0, f"assumed (configured minutes by category, lognormal cv "
+                                             f"{sim.service_cv:g})"),
+               "travel": said(cad_travel >= 0, f"assumed (mean {sim.travel_min:g} min, gamma cv {sim.travel_cv:g})"),
+               "units": said(cad_units >= 1, "assumed (officers_per_call: two for calls labelled violent)"),
                "priority": "recorded" if not missing.any() else
                f"recorded for {1 - missing.mean():.0%}; the rest drawn: P1 at the plan's share, else "
                f"Priority {sim.unknown_priority}"}
@@ -370,11 +387,18 @@ def calls_from_db(engine, period, staffing_config, sim: SimulationConfig, divisi
 
     from geo.metrics import period_filter
 
+    from geo.staffing import CAD_BUSY_SQL
+
     where, params = period_filter(period)
     with engine.connect() as conn:
         frame = pd.read_sql(sa.text(
             "SELECT division_id, extract(epoch FROM (received_at AT TIME ZONE :tz) - CAST(:start AS timestamp)) / 60"
-            " AS minute, priority, coalesce(category, 'unknown') AS category, coalesce(label, false) AS violent"
+            " AS minute, priority, coalesce(category, 'unknown') AS category, coalesce(label, false) AS violent,"
+            f" {CAD_BUSY_SQL} AS busy_min,"
+            # The drive: dispatch to on scene, where both are recorded instants in that order.
+            " CASE WHEN onscene_at_precision = 'time' AND dispatched_at_precision = 'time'"
+            "  AND onscene_at >= dispatched_at THEN extract(epoch FROM onscene_at - dispatched_at) / 60 END"
+            " AS travel_min, units_assigned"
             f" FROM calls WHERE division_id IS NOT NULL AND received_at_precision <> 'date' AND {where}"),
             conn, params=params)
     # Local wall-clock minutes: the repeated autumn hour may put a call a few minutes before period start.
@@ -501,13 +525,13 @@ def compare_plans(load: pd.DataFrame, config, calls: SimCalls, divisions: list[s
 def simulate_plans(engine, period, config=None, sim: SimulationConfig | None = None,
                    officers: int | None = None, help_neighbours: bool = True) -> Comparison:
     """The period's calls from the database: both plans built from their load and simulated on them."""
-    from geo.staffing import StaffingConfig, call_counts, hourly_load, weekday_counts
+    from geo.staffing import StaffingConfig, call_counts, hourly_load, measured_service, weekday_counts
 
     config = config or StaffingConfig.load()
     sim = sim or SimulationConfig.load()
     counts = call_counts(engine, period)
     divisions = counts.attrs["divisions"]
-    load = hourly_load(counts, divisions, weekday_counts(period), config)
+    load = hourly_load(counts, divisions, weekday_counts(period), config, measured_service(engine, period, config))
     p1_share = load.groupby(level=0)["p1_share"].first().to_dict()
     calls, sources = calls_from_db(engine, period, config, sim, divisions, p1_share)
     neighbours = division_neighbours(engine, divisions) if help_neighbours else None
@@ -516,4 +540,5 @@ def simulate_plans(engine, period, config=None, sim: SimulationConfig | None = N
     out.sources["help"] = (f"from touching divisions, {sim.help_travel_min:g} min further, keeping "
                            f"{sim.help_reserve} free" if help_neighbours else "none")
     out.sources["calls"] = f"{len(calls):,}"
+    out.sources["plan service times"] = ", ".join(sorted(set(out.plans["queueing"]["service_times"])))
     return out

@@ -104,14 +104,15 @@ def test_neighbours_help_when_no_unit_is_free():
 
 
 def test_multi_unit_calls_and_bad_input():
-    # Two calls needing two units each, one division of two units: the second waits for the first to clear.
-    calls = SimCalls([0.0, 1.0], [0, 0], [3, 1], [30.0, 10.0], [2.0, 2.0], [2, 2])
+    # Two calls asking for two units each, one division of two units: the first takes both, the second
+    # waits for them to clear; a third asking for two while one is free takes that one at once.
+    calls = SimCalls([0.0, 1.0, 45.0, 46.0], [0, 0, 0, 0], [3, 1, 3, 3], [30.0, 10.0, 30.0, 30.0], [2.0] * 4,
+                     [2, 2, 1, 2])
     result = simulate(calls, np.full((1, HOURS_OF_WEEK), 2))
-    assert result.wait_min.tolist() == [0.0, 29.0] and result.queued.tolist() == [False, True]
-    assert result.response_min.tolist() == [2.0, 31.0]
-    # A call needing more units than are on duty takes all on duty.
-    calls = SimCalls([0.0], [0], [1], [30.0], [2.0], [3])
-    assert simulate(calls, np.full((1, HOURS_OF_WEEK), 2)).wait_min.tolist() == [0.0]
+    assert result.wait_min.tolist() == [0.0, 29.0, 0.0, 0.0] and result.queued.tolist() == [False, True, False, False]
+    assert result.response_min.tolist() == [2.0, 31.0, 2.0, 2.0]
+    # Busy unit-minutes: 2 x 30 + 2 x 10 + 30 + 1 x 30 (the last call got one unit) = 140.
+    assert result.busy_unit_min.sum() == pytest.approx(140.0)
     # Units come on duty at 01:00 (hour of week 1): a call at 00:30 waits 30 minutes.
     staffing = np.full((1, HOURS_OF_WEEK), 1)
     staffing[0, 0] = 0
@@ -242,3 +243,46 @@ def test_simulate_command_on_the_database(engine, tmp_path):
     config.write_text(ALLOCATION_TOML.read_text().replace("traffic = 50", "traffic = -50"))
     bad = CliRunner().invoke(main, ["simulate", "--config", str(config)], env=env)
     assert bad.exit_code == 2 and "service_minutes must be above 0; traffic = -50.0" in bad.output
+
+
+def test_service_times_measured_from_cad_times(engine, tmp_path):
+    from datetime import date, datetime
+
+    import sqlalchemy as sa
+    from click.testing import CliRunner
+
+    from geo.cli import main
+    from geo.metrics import Period
+    from geo.staffing import ASSUMED, MEASURED, build_plan, measured_service
+    from tests.test_metrics import add_calls
+
+    # 12 traffic calls on the 4 Mondays of May 2021 at 10:15; CAD: dispatched after 2 minutes, on scene after 8,
+    # cleared after 32 (30 busy minutes from dispatch); half of them took two units.
+    mondays = [datetime(2021, 5, d, 10, 15) for d in (3, 10, 17, 24)]
+    add_calls(engine, [(t, "01", "traffic", False, 0.0) for t in mondays for _ in range(3)])
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "UPDATE calls SET dispatched_at = received_at + interval '2 minutes',"
+            " onscene_at = received_at + interval '8 minutes', cleared_at = received_at + interval '32 minutes',"
+            " dispatched_at_precision = 'time', onscene_at_precision = 'time', cleared_at_precision = 'time',"
+            " units_assigned = CASE WHEN right(call_id, 1) IN ('0', '2', '4', '6', '8') THEN 2 ELSE 1 END"))
+        conn.execute(sa.text(
+            "INSERT INTO calls (call_id, received_at, call_type, geom, division_id, category, label, p_violent,"
+            " row_hash, batch_id) VALUES ('N1', CAST('2021-05-04 10:15' AS timestamp) AT TIME ZONE 'America/New_York',"
+            " 'X', ST_SetSRID(ST_Point(-80.84, 35.22), 4326), '02', 'traffic', false, 0, 0, 0)"))
+    period = Period(date(2021, 5, 3), date(2021, 5, 31))
+    config = StaffingConfig.load()
+    measured = measured_service(engine, period, config)
+    assert len(measured) == 1 and measured.iloc[0]["measured_calls"] == 12
+    assert measured.iloc[0]["service_min"] == pytest.approx(30 * 18 / 12)      # 6 x 2 + 6 x 1 units x 30 min
+    table = build_plan(engine, period, config)
+    row = table[(table["division"] == "01") & (table["shift"] == "day")].iloc[0]
+    assert row["service_times"] == MEASURED and row["mean_service_min"] == pytest.approx(45.0)
+    other = table[(table["division"] == "02") & (table["shift"] == "day")].iloc[0]
+    assert other["service_times"] == ASSUMED and other["mean_service_min"] == pytest.approx(config.minutes["traffic"])
+    env = {"DATABASE_URL": engine.url.render_as_string(hide_password=False)}
+    result = CliRunner().invoke(main, ["simulate", "--from", "2021-05-03", "--to", "2021-05-30", "--no-help"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "service: measured (CAD times) for 92% of calls, the rest assumed" in result.output
+    assert "travel: measured (CAD times) for 92% of calls" in result.output
+    assert "plan service times: assumed (configured), measured" in result.output and "help: none" in result.output
