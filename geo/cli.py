@@ -1659,5 +1659,63 @@ def simulate_cmd(officers: int | None, start: str | None, end: str | None, confi
         click.echo(f"wrote {len(table)} rows to {out_path}")
 
 
+@main.command("whatif")
+@click.option("--move", "move_text", default="",
+              help="Officers to move, OFFICERS:DIVISION/SHIFT->DIVISION/SHIFT (several separated by ';'), "
+                   "e.g. '4:01/night->05/night'; they move as whole unit-posts.")
+@click.option("--officers", type=int, help="Officers placed by marginal allocation (default: what the targets need).")
+@_from
+@_to
+@_staff_config
+@click.option("--targets", help="Changed targets for the after plan, e.g. p1_wait_min=2,p_wait=0.1.")
+@click.option("--no-simulate", is_flag=True, help="Only the queueing formulas (no simulation of the calls).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (the body of /api/staffing/whatif).")
+def whatif_cmd(move_text: str, officers: int | None, start: str | None, end: str | None, config_path: Path | None,
+               targets: str | None, no_simulate: bool, as_json: bool) -> None:
+    """Move officers between divisions or shifts, or change a target: expected delay and simulated response
+    before and after."""
+    import json
+
+    from geo.whatif import parse_moves, whatif_from_db
+
+    config, sim = _staffing_configs(config_path, None, None)
+    try:
+        moves = parse_moves(move_text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--move") from exc
+    try:
+        result = whatif_from_db(_engine(), _period(start, end), config, officers, moves, targets, not no_simulate, sim)
+    except ValueError as exc:
+        text = str(exc)
+        hint = "--officers" if "--officers" in text else "--move" if text.startswith("move") else "--targets"
+        raise click.BadParameter(text, param_hint=hint) from exc
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=1))
+        return
+    for note in result.notes:
+        click.echo(note)
+    s = result.summary
+    click.echo(f"\n{'':34}{'before':>10}{'after':>10}")
+    rows = [("officers", "officers"), ("unit-posts", "units"), ("P(wait), call-weighted", "p_wait"),
+            ("mean wait, min (queueing)", "mean_wait_min"), ("P1 mean wait, min (queueing)", "p1_mean_wait_min")]
+    if "sim_p1_response_median_min_before" in s:
+        rows += [("P1 response median, min (sim)", "sim_p1_response_median_min"),
+                 ("P1 response p90, min (sim)", "sim_p1_response_p90_min"),
+                 ("P1 mean wait, min (sim)", "sim_p1_mean_wait_min"), ("share waiting (sim)", "sim_share_waiting"),
+                 ("no unit free (sim)", "sim_no_unit"), ("utilisation (sim)", "sim_utilisation")]
+    for label, key in rows:
+        before, after = s[f"{key}_before"], s[f"{key}_after"]
+        click.echo(f"{label:34}{before:>10.3f}{after:>10.3f}" if isinstance(before, float) else
+                   f"{label:34}{before:>10}{after:>10}")
+    changed = result.table[(result.table["units_before"] != result.table["units_after"])]
+    if len(changed):
+        click.echo(f"\n{'division':9}{'shift':9}{'units':>11}{'wait min':>16}{'P1 wait min':>16}{'util':>12}")
+    for r in changed.itertuples():
+        click.echo(f"{r.division:9}{r.shift:9}{r.units_before:>5} ->{r.units_after:>3}"
+                   f"{r.mean_wait_min_before:>8.2f} ->{r.mean_wait_min_after:>6.2f}"
+                   f"{r.p1_mean_wait_min_before:>8.2f} ->{r.p1_mean_wait_min_after:>6.2f}"
+                   f"{r.utilisation_before:>5.0%} ->{r.utilisation_after:>5.0%}  {r.warnings_after}")
+
+
 if __name__ == "__main__":
     main()

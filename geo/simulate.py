@@ -499,46 +499,74 @@ def compare_plans(load: pd.DataFrame, config, calls: SimCalls, divisions: list[s
                   sim: SimulationConfig | None = None, sources: dict[str, str] | None = None) -> Comparison:
     """Build the queueing plan (N officers by marginal allocation, or what the targets need) and the
     proportional split of the same unit-posts, simulate both on `calls`, and compare."""
-    from geo.staffing import plan, shift_of_hour
+    from geo.staffing import plan
 
     sim = sim or SimulationConfig()
     sim.check()
     queueing = plan(load, config, officers)
     proportional = plan(load, config, units=proportional_units(load, config, int(queueing["units"].sum())))
-    shifts = shift_of_hour(config)
     plans = {"queueing": queueing, "proportional": proportional}
     simulated, overall = {}, {}
     for name, table in plans.items():
-        result = simulate(calls, staffing_array(table, divisions, shifts), start_how, neighbours,
-                          sim.help_travel_min, sim.help_reserve, divisions)
-        by = result.by_group(shifts)
-        by = table[["division", "shift"]].merge(by, on=["division", "shift"], how="left")
-        by["calls"] = by["calls"].fillna(0).astype(int)
-        by[["share_waiting", "no_unit", "helped", "mean_wait_min"]] = \
-            by[["share_waiting", "no_unit", "helped", "mean_wait_min"]].fillna(0)
-        by.insert(2, "units", table["units"].to_numpy())
-        by["meets_targets"] = targets_met(by, config.targets)
-        simulated[name], overall[name] = by, result.overall()
+        simulated[name], overall[name] = simulate_plan(table, config, calls, divisions, start_how, neighbours, sim)
     return Comparison(plans, simulated, overall, dict(sources or {}))
 
 
-def simulate_plans(engine, period, config=None, sim: SimulationConfig | None = None,
-                   officers: int | None = None, help_neighbours: bool = True) -> Comparison:
-    """The period's calls from the database: both plans built from their load and simulated on them."""
-    from geo.staffing import StaffingConfig, call_counts, hourly_load, measured_service, weekday_counts
+def simulate_plan(table: pd.DataFrame, config, calls: SimCalls, divisions: list[str], start_how: int,
+                  neighbours: dict[int, list[int]] | None, sim: SimulationConfig) -> tuple[pd.DataFrame, dict]:
+    """One plan (rows division, shift, units) simulated: per division-shift figures with whether the
+    targets are met, and the city-wide figures."""
+    from geo.staffing import shift_of_hour
 
-    config = config or StaffingConfig.load()
-    sim = sim or SimulationConfig.load()
+    shifts = shift_of_hour(config)
+    result = simulate(calls, staffing_array(table, divisions, shifts), start_how, neighbours,
+                      sim.help_travel_min, sim.help_reserve, divisions)
+    by = table[["division", "shift"]].merge(result.by_group(shifts), on=["division", "shift"], how="left")
+    by["calls"] = by["calls"].fillna(0).astype(int)
+    counts = ["share_waiting", "no_unit", "helped", "mean_wait_min"]
+    by[counts] = by[counts].fillna(0)
+    by.insert(2, "units", table["units"].to_numpy())
+    by["meets_targets"] = targets_met(by, config.targets)
+    return by, result.overall()
+
+
+@dataclass
+class PeriodInputs:
+    """What a plan and its simulation need from the database for one period."""
+
+    load: pd.DataFrame
+    calls: SimCalls
+    divisions: list[str]
+    start_how: int
+    neighbours: dict[int, list[int]] | None
+    sources: dict[str, str]
+
+
+def period_inputs(engine, period, config, sim: SimulationConfig, help_neighbours: bool = True) -> PeriodInputs:
+    """The period's load (service times measured from CAD times where present) and calls to replay."""
+    from geo.staffing import call_counts, hourly_load, measured_service, weekday_counts
+
     counts = call_counts(engine, period)
     divisions = counts.attrs["divisions"]
     load = hourly_load(counts, divisions, weekday_counts(period), config, measured_service(engine, period, config))
     p1_share = load.groupby(level=0)["p1_share"].first().to_dict()
     calls, sources = calls_from_db(engine, period, config, sim, divisions, p1_share)
     neighbours = division_neighbours(engine, divisions) if help_neighbours else None
-    out = compare_plans(load, config, calls, divisions, period.start.weekday() * 24, officers, neighbours, sim,
-                        sources)
-    out.sources["help"] = (f"from touching divisions, {sim.help_travel_min:g} min further, keeping "
-                           f"{sim.help_reserve} free" if help_neighbours else "none")
-    out.sources["calls"] = f"{len(calls):,}"
+    sources["help"] = (f"from touching divisions, {sim.help_travel_min:g} min further, keeping "
+                       f"{sim.help_reserve} free" if help_neighbours else "none")
+    sources["calls"] = f"{len(calls):,}"
+    return PeriodInputs(load, calls, divisions, period.start.weekday() * 24, neighbours, sources)
+
+
+def simulate_plans(engine, period, config=None, sim: SimulationConfig | None = None,
+                   officers: int | None = None, help_neighbours: bool = True) -> Comparison:
+    """The period's calls from the database: both plans built from their load and simulated on them."""
+    from geo.staffing import StaffingConfig
+
+    config = config or StaffingConfig.load()
+    sim = sim or SimulationConfig.load()
+    inputs = period_inputs(engine, period, config, sim, help_neighbours)
+    out = compare_plans(inputs.load, config, inputs.calls, inputs.divisions, inputs.start_how, officers,
+                        inputs.neighbours, sim, inputs.sources)
     out.sources["plan service times"] = ", ".join(sorted(set(out.plans["queueing"]["service_times"])))
     return out
