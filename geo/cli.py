@@ -1647,8 +1647,8 @@ def simulate_cmd(officers: int | None, start: str | None, end: str | None, confi
     click.echo(f"\nThe queueing plan meets every target in {int(q['division_shifts_meeting_targets'])} of "
                f"{int(q['division_shifts'])} division-shifts, the proportional plan in "
                f"{int(p['division_shifts_meeting_targets'])}; Priority 1 response p90 "
-               f"{q['p1_response_p90_min']:.1f} vs {p['p1_response_p90_min']:.1f} min, "
-               f"{int(p['no_unit'] - q['no_unit']):+,} fewer calls finding no unit free.")
+               f"{q['p1_response_p90_min']:.1f} vs {p['p1_response_p90_min']:.1f} min; calls finding no unit free "
+               f"{int(q['no_unit']):,} vs {int(p['no_unit']):,}.")
     missed = result.simulated["queueing"][~result.simulated["queueing"]["meets_targets"]]
     for r in missed.itertuples():
         click.echo(f"warning: queueing plan misses a target in simulation at {r.division} {r.shift}: share waiting "
