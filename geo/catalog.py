@@ -107,6 +107,15 @@ LAYERS: dict[str, Layer] = {
                 _p("received_at_precision", queryable=True,
                    description="'time': received_at is an instant; 'date': a calendar date only (stored at local "
                                "midnight, time of day unknown)"),
+                _p("dispatched_at", type="string", format="date-time",
+                   description="CAD: when a unit was assigned (UTC); empty where the source has no CAD times"),
+                _p("enroute_at", type="string", format="date-time", description="CAD: when the first unit started driving (UTC)"),
+                _p("onscene_at", type="string", format="date-time", description="CAD: when the first unit arrived (UTC); "
+                   "response time = onscene_at - received_at"),
+                _p("cleared_at", type="string", format="date-time", description="CAD: when the last unit cleared (UTC)"),
+                _p("units_assigned", type="integer", description="CAD: units that answered the call"),
+                _p("primary_unit", description="CAD: call sign of the primary unit"),
+                _p("disposition", description="CAD: how the call was closed"),
                 _p("data_origin", description="'real' (a published file or feed) or 'synthetic' (the demo generator); "
                                               "filter with origin=real|synthetic"),
                 # Street addresses of callers stay in the database (issue 7: private fields).

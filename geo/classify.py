@@ -56,6 +56,8 @@ POST_CALL_FIELDS = frozenset({
     "clearance_detail_status", "clearance_date", "date_reported", "date_incident_began", "date_incident_end",
     "is_crime", "category", "violent", "p_violent", "label", "model_version", "labelled_at",
     "location_type_description", "place_type_description", "place_detail_description",
+    # CAD times and outcomes (migration 011): recorded while and after the call is answered.
+    "dispatched_at", "enroute_at", "onscene_at", "cleared_at", "units_assigned", "primary_unit", "disposition",
 })
 # Smoothing for the NPA violent rate: an NPA with few training calls is pulled toward the city rate.
 RATE_PRIOR_CALLS = 50.0

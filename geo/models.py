@@ -154,6 +154,18 @@ calls = Table(
     Column("category", Text),
     Column("received_at_precision", Text, nullable=False),
     Column("data_origin", Text, nullable=False),
+    # CAD times (migration 011): known only after the call, never classifier features.
+    Column("dispatched_at", TS),
+    Column("enroute_at", TS),
+    Column("onscene_at", TS),
+    Column("cleared_at", TS),
+    Column("dispatched_at_precision", Text),
+    Column("enroute_at_precision", Text),
+    Column("onscene_at_precision", Text),
+    Column("cleared_at_precision", Text),
+    Column("units_assigned", SmallInteger),
+    Column("primary_unit", Text),
+    Column("disposition", Text),
 )
 
 # CMPD's Homicide layer, one row per victim (migration 009); dates are calendar dates, geom may be NULL.

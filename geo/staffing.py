@@ -6,10 +6,11 @@ The method, in the order of the code (docs/methods.md "Staffing" gives the refer
    hour = calls in that weekday-hour / the number of times that weekday occurs in the period.
    Each call keeps `units_per_call` units busy (two for calls the model labels violent) for the
    service minutes of its category, so the offered load (Erlang, the mean number of busy units)
-   is calls per hour x unit-minutes per call / 60. Service minutes come from a measured table
-   (division, hour_of_week, category, service_min) when one is passed, else from
-   geo/allocation.toml: the output says which ("assumed (configured)" until the calls carry CAD
-   times). The Priority 1 share is measured from calls.priority where known, else configured.
+   is calls per hour x unit-minutes per call / 60. Service minutes are measured from the calls' CAD
+   times where they carry them (dispatch, or receipt where no dispatch is recorded, to clear, times
+   the units assigned: measured_service), else taken from geo/allocation.toml; the output says
+   which per division-shift ("measured", "assumed (configured)" or "measured where known, else
+   assumed"). The Priority 1 share is measured from calls.priority where known, else configured.
 2. Units needed per hour: the smallest c with P(wait) (Erlang C) <= target, the Priority 1 mean
    wait (M/M/c non-preemptive priority, Cobham) <= target and utilisation (obligated time) <=
    target (CPSM's rule of 60). A shift gets the largest hourly need among its hours, so every
@@ -204,16 +205,19 @@ def weekday_counts(period: Filter) -> np.ndarray:
     return counts
 
 
+# A call's cell of the load: division, category and local hour of the week (Monday 00-01 = 0).
+CELL_SQL = ("division_id, coalesce(category, 'unknown') AS category,"
+            " ((extract(isodow FROM received_at AT TIME ZONE :tz)::int - 1) * 24"
+            "  + extract(hour FROM received_at AT TIME ZONE :tz)::int) AS hour_of_week")
+
+
 def call_counts(engine: Engine, period: Filter) -> pd.DataFrame:
     """Calls per division, hour of week and category: calls, violent, p1, priority_known."""
     where, params = period.where("calls")
     params["tz"] = period.tz
     with engine.connect() as conn:
         rows = pd.read_sql(sa.text(
-            "SELECT division_id, coalesce(category, 'unknown') AS category,"
-            " ((extract(isodow FROM received_at AT TIME ZONE :tz)::int - 1) * 24"
-            "  + extract(hour FROM received_at AT TIME ZONE :tz)::int) AS hour_of_week,"
-            " count(*) AS calls, count(*) FILTER (WHERE label) AS violent,"
+            f"SELECT {CELL_SQL}, count(*) AS calls, count(*) FILTER (WHERE label) AS violent,"
             " count(*) FILTER (WHERE priority = 1) AS p1, count(priority) AS priority_known FROM calls"
             # A call known only by its date has no hour: left out (counted in attrs).
             f" WHERE division_id IS NOT NULL AND received_at_precision <> 'date' AND {where} GROUP BY 1, 2, 3"),
@@ -388,8 +392,7 @@ def plan(load: pd.DataFrame, config: StaffingConfig, officers: int | None = None
                "units": units, "units_needed": needed[key], **m,
                "officers": int(officers_for(units, config)),
                "officers_needed": int(officers_for(needed[key], config)),
-               "service_times": MEASURED if (g["service_source"] == MEASURED).all() else
-               ASSUMED if (g["service_source"] == ASSUMED).all() else "measured where known, else assumed",
+               "service_times": _service_words(g),
                "p1_share_source": g["p1_source"].iloc[0]}
         row["warnings"] = "; ".join(_warnings(g, index[key], tables, units, config.targets))
         row.update(_needs(g, config))
@@ -398,6 +401,14 @@ def plan(load: pd.DataFrame, config: StaffingConfig, officers: int | None = None
     out.attrs.update(relief_factor=config.relief.factor, officers_given=officers,
                      officers_placed=int(out["officers"].sum()))
     return out
+
+
+def _service_words(g: pd.DataFrame) -> str:
+    """Where a division-shift's service times came from, over the hours that had calls."""
+    source = g.loc[g["calls_per_hour"] > 0, "service_source"]
+    if len(source) and (source == MEASURED).all():
+        return MEASURED
+    return ASSUMED if (source != MEASURED).all() else "measured where known, else assumed"
 
 
 def _warnings(g: pd.DataFrame, rows: np.ndarray, tables: WaitTables, units: int, t: Targets) -> list[str]:
@@ -495,11 +506,49 @@ def marginal_allocation(groups: dict, index: dict, order: list, officers: int, c
     return units
 
 
+# A call's unit time from its CAD times: dispatch (or receipt, where no dispatch time is recorded) to clear,
+# in minutes, only where both ends are recorded instants and clear comes after.
+CAD_BUSY_SQL = """
+CASE WHEN cleared_at_precision = 'time' AND coalesce(dispatched_at_precision, received_at_precision) = 'time'
+      AND cleared_at > coalesce(dispatched_at, received_at)
+     THEN extract(epoch FROM cleared_at - coalesce(dispatched_at, received_at)) / 60 END"""
+
+
+def measured_service(engine: Engine, period: Filter, config: StaffingConfig) -> pd.DataFrame:
+    """Measured service minutes per division, hour of week and category from the calls' CAD times:
+    (division_id, hour_of_week, category, service_min, measured_calls), where service_min x the configured
+    units of those calls (hourly_load's formula) gives the measured unit-minutes (busy time x units
+    assigned, the configured units where none are recorded). Empty where no call carries CAD times."""
+    where, params = period.where("calls")
+    params["tz"] = period.tz
+    with engine.connect() as conn:
+        rows = pd.read_sql(sa.text(
+            f"SELECT {CELL_SQL}, coalesce(label, false) AS violent, {CAD_BUSY_SQL} AS busy_min, units_assigned FROM calls"
+            f" WHERE division_id IS NOT NULL AND received_at_precision <> 'date' AND cleared_at IS NOT NULL AND {where}"),
+            conn, params=params)
+    rows = rows[rows["busy_min"].notna()]
+    columns = ["division_id", "hour_of_week", "category", "service_min", "measured_calls"]
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    configured = np.where(rows["violent"].to_numpy(dtype=bool), config.units_violent, config.units_default)
+    units = rows["units_assigned"].to_numpy(dtype=float, na_value=np.nan)
+    units = np.where(np.isnan(units) | (units < 1), configured, units)
+    rows = rows.assign(unit_minutes=rows["busy_min"].to_numpy(dtype=float) * units, configured=configured)
+    g = rows.groupby(["division_id", "hour_of_week", "category"])
+    out = pd.DataFrame({"unit_minutes": g["unit_minutes"].sum(), "configured": g["configured"].sum(),
+                        "measured_calls": g.size()}).reset_index()
+    out["service_min"] = out["unit_minutes"] / out["configured"]
+    return out[columns]
+
+
 def build_plan(engine: Engine, period: Filter, config: StaffingConfig | None = None, officers: int | None = None,
                service: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The plan for the period's calls (see plan)."""
+    """The plan for the period's calls (see plan); service times measured from the CAD times where the
+    calls carry them (measured_service), unless a `service` table is given."""
     config = config or StaffingConfig.load()
     counts = call_counts(engine, period)
+    if service is None:
+        service = measured_service(engine, period, config)
     load = hourly_load(counts, counts.attrs["divisions"], weekday_counts(period), config, service)
     out = plan(load, config, officers)
     out.attrs["left_out_date_only"] = counts.attrs["left_out_date_only"]

@@ -49,7 +49,7 @@ from geo.taxonomy import Taxonomy, load_taxonomy
 
 DATA = Path(__file__).with_name("data")
 # Bump when the generator's output changes, so `make demo` regenerates instead of reusing old files.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 BASE_CALLS_PER_YEAR = 500_000  # CMPD logged more than 514,000 interactions in 2020
 LOCAL_TZ = "America/New_York"
 # The demo year: recent, and inside the real incident samples' span (2017-01 .. 2025-11).
@@ -77,6 +77,8 @@ INCIDENT_COLUMNS = [
 CALL_COLUMNS = [
     "CALL_ID", "DATE_RECEIVED", "CALL_TYPE", "PRIORITY", "ADDRESS", "CITY", "STATE", "ZIP", "LATITUDE",
     "LONGITUDE", "X_COORD", "Y_COORD", "CMPD_PATROL_DIVISION", "INCIDENT_REPORT_ID",
+    # CAD times and outcomes (optional in the layout; the generator simulates the units, see cad_times).
+    "DATE_DISPATCHED", "DATE_ENROUTE", "DATE_ONSCENE", "DATE_CLEARED", "UNITS_ASSIGNED", "PRIMARY_UNIT", "DISPOSITION",
 ]
 # The files carry one column more than CMPD's layouts: where each row came from.
 FILE_COLUMNS = {"calls": CALL_COLUMNS + ["DATA_ORIGIN"], "incidents": INCIDENT_COLUMNS + ["DATA_ORIGIN"]}
@@ -450,6 +452,10 @@ def generate(
         "CMPD_PATROL_DIVISION": [world.division_names.get(d, "") for d in division], "INCIDENT_REPORT_ID": "",
         "DATA_ORIGIN": DATA_ORIGIN,
     })
+    cad, cad_notes = cad_times(seed, when, division, priority, taxonomy.categorise_call_types(pd.Series(call_type)),
+                               code != "", world.divisions)
+    for column, values in cad.items():
+        calls[column] = values
     bar.update()
 
     # --- incidents: one per linked call, plus the reports that had no call -----------------------
@@ -524,7 +530,8 @@ def generate(
     manifest = {"synthetic": True, "generator_version": GENERATOR_VERSION, "seed": seed, "start": start.isoformat(), "days": days,
                 "n_calls": n_calls, "violent_incidents": int(np.isin(i_code, sorted(taxonomy.violent_codes)).sum()),
                 "unfounded_incidents": int(i_unfounded.sum()),
-                "violent_counts_calibrated_on": {str(k): v for k, v in calibration.items()}, "files": {}}
+                "violent_counts_calibrated_on": {str(k): v for k, v in calibration.items()}, "cad": cad_notes,
+                "files": {}}
     if dirty:
         calls = _dirty(rng, calls, "calls", "CALL_ID", "DATE_RECEIVED", ("LATITUDE", "LONGITUDE"), ("X_COORD", "Y_COORD"),
                        "ADDRESS", ("CMPD_PATROL_DIVISION",), world, manifest)
@@ -547,6 +554,119 @@ def generate(
     bar.close()
     return SynthResult(paths["calls"], paths["incidents"], paths["call_counts"], manifest_path,
                        n_calls=_data_rows(paths["calls"]), n_incidents=_data_rows(paths["incidents"]))
+
+
+# --- CAD times: the calls answered by simulated units (geo/simulate.py) ---------------------------------
+# Chance that a call of each category takes two units (one otherwise).
+TWO_UNIT_SHARE = {"violent_crime": 0.8, "domestic_violence": 0.7, "crimes_against_persons": 0.5,
+                  "mental_health_welfare": 0.4, "drugs_vice": 0.3}
+OTHER_TWO_UNIT_SHARE = 0.1
+# Call-taking before a call can be dispatched, minutes (mean, exponential), by priority 1, 2, 3+.
+CALL_TAKING_MIN = (0.6, 1.2, 2.5)
+# Mean Priority 1 drive, minutes, from the smallest division to the largest (by the square root of its
+# area): with call-taking and the odd wait, CMPD's published Priority 1 response by division (about 5
+# minutes in Eastway to 8.5 in North).
+P1_TRAVEL_MIN = (4.0, 6.6)
+SLOWER_TRAVEL = 1.35        # drives without lights and siren (Priority 2 and lower)
+MAX_ON_SCENE_MIN = 480.0
+HELP_TRAVEL_MIN = 5.0       # the further drive of a unit answering in a neighbouring division
+# Units on duty: enough for this utilisation at the division-hour's expected load, at least MIN_UNITS ...
+UNIT_UTILISATION = 0.55
+MIN_UNITS = 2
+# ... except in the two busiest divisions on Friday and Saturday nights (20:00-02:00), run short on purpose
+# so the data hold queued calls where units run short.
+SHORT_UTILISATION = 0.95
+SHORT_HOURS = [h % 168 for day in (4, 5) for h in range(day * 24 + 20, day * 24 + 26)]
+DISPOSITIONS = (["REPORT TAKEN"], ["ADVISED", "NO REPORT", "GONE ON ARRIVAL", "UNFOUNDED", "ASSISTED"],
+                [30, 30, 20, 10, 10])
+
+
+def cad_times(seed: int, when: pd.DatetimeIndex, division: np.ndarray, priority: np.ndarray, category: np.ndarray,
+              reported: np.ndarray, divisions: AreaIndex) -> tuple[dict[str, np.ndarray], dict]:
+    """DATE_DISPATCHED .. DATE_CLEARED, UNITS_ASSIGNED, PRIMARY_UNIT, DISPOSITION for calls (local wall time,
+    sorted by `when`), from a simulation of each division's units; and notes for the manifest.
+
+    Time on a call is lognormal (heavy right tail) with the configured mean of its category
+    (geo/allocation.toml service_minutes, the drive included); a call waits where its division has no
+    free unit (Priority 1 first). Calls outside every division carry no CAD times.
+    """
+    from geo.simulate import SimCalls, simulate
+    from geo.staffing import StaffingConfig
+
+    rng = Generator(PCG64([seed, 15]))     # its own stream: the rest of the demo stays as it was
+    n = len(when)
+    minutes = StaffingConfig.load().minutes
+    codes = [str(c) for c in divisions.ids]
+    index = {c: i for i, c in enumerate(codes)}
+    div = np.array([index.get(d, -1) for d in division], dtype=np.int64)
+    inside = div >= 0
+    area = np.sqrt(shapely.area(divisions.polygons).astype(float))
+    spread = (area - area.min()) / max(area.max() - area.min(), 1e-12)
+    p1_travel = P1_TRAVEL_MIN[0] + spread * (P1_TRAVEL_MIN[1] - P1_TRAVEL_MIN[0])
+    pri = np.asarray(priority, dtype=np.int64)
+    taking = rng.exponential(np.array(CALL_TAKING_MIN)[np.clip(pri, 1, 3) - 1])
+    mean_travel = p1_travel[np.maximum(div, 0)] * np.where(pri == 1, 1.0, SLOWER_TRAVEL)
+    travel = rng.gamma(4.0, mean_travel / 4.0)                        # cv 0.5
+    total = pd.Series(category).map(minutes).fillna(minutes.get("unknown", 30.0)).to_numpy(dtype=float)
+    on_scene_mean = np.maximum(total - mean_travel, 5.0)
+    # cv 1 before the cap; a scene held longer than MAX_ON_SCENE_MIN is handed to a relief unit.
+    on_scene = np.minimum(rng.lognormal(np.log(on_scene_mean) - np.log(2) / 2, np.sqrt(np.log(2))), MAX_ON_SCENE_MIN)
+    two = pd.Series(category).map(TWO_UNIT_SHARE).fillna(OTHER_TWO_UNIT_SHARE).to_numpy(dtype=float)
+    units = 1 + (rng.random(n) < two)
+    # Minutes from the first call's local midnight; hour of the week from that day's weekday.
+    day0 = when.min().normalize() if n else pd.Timestamp("2000-01-03")
+    received = ((when - day0) / pd.Timedelta(minutes=1)).to_numpy(dtype=float) if n else np.zeros(0)
+    ready = received + taking
+    order = np.flatnonzero(inside)[np.argsort(ready[inside], kind="stable")]
+    start_how = day0.weekday() * 24
+    weeks = max((received.max() if n else 0.0) / (7 * 24 * 60), 1.0)
+    how = (start_how + (ready[order] // 60).astype(np.int64)) % 168
+    busy = units[order] * (travel[order] + on_scene[order]) / 60
+    load = np.zeros((len(codes), 168))
+    np.add.at(load, (div[order], how), busy)
+    load /= weeks                 # unit-hours per hour of the week: the expected busy units
+    staffing = np.maximum(np.ceil(load / UNIT_UTILISATION), MIN_UNITS).astype(int)
+    busiest = np.argsort(-load.sum(axis=1))[:2]
+    for d in busiest:
+        staffing[d, SHORT_HOURS] = np.maximum(np.ceil(load[d, SHORT_HOURS] / SHORT_UTILISATION), 1)
+    # A division with no unit free borrows one from a touching division (geo/simulate.py's help rule).
+    left, right = divisions.tree.query(divisions.polygons, predicate="intersects")
+    neighbours: dict[int, list[int]] = {}
+    for a, b in zip(left.tolist(), right.tolist()):
+        if a != b:
+            neighbours.setdefault(a, []).append(b)
+    result = simulate(SimCalls(ready[order], div[order], pri[order], travel[order] + on_scene[order], travel[order],
+                               units[order]), staffing, start_how, neighbours, HELP_TRAVEL_MIN)
+    wait = np.zeros(n)
+    wait[order] = result.wait_min
+    travel[order] += np.where(result.helped, HELP_TRAVEL_MIN, 0.0)
+    # Offsets from the received time only grow, so rounding each to the second keeps their order.
+    dispatched = taking + wait
+    enroute = dispatched + np.minimum(rng.exponential(np.where(pri == 1, 0.3, 1.0)), travel)
+    onscene = dispatched + travel
+    cleared = onscene + on_scene
+    out: dict[str, np.ndarray] = {}
+    for column, offset in (("DATE_DISPATCHED", dispatched), ("DATE_ENROUTE", enroute), ("DATE_ONSCENE", onscene),
+                           ("DATE_CLEARED", cleared)):
+        at = when + pd.to_timedelta(np.round(offset * 60), unit="s")
+        out[column] = np.where(inside, at.strftime("%Y-%m-%d %H:%M:%S"), "").astype(object)
+    out["UNITS_ASSIGNED"] = np.where(inside, units.astype(str), "").astype(object)
+    shift = np.array(["C", "A", "B", "C"])[np.searchsorted([6, 14, 22], when.hour, side="right")]
+    beat = rng.integers(10, 60, n).astype(str)
+    out["PRIMARY_UNIT"] = np.where(inside, np.char.add(np.char.add(np.array(division, dtype=str), shift), beat),
+                                   "").astype(object)
+    closed, other, weights = DISPOSITIONS
+    other_pick = np.array(other, dtype=object)[_pick_weighted(rng, np.array(weights), n)]
+    out["DISPOSITION"] = np.where(inside, np.where(reported, closed[0], other_pick), "").astype(object)
+    p1 = inside & (pri == 1)
+    response = pd.Series(onscene[p1]).groupby(np.asarray(division, dtype=object)[p1]).mean()
+    notes = {"units_on_duty": {"utilisation": UNIT_UTILISATION, "min_units": MIN_UNITS},
+             "short_staffed": {"divisions": [codes[d] for d in busiest], "hours_of_week": SHORT_HOURS,
+                               "utilisation": SHORT_UTILISATION},
+             "queued_share": round(float(result.queued.mean()), 4) if len(order) else 0.0,
+             "helped_share": round(float(result.helped.mean()), 4) if len(order) else 0.0,
+             "p1_mean_response_min": {str(k): round(float(v), 2) for k, v in response.items()}}
+    return out, notes
 
 
 def _block_addresses(npa_pos: np.ndarray, addr: np.ndarray) -> np.ndarray:

@@ -52,6 +52,10 @@ def test_features_are_known_when_the_call_comes_in():
     source = inspect.getsource(classify.make_features)
     for field in POST_CALL_FIELDS - {"category"}:
         assert f'"{field}"' not in source, field
+    # The CAD times and outcomes (migration 011) are recorded after the call comes in: never read for training.
+    cad = {"dispatched_at", "enroute_at", "onscene_at", "cleared_at", "units_assigned", "primary_unit", "disposition"}
+    assert cad <= POST_CALL_FIELDS
+    assert not [field for field in cad if field in classify._CALLS_SQL]
 
 
 def test_cross_fitted_rate_leaves_out_the_rows_own_month():

@@ -207,3 +207,44 @@ def test_a_published_year_follows_its_own_months(tmp_path, data_dir):
         assert json.loads(result.manifest_json.read_text())["violent_counts_calibrated_on"] == {str(year): calibrated_on}
         expected = june[calibrated_on] * 100_000 / (500_000 * 30 / 365)
         assert incidents["HIGHEST_NIBRS_CODE"].isin(VIOLENT).sum() == pytest.approx(expected, abs=1)
+
+
+def test_cad_times_come_from_simulated_units(clean_demo):
+    result, calls, incidents = clean_demo
+    manifest = json.loads(result.manifest_json.read_text())
+    at = {c: pd.to_datetime(calls[c], errors="coerce") for c in
+          ("DATE_RECEIVED", "DATE_DISPATCHED", "DATE_ENROUTE", "DATE_ONSCENE", "DATE_CLEARED")}
+    inside = calls["CMPD_PATROL_DIVISION"] != ""
+    assert at["DATE_ONSCENE"][inside].notna().all() and (calls.loc[~inside, "DATE_ONSCENE"] == "").all()
+    # Every time follows the one before it (the loader rejects rows that go backwards).
+    order = list(at.values())
+    for before, after in zip(order, order[1:]):
+        assert (after[inside] >= before[inside]).all()
+    minutes = {c: (at[c] - at["DATE_RECEIVED"]).dt.total_seconds() / 60 for c in at}
+    response = minutes["DATE_ONSCENE"]
+    p1 = inside & (calls["PRIORITY"] == "1")
+    # CMPD's published mean Priority 1 response by division: about 5 minutes (Eastway) to 8.5 (North).
+    by_division = response[p1].groupby(calls.loc[p1, "CMPD_PATROL_DIVISION"]).agg(["mean", "size"])
+    by_division = by_division[by_division["size"] >= 100]
+    assert len(by_division) >= 12
+    assert by_division["mean"].between(4.5, 9.0).all(), by_division
+    assert by_division["mean"].min() < 6.0 and by_division["mean"].max() > 7.5
+    assert by_division.loc["Eastway", "mean"] < by_division.loc["North", "mean"]
+    # Service times are heavy-tailed (lognormal): the mean well above the median.
+    on_scene = (at["DATE_CLEARED"] - at["DATE_ONSCENE"])[inside].dt.total_seconds() / 60
+    assert on_scene.mean() > 1.3 * on_scene.median()
+    assert set(calls.loc[inside, "UNITS_ASSIGNED"]) == {"1", "2"}
+    violent = inside & calls["CALL_TYPE"].isin(["SHOTS FIRED", "ASSAULT WITH DEADLY WEAPON"])
+    assert (calls.loc[violent, "UNITS_ASSIGNED"] == "2").mean() > 0.6
+    assert (calls.loc[inside & (calls["INCIDENT_REPORT_ID"] != ""), "DISPOSITION"] == "REPORT TAKEN").all()
+    # Queued calls appear where units were run short: Friday and Saturday nights in the two busiest divisions.
+    short = manifest["cad"]["short_staffed"]
+    how = at["DATE_RECEIVED"].dt.day_of_week * 24 + at["DATE_RECEIVED"].dt.hour
+    code_of = dict(zip(incidents["CMPD_PATROL_DIVISION"], incidents["DIVISION_ID"]))
+    codes = calls["CMPD_PATROL_DIVISION"].map(code_of)
+    in_short = codes.isin(short["divisions"]) & how.isin(short["hours_of_week"])
+    same_divisions = codes.isin(short["divisions"]) & ~how.isin(short["hours_of_week"])
+    delay = minutes["DATE_DISPATCHED"]
+    assert delay[in_short].mean() > 2 * delay[same_divisions].mean()
+    assert set(manifest["cad"]["p1_mean_response_min"]) >= {code_of[name] for name in by_division.index}
+

@@ -47,8 +47,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     auth.init_app(app)   # token hashes; the read-token hook when REQUIRE_READ_TOKEN
 
     # Every blueprint, named: a missing module fails the app's start, never serves without it.
-    from web import exports, features, health, ingest_api, maps, openapi, pages, reports, tiles
+    from web import exports, features, health, ingest_api, maps, openapi, pages, reports, staffing, tiles
 
-    for module in (health, maps, features, tiles, exports, reports, pages, ingest_api, openapi):
+    for module in (health, maps, features, tiles, exports, reports, pages, ingest_api, staffing, openapi):
         app.register_blueprint(module.bp)
     return app

@@ -166,6 +166,19 @@ def _paths() -> dict:
                                                 "(default) or the period just before.",
                                                 {"type": "string", "enum": ["year", "previous"]})],
                                         errors=(400, 404, HEAVY)),
+        "/api/staffing/whatif": _get(
+            "What-if on the staffing plan: move officers or change a target; expected delay (queueing) and simulated "
+            "response before and after, per division-shift and city-wide", "map",
+            _ok("summary, notes and one row per division-shift", {"application/json": _OBJ}),
+            [_ref("parameters", "start"), _ref("parameters", "end"), _ref("parameters", "preset"),
+             _query("move", "Officers moved, `OFFICERS:DIVISION/SHIFT->DIVISION/SHIFT`, several separated by `;`; "
+                    "officers move as whole unit-posts (officers per unit x relief factor).", {"type": "string"}),
+             _query("targets", "Changed targets, e.g. `p_wait=0.1,p1_wait_min=2,utilisation=0.6`.", {"type": "string"}),
+             _query("officers", "Officers placed by marginal allocation (default: what the targets need).",
+                    {"type": "integer", "minimum": 1, "maximum": 100000}),
+             _query("simulate", "Also simulate both plans on the period's calls (default true).",
+                    {"type": "string", "enum": ["true", "false"]})],
+            errors=(400, HEAVY)),
         "/ogc": _get("OGC API - Features landing page", "ogc", _ok("Landing page", {"application/json": _OBJ, "text/html": {"type": "string"}}),
                      [_F]),
         "/ogc/conformance": _get("Conformance classes", "ogc", _ok("Conformance declaration", {"application/json": _OBJ,

@@ -76,6 +76,11 @@ class PointSource:
     report_id_time: str | None = None
     # clearance column whose 'Unfounded' (found not to be a crime) keeps a report out of crime counts
     unfounded_column: str | None = None
+    # Source time columns in the order events happen (received, dispatched, ... cleared): a row whose
+    # timed values go backwards is rejected as impossible. Columns absent from a file are skipped.
+    time_order: tuple[str, ...] = ()
+    # Source integer column -> (lowest, highest) valid value; other values are rejected.
+    integer_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def precision_columns(self) -> dict[str, str]:
@@ -359,6 +364,14 @@ def _prepare_batch(
         reject(empty_time, "missing_value", f"{source.required_time} is empty")
     for col in source.required_text:
         reject((clean.strip(frame[col]) == "").to_numpy(), "missing_value", f"{col} is empty")
+    backwards, order_details = _time_order_violations(source, frame, times, precisions)
+    reject(backwards, "impossible_time_order", lambda mask: order_details[mask].tolist())
+    for col, (lo, hi) in source.integer_ranges.items():
+        if col in frame.columns:
+            number = pd.to_numeric(clean.strip(frame[col]), errors="coerce").to_numpy(dtype=float)
+            reject(~np.isnan(number) & ((number < lo) | (number > hi)), "bad_value",
+                   lambda mask, col=col, lo=lo, hi=hi: [f"{col} {shown_cell(v)} is not a whole number from {lo} to {hi}"
+                                                      for v in frame[col].to_numpy(dtype=object)[mask]])
 
     origin = np.full(n, "real", dtype=object)
     if source.origin_column and source.origin_column in frame.columns:
@@ -418,6 +431,58 @@ def _prepare_batch(
         _note_times(report, col, column, precisions[dest][good], epoch_ms)
     return _build_rows(source, _Parts(frame, good, times, npa_id, division_id, coords.lon, coords.lat, precisions,
                                       origin), report)
+
+
+def _instants(text: pd.Series, precision: np.ndarray) -> np.ndarray:
+    """UTC nanoseconds of timed values (NaT-like minimum where empty, a calendar date, or a local time the
+    clocks skip or repeat): text with an offset is an instant, text without one local wall time."""
+    out = np.full(len(text), np.iinfo(np.int64).min, dtype=np.int64)
+    timed = (precision == "time") & (text != "").to_numpy()
+    if not timed.any():
+        return out
+    values = text[timed]
+    offset = values.str.contains(r"(?:Z|[+-]\d{2}(?::?\d{2})?)$", regex=True).to_numpy()
+    when = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
+    if offset.any():
+        given = values[offset].str.replace(r"([+-]\d{2})$", r"\1:00", regex=True)
+        when[offset] = pd.to_datetime(given, format="ISO8601", utc=True, errors="coerce")
+    if (~offset).any():
+        local = pd.to_datetime(values[~offset], format="ISO8601", errors="coerce")
+        when[~offset] = local.dt.tz_localize(locale_settings().timezone, ambiguous="NaT",
+                                             nonexistent="NaT").dt.tz_convert("UTC")
+    ns = when.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    out[timed] = np.where(when.isna().to_numpy(), np.iinfo(np.int64).min, ns)
+    return out
+
+
+def _time_order_violations(source: PointSource, frame: pd.DataFrame, times: dict[str, pd.Series],
+                           precisions: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows whose timed values in source.time_order go backwards (cleared before received, ...), with the
+    reason per row. Calendar dates and empty values are not compared."""
+    n = len(frame)
+    bad = np.zeros(n, dtype=bool)
+    details = np.full(n, "", dtype=object)
+    missing = np.iinfo(np.int64).min
+    latest = np.full(n, missing, dtype=np.int64)
+    latest_col = np.full(n, "", dtype=object)
+    for col in source.time_order:
+        dest = source.times[col]
+        if dest not in times:
+            continue
+        at = _instants(times[dest], precisions[dest])
+        have = at != missing
+        earlier = have & (latest != missing) & (at < latest) & ~bad
+        if earlier.any():
+            raw = frame[col].to_numpy(dtype=object)
+            for i in np.flatnonzero(earlier):
+                before = frame[latest_col[i]].to_numpy(dtype=object)[i]
+                details[i] = (f"{col} {str(raw[i]).strip()!r} is before {latest_col[i]} {str(before).strip()!r}: "
+                              f"CAD times must follow {' <= '.join(c for c in source.time_order)}")
+            bad |= earlier
+        later = have & (at >= latest)
+        latest = np.where(later, at, latest)
+        latest_col = np.where(later, col, latest_col)
+    return bad, details
 
 
 def _add(counter: dict, key: str, value: int) -> None:

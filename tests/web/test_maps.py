@@ -314,7 +314,9 @@ def test_division_panel_compstat_outreach_and_allocation(client, db):
     assert {s["shift"]: (s["units"], s["officers"]) for s in st["shifts"]} == {
         k: (int(r.units), int(r.officers)) for k, r in mine.iterrows()}
     assert [s["p_wait"] for s in st["shifts"]] == [round(v, 4) for v in mine["p_wait"]]
-    assert st["service_times"] == "assumed (configured) service times"
+    # The demo's calls carry CAD times (issue 15): the plan measures its service times from them.
+    assert st["service_times"] == "measured service times" == ", ".join(sorted(set(mine["service_times"]))) \
+        + " service times"
 
 
 def test_panel_outreach_and_allocation_honour_the_whole_filter(client, db):
