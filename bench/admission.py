@@ -9,8 +9,9 @@ server with the same settings but the admission caps:
 - with admission:     light + heavy, the configured caps (the defaults, or HOTSPOTS_*_CAP in the environment);
 - without admission:  light + heavy, every cap 0 (the server as it was before admission control);
 - reference, nice_only, switch_only: with admission, as it first landed (heavy work at normal
-  priority and Python's 5 ms switch interval), and with one of those two changes each
-  (HOTSPOTS_HEAVY_NICE, HOTSPOTS_SWITCH_INTERVAL_MS), to compare with `admission` side by side.
+  priority, Python's 5 ms switch interval, 20,000-row fetches per streamed export), and with one of
+  the first two changes each (HOTSPOTS_HEAVY_NICE, HOTSPOTS_SWITCH_INTERVAL_MS), to compare with
+  `admission` side by side.
 
 Light and heavy clients run in two separate processes (so one side's reading of 80 MB bodies does
 not slow the other's timing), each client on its own keep-alive connection. A light client asks
@@ -214,7 +215,7 @@ def run_phase(name: str, args, url: str, tokens: list[str], divisions: list[str]
     with log.open("wb") as out:
         server = subprocess.Popen([gunicorn, "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers),
                                    "--worker-class", "gthread", "--threads", str(args.threads), "--timeout", "120",
-                                   "--log-level", "info", "web:create_app()"], env=env, cwd=REPO, stdout=out,
+                                   "--log-level", "info", caps.get("APP", "web:create_app()")], env=env, cwd=REPO, stdout=out,
                                   stderr=subprocess.STDOUT)
     try:
         wait_up(port)
@@ -353,7 +354,7 @@ def main() -> None:
     off = {f"HOTSPOTS_{k}_CAP": "0" for k in CAPS}
     # The reference: admission as first landed (heavy work at normal priority, Python's 5 ms switch
     # interval); and each of the two later changes alone, to tell what each buys.
-    as_landed = {"HOTSPOTS_HEAVY_NICE": "0", "HOTSPOTS_SWITCH_INTERVAL_MS": "0"}
+    as_landed = {"HOTSPOTS_HEAVY_NICE": "0", "HOTSPOTS_SWITCH_INTERVAL_MS": "0", "APP": 'web:create_app({"EXPORT_CHUNK_ROWS": 20000})'}
     phases = {"light": ({}, False, args.light_seconds), "admission": ({}, True, args.seconds),
               "reference": (as_landed, True, args.seconds),
               "nice_only": ({"HOTSPOTS_SWITCH_INTERVAL_MS": "0"}, True, args.seconds),
