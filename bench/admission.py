@@ -8,10 +8,10 @@ server with the same settings but the admission caps:
 - light alone:        the 20 light clients only (admission on), the floor;
 - with admission:     light + heavy, the configured caps (the defaults, or HOTSPOTS_*_CAP in the environment);
 - without admission:  light + heavy, every cap 0 (the server as it was before admission control);
-- reference, nice_only, switch_only: with admission, as it first landed (heavy work at normal
-  priority, Python's 5 ms switch interval, 20,000-row fetches per streamed export), and with one of
-  the first two changes each (HOTSPOTS_HEAVY_NICE, HOTSPOTS_SWITCH_INTERVAL_MS), to compare with
-  `admission` side by side.
+- reference: with admission, as it first landed (heavy work at normal priority, Python's 5 ms
+  switch interval, 20,000-row fetches per streamed export), to compare with `admission` side by
+  side; nice_only, switch_only, chunk_only: `admission` without the 1 ms switch interval, without
+  the lower priority, without both (HOTSPOTS_HEAVY_NICE, HOTSPOTS_SWITCH_INTERVAL_MS at 0).
 
 Light and heavy clients run in two separate processes (so one side's reading of 80 MB bodies does
 not slow the other's timing), each client on its own keep-alive connection. A light client asks
@@ -323,7 +323,7 @@ def main() -> None:
                          "busy machine is not counted as the server's)")
     ap.add_argument("--request-timeout-ms", type=int, default=15000)
     ap.add_argument("--phases", default="light,admission,none",
-                    help="comma-separated: light, admission, reference, nice_only, switch_only, none")
+                    help="comma-separated: light, admission, reference, nice_only, switch_only, chunk_only, none")
     args = ap.parse_args()
     url = args.database_url or dbmod.resolve_url()
     engine = dbmod.make_engine(url)
@@ -359,6 +359,7 @@ def main() -> None:
               "reference": (as_landed, True, args.seconds),
               "nice_only": ({"HOTSPOTS_SWITCH_INTERVAL_MS": "0"}, True, args.seconds),
               "switch_only": ({"HOTSPOTS_HEAVY_NICE": "0"}, True, args.seconds),
+              "chunk_only": ({"HOTSPOTS_HEAVY_NICE": "0", "HOTSPOTS_SWITCH_INTERVAL_MS": "0"}, True, args.seconds),
               "none": ({**off, **as_landed}, True, args.seconds)}
     summary = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "calls_in_database": n_calls,
                "workers": args.workers, "threads": args.threads, "export": EXPORT, "export_bytes": args.full_size,
