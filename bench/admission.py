@@ -7,7 +7,11 @@ server with the same settings but the admission caps:
 
 - light alone:        the 20 light clients only (admission on), the floor;
 - with admission:     light + heavy, the configured caps (the defaults, or HOTSPOTS_*_CAP in the environment);
-- without admission:  light + heavy, every cap 0 (the server as it was before admission control).
+- without admission:  light + heavy, every cap 0 (the server as it was before admission control);
+- reference: with admission, as it first landed (heavy work at normal priority, Python's 5 ms
+  switch interval, 20,000-row fetches per streamed export), to compare with `admission` side by
+  side; nice_only, switch_only, chunk_only: `admission` without the 1 ms switch interval, without
+  the lower priority, without both (HOTSPOTS_HEAVY_NICE, HOTSPOTS_SWITCH_INTERVAL_MS at 0).
 
 Light and heavy clients run in two separate processes (so one side's reading of 80 MB bodies does
 not slow the other's timing), each client on its own keep-alive connection. A light client asks
@@ -179,6 +183,13 @@ def _peak_rss_mb(pid: int) -> float:
         return round(next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024, 1)
 
 
+def _cpu_s(pid: int) -> float:
+    # utime + stime of the whole process (all its threads), in clock ticks: fields 14 and 15 of stat.
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 1) if values else None
 
@@ -204,7 +215,7 @@ def run_phase(name: str, args, url: str, tokens: list[str], divisions: list[str]
     with log.open("wb") as out:
         server = subprocess.Popen([gunicorn, "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers),
                                    "--worker-class", "gthread", "--threads", str(args.threads), "--timeout", "120",
-                                   "--log-level", "info", "web:create_app()"], env=env, cwd=REPO, stdout=out,
+                                   "--log-level", "info", caps.get("APP", "web:create_app()")], env=env, cwd=REPO, stdout=out,
                                   stderr=subprocess.STDOUT)
     try:
         wait_up(port)
@@ -214,6 +225,7 @@ def run_phase(name: str, args, url: str, tokens: list[str], divisions: list[str]
             conn.getresponse().read()
             conn.close()
         workers = _workers(server.pid)
+        cpu_before = {pid: _cpu_s(pid) for pid in workers}
         stop_at = time.time() + seconds
         ctx = mp.get_context("fork")
         light_out, heavy_out = work / f"{name}-light.json", work / f"{name}-heavy.json"
@@ -233,6 +245,7 @@ def run_phase(name: str, args, url: str, tokens: list[str], divisions: list[str]
         elapsed = time.time() - t0
         sampling.join()
         workers_after = _workers(server.pid)
+        cpu = {str(pid): round(_cpu_s(pid) - cpu_before.get(pid, 0.0), 1) for pid in workers_after}
         rss = {str(pid): _peak_rss_mb(pid) for pid in workers_after}
     finally:
         server.terminate()
@@ -246,7 +259,7 @@ def run_phase(name: str, args, url: str, tokens: list[str], divisions: list[str]
                                for kind in ("exports", "reports")},
            "slot_samples": len(slots),
            "worker_timeouts": text.count("WORKER TIMEOUT"), "workers_replaced": workers != workers_after,
-           "worker_peak_rss_mb": rss, "light": {}}
+           "worker_peak_rss_mb": rss, "worker_cpu_s": cpu, "light": {}}
     for label, prefix in (("health", "/health"), ("cached_tile", "/tiles/"), ("all", "/")):
         rows = [r for r in light if r[0].startswith(prefix)]
         lat = [r[2] * 1000 for r in rows]
@@ -309,7 +322,8 @@ def main() -> None:
                     help="nice increment of the light clients' process (negative, as root: their own CPU lag on a "
                          "busy machine is not counted as the server's)")
     ap.add_argument("--request-timeout-ms", type=int, default=15000)
-    ap.add_argument("--phases", default="light,admission,none")
+    ap.add_argument("--phases", default="light,admission,none",
+                    help="comma-separated: light, admission, reference, nice_only, switch_only, chunk_only, none")
     args = ap.parse_args()
     url = args.database_url or dbmod.resolve_url()
     engine = dbmod.make_engine(url)
@@ -338,8 +352,15 @@ def main() -> None:
         server.terminate()
         server.wait(60)
     off = {f"HOTSPOTS_{k}_CAP": "0" for k in CAPS}
+    # The reference: admission as first landed (heavy work at normal priority, Python's 5 ms switch
+    # interval); and each of the two later changes alone, to tell what each buys.
+    as_landed = {"HOTSPOTS_HEAVY_NICE": "0", "HOTSPOTS_SWITCH_INTERVAL_MS": "0", "APP": 'web:create_app({"EXPORT_CHUNK_ROWS": 20000})'}
     phases = {"light": ({}, False, args.light_seconds), "admission": ({}, True, args.seconds),
-              "none": (off, True, args.seconds)}
+              "reference": (as_landed, True, args.seconds),
+              "nice_only": ({"HOTSPOTS_SWITCH_INTERVAL_MS": "0"}, True, args.seconds),
+              "switch_only": ({"HOTSPOTS_HEAVY_NICE": "0"}, True, args.seconds),
+              "chunk_only": ({"HOTSPOTS_HEAVY_NICE": "0", "HOTSPOTS_SWITCH_INTERVAL_MS": "0"}, True, args.seconds),
+              "none": ({**off, **as_landed}, True, args.seconds)}
     summary = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "calls_in_database": n_calls,
                "workers": args.workers, "threads": args.threads, "export": EXPORT, "export_bytes": args.full_size,
                "export_alone_s": alone_s, "clients": {"exports": args.exports, "reports": args.reports, "light": args.light},

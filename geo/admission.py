@@ -16,19 +16,30 @@ tiles; past that, 503 too. Every refusal carries the setting that refused it and
 
 A lock belongs to its connection: when a worker dies, PostgreSQL drops its connections and with them
 its slots, so nothing leaks. This module knows nothing of HTTP; web/admission.py is the Flask side.
+
+While admitted work runs, its thread, and the PostgreSQL backends of the connections that thread
+checks out, run at a lower OS priority (`nice`), so light requests of the same machine get the CPUs
+first (bench/RESULTS.md). Linux lets any process lower its own threads' priority, but only root
+(or a raised RLIMIT_NICE) may raise it again, and only the backends' owner may touch them at all:
+each step is taken only when it can be undone, or its effect dropped (a lowered backend whose
+priority cannot be restored is closed instead of serving a light request), and skipped otherwise.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import resource
 import threading
 import time
 import zlib
 from dataclasses import dataclass
+from typing import Callable
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from geo.settings import AdmissionSettings
 
@@ -47,6 +58,7 @@ _KEY_PREFIX = "cmpd-hotspots/admission/"
 # The two-key form of the advisory lock functions: pg_locks shows (classid, objid) with objsubid 2.
 _TRY = sa.text("SELECT s FROM generate_series(0, :n - 1) AS s WHERE pg_try_advisory_lock(:k, s) LIMIT 1")
 _UNLOCK = sa.text("SELECT pg_advisory_unlock(:k, :s)")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -108,8 +120,9 @@ class Ticket:
     """An admitted request's hold on its slot (and client share); `release()` gives them back, once."""
 
     def __init__(self, admission: "Admission | None", kind: str, conn: Connection | None,
-                 locks: list[tuple[int, int]], waited_s: float = 0.0):
+                 locks: list[tuple[int, int]], waited_s: float = 0.0, restore: "Callable[[], None] | None" = None):
         self._admission = admission
+        self._restore = restore
         self.kind = kind
         self._conn = conn
         self._locks = locks
@@ -124,6 +137,8 @@ class Ticket:
             if self.released:
                 return
             self.released = True
+        if self._restore is not None:
+            self._restore()
         if self._admission is not None:
             self._admission._release(self, time.monotonic() - self._t0)
 
@@ -148,7 +163,7 @@ class Admission:
     """The admission controller of one process (thread-safe); every process on the database shares its slots."""
 
     def __init__(self, engine: Engine, limits: dict[str, Limit], *, queue_wait_s: float = 10.0,
-                 local_slots: int = 6, poll_s: float = 0.1):
+                 local_slots: int = 6, poll_s: float = 0.1, nice: int = 0):
         unknown = sorted(set(limits) - set(KINDS))
         if unknown:
             raise ValueError(f"unknown kind(s) of heavy work {unknown}: expected {', '.join(KINDS)}")
@@ -157,6 +172,7 @@ class Admission:
         self.queue_wait_s = float(queue_wait_s)
         self.local_slots = int(local_slots)
         self.poll_s = float(poll_s)
+        self.nice = int(nice)
         self._local = threading.BoundedSemaphore(self.local_slots)
         self._stats_lock = threading.Lock()
         self._mean_s: dict[str, float] = {}
@@ -191,7 +207,7 @@ class Admission:
             if slot is None:
                 slot, waited = self._wait(conn, kind, limit, run)
             locks.append((run, slot))
-            return Ticket(self, kind, conn, locks, waited)
+            return Ticket(self, kind, conn, locks, waited, lower_thread(self.nice))
         except BaseException:
             self._unlock(conn, locks)
             self._local.release()
@@ -281,3 +297,102 @@ def held_slots(bind: Engine | Connection) -> dict[str, dict[str, int]]:
         kind, name = keys[int(key)]
         out[kind][name] = int(n)
     return out
+
+
+# -- priority of heavy work ----------------------------------------------------------------------
+# Native ids of the threads running admitted heavy work now, and the nice value their backends get.
+_HEAVY_THREADS: dict[int, int] = {}
+_WARNED: set[str] = set()
+
+
+def _warn_once(what: str, message: str) -> None:
+    # Said once per process: a deployment that cannot renice says so in its log, then runs as before.
+    if what not in _WARNED:
+        _WARNED.add(what)
+        log.warning(message)
+
+
+def may_raise_priority(nice: int) -> bool:
+    """Whether this process may bring a thread or process back from a higher nice value to `nice`
+    (root, or an RLIMIT_NICE that allows it; a plain user in docker compose may not)."""
+    if os.geteuid() == 0:
+        return True
+    soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
+    return soft == resource.RLIM_INFINITY or 20 - nice <= soft
+
+
+def lower_thread(nice: int) -> Callable[[], None] | None:
+    """Run the calling thread, and the backends of the connections it checks out, at `nice` until the
+    returned function is called (None: nothing to undo, `nice` is 0)."""
+    if nice <= 0:
+        return None
+    tid = threading.get_native_id()
+    before = os.getpriority(os.PRIO_PROCESS, tid)
+    # A pool thread left at a low priority would serve every later light request slowly: lower it
+    # only when it can be brought back.
+    lowered = before < nice and may_raise_priority(before)
+    if before < nice and not lowered:
+        _warn_once("thread", f"heavy work runs at the server threads' normal priority: this process may not raise "
+                             f"a thread's priority back (not root, RLIMIT_NICE {resource.getrlimit(resource.RLIMIT_NICE)[0]})")
+    if lowered:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+        except OSError as exc:
+            lowered = False
+            _warn_once("thread", f"heavy work runs at normal priority: renicing its thread failed ({exc})")
+    _HEAVY_THREADS[tid] = nice
+
+    def restore() -> None:
+        _HEAVY_THREADS.pop(tid, None)
+        if lowered:
+            os.setpriority(os.PRIO_PROCESS, tid, before)
+
+    return restore
+
+
+def lower_backends(engine: Engine) -> None:
+    """Have `engine`'s connections run their PostgreSQL backend at the heavy nice value while a heavy
+    thread holds them (once per engine; a no-op where the backends are not this machine's to renice)."""
+    if not sa.event.contains(engine, "checkout", _on_checkout):
+        sa.event.listen(engine, "checkout", _on_checkout)
+
+
+def _local_backend(dbapi_conn, pid: int) -> bool:
+    # The pid means a process here only when the server is on this machine (a socket directory or a
+    # loopback address) and in this pid namespace (a database container's pids are not ours).
+    host = dbapi_conn.info.host or ""
+    if not (host.startswith("/") or host in ("localhost", "127.0.0.1", "::1")):
+        return False
+    try:
+        with open(f"/proc/{pid}/comm") as fh:
+            return fh.read().strip().startswith("postgres")
+    except OSError:
+        return False
+
+
+def _on_checkout(dbapi_conn, record: ConnectionPoolEntry, proxy) -> None:
+    want = _HEAVY_THREADS.get(threading.get_native_id(), 0)
+    info = record.info
+    if want == info.get("hotspots_nice", 0) or info.get("hotspots_nice_off"):
+        return
+    pid = info.get("hotspots_backend")
+    if pid is None:
+        with dbapi_conn.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            pid = info["hotspots_backend"] = cur.fetchone()[0]
+        if not dbapi_conn.autocommit:
+            dbapi_conn.rollback()   # no transaction left open by this look-up
+        if not _local_backend(dbapi_conn, pid):
+            info["hotspots_nice_off"] = True
+            return
+    have = info.get("hotspots_nice", 0)
+    if want < have and not may_raise_priority(want):
+        # Lowered for heavy work and not ours to raise again: a fresh backend for this light thread.
+        raise sa.exc.DisconnectionError("backend left at a low priority by heavy work; replaced")
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, want)
+    except OSError as exc:
+        info["hotspots_nice_off"] = True
+        _warn_once("backend", f"heavy work's PostgreSQL backends run at normal priority: renicing one failed ({exc})")
+        return
+    info["hotspots_nice"] = want

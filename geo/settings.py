@@ -165,6 +165,13 @@ class AdmissionSettings(BaseSettings):
     # so every worker keeps threads free for /health, the map page, static files and cached tiles.
     heavy_threads: int = Field(default=0, ge=0, alias="HOTSPOTS_HEAVY_THREADS")
     threads: int = Field(default=8, ge=1, alias="HOTSPOTS_THREADS")
+    # While it runs, admitted heavy work has its server thread and its PostgreSQL backends at this
+    # nice value, so the OS hands the CPUs to light requests first (0: leave priorities alone).
+    heavy_nice: int = Field(default=10, ge=0, le=19, alias="HOTSPOTS_HEAVY_NICE")
+    # How long a thread holding the interpreter lock keeps it when another thread wants it: a light
+    # request needs it a dozen times, so Python's 5 ms default costs tens of ms behind an export
+    # (0: leave Python's default).
+    switch_interval_ms: float = Field(default=1.0, ge=0, le=100, alias="HOTSPOTS_SWITCH_INTERVAL_MS")
 
     @property
     def heavy_threads_per_worker(self) -> int:

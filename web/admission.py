@@ -11,6 +11,7 @@ never guarded, and geo.admission keeps threads of every worker free for them.
 from __future__ import annotations
 
 import functools
+import sys
 import threading
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
@@ -35,6 +36,7 @@ class _State:
         self.queue_wait_s = float(app.config.get("ADMISSION_QUEUE_WAIT_S", s.queue_wait_s))
         self.local_slots = int(app.config.get("ADMISSION_HEAVY_THREADS") or s.heavy_threads_per_worker)
         self.heavy_tile_zoom = int(app.config.get("HEAVY_TILE_ZOOM", s.heavy_tile_zoom))
+        self.nice = int(app.config.get("ADMISSION_HEAVY_NICE", s.heavy_nice))
         self._lock = threading.Lock()
         self._admission: ga.Admission | None = None
 
@@ -42,15 +44,23 @@ class _State:
         if self._admission is None:
             with self._lock:
                 if self._admission is None:
-                    url = database.engine().url
-                    self._admission = ga.Admission(ga.admission_engine(url, self.local_slots), self.limits,
-                                                   queue_wait_s=self.queue_wait_s, local_slots=self.local_slots)
+                    engine = database.engine()
+                    if self.nice:
+                        ga.lower_backends(engine)
+                    self._admission = ga.Admission(ga.admission_engine(engine.url, self.local_slots), self.limits,
+                                                   queue_wait_s=self.queue_wait_s, local_slots=self.local_slots,
+                                                   nice=self.nice)
         return self._admission
 
 
 def init_app(app: Flask) -> None:
     """Read the limits (settings, overridden by ADMISSION_LIMITS etc. in the app config)."""
     app.extensions["hotspots_admission"] = _State(app)
+    interval_ms = admission_settings().switch_interval_ms
+    if interval_ms:
+        # Process-wide: a thread running an export or a report hands the interpreter lock to a
+        # waiting light request's thread after this long, instead of Python's 5 ms (bench/RESULTS.md).
+        sys.setswitchinterval(interval_ms / 1000)
 
 
 def _state() -> _State:

@@ -46,10 +46,18 @@ def download(name: str):
     return _stream(lyr, fmt, flt, run)
 
 
+# Rows per fetch of a streamed download. psycopg2 turns a whole fetch into Python rows without letting
+# go of the interpreter lock: a 20,000-row fetch stopped every other thread of the worker (/health,
+# cached tiles) for 50-200 ms each time, 2,000 rows a tenth as long, and the download is no slower
+# (bench/RESULTS.md). Files built through GDAL keep the library's larger batches.
+STREAM_CHUNK_ROWS = 2_000
+
+
 @heavy("exports")
 def _stream(lyr: Layer, fmt: export.ExportFormat, flt: Filter, run: int | None) -> Response:
     # A valid request only takes an export slot, held until the last byte is sent (web/admission.py).
-    chunk_rows = current_app.config.get("EXPORT_CHUNK_ROWS", export.CHUNK_ROWS)
+    chunk_rows = current_app.config.get("EXPORT_CHUNK_ROWS") or (STREAM_CHUNK_ROWS if fmt.streamed
+                                                                 else export.CHUNK_ROWS)
     job = export.Export(database.engine(), lyr, fmt, flt, run, chunk_rows=chunk_rows).open()
     # content_type, not mimetype: the media type already carries its charset where it has one.
     resp = Response(job.chunks(), content_type=fmt.media_type)

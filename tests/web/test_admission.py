@@ -141,6 +141,62 @@ def test_a_killed_worker_gives_its_slot_back(engine):
         proc.wait()
 
 
+def test_heavy_work_runs_at_a_lower_priority_until_released(engine):
+    # The test server is this machine's and the tests run as its owner or as root: the backends can be
+    # lowered; the thread only where its priority can be raised again (root here, or RLIMIT_NICE).
+    adm = _admission(engine.url, ga.Limit(cap=1), nice=10)
+    work = make_engine(engine.url)
+    ga.lower_backends(work)
+    ga.lower_backends(work)   # once per engine: a second call adds no second listener
+    tid = threading.get_native_id()
+    before = os.getpriority(os.PRIO_PROCESS, tid)
+    backend = "SELECT pg_backend_pid()"
+    try:
+        with work.connect() as conn:
+            light_pid = conn.execute(sa.text(backend)).scalar()
+        assert os.getpriority(os.PRIO_PROCESS, light_pid) == 0
+        ticket = adm.acquire(KIND, "c1")
+        assert os.getpriority(os.PRIO_PROCESS, tid) == (10 if ga.may_raise_priority(before) else before)
+        with work.connect() as conn:
+            # The pooled connection comes back to a heavy thread: its backend is lowered too.
+            assert conn.execute(sa.text(backend)).scalar() == light_pid
+            assert os.getpriority(os.PRIO_PROCESS, light_pid) == 10
+            # Nothing of the look-up is left in the work's transaction: it still reads and writes.
+            assert conn.execute(sa.text("SELECT 1")).scalar() == 1
+        # Another thread is not heavy work: its connection's backend keeps the normal priority.
+        seen: dict = {}
+
+        def light() -> None:
+            with work.connect() as c:
+                pid = c.execute(sa.text(backend)).scalar()
+                seen[pid] = os.getpriority(os.PRIO_PROCESS, pid)
+
+        t = threading.Thread(target=light)
+        t.start()
+        t.join(10)
+        assert list(seen.values()) == [0]
+        ticket.release()
+        assert os.getpriority(os.PRIO_PROCESS, tid) == before
+        with work.connect() as conn:
+            # Back in a light thread, the backend lowered for heavy work is raised again (or, where
+            # that is not allowed, replaced by a new one).
+            pid = conn.execute(sa.text(backend)).scalar()
+            assert os.getpriority(os.PRIO_PROCESS, pid) == 0
+            assert (pid == light_pid) == ga.may_raise_priority(0)
+    finally:
+        work.dispose()
+        adm.engine.dispose()
+
+
+def test_no_priority_is_touched_when_heavy_nice_is_0(engine):
+    adm = _admission(engine.url, ga.Limit(cap=1))
+    tid = threading.get_native_id()
+    before = os.getpriority(os.PRIO_PROCESS, tid)
+    with adm.acquire(KIND, "c1"):
+        assert os.getpriority(os.PRIO_PROCESS, tid) == before
+    adm.engine.dispose()
+
+
 def test_limits_come_from_the_settings(monkeypatch):
     from geo.settings import admission_settings
 
