@@ -14,6 +14,7 @@ from datetime import timedelta
 from flask import Blueprint, Response, current_app, jsonify, render_template, request, send_from_directory
 
 from geo import catalog, panel
+from geo.emerging import PATTERNS
 from geo.filters import FILTER_PARAMETERS, PRESETS, Filter, ParameterError
 from web import admission, database
 from web.errors import ApiError
@@ -87,6 +88,7 @@ def config():
         "data": {"first": first.isoformat() if first else None, "last": last.isoformat() if last else None},
         "levels": list(panel.LEVELS),
         "hotspot_classes": panel.hotspot_classes(),
+        "emerging_patterns": list(PATTERNS),   # the 17 names of geo.emerging, for the emerging layer's legend
         "measures": list(panel.MEASURES),
         "filters": list(FILTER_PARAMETERS),
         "timezone": current_app.config["TIMEZONE"],

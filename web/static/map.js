@@ -677,6 +677,8 @@
     var oc = c.origins && c.origins.calls;
     if (oc && oc.real && oc.synthetic && !state.filters.origin) { state.filters.origin = 'real'; }
     buildMap();
+    // Layers kept in their own files (emerging.js) add themselves to the map here.
+    document.dispatchEvent(new CustomEvent('hotspots:map', {detail: {map: map, config: c}}));
     buildControls();
     refresh();
   }).catch(function (err) {
