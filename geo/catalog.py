@@ -265,6 +265,54 @@ LAYERS: dict[str, Layer] = {
                 *_GI,
             ),
         ),
+        Layer(
+            id="emerging_npas",
+            title="Emerging hot spots (NPAs)",
+            description="ArcGIS-style Emerging Hot Spot Analysis over the 462 NPAs (space-time Gi*, FDR, Mann-Kendall "
+                        "on each NPA's Gi* z-scores, 17 patterns), from the latest saved run (`hotspots emerging "
+                        "--save`), or the run named by `run`.",
+            # The run's shared settings come from its params, so every feature names its source and period.
+            source=("(SELECT e.run_id, e.npa_id, e.pattern, e.trend_z, e.trend_p, e.hot_steps, e.cold_steps, e.steps,"
+                    " e.hot_share, e.cold_share, e.final_z, e.total, a.params->>'source' AS source,"
+                    " a.params->>'source_words' AS source_words, a.params->>'unit' AS time_step,"
+                    " (a.params->>'neighbourhood_steps')::int AS neighbourhood_steps,"
+                    " (a.params->>'confidence')::float8 AS confidence, a.params->>'first_step' AS first_step,"
+                    " a.params->>'last_step' AS last_step, a.params->'period'->>0 AS period_start,"
+                    " a.params->'period'->>1 AS period_end, a.params->>'left_out_words' AS left_out, n.geom"
+                    " FROM emerging_npa_results e JOIN analysis_runs a USING (run_id)"
+                    " JOIN neighborhoods n USING (npa_id) WHERE e.run_id = :run_id) src"),
+            id_sql="npa_id",
+            id_type="integer",
+            geometry_type="MultiPolygon",
+            version_layer="emerging_npas",
+            run_kinds=(RunKind.EMERGING_NPA_HOTSPOTS.value,),
+            properties=(
+                _p("run_id", type="integer"),
+                _p("npa_id", type="integer", queryable=True),
+                _p("pattern", description="one of ArcGIS's 17 emerging hot spot patterns (geo.emerging.PATTERNS), "
+                   "or No Pattern Detected", queryable=True),
+                _p("trend_z", type="number", description="Mann-Kendall trend z on the NPA's series of Gi* z-scores"),
+                _p("trend_p", type="number", description="two-sided p of trend_z"),
+                _p("hot_steps", type="integer", description="time steps in which the NPA's bin is a hot spot"),
+                _p("cold_steps", type="integer", description="time steps in which the NPA's bin is a cold spot"),
+                _p("steps", type="integer", description="complete time steps analysed"),
+                _p("hot_share", type="number", description="hot_steps / steps"),
+                _p("cold_share", type="number", description="cold_steps / steps"),
+                _p("final_z", type="number", description="Gi* z of the NPA's bin in the final step"),
+                _p("total", type="number", description="what was counted in the NPA over the analysed steps"),
+                _p("source", description="what was counted: incidents, homicides, labelled or expected (geo.sources)"),
+                _p("source_words", description="what was counted, in words"),
+                _p("time_step", description="month or week"),
+                _p("neighbourhood_steps", type="integer", description="earlier steps in each bin's neighbourhood "
+                   "(ArcGIS's Neighborhood Time Step)"),
+                _p("confidence", type="number", description="confidence at which a bin is hot or cold and a trend counts"),
+                _p("first_step", description="label of the first analysed step"),
+                _p("last_step", description="label of the final analysed step"),
+                _p("period_start", description="first day of the analysed steps"),
+                _p("period_end", description="day after the last analysed step"),
+                _p("left_out", description="partial time steps left out, with the share of each the data covered"),
+            ),
+        ),
     )
 }
 

@@ -1089,15 +1089,20 @@ def _allocate_proportional(officers: int, start: str | None, end: str | None, co
               help="Confidence (%) at which a bin is a hot or cold spot and a trend counts.")
 @click.option("--grid-ft", type=float, help="Square cells of this many feet (EPSG:2264) instead of NPAs.")
 @click.option("--out", type=click.Path(path_type=Path), help="Also write the areas with their patterns (.geojson, .gpkg).")
+@click.option("--save", is_flag=True, help="Store the NPA patterns as an analysis run (kind emerging_npa_hotspots; "
+                                          "the map's emerging_npas layer serves it).")
 def emerging_cmd(start: str | None, end: str | None, source: str | None, measure: str, origin: str | None, unit: str,
-                 neighbourhood_steps: int, confidence: str, grid_ft: float | None, out: Path | None) -> None:
+                 neighbourhood_steps: int, confidence: str, grid_ft: float | None, out: Path | None,
+                 save: bool = False) -> None:
     """Emerging hot spots as ArcGIS defines them: a space-time cube, Gi* per bin, FDR, Mann-Kendall, 17 patterns.
 
     Only complete time steps are analysed (a partial first or last one is left out and named);
     at least 10 are needed.
     """
-    from geo.emerging import NO_PATTERN, default_source, grid_emerging, npa_emerging
+    from geo.emerging import NO_PATTERN, default_source, grid_emerging, npa_emerging, save_npa_emerging
 
+    if save and grid_ft:
+        raise click.BadParameter("only NPA emerging hot spots are saved; drop --grid-ft or --save", param_hint="--save")
     engine = _engine()
     first = start or date(date.today().year - 1, 1, 1).isoformat()
     counted = (default_source(engine, _period(first, end), origin) if source is None
@@ -1129,6 +1134,8 @@ def emerging_cmd(start: str | None, end: str | None, source: str | None, measure
         click.echo(f"{name:23} {n:>6} {unit_name}{listed}")
     if out:
         click.echo(f"\nwrote {out}")
+    if save:
+        click.echo(f"\nsaved as analysis run {save_npa_emerging(engine, run)} (layer emerging_npas)")
 
 
 @main.command("accuracy")

@@ -334,6 +334,7 @@ class EmergingRun:
     unit: str
     neighbourhood_steps: int
     confidence: float
+    source: str = ""          # geo.sources name of what was counted (incidents, homicides, labelled, expected)
 
     def pattern_counts(self) -> dict[str, int]:
         """Locations per pattern, all 17 named (zeros included), in PATTERNS order."""
@@ -349,7 +350,7 @@ def npa_emerging(engine: Engine, period: Filter, *, source: str = "incidents", u
                               confidence=confidence)
     areas = gpd.GeoDataFrame(pd.concat([npas[["npa_id", "geom"]].reset_index(drop=True), found.table], axis=1),
                              geometry="geom", crs=npas.crs)
-    return EmergingRun(areas, cube, found, unit, neighbourhood_steps, confidence)
+    return EmergingRun(areas, cube, found, unit, neighbourhood_steps, confidence, source)
 
 
 def grid_emerging(engine: Engine, period: Filter, *, source: str = "incidents", cell_ft: float = 1000.0,
@@ -362,4 +363,44 @@ def grid_emerging(engine: Engine, period: Filter, *, source: str = "incidents", 
     cells = gpd.GeoDataFrame({"col": lattice.cols, "row": lattice.rows},
                              geometry=lattice.grid.polygons(lattice.cols, lattice.rows), crs=2264)
     areas = gpd.GeoDataFrame(pd.concat([cells, found.table], axis=1), geometry="geometry", crs=2264).to_crs(4326)
-    return EmergingRun(areas, cube, found, unit, neighbourhood_steps, confidence)
+    return EmergingRun(areas, cube, found, unit, neighbourhood_steps, confidence, source)
+
+
+# --- saved runs -------------------------------------------------------------------------------
+MODEL_SOURCES = ("labelled", "expected")   # counts that depend on the classifier: the run records its version
+
+
+def emerging_run_params(run: EmergingRun) -> dict:
+    """What a saved run records besides its rows: source, periods, time step, neighbourhood, confidence, left out."""
+    cube = run.cube
+    return {
+        "source": run.source, "source_words": cube.source, "origin": cube.origin,
+        # The analysed complete steps [first day, day after the last]; partial ones are in left_out.
+        "period": [cube.steps[0].start, cube.steps[-1].end],
+        "first_step": cube.steps[0].label, "last_step": cube.steps[-1].label, "steps": len(cube.steps),
+        "unit": run.unit, "neighbourhood_steps": run.neighbourhood_steps, "confidence": run.confidence,
+        "left_out": [{"step": x.step.label, "start": x.step.start, "end": x.step.end, "covered": round(x.covered, 4)}
+                     for x in cube.left_out],
+        "left_out_words": cube.describe_left_out(),
+        "data_span": list(cube.data_span),
+    }
+
+
+def save_npa_emerging(engine: Engine, run: EmergingRun, model_version: str | None = None) -> int:
+    """Store an NPA emerging hot spot run (geo.runs, kind emerging_npa_hotspots); returns its run_id.
+
+    `model_version` is recorded for the model's sources (labelled, expected calls); by default the
+    current classifier's.
+    """
+    from geo.runs import RunKind, RunSpec, current_model_version, save_emerging_results
+
+    if "npa_id" not in run.areas:
+        raise ValueError("only NPA emerging hot spots are saved; this run is over grid cells")
+    if run.source in MODEL_SOURCES and model_version is None:
+        model_version = current_model_version(engine)
+    steps = len(run.cube.steps)
+    rows = pd.DataFrame(run.areas.drop(columns=run.areas.geometry.name)).assign(
+        steps=steps, hot_share=lambda f: f["hot_steps"] / steps, cold_share=lambda f: f["cold_steps"] / steps)
+    spec = RunSpec(RunKind.EMERGING_NPA_HOTSPOTS, emerging_run_params(run),
+                   model_version if run.source in MODEL_SOURCES else None)
+    return save_emerging_results(engine, spec, rows)

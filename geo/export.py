@@ -128,6 +128,27 @@ SHAPEFILE_FIELDS: dict[str, str] = {
     "npa_source": "npa_source",
     "council_district": "council",
     "commission_district": "commission",
+    # emerging_npas
+    "pattern": "pattern",
+    "trend_z": "trend_z",
+    "trend_p": "trend_p",
+    "hot_steps": "hot_steps",
+    "cold_steps": "cold_steps",
+    "steps": "steps",
+    "hot_share": "hot_share",
+    "cold_share": "cold_share",
+    "final_z": "final_z",
+    "total": "total",
+    "source": "source",
+    "source_words": "src_words",
+    "time_step": "time_step",
+    "neighbourhood_steps": "nbhd_steps",
+    "confidence": "confidence",
+    "first_step": "first_step",
+    "last_step": "last_step",
+    "period_start": "per_start",
+    "period_end": "per_end",
+    "left_out": "left_out",
 }
 
 

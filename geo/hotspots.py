@@ -142,6 +142,14 @@ def npa_gi_star(npas: gpd.GeoDataFrame, values: pd.DataFrame, permutations: int,
     return npas
 
 
+def npa_rate_gi_star(engine: Engine, counts: pd.DataFrame, permutations: int = 0, seed: int = 0) -> gpd.GeoDataFrame:
+    """Gi* on counts per 1,000 residents from counts per NPA (npa_id, value): the CLI's `--per-1000`, for the map.
+
+    NPAs without residents have no rate (value and Gi* NaN, class NO_RESIDENTS), never an infinite one.
+    """
+    return npa_gi_star(read_neighborhoods(engine), counts[["npa_id", "value"]], permutations, seed, per_1000=True)
+
+
 def offense_hotspots(engine: Engine, years: tuple[int, int], categories: list[str] | None = None, *,
                      permutations: int = 999, seed: int = 0, per_1000: bool = False) -> gpd.GeoDataFrame:
     """Gi* on CMPD's published violent offense counts per NPA (real data), for a range of years.

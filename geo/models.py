@@ -260,6 +260,23 @@ hotspot_cell_results = Table(
     Column("geom", Geometry("POLYGON", srid=4326, spatial_index=False), nullable=False),
 )
 
+# Emerging hot spots per NPA and saved run (migration 012); the run's shared settings are its params.
+emerging_npa_results = Table(
+    "emerging_npa_results", metadata,
+    Column("run_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("npa_id", Integer, primary_key=True, autoincrement=False),
+    Column("pattern", Text, nullable=False),   # one of geo.emerging.PATTERNS (a CHECK in the migration)
+    Column("trend_z", Float),
+    Column("trend_p", Float),
+    Column("hot_steps", Integer, nullable=False),
+    Column("cold_steps", Integer, nullable=False),
+    Column("steps", Integer, nullable=False),
+    Column("hot_share", Float, nullable=False),
+    Column("cold_share", Float, nullable=False),
+    Column("final_z", Float),
+    Column("total", Float, nullable=False),
+)
+
 analysis_rows = Table(
     "analysis_rows", metadata,
     Column("run_id", BigInteger, primary_key=True, autoincrement=False),

@@ -132,6 +132,8 @@ MEASURES = {"violent": "count(*) FILTER (WHERE c.label)", "calls": "count(*)",
             "expected": "coalesce(sum(c.p_violent), 0)"}
 # The map's Gi* measures that are sources of geo.sources (calls about one incident counted once there).
 MEASURE_SOURCES = {"violent": "labelled", "expected": "expected"}
+# Gi* on a measure per 1,000 residents (geo.hotspots.npa_rate_gi_star, as `hotspots hotspots --per-1000`).
+RATE_MEASURES = {f"{m}_per_1000": m for m in MEASURES}
 
 
 def measure_source(measure: str) -> str:
@@ -156,8 +158,10 @@ def npa_gi_star(engine: Engine, flt: Filter, weights, npa_ids: np.ndarray, measu
     No permutations: the classes come from the normal approximation with the FDR correction (as
     in geo.hotspots), which is what the map shows; pseudo p-values would only add seconds.
     """
-    from geo.hotspots import gi_star
+    from geo.hotspots import gi_star, npa_rate_gi_star
 
+    if measure in RATE_MEASURES:   # the count first, then the CLI's rate and its Gi*
+        return npa_rate_gi_star(engine, npa_gi_star(engine, flt, weights, npa_ids, RATE_MEASURES[measure]))
     if measure not in MEASURES:
         raise ValueError(f"unknown measure {measure!r}; one of {', '.join(MEASURES)}")
     source = MEASURE_SOURCES.get(measure)

@@ -2,7 +2,8 @@
 
 An analysis run (`analysis_runs`, migration 003) records what was computed (a `RunKind`), with
 which parameters and which classifier; its rows live in one result table per kind family:
-`hotspot_npa_results` (003, 010), `hotspot_cell_results` (004) or `analysis_rows` (005).
+`hotspot_npa_results` (003, 010), `hotspot_cell_results` (004), `emerging_npa_results` (012) or
+`analysis_rows` (005).
 Accuracy runs keep everything in their parameters. A model run (`model_runs`, 001) is one trained
 classifier, of which at most one is current.
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:   # geo.catalog imports RunKind from here
 NPA_RESULTS = "hotspot_npa_results"
 CELL_RESULTS = "hotspot_cell_results"
 ROWS = "analysis_rows"
+EMERGING_RESULTS = "emerging_npa_results"
 # Saved runs named in an error message (the newest first); enough to pick one, short enough to read.
 LISTED_RUNS = 10
 
@@ -53,6 +55,7 @@ class RunKind(str, Enum):
     ALLOCATION = "allocation"
     ALLOCATION_PLAN = "allocation_plan"
     ACCURACY = "accuracy"
+    EMERGING_NPA_HOTSPOTS = "emerging_npa_hotspots"
 
     def __str__(self) -> str:
         return self.value
@@ -76,6 +79,8 @@ class RunKind(str, Enum):
         """The result table holding the run's rows (None: the run keeps everything in its params)."""
         if self is RunKind.CALLS_GRID_HOTSPOTS:
             return CELL_RESULTS
+        if self is RunKind.EMERGING_NPA_HOTSPOTS:   # before the suffix test: its name ends in _npa_hotspots too
+            return EMERGING_RESULTS
         if self.value.endswith("_npa_hotspots"):
             return NPA_RESULTS
         return None if self is RunKind.ACCURACY else ROWS
@@ -83,7 +88,8 @@ class RunKind(str, Enum):
     @property
     def layer(self) -> str | None:
         """The served layer (geo.catalog) that draws this kind's results, if any."""
-        return {NPA_RESULTS: "hotspot_npas", CELL_RESULTS: "hotspot_cells"}.get(self.table or "")
+        return {NPA_RESULTS: "hotspot_npas", CELL_RESULTS: "hotspot_cells",
+                EMERGING_RESULTS: "emerging_npas"}.get(self.table or "")
 
 
 def _is_day(v: Any) -> bool:
@@ -254,6 +260,26 @@ def save_cell_results(engine: Engine, spec: RunSpec, result: "gpd.GeoDataFrame",
     return run_id
 
 
+EMERGING_COLUMNS = ("npa_id", "pattern", "trend_z", "trend_p", "hot_steps", "cold_steps", "steps", "hot_share",
+                    "cold_share", "final_z", "total")
+
+
+def save_emerging_results(engine: Engine, spec: RunSpec, rows: pd.DataFrame) -> int:
+    """Store emerging hot spots per NPA (the EMERGING_COLUMNS of `rows`) under a new analysis run; returns its run_id."""
+    from geo.ingest.batch import copy_frame
+
+    _expect_table(spec, EMERGING_RESULTS)
+    missing = [c for c in EMERGING_COLUMNS if c not in rows]
+    if missing:
+        raise ParameterError("rows", f"emerging results need the columns {', '.join(missing)}")
+    with engine.begin() as conn:
+        run_id = start_run(conn, spec)
+        frame = pd.DataFrame(rows[list(EMERGING_COLUMNS)])
+        frame.insert(0, "run_id", run_id)
+        copy_frame(conn, EMERGING_RESULTS, frame)
+    return run_id
+
+
 def save_table(engine: Engine, spec: RunSpec, table: pd.DataFrame) -> int:
     """Store a result table (one JSON object per row) under a new analysis run; returns its run_id."""
     from geo.ingest.batch import copy_frame
@@ -317,6 +343,8 @@ def _run_id(raw: int | str | None) -> int | None:
 
 
 def _save_hint(lyr: "Layer") -> str:
+    if RunKind.EMERGING_NPA_HOTSPOTS.value in lyr.run_kinds:
+        return "run `hotspots emerging --save` first"
     grid = " --grid-ft 2000" if RunKind.CALLS_GRID_HOTSPOTS.value in lyr.run_kinds else ""
     return f"run `hotspots hotspots{grid} --save` first"
 
@@ -353,10 +381,11 @@ def list_runs(conn: Connection, kind: RunKind | str | None = None, run_id: int |
     clause = ("WHERE " + " AND ".join(where)) if where else ""
     rows = conn.execute(sa.text(
         "SELECT r.run_id, r.kind, r.params, r.model_version, r.created_at,"
-        " coalesce(n.n, c.n, a.n, 0) AS rows"
+        " coalesce(n.n, c.n, e.n, a.n, 0) AS rows"
         " FROM analysis_runs r"
         f" LEFT JOIN (SELECT run_id, count(*) AS n FROM {NPA_RESULTS} GROUP BY 1) n USING (run_id)"
         f" LEFT JOIN (SELECT run_id, count(*) AS n FROM {CELL_RESULTS} GROUP BY 1) c USING (run_id)"
+        f" LEFT JOIN (SELECT run_id, count(*) AS n FROM {EMERGING_RESULTS} GROUP BY 1) e USING (run_id)"
         f" LEFT JOIN (SELECT run_id, count(*) AS n FROM {ROWS} GROUP BY 1) a USING (run_id)"
         f" {clause} ORDER BY r.run_id DESC"), {"k": None if kind is None else RunKind.parse(kind).value, "r": run_id})
     out = []

@@ -132,6 +132,8 @@ TILE_LAYERS: dict[str, TileLayer] = {
         _tile_layer("hotspot_cells"),
         # NPA results take their outlines from the neighborhoods table.
         _tile_layer("hotspot_npas", extra_versions=("neighborhoods",)),
+        _tile_layer("emerging_npas", ("npa_id", "pattern", "trend_z", "trend_p", "hot_share", "cold_share", "steps",
+                                      "source", "last_step"), extra_versions=("neighborhoods",)),
     )
 }
 

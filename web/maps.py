@@ -14,6 +14,7 @@ from datetime import timedelta
 from flask import Blueprint, Response, current_app, jsonify, render_template, request, send_from_directory
 
 from geo import catalog, panel
+from geo.emerging import PATTERNS
 from geo.filters import FILTER_PARAMETERS, PRESETS, Filter, ParameterError
 from web import admission, database
 from web.errors import ApiError
@@ -89,6 +90,7 @@ def config():
         "data": {"first": first.isoformat() if first else None, "last": last.isoformat() if last else None},
         "levels": list(panel.LEVELS),
         "hotspot_classes": panel.hotspot_classes(),
+        "emerging_patterns": list(PATTERNS),   # the 17 names of geo.emerging, for the emerging layer's legend
         "measures": list(panel.MEASURES),
         "filters": list(FILTER_PARAMETERS),
         "timezone": current_app.config["TIMEZONE"],
@@ -130,8 +132,8 @@ def areas(level_name: str):
 
 def _measure() -> str:
     measure = (request.args.get("measure") or "violent").strip().lower()
-    if measure not in panel.MEASURES:
-        raise ParameterError("measure", f"{measure!r} is not one of {', '.join(panel.MEASURES)}")
+    if measure not in panel.MEASURES and measure not in panel.RATE_MEASURES:
+        raise ParameterError("measure", f"{measure!r} is not one of {', '.join([*panel.MEASURES, *panel.RATE_MEASURES])}")
     return measure
 
 
@@ -152,7 +154,10 @@ def hotspots(level_name: str):
         gi = panel.npa_gi_star(database.engine(), flt, weights, ids, measure)
         body = panel.hotspot_features(_shapes("npa"), gi)
         body["measure"] = measure
-        body["source"] = panel.measure_source(measure)
+        counted = panel.RATE_MEASURES.get(measure, measure)
+        body["source"] = panel.measure_source(counted)
+        # Rates as the CLI's --per-1000: value is the count per 1,000 residents, None where nobody lives.
+        body["value_unit"] = "per_1000_residents" if counted != measure else "count"
         return json.dumps(panel.clean_json(body))
 
     key = ("map_hotspots", level_name, measure, flt.key())

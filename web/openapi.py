@@ -13,6 +13,7 @@ from functools import lru_cache
 
 from flask import Blueprint, current_app, jsonify, render_template
 
+from geo import panel
 from geo.catalog import LAYERS
 from geo.filters import FILTER_PARAMETERS, ORIGINS, PRESETS
 from geo.ingest import live
@@ -158,7 +159,15 @@ def _paths() -> dict:
                                    "map", _ok("Areas", _MAP_GEOJSON), [_LEVEL, *_filters()], errors=(400, 404, HEAVY)),
         "/api/hotspots/{level}": _get("Getis-Ord Gi* hot spots for the current filter", "map",
                                       _ok("Areas with gi_z, gi_p, gi_q and hotspot_class", _MAP_GEOJSON),
-                                      [_LEVEL, *_filters()], errors=(400, 404, HEAVY)),
+                                      [_LEVEL, *_filters(),
+                                       _query("measure", "What Gi* is computed on: violent (labelled violent calls, one "
+                                              "per incident), expected (sum of probabilities) or calls; with _per_1000, "
+                                              "that count per 1,000 residents as `hotspots hotspots --per-1000` computes "
+                                              "it (NPAs without residents have no rate: value and Gi* null, class "
+                                              "'Left out: no residents'). value_unit in the answer says which.",
+                                              {"type": "string", "enum": [*panel.MEASURES, *panel.RATE_MEASURES],
+                                               "default": "violent"})],
+                                      errors=(400, 404, HEAVY)),
         "/api/panel/{level}/{id}": _get("Side panel of one division or NPA: totals, categories, 7x24, CompStat, outreach, "
                                         "allocation", "map", _ok("Panel numbers", {"application/json": _OBJ}),
                                         [_LEVEL, _path("id", "Division code or NPA number.", {"type": "string"}), *_filters(),

@@ -35,8 +35,8 @@ def _url(server_url, name: str) -> str:
 
 @pytest.fixture(scope="session")
 def web_template(server_url, template_db, data_dir, tmp_path_factory) -> str:
-    """Template database: reference data, 40k synthetic calls and incidents of 2021, labelled, hot spots saved,
-    and the 933 real homicide victims of 2015-2025."""
+    """Template database: reference data, 40k synthetic calls and incidents of 2021, labelled, hot spots and
+    emerging hot spots saved, and the 933 real homicide victims of 2015-2025."""
     from geo.classify import label_calls, train
     from geo.demo import generate_and_load
     from geo.hotspots import grid_hotspots, npa_hotspots
@@ -61,6 +61,10 @@ def web_template(server_url, template_db, data_dir, tmp_path_factory) -> str:
     save_cell_results(engine, RunSpec(RunKind.CALLS_GRID_HOTSPOTS, {"period": [period.start_date, period.end_date], "cell_ft": 2000},
                                       result.version),
                       grid_hotspots(engine, period, cell_ft=2000.0, source="labelled", permutations=99), 2000.0)
+    # The map's emerging hot spots layer (emerging_npas): the year's 12 complete months.
+    from geo.emerging import npa_emerging, save_npa_emerging
+
+    save_npa_emerging(engine, npa_emerging(engine, period, source="labelled"), result.version)
     engine.dispose()
     admin.dispose()
     return WEB_TEMPLATE

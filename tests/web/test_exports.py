@@ -42,6 +42,8 @@ CASES = {
                           " WHERE run_id = (SELECT max(run_id) FROM analysis_runs WHERE kind = 'calls_grid_hotspots')"),
     "hotspot_npas": ("", "SELECT npa_id FROM hotspot_npa_results"
                          " WHERE run_id = (SELECT max(run_id) FROM analysis_runs WHERE kind = 'calls_npa_hotspots')"),
+    "emerging_npas": ("", "SELECT npa_id FROM emerging_npa_results"
+                          " WHERE run_id = (SELECT max(run_id) FROM analysis_runs WHERE kind = 'emerging_npa_hotspots')"),
 }
 
 

@@ -224,7 +224,8 @@
       div.appendChild(sec);
     }
     if (on('hotspots')) {
-      var hs = el('div', {'class': 'section'}, [el('h4', {text: 'Hot spots (Gi*, FDR-corrected)'})]);
+      var hs = el('div', {'class': 'section'}, [el('h4', {text: 'Hot spots (Gi*, FDR-corrected' +
+        (effectiveMeasure() === 'violent_per_1000' ? ', on violent calls per 1,000 residents' : '') + ')'})]);
       config.hotspot_classes.forEach(function (name, i) {
         var colour = HOTSPOT_COLOURS[i];
         hs.appendChild(el('div', {'class': 'hotspot-class'}, [
@@ -498,7 +499,9 @@
       }).catch(function (err) { if (gen === generation) { notice('areas', 'Areas could not be loaded: ' + err.message, true); } });
     }
     if (on('hotspots')) {
-      fetchJson('/api/hotspots/npa' + suffix).then(function (fc) {
+      // Coloured by violent calls per 1,000 residents, the Gi* runs on that rate too (the CLI's --per-1000).
+      var rate = effectiveMeasure() === 'violent_per_1000' ? (suffix ? '&' : '?') + 'measure=violent_per_1000' : '';
+      fetchJson('/api/hotspots/npa' + suffix + rate).then(function (fc) {
         if (gen !== generation) { return; }
         notice('hotspots', null);
         drawHotspots(fc);
@@ -682,6 +685,8 @@
     var oc = c.origins && c.origins.calls;
     if (oc && oc.real && oc.synthetic && !state.filters.origin) { state.filters.origin = 'real'; }
     buildMap();
+    // Layers kept in their own files (emerging.js) add themselves to the map here.
+    document.dispatchEvent(new CustomEvent('hotspots:map', {detail: {map: map, config: c}}));
     buildControls();
     refresh();
   }).catch(function (err) {
