@@ -540,6 +540,12 @@ class StoredModel:
         return self.model.predict_proba(make_features(calls, self.rates))[:, 1]
 
 
+def current_model_version(engine: Engine) -> str | None:
+    """The version of the current model (the one `label` and the saved runs use), or None before any training."""
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT model_version FROM model_runs WHERE is_current")).scalar()
+
+
 def load_model(engine: Engine, version: str | None = None) -> StoredModel:
     """The current (or a named) model; refuses an artifact whose checksum does not match."""
     with engine.connect() as conn:
