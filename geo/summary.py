@@ -140,3 +140,9 @@ def reject_rows(engine: Engine, query: RejectQuery, limit: int) -> list[dict]:
             sa.text(f"SELECT source_file, line, reason, detail, raw FROM ingest_rejects {clause}"
                     " ORDER BY reject_id DESC LIMIT :lim"), {**params, "lim": limit}).mappings()]
 
+
+def division_labels(engine: Engine) -> dict[str, str]:
+    """Division code -> its short name ('01' -> 'Central'), for tables that print both."""
+    with engine.connect() as conn:
+        return {str(code): short or name for code, name, short in
+                conn.execute(sa.text("SELECT division_id, name, short_name FROM divisions"))}

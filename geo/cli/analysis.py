@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import click
 
 from geo.cli import options as opt
 from geo.cli.context import session
+from geo.cli.table import count, plural
 
 
 @click.command("emerging")
-@click.option("--from", "start", help="First day, YYYY-MM-DD (default: 1 January of last year).")
+@opt.date_from
 @opt.date_to
 @click.option("--source", type=click.Choice(["incidents", "homicides", "labelled", "expected", "calls"]),
               help="What is counted (geo/sources.py): recorded violent incidents (FBI violent NIBRS codes; the default "
@@ -40,16 +41,17 @@ def emerging_cmd(start: str | None, end: str | None, source: str | None, measure
     from geo.emerging import NO_PATTERN, default_source, grid_emerging, npa_emerging
 
     engine = session().engine
-    first = start or date(date.today().year - 1, 1, 1).isoformat()
-    counted = (default_source(engine, opt.parse_period(first, end), origin) if source is None
+    # Twelve complete months by default: the cube needs at least 10 complete steps.
+    period = opt.analysis_period(start, end, "12 months", tables=("calls", "incidents"))
+    counted = (default_source(engine, period, origin) if source is None
                else measure if source == "calls" else source)
     settings = {"source": counted, "unit": unit, "neighbourhood_steps": neighbourhood_steps,
                 "confidence": int(confidence) / 100, "origin": origin}
     try:
         if grid_ft:
-            run = grid_emerging(engine, opt.parse_period(first, end), cell_ft=grid_ft, **settings)
+            run = grid_emerging(engine, period, cell_ft=grid_ft, **settings)
         else:
-            run = npa_emerging(engine, opt.parse_period(first, end), **settings)
+            run = npa_emerging(engine, period, **settings)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     cube, unit_name = run.cube, "cells" if grid_ft else "NPAs"
@@ -67,16 +69,17 @@ def emerging_cmd(start: str | None, end: str | None, source: str | None, measure
     for name, n in run.pattern_counts().items():
         ids = [] if grid_ft or name == NO_PATTERN else run.areas.loc[run.areas["pattern"] == name, "npa_id"].astype(int)
         listed = (": " + ", ".join(map(str, list(ids)[:12])) + (" ..." if len(ids) > 12 else "")) if len(ids) else ""
-        click.echo(f"{name:23} {n:>6} {unit_name}{listed}")
+        click.echo(f"{name:23} {plural(n, unit_name[:-1]):>11}{listed}")
     if out:
         click.echo(f"\nwrote {out}")
 
 
 @click.command("accuracy")
-@click.option("--train-from", required=True, help="First day of period T, YYYY-MM-DD (hot spots found on it).")
-@click.option("--train-to", required=True, help="Last day of period T, YYYY-MM-DD.")
-@click.option("--test-from", required=True, help="First day of period T+1, YYYY-MM-DD (scored on its recorded violence).")
-@click.option("--test-to", required=True, help="Last day of period T+1, YYYY-MM-DD.")
+@click.option("--train-from", help="First day of period T, YYYY-MM-DD (hot spots found on it).")
+@click.option("--train-to", help="Last day of period T, YYYY-MM-DD.")
+@click.option("--test-from", help="First day of period T+1, YYYY-MM-DD (scored on its recorded violence).")
+@click.option("--test-to", help="Last day of period T+1, YYYY-MM-DD. Without the four dates: T+1 is the newest six "
+                                "complete months of the stored data and T the six months before.")
 @click.option("--source", "sources", multiple=True, type=click.Choice(["incidents", "homicides", "labelled", "expected"]),
               help="Sources to score (repeatable; default all with rows in T).")
 @click.option("--grid-ft", type=float, help="Also score square cells of this many feet (EPSG:2264).")
@@ -84,14 +87,30 @@ def emerging_cmd(start: str | None, end: str | None, source: str | None, measure
               help="Only real or only synthetic rows (required when a period holds both).")
 @click.option("--save/--no-save", default=True, show_default=True,
               help="Store the table as an analysis run (kind 'accuracy'; the model report and the map show it).")
-def accuracy_cmd(train_from: str, train_to: str, test_from: str, test_to: str, sources: tuple[str, ...],
+def accuracy_cmd(train_from: str | None, train_to: str | None, test_from: str | None, test_to: str | None,
+                 sources: tuple[str, ...],
                  grid_ft: float | None, origin: str | None, save: bool) -> None:
     """Hot spots found on period T scored on recorded violent incidents in T+1: hit rate, PAI, RRI per source."""
     from geo.accuracy import accuracy, accuracy_params, format_table, save_accuracy
     from geo.classify import current_model_version
+    from geo.metrics import Period as Metrics_Period
 
     engine = session().engine
-    train, test = opt.parse_period(train_from, train_to), opt.parse_period(test_from, test_to)
+    given = [train_from, train_to, test_from, test_to]
+    if any(given) and not all(given):
+        raise click.BadParameter("give all four dates, or none for the newest complete year split in two halves",
+                                 param_hint="--train-from/--train-to/--test-from/--test-to")
+    if all(given):
+        train, test = opt.parse_period(train_from, train_to), opt.parse_period(test_from, test_to)
+    else:
+        year = opt.analysis_period(None, None, "12 months", tables=("calls", "incidents"))
+        middle = opt.months_before(year.end, 6)
+        if middle <= year.start:
+            raise click.ClickException(f"the stored data from {year.start} hold less than two halves of a period "
+                                       "to find hot spots on and score them; give the four dates")
+        train, test = Metrics_Period(year.start, middle), Metrics_Period(middle, year.end)
+        click.echo(f"T: {train.start} to {train.end - timedelta(days=1)}, T+1: {test.start} to "
+                   f"{test.end - timedelta(days=1)} (the newest complete year's halves)")
     try:
         table = accuracy(engine, train, test, sources=sources or None, grid_ft=grid_ft, origin=origin)
     except ValueError as exc:
@@ -116,11 +135,11 @@ def stability_cmd(start: str | None, end: str | None) -> None:
     """NPAs that stay violent-call hot spots across classifier probability thresholds 0.1-0.6."""
     from geo.hotspots import threshold_stability
 
-    result = threshold_stability(session().engine, opt.parse_period(start, end))
+    result = threshold_stability(session().engine, opt.analysis_period(start, end, "month"))
     stable = result[result["stability"] == 1.0]
     some = result[(result["stability"] > 0) & (result["stability"] < 1.0)]
-    click.echo(f"hot at every threshold ({len(stable)} NPAs): " + ", ".join(str(int(n)) for n in stable["npa_id"]))
-    click.echo(f"hot at some thresholds only ({len(some)} NPAs):")
+    click.echo(f"hot at every threshold ({plural(len(stable), 'NPA')}): " + ", ".join(str(int(n)) for n in stable["npa_id"]))
+    click.echo(f"hot at some thresholds only ({plural(len(some), 'NPA')}):")
     for r in some.sort_values("stability", ascending=False).itertuples():
         click.echo(f"  NPA {int(r.npa_id)}: hot at p >= {r.hot_at}")
 
@@ -179,7 +198,7 @@ def hotspots_cmd(source: str | None, start: str | None, end: str | None, origin:
     rate = {"value_unit": "per_1000_residents"} if per_1000 else {}
     by_years = source == "offenses" or (source == "homicides" and not grid_ft)
     if not by_years:
-        period = opt.parse_period(start, end)
+        period = opt.analysis_period(start, end, "month", tables=("calls", "incidents"))
         try:
             src = resolve(engine, source, period, origin)
         except ValueError as exc:
@@ -243,12 +262,16 @@ def hotspots_cmd(source: str | None, start: str | None, end: str | None, origin:
         click.echo(f"grid cells: {choice.cell_ft:,.0f} ft ({choice.rule}: {choice.reason})")
     if per_1000:
         left = result.attrs["left_out"]
-        click.echo(f"value: {counted} per 1,000 residents; {left['npas_without_residents']} NPAs without residents "
-                   f"left out ({left['events_in_them']:,.1f} {counted} in them)")
+        click.echo(f"value: {counted} per 1,000 residents; {plural(left['npas_without_residents'], 'NPA')} without "
+                   f"residents left out ({count(left['events_in_them'])} {counted} in them)")
     total_of = "event_count" if "event_count" in result else "value"
+    if not by_years and not float(result[total_of].sum()):
+        opt.refuse_empty(f"violent rows ({src.name}) in any {'cell' if grid_ft else 'NPA'}", period,
+                         tables=("calls", "incidents"),
+                         where=f" ({origin} rows)" if origin else "")
     for name, n in result["hotspot_class"].value_counts().items():
         total = result.loc[result["hotspot_class"] == name, total_of].sum()
-        click.echo(f"{name:28} {n:>5} {'cells' if grid_ft else 'NPAs'}, {total:>10,.1f} {counted}")
+        click.echo(f"{name:28} {plural(n, 'cell') if grid_ft else plural(n, 'NPA'):>10}, {count(total):>9} {counted}")
     hot = result[result["hotspot_class"].str.startswith("Hot")].sort_values("gi_z", ascending=False)
     if len(hot) and not grid_ft:
         shown = "{:,.2f}/1,000" if per_1000 else "{:,.0f}"

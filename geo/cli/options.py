@@ -10,8 +10,8 @@ from geo.cli.context import session
 
 force = click.option("--force", is_flag=True, help="Re-read a file even if this exact file was loaded before.")
 save = click.option("--save", is_flag=True, help="Also store the result as an analysis run (for the map and exports).")
-date_from = click.option("--from", "start", help="First day, YYYY-MM-DD (default: 1 January this year).")
-date_to = click.option("--to", "end", help="Last day, YYYY-MM-DD, included (default: today).")
+date_from = click.option("--from", "start", help="First day, YYYY-MM-DD (default: counted back from the newest stored data).")
+date_to = click.option("--to", "end", help="Last day, YYYY-MM-DD, included (default: the end of the data's newest complete period).")
 
 compute_engine = click.option(
     "--engine", "compute", type=click.Choice(["local", "dask"]), default="local", show_default=True,
@@ -59,3 +59,78 @@ def save_table(kind: str, params: dict, table) -> None:
     engine = session().engine
     run_id = store(engine, kind, params, table, current_model_version(engine))
     click.echo(f"saved as analysis run {run_id}")
+
+
+def _dates(start: str | None, end: str | None) -> tuple[date | None, date | None]:
+    try:
+        return (date.fromisoformat(start) if start else None, date.fromisoformat(end) if end else None)
+    except ValueError:
+        raise click.BadParameter("dates are YYYY-MM-DD", param_hint="--from/--to") from None
+
+
+def analysis_period(start: str | None, end: str | None, kind: str, *, tables: tuple[str, ...] = ("calls",),
+                    fmt: str = "table"):
+    """--from/--to as a metrics.Period; a missing end is the data's newest complete window of `kind`
+    (geo/periods.py), said on one line, never a calendar window that may hold nothing."""
+    from geo.cli.table import note
+    from geo.metrics import Period
+    from geo.periods import data_span, newest_complete
+
+    first, last = _dates(start, end)
+    if first is None or last is None:
+        ctx = session()
+        span = data_span(ctx.engine, ctx.locale.timezone, tables)
+        chosen = newest_complete(span, kind)
+        if chosen is None:
+            raise click.ClickException(f"{span.describe()}: load some first (`hotspots load`, or `hotspots demo` "
+                                       "for generated data), or give --from and --to")
+        if first is None and last is None:
+            note(chosen.describe(), fmt)
+            first, last = chosen.first, chosen.last
+        elif last is None:
+            last = max(first, chosen.last)
+            note(f"period: {first} to {last} (to the end of the newest complete window of the stored data)", fmt)
+        else:
+            first = last - (chosen.last - chosen.first)
+            note(f"period: {first} to {last} (as long as the default window, ending on --to)", fmt)
+    if last < first:
+        raise click.BadParameter(f"--to {last} is before --from {first}", param_hint="--to")
+    return Period(first, last + timedelta(days=1))
+
+
+def refuse_empty(what: str, period, *, table: str = "calls", tables: tuple[str, ...] | None = None,
+                 where: str = "") -> None:
+    """Stop with exit status 1: nothing to count in the period; names the period, the filter and what is stored."""
+    from geo.periods import data_span
+
+    ctx = session()
+    span = data_span(ctx.engine, ctx.locale.timezone, tables or (table,))
+    raise click.ClickException(
+        f"no {what} from {period.start} to {period.end - timedelta(days=1)}{where}; {span.describe()}. "
+        "Nothing was computed from zero rows: choose another period (--from/--to) or filter.")
+
+
+def call_filters(division: str | None = None, category: str | None = None) -> tuple[str | None, str | None]:
+    """--division (code or name, any case) and --category checked as the web checks them; (code, category).
+
+    A value that is not known stops with exit status 2, listing the valid ones.
+    """
+    from geo.catalog import division_names
+    from geo.filters import ParameterError, parse_filter
+
+    given = {k: v for k, v in (("division", division), ("category", category)) if v is not None}
+    if not given:
+        return None, None
+    names = division_names(session().engine) if division is not None else None
+    try:
+        flt = parse_filter(given, table="calls", divisions=names)
+    except ParameterError as exc:
+        raise click.BadParameter(exc.message, param_hint=f"--{exc.parameter}") from None
+    return flt.division, flt.category
+
+
+def months_before(day: date, months: int) -> date:
+    """The first of the month `months` calendar months before `day`'s month (day is a month's first)."""
+    for _ in range(months):
+        day = (day.replace(day=1) - timedelta(days=1)).replace(day=1)
+    return day

@@ -10,6 +10,20 @@ from geo.cli import options as opt
 from geo.cli.context import session
 
 
+def _period_with_calls(start: str | None, end: str | None):
+    """--from/--to, by default the newest 28 days of the stored calls (four of each weekday-hour);
+    a period without calls stops here: a plan from zero calls would look as confident as any other."""
+    from datetime import timedelta
+
+    from geo.periods import count_rows
+
+    period = opt.analysis_period(start, end, "28d")
+    ctx = session()
+    if not count_rows(ctx.engine, "calls", period.start, period.end - timedelta(days=1), ctx.locale.timezone):
+        opt.refuse_empty("calls", period)
+    return period
+
+
 @click.command("allocate")
 @click.option("--officers", type=int,
               help="Officers to place (default: report the officers the targets need). With the plan, units go one "
@@ -58,7 +72,7 @@ def allocate_cmd(officers: int | None, start: str | None, end: str | None, confi
             except ValueError as exc:
                 raise click.BadParameter(str(exc), param_hint=hint) from exc
     try:
-        table = build_plan(session().engine, opt.parse_period(start, end), config, officers)
+        table = build_plan(session().engine, _period_with_calls(start, end), config, officers)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--officers" if "--officers" in str(exc) else "--config") from exc
     if out_path:
@@ -105,7 +119,7 @@ def _allocate_proportional(officers: int, start: str | None, end: str | None, co
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--shifts") from exc
     try:
-        table, reasons = allocate(session().engine, officers, opt.parse_period(start, end), config, source)
+        table, reasons = allocate(session().engine, officers, _period_with_calls(start, end), config, source)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--officers") from exc
     words = table.attrs["source"]

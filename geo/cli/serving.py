@@ -15,7 +15,7 @@ from geo.ingest.batch import IngestError
 # --- demo data -------------------------------------------------------------------------------
 @click.command("demo-data")
 @click.option("--calls", "n_calls", default=500_000, show_default=True, help="Number of calls for service.")
-@click.option("--start", default=None, help="First day (YYYY-MM-DD); default: the demo year's first day (DEMO_START in geo/synth.py).")
+@click.option("--from", "--start", "start", default=None, help="First day (YYYY-MM-DD); default: the demo year's first day (DEMO_START in geo/synth.py).")
 @click.option("--days", type=int, default=None, help="Length of the period in days; default: the demo year's length (DEMO_DAYS).")
 @click.option("--seed", default=2264, show_default=True, help="Random seed; the same seed gives the same files.")
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder (default HOTSPOTS_VAR_DIR/demo).")
@@ -30,7 +30,7 @@ def demo_data_cmd(n_calls: int, start: str | None, days: int | None, seed: int, 
     try:
         first = date.fromisoformat(start) if start else DEMO_START
     except ValueError:
-        raise click.BadParameter(f"{start!r} is not a date (YYYY-MM-DD)", param_hint="--start") from None
+        raise click.BadParameter(f"{start!r} is not a date (YYYY-MM-DD)", param_hint="--from") from None
     try:
         reports = generate_and_load(
             n_calls=n_calls, start=first, days=DEMO_DAYS if days is None else days, seed=seed, out=out,

@@ -8,74 +8,143 @@ import click
 
 from geo.cli import options as opt
 from geo.cli.context import session
+from geo.cli.table import Column, count, format_option, note, plural, print_table
 
 
 # --- statistics ------------------------------------------------------------------------------
 @click.group()
 def stats() -> None:
-    """Reports from the loaded data."""
+    """Reports from the loaded data.
+
+    Without --from/--to a report covers the data's newest complete period (counted back from the
+    newest stored row, and said on the first line); a period without rows is refused. Every report
+    takes --format table|csv|json.
+    """
+
+
+def _names(by: str) -> dict[str, str]:
+    """Division code -> short name when the rows are per division (tables print both)."""
+    from geo.summary import division_labels
+
+    return division_labels(session().engine) if by == "division" else {}
+
+
+def _top_areas(totals, by: str, top: int | None, fmt: str) -> tuple[list, str | None]:
+    """The areas to print, largest first when cut, and the line that says how many were left out.
+
+    A table per NPA would run to thousands of lines: it shows the 20 largest unless --top says
+    otherwise (0: all); csv and json carry every area unless --top is given.
+    """
+    limit = top if top is not None else (20 if by == "npa" and fmt == "table" else 0)
+    areas = list(totals.sort_values(ascending=False).index) if limit else sorted(totals.index, key=str)
+    if not limit or len(areas) <= limit:
+        return (sorted(areas, key=str) if limit else areas), None
+    return areas[:limit], (f"... {plural(len(areas) - limit, by.upper() if by == 'npa' else by)} with fewer calls "
+                           f"left out (--top 0 shows all)")
+
+
+_top = click.option("--top", type=click.IntRange(min=0),
+                    help="Only the N areas with the most calls (0: all) [tables per NPA: 20; csv/json: all].")
 
 
 @stats.command("calls")
 @opt.date_from
 @opt.date_to
 @click.option("--by", type=click.Choice(["city", "division", "npa"]), default="division", show_default=True)
-@click.option("--division", help="Only this division code.")
+@click.option("--division", help="Only this division: its code or name, any case (e.g. 01 or Central).")
+@_top
+@format_option
 @opt.save
-def stats_calls_cmd(start: str | None, end: str | None, by: str, division: str | None, save: bool) -> None:
+def stats_calls_cmd(start: str | None, end: str | None, by: str, division: str | None, top: int | None, fmt: str,
+                    save: bool) -> None:
     """Calls per area and category with each category's share, and the violent share (model labels)."""
     from geo.metrics import call_counts
 
-    period = opt.parse_period(start, end)
+    division, _ = opt.call_filters(division=division)
+    period = opt.analysis_period(start, end, "month", fmt=fmt)
     table = call_counts(session().engine, period, by, division=division)
+    if table.empty:
+        opt.refuse_empty("calls", period, where=f" in division {division}" if division else "")
     if save:
         opt.save_table("call_counts", {"period": [period.start, period.end], "by": by, "division": division}, table)
-    if table.empty:
-        click.echo("no calls in that period")
+    names = _names(by)
+    table = table.assign(name=table["area"].astype(str).map(names).fillna("") if names else "")
+    areas, left_out = _top_areas(table.groupby("area")["total"].first(), by, top, fmt)
+    if fmt != "table":
+        rows = table[table["area"].isin(areas)].sort_values(["area", "calls"], ascending=[True, False])
+        print_table(rows, [Column(k) for k in ("area", "name", "category", "calls", "share", "total",
+                                               "area_labelled_violent", "area_expected_violent", "violent_share")],
+                    fmt)
+        if left_out:
+            note(left_out, fmt)
         return
-    for area, rows in table.groupby("area", sort=True):
+    columns = [Column("category", width=24, align="<"), Column("calls", width=9, spec=","),
+               Column("share", width=7, spec=".1%")]
+    for area in areas:
+        rows = table[table["area"] == area]
         first = rows.iloc[0]
-        click.echo(f"{by} {area}: {int(first.total):,} calls, {int(first.area_labelled_violent):,} labelled violent "
-                   f"({first.violent_share:.1%}), expected violent {first.area_expected_violent:,.1f}")
-        for r in rows.sort_values("calls", ascending=False).itertuples():
-            click.echo(f"    {r.category:24} {r.calls:>9,} {r.share:>7.1%}")
+        name = f" {first['name']}" if first["name"] else ""
+        click.echo(f"{by} {area}{name}: {plural(int(first.total), 'call')}, {count(first.area_labelled_violent)} "
+                   f"labelled violent ({first.violent_share:.1%}), expected violent {first.area_expected_violent:,.1f}")
+        print_table(rows.sort_values("calls", ascending=False), columns, fmt, header=False, indent="   ")
+    if left_out:
+        click.echo(left_out)
 
 
 @stats.command("hours")
 @opt.date_from
 @opt.date_to
-@click.option("--division", help="Only this division code.")
+@click.option("--division", help="Only this division: its code or name, any case (e.g. 01 or Central).")
 @click.option("--category", help="Only this category (see `hotspots taxonomy`).")
 @click.option("--violent-only", is_flag=True, help="Only calls the model labelled violent.")
 @click.option("--totals", is_flag=True, help="Print the counts instead of the mean per occurrence.")
+@format_option
 @opt.save
 def stats_hours_cmd(start: str | None, end: str | None, division: str | None, category: str | None, violent_only: bool,
-                    totals: bool, save: bool) -> None:
-    """Calls by weekday and hour of day (local time): the 7x24 matrix, as calls per occurrence of each weekday-hour."""
+                    totals: bool, fmt: str, save: bool) -> None:
+    """Calls by weekday and hour of day (local time): the 7x24 matrix, as calls per occurrence of each weekday-hour.
+
+    csv and json give one row per weekday-hour: calls, occurrences and the mean per occurrence.
+    """
     from geo.metrics import hour_weekday
 
-    period = opt.parse_period(start, end)
+    division, category = opt.call_filters(division=division, category=category)
+    # 28 days by default: every weekday-hour occurs four times.
+    period = opt.analysis_period(start, end, "28d", fmt=fmt)
     matrix = hour_weekday(session().engine, period, division=division, category=category, violent_only=violent_only)
+    if int(matrix.totals.to_numpy().sum()) == 0:
+        chosen = [f"division {division}" if division else "", f"category {category}" if category else "",
+                  "labelled violent" if violent_only else ""]
+        where = ", ".join(c for c in chosen if c)
+        opt.refuse_empty("calls with a time of day", period, where=f" ({where})" if where else "")
     if save:
         opt.save_table("hour_weekday", {"period": [period.start, period.end], "division": division, "category": category,
-                                     "violent_only": violent_only}, matrix.to_frame())
+                                        "violent_only": violent_only}, matrix.to_frame())
+    if fmt != "table":
+        print_table(matrix.to_frame(), [Column(k) for k in ("weekday", "hour", "calls", "occurrences",
+                                                            "mean_per_occurrence")], fmt)
+        if matrix.left_out_date_only:
+            note(f"left out: {plural(matrix.left_out_date_only, 'call')} known only by their date (no time of day)",
+                 fmt)
+        return
     times = matrix.occurrences[12]
     click.echo(("calls" if totals else "mean calls per occurrence") + f" of each weekday-hour, {matrix.start:%Y-%m-%d}"
                f" to {matrix.end - timedelta(days=1):%Y-%m-%d}; weekdays occur "
                + ", ".join(f"{d} {int(n)}x" for d, n in times.items()))
-    table = matrix.totals if totals else matrix.mean
+    grid = matrix.totals if totals else matrix.mean
+    cell = Column("", width=6, spec="," if totals else ".2f")
     click.echo("     " + "".join(f"{h:>7}" for h in range(24)))
-    for day, row in table.iterrows():
-        click.echo(f"{day:5}" + "".join(f"{int(v):>7,}" if totals else ("    n/a" if v != v else f"{v:>7.2f}") for v in row))
+    for day, row in grid.iterrows():
+        click.echo(f"{day:5}" + "".join(" " + cell.cell(int(v) if totals else v) for v in row))
     if matrix.left_out_date_only:
-        click.echo(f"left out: {matrix.left_out_date_only:,} calls known only by their date (no time of day)")
+        click.echo(f"left out: {plural(matrix.left_out_date_only, 'call')} known only by their date (no time of day)")
 
 
 @stats.command("compstat")
 @click.option("--as-of", help="Report date, YYYY-MM-DD; the report week is the last Monday-Sunday before it "
-                              "(default: today).")
+                              "(default: the day after the newest stored call or incident, so the week is the newest complete one).")
 @click.option("--by", type=click.Choice(["city", "division", "npa"]), default="city", show_default=True)
-@click.option("--category", help="Only this category.")
+@click.option("--category", help="Only this category (see `hotspots taxonomy`).")
 @click.option("--source", type=click.Choice(["incidents", "homicides", "labelled", "expected", "calls"]),
               help="What is counted (geo/sources.py): recorded violent incidents (the default when the windows hold "
                    "any), homicide victims, model-labelled calls, expected violent calls (the default otherwise), "
@@ -86,21 +155,33 @@ def stats_hours_cmd(start: str | None, end: str | None, division: str | None, ca
 @click.option("--compare", type=click.Choice(["year", "previous"]), default="year", show_default=True,
               help="year: each window against the same period a year earlier (CompStat practice); previous: the "
                    "week and 28 days against the ones just before (back to back; mixes in the season).")
+@format_option
 @opt.save
 def stats_compstat_cmd(as_of: str | None, by: str, category: str | None, source: str | None, violent_only: bool,
-                       origin: str | None, compare: str, save: bool) -> None:
+                       origin: str | None, compare: str, fmt: str, save: bool) -> None:
     """CompStat: the report week, 28 days and year to date against a year earlier, overdispersion-aware, FDR across areas."""
     from geo.filters import Filter
     from geo.metrics import Period, compstat, compstat_windows
     from geo.sources import default_source
 
+    from geo.periods import data_span
+
     try:
-        day = date.fromisoformat(as_of) if as_of else date.today()
+        day = date.fromisoformat(as_of) if as_of else None
     except ValueError:
         raise click.BadParameter("use YYYY-MM-DD", param_hint="--as-of") from None
+    _, category = opt.call_filters(category=category)
     if violent_only and source not in (None, "labelled"):
         raise click.BadParameter(f"--violent-only means --source labelled, not {source}", param_hint="--violent-only")
     engine = session().engine
+    if day is None:
+        span = data_span(engine, session().locale.timezone, ("calls", "incidents"))
+        if span.last is None:
+            raise click.ClickException(f"{span.describe()}: load some first, or give --as-of")
+        day = span.last + timedelta(days=1)
+        as_of_line = f"as of {day} (the day after the newest stored call or incident; --as-of chooses another)"
+    else:
+        as_of_line = None
     if violent_only:
         source = "labelled"
     elif source is None:
@@ -111,12 +192,24 @@ def stats_compstat_cmd(as_of: str | None, by: str, category: str | None, source:
         table = compstat(engine, day, by=by, flt=flt, compare=compare, source=None if source == "calls" else source)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"source: {table.attrs['source']}")
+    note(f"source: {table.attrs['source']}", fmt)
+    if as_of_line:
+        note(as_of_line, fmt)
+    if table.empty or not int(table["current"].sum() + table["prior"].sum()):
+        windows = compstat_windows(day, compare)
+        first = min(p.start for pair in windows.values() for p in pair)
+        last = max(p.end for pair in windows.values() for p in pair)
+        opt.refuse_empty(f"rows of {table.attrs['source'].split(':')[0]}", Period(first, last),
+                         tables=("calls", "incidents"), where=f" (report windows as of {day})")
     if save:
         opt.save_table("compstat", {"as_of": day, "by": by, "category": category, "source": source, "origin": origin,
-                                 "source_words": table.attrs["source"], "compare": compare}, table)
-    if table.empty:
-        click.echo("no calls in those windows")
+                                    "source_words": table.attrs["source"], "compare": compare}, table)
+    names = _names(by)
+    table = table.assign(name=table["area"].astype(str).map(names).fillna("") if names else "")
+    if fmt != "table":
+        print_table(table, [Column(k) for k in ("window", "area", "name", "current_period", "prior_period", "current",
+                                                "prior", "pct_change", "dispersion", "p_value", "q_value",
+                                                "significant", "data_covers_both", "note")], fmt)
         return
     for window, rows in table.groupby("window", sort=False):
         first = rows.iloc[0]
@@ -128,10 +221,11 @@ def stats_compstat_cmd(as_of: str | None, by: str, category: str | None, source:
             change = "  n/a"
         else:
             change = f"{r.pct_change:+.1f}%" if r.pct_change == r.pct_change else "  n/a"
-        note = r.note or ("significant" if r.significant else "within noise")
+        words = r.note or ("significant" if r.significant else "within noise")
         p_text, q_text, phi = (f"{v:.3f}" if v == v else "n/a" for v in (r.p_value, r.q_value, r.dispersion))
+        name = f"  ({r.name})" if r.name else ""
         click.echo(f"{r.window:13} {str(r.area):8} {r.current:>9,} {r.prior:>9,} {change:>8} {phi:>6} {p_text:>7} "
-                   f"{q_text:>7}  {note}")
+                   f"{q_text:>7}  {words}{name}")
     click.echo("\nphi: the area's dispersion (variance / Poisson variance) from its own earlier pairs of that window;"
                " q: Benjamini-Hochberg across the areas of a window; significant: q < 0.05 (docs/methods.md).")
 
@@ -140,19 +234,27 @@ def stats_compstat_cmd(as_of: str | None, by: str, category: str | None, source:
 @opt.date_from
 @opt.date_to
 @click.option("--by", type=click.Choice(["city", "division", "npa"]), default="city", show_default=True)
-@click.option("--category", help="Only this category.")
+@click.option("--category", help="Only this category (see `hotspots taxonomy`).")
+@format_option
 @opt.save
-def stats_monthly_cmd(start: str | None, end: str | None, by: str, category: str | None, save: bool) -> None:
+def stats_monthly_cmd(start: str | None, end: str | None, by: str, category: str | None, fmt: str, save: bool) -> None:
     """Monthly trend: calls, labelled-violent and expected-violent calls per month and area."""
     from geo.metrics import monthly_trend
 
-    period = opt.parse_period(start, end)
+    _, category = opt.call_filters(category=category)
+    period = opt.analysis_period(start, end, "12 months", fmt=fmt)
     table = monthly_trend(session().engine, period, by, category=category)
+    if table.empty:
+        opt.refuse_empty("calls", period, where=f" of category {category}" if category else "")
     if save:
         opt.save_table("monthly_trend", {"period": [period.start, period.end], "by": by, "category": category}, table)
-    click.echo(f"{by:10}{'month':>9}{'calls':>10}{'violent':>9}{'expected':>10}")
-    for r in table.itertuples():
-        click.echo(f"{str(r.area):10}{r.month:>9}{r.calls:>10,}{r.labelled_violent:>9,}{r.expected_violent:>10,.1f}")
+    names = _names(by)
+    table = table.assign(name=table["area"].astype(str).map(names).fillna("") if names else "")
+    columns = [Column("area", by, width=9, align="<"), *([Column("name", width=16, align="<")] if names else []),
+               Column("month", width=8), Column("calls", width=9, spec=","),
+               Column("labelled_violent", "violent", width=8, spec=","),
+               Column("expected_violent", "expected", width=9, spec=",.1f")]
+    print_table(table, columns, fmt)
 
 
 @stats.command("indicators")
@@ -160,26 +262,33 @@ def stats_monthly_cmd(start: str | None, end: str | None, by: str, category: str
 @opt.date_to
 @click.option("--permutations", default=999, show_default=True, help="Permutations of whole NPA series.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the permutations (same seed, same p-values).")
+@format_option
 @opt.save
-def stats_indicators_cmd(start: str | None, end: str | None, permutations: int, seed: int, save: bool) -> None:
+def stats_indicators_cmd(start: str | None, end: str | None, permutations: int, seed: int, fmt: str,
+                         save: bool) -> None:
     """Call categories that go with more violent incidents the next month, within NPAs (association, not cause)."""
     from geo.metrics import leading_indicators
 
-    period = opt.parse_period(start, end)
+    period = opt.analysis_period(start, end, "12 months", tables=("calls", "incidents"), fmt=fmt)
     table = leading_indicators(session().engine, period, permutations=permutations, seed=seed)
     info = table.attrs
     if save:
         opt.save_table("leading_indicators", {"period": [period.start, period.end], "permutations": permutations,
                                            "seed": seed}, table)
     months = info["months"]
-    click.echo(f"complete months: {months[0]} to {months[-1]} ({len(months)})" if months else "no complete months")
-    for note in info["left_out_months"]:
-        click.echo(f"left out {note}")
+    note(f"complete months: {months[0]} to {months[-1]} ({len(months)})" if months else "no complete months", fmt)
+    for left in info["left_out_months"]:
+        note(f"left out {left}", fmt)
     dated = info["violent_dated"]
-    click.echo(f"violent incidents dated by occurrence: {dated['occurrence']:,}; by report date (no occurrence date):"
-               f" {dated['report']:,}")
+    note(f"violent incidents dated by occurrence: {dated['occurrence']:,}; by report date (no occurrence date):"
+         f" {dated['report']:,}", fmt)
     if table.empty:
-        click.echo("not enough data: at least 4 complete months, 3 NPAs and 200 calls of a category")
+        raise click.ClickException("not enough data from {} to {}: at least 4 complete months, 3 NPAs and 200 calls of "
+                                   "a category".format(period.start, period.end - timedelta(days=1)))
+    if fmt != "table":
+        print_table(table.reset_index() if "category" not in table.columns else table,
+                    [Column(k) for k in ("category", "beta", "partial_r", "t", "p_value", "q_value", "calls",
+                                         "significant")], fmt)
         return
     click.echo(f"\n{'category':26}{'beta':>8}{'partial r':>11}{'t':>8}{'p':>9}{'q (FDR)':>9}{'calls':>10}")
     for r in table.itertuples():
@@ -196,32 +305,50 @@ def stats_indicators_cmd(start: str | None, end: str | None, permutations: int, 
 @opt.date_from
 @opt.date_to
 @click.option("--by", type=click.Choice(["division", "npa"]), default="npa", show_default=True)
+@_top
+@format_option
 @opt.save
-def stats_outreach_cmd(start: str | None, end: str | None, by: str, save: bool) -> None:
+def stats_outreach_cmd(start: str | None, end: str | None, by: str, top: int | None, fmt: str, save: bool) -> None:
     """Areas where mental health, welfare, domestic or disorder calls dominate: candidates for non-police responses."""
     from geo.metrics import outreach_flags
 
-    period = opt.parse_period(start, end)
-    table = outreach_flags(session().engine, period, by)
+    # A year of calls: shares of a category per area are stable enough to compare with the city's.
+    period = opt.analysis_period(start, end, "12 months", fmt=fmt)
+    engine = session().engine
+    table = outreach_flags(engine, period, by)
     if save:
         opt.save_table("outreach_flags", {"period": [period.start, period.end], "by": by}, table)
     if table.empty:
-        click.echo("no area stands out")
+        from geo.periods import count_rows
+
+        if not count_rows(engine, "calls", period.start, period.end - timedelta(days=1), session().locale.timezone):
+            opt.refuse_empty("calls", period)
+        note("no area stands out", fmt)
         return
-    click.echo(f"{by:10}{'category':24}{'calls':>8}{'of all':>9}{'share':>8}{'city':>8}{'x city':>8}")
-    for r in table.itertuples():
-        click.echo(f"{str(r.area):10}{r.category:24}{r.calls:>8,}{r.total:>9,}{r.share:>8.1%}{r.city_share:>8.1%}{r.ratio_to_city:>8.2f}")
+    names = _names(by)
+    table = table.assign(name=table["area"].astype(str).map(names).fillna("") if names else "")
+    limit = top if top is not None else (20 if by == "npa" and fmt == "table" else 0)
+    shown = table.head(limit) if limit else table
+    columns = [Column("area", by, width=9, align="<"), *([Column("name", width=16, align="<")] if names else []),
+               Column("category", width=23, align="<"), Column("calls", width=7, spec=","),
+               Column("total", "of all", width=8, spec=","), Column("share", width=7, spec=".1%"),
+               Column("city_share", "city", width=7, spec=".1%"), Column("ratio_to_city", "x city", width=7, spec=".2f")]
+    print_table(shown, columns, fmt)
+    if len(shown) < len(table):
+        note(f"... {plural(len(table) - len(shown), 'flag')} further down the list left out (--top 0 shows all)", fmt)
 
 
 @stats.command("offenses")
 @click.option("--area", default="CMPD", show_default=True, help="CMPD, an NPA number, or a CMPD hotspot area name.")
 @click.option("--years", help="Year range, e.g. 2019-2021 or 2020.")
-def stats_offenses_cmd(area: str, years: str | None) -> None:
+@format_option
+def stats_offenses_cmd(area: str, years: str | None, fmt: str) -> None:
     """Violent offenses by year and category from CMPD's published counts.
 
     Yearly totals are CMPD's own 'Violent Crime' roll-up rows; the category table shows every
     detail row, and 'Non-Fatal Gunshot Injury' is a subset of the aggravated assaults, so the
     categories do not add up to the total (the check column sums the disjoint ones).
+    csv and json give one row per year and category: year, category, offenses.
     """
     from geo.metrics import OVERLAPPING, offense_totals
 
@@ -236,6 +363,11 @@ def stats_offenses_cmd(area: str, years: str | None) -> None:
         totals = offense_totals(session().engine, area, span)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
+    if fmt != "table":
+        long = totals.by_category.rename_axis(index="category", columns="year").stack().rename("offenses")
+        print_table(long.reset_index()[["year", "category", "offenses"]], [Column("year"), Column("category"),
+                                                                          Column("offenses")], fmt)
+        return
     click.echo(f"Violent offenses, {totals.row_type}: {totals.geography}  (source: CMPD Violent Crime Offenses)\n")
     click.echo(f"{'year':>6} {'months':>6} {'violent crime':>14} {'check: disjoint details':>24}")
     for row in totals.by_year.itertuples():
