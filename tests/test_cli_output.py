@@ -152,3 +152,24 @@ def test_analyses_default_to_the_newest_complete_period_and_refuse_zero_rows(run
     assert accuracy.exit_code == 1 and "less than two halves" in accuracy.stderr
     partial = run("accuracy", "--train-from", "2021-03-01")
     assert partial.exit_code == 2 and "give all four dates" in partial.stderr
+
+
+def test_plan_and_rejects_as_json(run, data_dir, tmp_path):
+    plan = run("allocate", "--from", "2021-04-01", "--to", "2021-04-28", "--format", "json")
+    assert plan.exit_code == 0, plan.stderr
+    rows = json.loads(plan.stdout)
+    central = [r for r in rows if r["division"] == "01"]
+    assert {r["name"] for r in central} == {"Central"} and {r["shift"] for r in central} == {"day", "evening", "night"}
+    assert sum(r["calls_per_hour"] for r in central) > 0
+    assert "total officers:" in plan.stderr
+
+    from tests.factories import read_rows, write_rows
+
+    rows = read_rows(data_dir / "real" / "incidents_streets_QVXYZ.csv")[:3]
+    rows[2]["DATE_REPORTED"] = "not a date"
+    assert run("load", "incidents", str(write_rows(tmp_path / "bad.csv", rows))).exit_code == 0
+    rejects = run("rejects", "--format", "json")
+    assert rejects.exit_code == 0, rejects.stderr
+    got = json.loads(rejects.stdout)
+    assert [(r["source_file"].endswith("bad.csv"), r["line"], r["reason"]) for r in got] == [(True, 4, "bad_date")]
+    assert "not a date" in got[0]["raw"]

@@ -9,6 +9,7 @@ import click
 
 from geo.cli import options as opt
 from geo.cli.context import DATABASE_DOWN, database_failure, run_load, session
+from geo.cli.table import Column, format_option, print_table
 from geo.ingest.batch import IngestError
 from geo.schedule import run_every
 
@@ -138,8 +139,13 @@ def load_calls_cmd(path: Path, force: bool) -> None:
 @click.option("--file", "file_", help="Only rejects of this source file (its name or path).")
 @click.option("--batch", type=int, help="Only rejects of this load (batch id, as the load report prints it).")
 @click.option("--limit", default=20, show_default=True)
-def rejects_cmd(kind: str | None, reason: str | None, file_: str | None, batch: int | None, limit: int) -> None:
-    """Show rejected rows, newest first, with their file, line, reason and raw text, and counts per reason."""
+@format_option
+def rejects_cmd(kind: str | None, reason: str | None, file_: str | None, batch: int | None, limit: int,
+                fmt: str) -> None:
+    """Show rejected rows, newest first, with their file, line, reason and raw text, and counts per reason.
+
+    csv and json give the rejected rows only (source_file, line, reason, detail, raw).
+    """
     from geo.summary import RejectQuery, reject_counts, reject_rows, reject_values
 
     engine = session().engine
@@ -149,10 +155,15 @@ def rejects_cmd(kind: str | None, reason: str | None, file_: str | None, batch: 
             raise click.BadParameter(f"no rejects of {column} {value!r}; stored: {', '.join(stored[column]) or 'none'}",
                                      param_hint=option)
     query = RejectQuery(kind=kind, reason=reason, source_file=file_, batch=batch)
-    for k, r, n in reject_counts(engine, query):
-        click.echo(f"{k:16} {r:22} {n:>9,}")
+    rows = reject_rows(engine, query, limit)
+    if fmt != "table":
+        print_table(rows, [Column(k) for k in ("source_file", "line", "reason", "detail", "raw")], fmt)
+        return
+    counts = [{"kind": k, "reason": r, "rows": n} for k, r, n in reject_counts(engine, query)]
+    print_table(counts, [Column("kind", width=16, align="<"), Column("reason", width=22, align="<"),
+                         Column("rows", width=9, spec=",")], fmt, header=False)
     click.echo("")
-    for row in reject_rows(engine, query, limit):
+    for row in rows:
         click.echo(f"{Path(row['source_file']).name}:{row['line']} {row['reason']}: {row['detail']}\n    {row['raw'][:200]}")
 
 

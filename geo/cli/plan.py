@@ -8,16 +8,17 @@ import click
 
 from geo.cli import options as opt
 from geo.cli.context import session
+from geo.cli.table import Column, format_option, note, plural, print_table
 
 
-def _period_with_calls(start: str | None, end: str | None):
+def _period_with_calls(start: str | None, end: str | None, fmt: str = "table"):
     """--from/--to, by default the newest 28 days of the stored calls (four of each weekday-hour);
     a period without calls stops here: a plan from zero calls would look as confident as any other."""
     from datetime import timedelta
 
     from geo.periods import count_rows
 
-    period = opt.analysis_period(start, end, "28d")
+    period = opt.analysis_period(start, end, "28d", fmt=fmt)
     ctx = session()
     if not count_rows(ctx.engine, "calls", period.start, period.end - timedelta(days=1), ctx.locale.timezone):
         opt.refuse_empty("calls", period)
@@ -42,10 +43,11 @@ def _period_with_calls(start: str | None, end: str | None):
 @click.option("--source", type=click.Choice(["expected", "labelled"]), default="expected", show_default=True,
               help="--method proportional: the violent (two-officer) part of the calls: expected violent calls (sum "
                    "of probabilities) or calls the model labelled violent; calls about one incident counted once.")
+@format_option
 @opt.save
 def allocate_cmd(officers: int | None, start: str | None, end: str | None, config_path: Path | None,
                  shifts: str | None, targets: str | None, method: str, out_path: Path | None, source: str,
-                 save: bool) -> None:
+                 fmt: str, save: bool) -> None:
     """Officers per division and shift: units the queueing targets need (or N placed by marginal allocation),
     with the skills, vehicles and gear the call mix needs."""
     from geo.allocate import parse_shifts
@@ -55,7 +57,7 @@ def allocate_cmd(officers: int | None, start: str | None, end: str | None, confi
             raise click.BadParameter("the proportional method needs --officers", param_hint="--officers")
         if targets or out_path:
             raise click.BadParameter("--targets and --out belong to --method plan", param_hint="--method")
-        return _allocate_proportional(officers, start, end, config_path, shifts, source, save)
+        return _allocate_proportional(officers, start, end, config_path, shifts, source, save, fmt)
     from geo.staffing import StaffingConfig, build_plan, parse_targets
 
     if out_path and out_path.suffix.lower() not in (".csv", ".json"):
@@ -72,7 +74,7 @@ def allocate_cmd(officers: int | None, start: str | None, end: str | None, confi
             except ValueError as exc:
                 raise click.BadParameter(str(exc), param_hint=hint) from exc
     try:
-        table = build_plan(session().engine, _period_with_calls(start, end), config, officers)
+        table = build_plan(session().engine, _period_with_calls(start, end, fmt), config, officers)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--officers" if "--officers" in str(exc) else "--config") from exc
     if out_path:
@@ -83,32 +85,39 @@ def allocate_cmd(officers: int | None, start: str | None, end: str | None, confi
     if save:
         opt.save_table("allocation_plan", {"officers": officers, "from": start, "to": end, "targets": vars(config.targets),
                                         "config": str(config_path or "geo/allocation.toml")}, table)
+    from geo.summary import division_labels
+
+    table = table.assign(name=table["division"].astype(str).map(division_labels(session().engine)).fillna(""))
     t = config.targets
-    click.echo(f"targets: P(wait) <= {t.p_wait:g}, Priority 1 mean wait <= {t.p1_wait_min:g} min, utilisation <= "
+    note(f"targets: P(wait) <= {t.p_wait:g}, Priority 1 mean wait <= {t.p1_wait_min:g} min, utilisation <= "
                f"{t.utilisation:.0%}; relief factor {config.relief.factor:.3f}; service times: "
-               + ", ".join(sorted(set(table["service_times"]))) + " service times")
-    click.echo(f"{'division':9}{'shift':9}{'calls/h':>8}{'svc min':>8}{'units':>6}{'needed':>7}{'P(wait)':>8}"
-               f"{'wait':>7}{'P1 wait':>8}{'util':>6}{'officers':>9}  warnings")
-    for r in table.itertuples():
-        click.echo(f"{r.division:9}{r.shift:9}{r.calls_per_hour:>8.2f}{r.mean_service_min:>8.1f}{r.units:>6}"
-                   f"{r.units_needed:>7}{r.p_wait:>8.3f}{r.mean_wait_min:>7.2f}{r.p1_mean_wait_min:>8.2f}"
-                   f"{r.utilisation:>6.0%}{r.officers:>9}  {r.warnings}")
+               + ", ".join(sorted(set(table["service_times"]))) + " service times", fmt)
+    print_table(table, [Column("division", width=8, align="<"), Column("name", width=14, align="<"),
+                        Column("shift", width=8, align="<"), Column("calls_per_hour", "calls/h", width=7, spec=".2f"),
+                        Column("mean_service_min", "svc min", width=7, spec=".1f"), Column("units", width=5),
+                        Column("units_needed", "needed", width=6), Column("p_wait", "P(wait)", width=7, spec=".3f"),
+                        Column("mean_wait_min", "wait", width=6, spec=".2f"),
+                        Column("p1_mean_wait_min", "P1 wait", width=7, spec=".2f"),
+                        Column("utilisation", "util", width=5, spec=".0%"), Column("officers", width=8),
+                        Column("warnings", width=0, align="<")], fmt)
     placed = int(table["officers"].sum())
-    click.echo(f"total officers: {placed}" + (f" of {officers} given" if officers is not None else
-                                              f" needed ({int(table['units'].sum())} unit-posts)"))
+    note(f"total officers: {placed}" + (f" of {officers} given" if officers is not None else
+                                        f" needed ({int(table['units'].sum())} unit-posts)"), fmt)
     if table.attrs.get("left_out_date_only"):
-        click.echo(f"{table.attrs['left_out_date_only']:,} calls known only by their date (no hour) were left out.")
+        note(f"{plural(table.attrs['left_out_date_only'], 'call')} known only by their date (no hour) were left out.",
+             fmt)
     if officers is not None and placed < officers:
-        click.echo(f"{officers - placed} officer(s) not placed: the next unit would need more than are left.")
-    click.echo("")
-    for r in table.itertuples():
-        click.echo(f"{r.division} {r.shift}: {r.needs_reasoning}")
+        note(f"{officers - placed} officer(s) not placed: the next unit would need more than are left.", fmt)
+    if fmt == "table":
+        click.echo("")
+        for r in table.itertuples():
+            click.echo(f"{r.division} {r.shift}: {r.needs_reasoning}")
     if out_path:
-        click.echo(f"wrote {len(table)} rows to {out_path}")
+        note(f"wrote {len(table)} rows to {out_path}", fmt)
 
 
 def _allocate_proportional(officers: int, start: str | None, end: str | None, config_path: Path | None,
-                           shifts: str | None, source: str, save: bool) -> None:
+                           shifts: str | None, source: str, save: bool, fmt: str) -> None:
     """The earlier split of N officers by workload with minimums (--method proportional)."""
     from geo.allocate import AllocationConfig, allocate, parse_shifts
 
@@ -119,7 +128,7 @@ def _allocate_proportional(officers: int, start: str | None, end: str | None, co
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--shifts") from exc
     try:
-        table, reasons = allocate(session().engine, officers, _period_with_calls(start, end), config, source)
+        table, reasons = allocate(session().engine, officers, _period_with_calls(start, end, fmt), config, source)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--officers") from exc
     words = table.attrs["source"]
@@ -127,6 +136,11 @@ def _allocate_proportional(officers: int, start: str | None, end: str | None, co
         table = table.assign(reasoning=table["division_id"].map(reasons))
         opt.save_table("allocation", {"officers": officers, "from": start, "to": end, "source": source,
                                    "source_words": words, "config": str(config_path or "geo/allocation.toml")}, table)
+    if fmt != "table":
+        print_table(table.assign(reasoning=table["division_id"].map(reasons)),
+                    [Column(k) for k in ("division_id", "short_name", "shift", "officers", "reasoning")], fmt)
+        note(f"source of the violent (two-officer) calls: {words}", fmt)
+        return
     pivot = table.pivot_table(index=["division_id", "short_name"], columns="shift", values="officers", aggfunc="sum")
     pivot = pivot[list(config.shifts)]
     pivot["total"] = pivot.sum(axis=1)
