@@ -811,6 +811,9 @@ def outreach_flags(engine: Engine, period: Period, by: str = "npa", *, ratio: fl
         return rows
     city = rows.groupby("category")["calls"].sum() / rows["calls"].sum()
     rows = rows[rows["category"].isin(OUTREACH_CATEGORIES)].copy()
+    if rows.empty:   # none of the outreach categories in the period (an empty map would not divide)
+        return rows.assign(city_share=[], ratio_to_city=[])[["area", "category", "calls", "total", "share",
+                                                             "city_share", "ratio_to_city"]]
     rows["city_share"] = rows["category"].map(city)
     rows["ratio_to_city"] = (rows["share"] / rows["city_share"]).round(2)
     flagged = rows[(rows["ratio_to_city"] >= ratio) & (rows["calls"] >= min_calls)]

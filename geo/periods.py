@@ -96,7 +96,7 @@ def newest_complete(span: DataSpan, kind: str) -> DefaultPeriod | None:
     if last < span.first:   # not one complete month stored: the whole span
         return DefaultPeriod(span.first, span.last, f"all the stored {what}, less than a complete month")
     if first < span.first:
-        return DefaultPeriod(span.first, last, f"all the stored {what} up to {last} (less than {kind} stored)")
+        return DefaultPeriod(span.first, last, f"all the stored {what} up to {last}, less than {kind}")
     return DefaultPeriod(first, last, reason)
 
 

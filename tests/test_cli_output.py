@@ -118,6 +118,10 @@ def test_empty_periods_are_refused_with_the_period_and_what_is_stored(run):
         assert "the stored calls span 2021-03-01 to 2021-05-04" in out.stderr, args
     out = run("stats", "hours", "--category", "property", "--from", "2021-03-01", "--to", "2021-03-31")
     assert out.exit_code == 1 and "(category property)" in out.stderr
+    # Calls, but none of the outreach categories: an answer, not a refusal (nor a crash).
+    out = run("stats", "outreach", "--by", "division")
+    assert out.exit_code == 0 and out.stdout.splitlines()[-1] == "no area stands out"
+    assert run("rejects").stdout.strip() == "no rejected rows are stored"
 
 
 def test_hours_and_compstat_default_to_the_newest_data(run):
@@ -146,7 +150,7 @@ def test_analyses_default_to_the_newest_complete_period_and_refuse_zero_rows(run
     assert plan.stdout.startswith("period: 2021-04-07 to 2021-05-04 (the newest 28 days of the stored calls")
     emerging = run("emerging")
     assert emerging.stdout.startswith("period: 2021-03-01 to 2021-04-30 (all the stored calls and incidents up to "
-                                      "2021-04-30")
+                                      "2021-04-30, less than 12 months;")
     assert emerging.exit_code == 1 and "need at least 10 complete months" in emerging.stderr
     accuracy = run("accuracy")
     assert accuracy.exit_code == 1 and "less than two halves" in accuracy.stderr

@@ -160,6 +160,9 @@ def rejects_cmd(kind: str | None, reason: str | None, file_: str | None, batch: 
         print_table(rows, [Column(k) for k in ("source_file", "line", "reason", "detail", "raw")], fmt)
         return
     counts = [{"kind": k, "reason": r, "rows": n} for k, r, n in reject_counts(engine, query)]
+    if not counts:
+        click.echo("no rejected rows" + (" match these options" if query.where()[0] else " are stored"))
+        return
     print_table(counts, [Column("kind", width=16, align="<"), Column("reason", width=22, align="<"),
                          Column("rows", width=9, spec=",")], fmt, header=False)
     click.echo("")

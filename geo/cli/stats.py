@@ -215,17 +215,18 @@ def stats_compstat_cmd(as_of: str | None, by: str, category: str | None, source:
         first = rows.iloc[0]
         click.echo(f"{window}: {first.current_period.replace('..', ' to ')} against "
                    f"{first.prior_period.replace('..', ' to ')}")
-    click.echo(f"\n{'window':13} {'area':8} {'current':>9} {'prior':>9} {'change':>8} {'phi':>6} {'p':>7} {'q':>7}  note")
-    for r in table.itertuples():
-        if not r.data_covers_both:
-            change = "  n/a"
-        else:
-            change = f"{r.pct_change:+.1f}%" if r.pct_change == r.pct_change else "  n/a"
-        words = r.note or ("significant" if r.significant else "within noise")
-        p_text, q_text, phi = (f"{v:.3f}" if v == v else "n/a" for v in (r.p_value, r.q_value, r.dispersion))
-        name = f"  ({r.name})" if r.name else ""
-        click.echo(f"{r.window:13} {str(r.area):8} {r.current:>9,} {r.prior:>9,} {change:>8} {phi:>6} {p_text:>7} "
-                   f"{q_text:>7}  {words}{name}")
+    # A change is shown only where the data cover both windows of the pair.
+    shown = table.assign(
+        change=[f"{r.pct_change:+.1f}%" if r.data_covers_both and r.pct_change == r.pct_change else "n/a"
+                for r in table.itertuples()],
+        words=[r.note or ("significant" if r.significant else "within noise") for r in table.itertuples()])
+    click.echo("")
+    print_table(shown, [Column("window", width=13, align="<"), Column("area", width=8, align="<"),
+                        Column("current", width=9, spec=","), Column("prior", width=9, spec=","),
+                        Column("change", width=8), Column("dispersion", "phi", width=6, spec=".3f"),
+                        Column("p_value", "p", width=7, spec=".3f"), Column("q_value", "q", width=7, spec=".3f"),
+                        Column("words", " note", width=0, align="<", show=lambda v: f" {v}"),
+                        Column("name", "", width=0, align="<", show=lambda v: f"({v})" if v else "")], fmt)
     click.echo("\nphi: the area's dispersion (variance / Poisson variance) from its own earlier pairs of that window;"
                " q: Benjamini-Hochberg across the areas of a window; significant: q < 0.05 (docs/methods.md).")
 
@@ -290,11 +291,13 @@ def stats_indicators_cmd(start: str | None, end: str | None, permutations: int, 
                     [Column(k) for k in ("category", "beta", "partial_r", "t", "p_value", "q_value", "calls",
                                          "significant")], fmt)
         return
-    click.echo(f"\n{'category':26}{'beta':>8}{'partial r':>11}{'t':>8}{'p':>9}{'q (FDR)':>9}{'calls':>10}")
-    for r in table.itertuples():
-        flag = "  <- associated" if r.significant else ""
-        click.echo(f"{r.category:26}{r.beta:>8.3f}{r.partial_r:>11.3f}{r.t:>8.2f}{r.p_value:>9.4f}{r.q_value:>9.4f}"
-                   f"{r.calls:>10,}{flag}")
+    click.echo("")
+    shown = table.reset_index() if "category" not in table.columns else table
+    print_table(shown.assign(flag=["<- associated" if s else "" for s in shown["significant"]]),
+                [Column("category", width=25, align="<"), Column("beta", width=7, spec=".3f"),
+                 Column("partial_r", "partial r", width=10, spec=".3f"), Column("t", width=7, spec=".2f"),
+                 Column("p_value", "p", width=8, spec=".4f"), Column("q_value", "q (FDR)", width=8, spec=".4f"),
+                 Column("calls", width=9, spec=","), Column("flag", "", width=0, align="<")], fmt)
     click.echo("\nPer category: next month's violent incidents on this month's calls, each relative to the NPA's own"
                " monthly mean, with NPA and month fixed effects and last month's violence as a control; p from"
                f" {permutations} permutations of whole NPA series. An association says where to look; it does not"
