@@ -115,3 +115,9 @@ def pending(engine: Engine, directory: Folder = MIGRATIONS_DIR) -> list[Migratio
     """Migrations not yet applied."""
     have = applied(engine)
     return [m for m in discover(directory) if m.version not in have]
+
+
+def has_table(engine: Engine, table: str) -> bool:
+    """Whether the public schema holds `table` (a migration that adds it may not have run yet)."""
+    with engine.connect() as conn:
+        return bool(conn.execute(sa.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": f"public.{table}"}).scalar())

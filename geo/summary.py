@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -90,3 +92,62 @@ def summary_lines(engine: Engine, tz: str | None = None) -> list[str]:
         if by_div:
             lines.append("  busiest divisions by calls: " + ", ".join(f"{d} {n:,}" for d, n in by_div))
     return lines
+
+
+@dataclass(frozen=True)
+class RejectQuery:
+    """Which stored rejects to show: by kind, reason, source file (its name or path) and load batch."""
+
+    kind: str | None = None
+    reason: str | None = None
+    source_file: str | None = None
+    batch: int | None = None
+
+    def where(self) -> tuple[str, dict]:
+        """The WHERE clause (empty when unfiltered) and its bound values."""
+        parts, params = [], {}
+        if self.kind:
+            parts.append("kind = :kind")
+            params["kind"] = self.kind
+        if self.reason:
+            parts.append("reason = :reason")
+            params["reason"] = self.reason
+        if self.source_file:
+            # The path as given when loading, or just its name.
+            parts.append("(source_file = :file OR source_file LIKE '%/' || :file)")
+            params["file"] = self.source_file
+        if self.batch is not None:
+            parts.append("batch_id = :batch")
+            params["batch"] = self.batch
+        return ("WHERE " + " AND ".join(parts)) if parts else "", params
+
+
+def reject_values(engine: Engine) -> dict[str, list[str]]:
+    """The kinds and reasons of the stored rejects, sorted (what `--kind` and `--reason` accept)."""
+    with engine.connect() as conn:
+        return {c: sorted(v for (v,) in conn.execute(sa.text(f"SELECT DISTINCT {c} FROM ingest_rejects")))
+                for c in ("kind", "reason")}
+
+
+def reject_counts(engine: Engine, query: RejectQuery) -> list[tuple[str, str, int]]:
+    """(kind, reason, rows) of the rejects the query selects."""
+    clause, params = query.where()
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(
+            sa.text(f"SELECT kind, reason, count(*) FROM ingest_rejects {clause} GROUP BY 1, 2 ORDER BY 1, 2"), params)]
+
+
+def reject_rows(engine: Engine, query: RejectQuery, limit: int) -> list[dict]:
+    """The newest `limit` rejects the query selects: source_file, line, reason, detail and raw text."""
+    clause, params = query.where()
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(
+            sa.text(f"SELECT source_file, line, reason, detail, raw FROM ingest_rejects {clause}"
+                    " ORDER BY reject_id DESC LIMIT :lim"), {**params, "lim": limit}).mappings()]
+
+
+def division_labels(engine: Engine) -> dict[str, str]:
+    """Division code -> its short name ('01' -> 'Central'), for tables that print both."""
+    with engine.connect() as conn:
+        return {str(code): short or name for code, name, short in
+                conn.execute(sa.text("SELECT division_id, name, short_name FROM divisions"))}
