@@ -128,7 +128,8 @@ def label_cmd(relabel: bool, chunk: int, compute: str, scheduler: str | None, da
     dask = dask_context(compute, scheduler, dask_workers)
     try:
         if dask is None:
-            result = label_calls(session().engine, relabel=relabel, chunk_rows=chunk, progress=True)
+            result = label_calls(session().engine, relabel=relabel, chunk_rows=chunk, progress=True,
+                                    tz=session().locale.timezone)
         else:
             from geo import scale
 

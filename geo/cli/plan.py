@@ -82,7 +82,7 @@ def allocate_cmd(officers: int | None, start: str | None, end: str | None, confi
     if save:
         opt.save_table("allocation_plan", {"officers": officers, "from": start, "to": end, "targets": vars(config.targets),
                                         "config": str(config_path or "geo/allocation.toml")}, table)
-    from geo.summary import division_labels
+    from geo.catalog import division_labels
 
     table = table.assign(name=table["division"].astype(str).map(division_labels(session().engine)).fillna(""))
     t = config.targets

@@ -58,7 +58,8 @@ def demo_cmd(serve: bool) -> None:
     stop_hint = ("The private database keeps running; stop it with `.venv/bin/hotspots db down`."
                  if not session().database.database_url else "")
     try:
-        run_demo(echo=click.echo)
+        ctx = session()
+        run_demo(echo=click.echo, database=ctx.database, data_settings=ctx.data, tz=ctx.locale.timezone)
     except (IngestError, dbmod.ClusterError, dbmod.DatabaseNotConfigured) as exc:
         raise click.ClickException(f"{exc}\n{stop_hint}".strip()) from exc
     except KeyboardInterrupt:

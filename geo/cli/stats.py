@@ -26,7 +26,7 @@ def stats() -> None:
 
 def _names(by: str) -> dict[str, str]:
     """Division code -> short name when the rows are per division (tables print both)."""
-    from geo.summary import division_labels
+    from geo.catalog import division_labels
 
     return division_labels(session().engine) if by == "division" else {}
 
