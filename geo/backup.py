@@ -41,6 +41,8 @@ from typing import Callable
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, make_url
 
+from geo.migrate import has_table
+
 FORMAT = "cmpd-hotspots backup 1"
 DUMP = "database.dump"
 MANIFEST = "manifest.json"
@@ -189,10 +191,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _has_table(conn: Connection, name: str) -> bool:
-    return conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": f"public.{name}"}).scalar() is not None
-
-
 # --- backup -----------------------------------------------------------------------------------
 def backup(url: str, out: Path, *, echo: Callable[[str], None] = lambda _: None) -> BackupResult:
     """Dump the database at `url` with its model files and a manifest into the new directory `out`."""
@@ -255,13 +253,13 @@ def backup(url: str, out: Path, *, echo: Callable[[str], None] = lambda _: None)
 def _database_info(conn: Connection, server: int) -> dict:
     postgis = conn.execute(sa.text("SELECT extversion FROM pg_extension WHERE extname = 'postgis'")).scalar()
     version = (conn.execute(sa.text("SELECT coalesce(max(version), 0) FROM schema_migrations")).scalar()
-               if _has_table(conn, "schema_migrations") else 0)
+               if has_table(conn, "schema_migrations") else 0)
     return {"database": conn.execute(sa.text("SELECT current_database()")).scalar(), "server_version_num": server,
             "postgis": postgis, "schema_version": int(version)}
 
 
 def _model_rows(conn: Connection) -> list[dict]:
-    if not _has_table(conn, "model_runs"):
+    if not has_table(conn, "model_runs"):
         return []
     return [dict(r._mapping) for r in conn.execute(sa.text(
         "SELECT model_version, artifact_path, artifact_sha256 FROM model_runs ORDER BY model_version"))]

@@ -362,6 +362,15 @@ def division_names(conn: Connection | Engine) -> dict[str, str]:
     return out
 
 
+def division_labels(conn: Connection | Engine) -> dict[str, str]:
+    """Division code -> its short name ('01' -> 'Central'), for tables that print both."""
+    if isinstance(conn, Engine):
+        with conn.connect() as c:
+            return division_labels(c)
+    return {str(code): short or name for code, name, short in
+            conn.execute(sa.text("SELECT division_id, name, short_name FROM divisions"))}
+
+
 def latest_call_date(conn: Connection | Engine, tz: str):
     """The local date of the newest call (the anchor of the map's 7/28/365-day presets)."""
     if isinstance(conn, Engine):

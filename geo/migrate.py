@@ -15,7 +15,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 MIGRATIONS_DIR: Traversable = resources.files("geo") / "sql" / "migrations"
 # A folder of migrations: the packaged one, a Traversable, or a plain path (tests pass a temp dir).
@@ -115,3 +115,11 @@ def pending(engine: Engine, directory: Folder = MIGRATIONS_DIR) -> list[Migratio
     """Migrations not yet applied."""
     have = applied(engine)
     return [m for m in discover(directory) if m.version not in have]
+
+
+def has_table(conn: Connection | Engine, table: str) -> bool:
+    """Whether the public schema holds `table` (a migration that adds it may not have run yet)."""
+    if isinstance(conn, Engine):
+        with conn.connect() as c:
+            return has_table(c, table)
+    return bool(conn.execute(sa.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": f"public.{table}"}).scalar())

@@ -179,6 +179,14 @@ def test_runs_list_and_export_a_hot_spot_run_and_a_table(run, engine, tmp_path):
     assert lines[2].split()[:4] == [str(hot), "offenses_npa_hotspots", "offenses", "2020"] and lines[2].split()[-1] == str(n_hot)
     only = run("runs", "list", "--kind", "compstat").output.splitlines()
     assert len(only) == 2 and only[1].split()[0] == str(table)
+    # The one table printer: the same runs as rows a program can read.
+    rows = json.loads(run("runs", "list", "--format", "json").stdout)
+    assert [(r["run_id"], r["kind"], r["source"], r["period"], r["rows"]) for r in rows] == [
+        (table, "compstat", "incidents", "as of 2021-05-30", 2), (hot, "offenses_npa_hotspots", "offenses", "2020", n_hot)]
+    assert rows[0]["created_at"].endswith("+00:00")
+    listed_csv = list(csv.reader(run("runs", "list", "--kind", "compstat", "--format", "csv").stdout.splitlines()))
+    assert listed_csv[0] == ["run_id", "kind", "source", "period", "created_at", "rows"]
+    assert listed_csv[1][:4] == [str(table), "compstat", "incidents", "as of 2021-05-30"] and listed_csv[1][5] == "2"
     bad = run("runs", "list", "--kind", "nope")
     assert bad.exit_code == 2 and "--kind" in bad.output and "calls_npa_hotspots" in bad.output
 

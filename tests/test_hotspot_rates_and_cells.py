@@ -270,7 +270,7 @@ def test_cli_rates_and_cell_size_options(engine, tmp_path):
 
     out = run("--source", "offenses", "--years", "2019-2021", "--per-1000", "--permutations", "0", "--save")
     assert out.exit_code == 0, out.output
-    assert "value: violent per 1,000 residents; 2 NPAs without residents left out (47.0 violent in them)" in out.output
+    assert "value: violent per 1,000 residents; 2 NPAs without residents left out (47 violent in them)" in out.output
     assert "Left out: no residents" in out.output and "/1,000)" in out.output
     with engine.connect() as conn:
         unit, n, params = conn.execute(sa.text(

@@ -115,7 +115,7 @@ def test_stats_commands_print_the_same_numbers(engine):
     env = {"DATABASE_URL": engine.url.render_as_string(hide_password=False)}
     run = CliRunner().invoke
     out = run(main, ["stats", "calls", "--from", "2021-05-01", "--to", "2021-05-31"], env=env).output
-    assert "division 01: 2 calls, 1 labelled violent (50.0%)" in out and "division 02: 1 calls" in out
+    assert "division 01 Central: 2 calls, 1 labelled violent (50.0%)" in out and "division 02 Metro: 1 call," in out
     out = run(main, ["stats", "hours", "--from", "2021-05-01", "--to", "2021-05-31"], env=env).output
     # The data cover 3-4 May only: the mean is over that Monday and Tuesday, once each.
     assert "Mon 1x, Tue 1x, Wed 0x" in out
