@@ -36,7 +36,8 @@ def qgis_read(live_server, tmp_path_factory):
 
 def test_qgis_reads_every_collection_and_every_page(qgis_read, web_url):
     id_fields = {"calls": "call_id", "incidents": "incident_report_id", "divisions": "division_id",
-                 "neighborhoods": "npa_id", "hotspot_cells": "col", "hotspot_npas": "npa_id", "homicides": "objectid"}
+                 "neighborhoods": "npa_id", "hotspot_cells": "col", "hotspot_npas": "npa_id", "homicides": "objectid",
+                 "emerging_npas": "npa_id"}
     result = qgis_read(*(f"{name}:{id_fields[name]}" for name in LAYERS))
     assert result["qgis"].startswith("3.") and result["provider"] == "OAPIF"
     engine = sa.create_engine(web_url)
@@ -63,6 +64,8 @@ def test_qgis_reads_every_collection_and_every_page(qgis_read, web_url):
         assert set(layers[name]["ids"]) == ids, name
     assert layers["hotspot_cells"]["count"] == latest_cells > 0
     assert layers["hotspot_npas"]["count"] == 462 and len(set(layers["hotspot_npas"]["ids"])) == 462
+    assert layers["emerging_npas"]["count"] == 462 and len(set(layers["emerging_npas"]["ids"])) == 462
+    assert {"pattern", "trend_z", "source", "left_out"} <= set(layers["emerging_npas"]["fields"])
     assert {"call_id", "received_at", "call_type", "p_violent", "violent"} <= set(layers["calls"]["fields"])
     assert "address" not in layers["calls"]["fields"]        # private fields never leave the database
     xmin, ymin, xmax, ymax = layers["neighborhoods"]["extent"]
