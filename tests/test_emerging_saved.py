@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from geo import catalog
 from geo.emerging import PATTERNS, npa_emerging, save_npa_emerging
-from geo.metrics import Period
+from geo.filters import Filter
 from geo.runs import NoSavedRun, RunKind, list_runs, resolve_run
 from tests.test_emerging import YEAR_2021, plant_calls
 
@@ -25,7 +25,7 @@ def _stored(engine, run_id: int) -> pd.DataFrame:
 
 def test_a_saved_run_round_trips_with_its_settings(engine):
     centre, cluster = plant_calls(engine, [*YEAR_2021, (date(2022, 1, 1), 0.1)])
-    period = Period(date(2021, 1, 1), date(2022, 2, 1))
+    period = Filter.local_days(date(2021, 1, 1), date(2022, 2, 1))
     with engine.connect() as conn, pytest.raises(NoSavedRun, match="hotspots emerging --save"):
         resolve_run(conn, catalog.layer("emerging_npas"), None)
     run = npa_emerging(engine, period, source="labelled", neighbourhood_steps=2)
@@ -85,7 +85,7 @@ def test_only_the_17_patterns_are_stored_and_grid_runs_are_refused(engine):
         for name in PATTERNS:   # every one of the 17 names is accepted
             conn.execute(sa.text("INSERT INTO emerging_npa_results VALUES (:r, :n, :p, 0, 1, 0, 0, 12, 0, 0, 0, 0)"),
                          {"r": run_id, "n": list(PATTERNS).index(name), "p": name})
-    grid = grid_emerging(engine, Period(date(2021, 1, 1), date(2022, 1, 1)), source="labelled", cell_ft=20000)
+    grid = grid_emerging(engine, Filter.local_days(date(2021, 1, 1), date(2022, 1, 1)), source="labelled", cell_ft=20000)
     with pytest.raises(ValueError, match="only NPA emerging hot spots are saved"):
         save_npa_emerging(engine, grid)
 

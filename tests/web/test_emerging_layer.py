@@ -11,9 +11,9 @@ import sqlalchemy as sa
 
 from geo import tiles as gt
 from geo.emerging import PATTERNS, npa_emerging, save_npa_emerging
-from geo.metrics import Period
+from geo.filters import Filter
 from tests.web.conftest import YEAR, LiveServer
-from tests.web.test_map_page import NPAS, Page, browser  # noqa: F401  (the module's Chromium fixture)
+from tests.web.test_map_page import NPAS, Page
 from web import create_app
 
 
@@ -21,7 +21,7 @@ from web import create_app
 def saved(writable_url):
     """The served database with the emerging hot spots of the synthetic year saved: (app, run, computed areas)."""
     engine = sa.create_engine(writable_url)
-    run = npa_emerging(engine, Period(date(YEAR, 1, 1), date(YEAR + 1, 1, 1)), source="labelled")
+    run = npa_emerging(engine, Filter.local_days(date(YEAR, 1, 1), date(YEAR + 1, 1, 1)), source="labelled")
     run_id = save_npa_emerging(engine, run)
     engine.dispose()
     return create_app({"DATABASE_URL": writable_url, "TESTING": True}), run_id, run.areas.set_index("npa_id")

@@ -10,7 +10,6 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from tests.web.conftest import YEAR
-from tests.web.test_map_page import browser  # noqa: F401  (the Chromium fixture)
 
 
 def test_rates_on_the_map_equal_the_clis(client, web_url, tmp_path):
