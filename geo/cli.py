@@ -1864,5 +1864,136 @@ def whatif_cmd(move_text: str, officers: int | None, start: str | None, end: str
                    f"{r.utilisation_before:>5.0%} ->{r.utilisation_after:>5.0%}  {r.warnings_after}")
 
 
+
+# --- police metrics (geo/police.py; docs/methods.md "Police metrics") ----------------------------------
+# One self-contained block: `hotspots stats response`, `stats workload`, `stats clearance`.
+_police_format = click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+                              show_default=True, help="How to print the rows (csv: an export to redirect or --out).")
+_police_out = click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+                           help="Write the rows as CSV to this file instead of printing them.")
+
+
+def _police_filter(start: str | None, end: str | None, division: str | None, category: str | None, violent_only: bool):
+    return _period(start, end, division=division, category=category, violent=True if violent_only else None)
+
+
+def _police_rows(table, fmt: str, out: Path | None, notes: list[str]) -> None:
+    """Print a metrics frame as a table, CSV or JSON (or write CSV to --out), the notes after a table."""
+    if out is not None:
+        table.to_csv(out, index=False)
+        click.echo(f"wrote {len(table):,} rows to {out}")
+    elif fmt == "csv":
+        click.echo(table.to_csv(index=False), nl=False)
+    elif fmt == "json":
+        click.echo(table.to_json(orient="records", indent=1))
+    else:
+        click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.2f}") if len(table) else "no calls")
+    if fmt == "table" or out is not None:
+        for note in notes:
+            click.echo(note)
+
+
+def _police_by(by: str) -> list[str]:
+    from geo.police import RESPONSE_GROUPS
+
+    groups = [g.strip() for g in by.split(",") if g.strip()]
+    bad = [g for g in groups if g not in RESPONSE_GROUPS]
+    if bad:
+        raise click.BadParameter(f"cannot group by {bad[0]!r}; one of {', '.join(RESPONSE_GROUPS)}", param_hint="--by")
+    return groups
+
+
+def _left_out_note(table) -> str:
+    parts = {r: int(table[f"left_out_{r}"].sum()) for r in ("missing", "imprecise", "out_of_order")}
+    total = sum(parts.values())
+    return (f"left out: {total:,} calls ({parts['missing']:,} without the times, {parts['imprecise']:,} with a time "
+            f"known only by its date, {parts['out_of_order']:,} with CAD times out of order)")
+
+
+@stats.command("response")
+@_from
+@_to
+@click.option("--by", default="priority", show_default=True,
+              help="Comma-separated groups: city, division, npa, priority, hour, weekday, day, month, category.")
+@click.option("--interval", type=click.Choice(["all", "response", "dispatch", "travel", "on_scene"]), default="all",
+              show_default=True, help="all: response (received to on scene) and its parts, dispatch delay and travel.")
+@click.option("--division", help="Only this division code.")
+@click.option("--category", help="Only this category (see `hotspots taxonomy`).")
+@click.option("--violent-only", is_flag=True, help="Only calls the model labelled violent.")
+@_police_format
+@_police_out
+def stats_response_cmd(start: str | None, end: str | None, by: str, interval: str, division: str | None,
+                       category: str | None, violent_only: bool, fmt: str, out: Path | None) -> None:
+    """Response time (received to on scene), dispatch delay and travel: median, 90th percentile, mean and n, in minutes."""
+    from geo.police import interval_stats, response_times
+
+    groups = _police_by(by)
+    flt = _police_filter(start, end, division, category, violent_only)
+    engine = _engine()
+    table = (response_times(engine, flt, groups) if interval == "all"
+             else interval_stats(engine, flt, interval, groups).assign(interval=interval))
+    if interval != "all":
+        table = table[["interval", *[c for c in table.columns if c != "interval"]]]
+    first = table[table["interval"] == table["interval"].iloc[0]] if len(table) else table
+    notes = [_left_out_note(first)] if len(first) else []
+    _police_rows(table, fmt, out, notes)
+
+
+@stats.command("workload")
+@_from
+@_to
+@click.option("--by", default="category", show_default=True,
+              help="Comma-separated groups for time on scene and unit-hours: city, division, priority, hour, category, ...")
+@click.option("--officers", type=int, help="Officers to place by the queueing plan (default: the officers the plan needs).")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Staffing configuration (default geo/allocation.toml).")
+@click.option("--division", help="Only this division code.")
+@click.option("--category", help="Only this category (see `hotspots taxonomy`).")
+@_police_format
+@_police_out
+def stats_workload_cmd(start: str | None, end: str | None, by: str, officers: int | None, config_path: Path | None,
+                       division: str | None, category: str | None, fmt: str, out: Path | None) -> None:
+    """Time on scene and unit-hours by group; then, per division, calls and unit-hours per officer and the
+    obligated share of on-duty time (CPSM's rule of 60), officers and on-duty hours from the queueing plan."""
+    from geo.police import plan_roster, unit_hours, workload_per_officer
+    from geo.staffing import StaffingConfig, build_plan
+
+    groups = _police_by(by)
+    try:
+        config = StaffingConfig.load(config_path) if config_path else StaffingConfig.load()
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--config") from exc
+    flt = _police_filter(start, end, division, category, False)
+    engine = _engine()
+    kw = {"units_default": config.units_default, "units_violent": config.units_violent}
+    work = unit_hours(engine, flt, groups, **kw)
+    _police_rows(work, fmt, out, [_left_out_note(work)] if len(work) else [])
+    if out is not None or fmt != "table":
+        return
+    try:
+        plan = build_plan(engine, flt, config, officers)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--officers") from exc
+    source = (f"the queueing plan placing --officers {officers}" if officers is not None
+              else "the officers the queueing plan needs (targets in the staffing configuration)")
+    per = workload_per_officer(engine, flt, plan_roster(plan, config, flt.days, source), **kw)
+    click.echo(f"\nper division; officers and on-duty unit-hours from {source}:")
+    _police_rows(per, "table", None, ["obligated_share above 0.60 breaks CPSM's rule of 60 (proactive time below 40%)"])
+
+
+@stats.command("clearance")
+@_from
+@_to
+@click.option("--by", type=click.Choice(["city", "division", "npa"]), default="division", show_default=True)
+@_police_format
+@_police_out
+def stats_clearance_cmd(start: str | None, end: str | None, by: str, fmt: str, out: Path | None) -> None:
+    """Clearance rate as the FBI defines it (cleared by arrest or exceptionally, over crimes reported) per area."""
+    from geo.police import clearance
+
+    _police_rows(clearance(_engine(), _period(start, end), by), fmt, out,
+                 ["cleared = by arrest (any agency) or exceptionally; Unfounded reports are not crimes (docs/methods.md)"])
+
+
 if __name__ == "__main__":
     main()
