@@ -150,3 +150,34 @@ def test_generated_p1_response_lands_in_cmpd_published_range(engine, data_dir, t
     assert p1["mean_min"].min() < 6.0 and p1["mean_min"].max() > 7.5
     assert (p1["p90_min"] > p1["median_min"]).all()
     assert (p1["left_out_out_of_order"] == 0).all() and (p1["left_out_imprecise"] == 0).all()
+
+
+def test_stats_workload_command_names_where_officers_come_from(planted):
+    from geo.cli import main
+
+    env = {"DATABASE_URL": planted.url.render_as_string(hide_password=False)}
+    args = ["stats", "workload", "--from", "2021-05-01", "--to", "2021-05-31"]
+    rows = json.loads(CliRunner().invoke(main, args + ["--format", "json"], env=env).output)
+    traffic = next(r for r in rows if r["category"] == "traffic")
+    assert traffic["unit_hours"] == pytest.approx(235 / 60, abs=1e-3) and traffic["units_assumed"] == 3
+    result = CliRunner().invoke(main, args + ["--officers", "150"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "officers and on-duty unit-hours from the queueing plan placing --officers 150" in result.output
+    assert "obligated_share" in result.output and "left out: 3 calls" in result.output
+
+
+def test_stats_clearance_command(engine):
+    from geo.cli import main
+
+    with engine.begin() as conn:
+        for i, (status, crime) in enumerate([("Cleared by Arrest", True), ("Open", True), ("Exceptionally Cleared", True),
+                                             ("Open", True), ("Unfounded", False)]):
+            conn.execute(sa.text(
+                "INSERT INTO incidents (incident_report_id, date_reported, clearance_status, is_crime, category,"
+                " division_id, geom, row_hash, batch_id) VALUES (:i, '2021-05-05 12:00-04', :s, :c, 'property', '01',"
+                " ST_SetSRID(ST_Point(-80.84, 35.22), 4326), 0, 0)"), {"i": f"R{i}", "s": status, "c": crime})
+    env = {"DATABASE_URL": engine.url.render_as_string(hide_password=False)}
+    result = CliRunner().invoke(main, ["stats", "clearance", "--from", "2021-05-01", "--to", "2021-05-31",
+                                       "--format", "csv"], env=env)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == ["area,incidents,cleared,clearance_rate", "01,4,2,0.5"]
