@@ -54,5 +54,5 @@ def _compute(period, config, officers, moves, targets, simulate: bool):
         raise ParameterError("officers" if "--officers" in text else "move" if text.startswith("move") else
                              "targets", text) from None
     body = result.to_json()
-    body["period"] = {"start": period.start.isoformat(), "end": period.end.isoformat()}
+    body["period"] = {"start": period.start_date.isoformat(), "end": period.end_date.isoformat()}
     return jsonify(body)
