@@ -1922,8 +1922,10 @@ def _left_out_note(table) -> str:
 @click.option("--violent-only", is_flag=True, help="Only calls the model labelled violent.")
 @_police_format
 @_police_out
+@click.option("--save", is_flag=True, help="Also store the rows as an analysis run: with division in --by, the OGC "
+              "collection response_times draws them on the division polygons.")
 def stats_response_cmd(start: str | None, end: str | None, by: str, interval: str, division: str | None,
-                       category: str | None, violent_only: bool, fmt: str, out: Path | None) -> None:
+                       category: str | None, violent_only: bool, fmt: str, out: Path | None, save: bool) -> None:
     """Response time (received to on scene), dispatch delay and travel: median, 90th percentile, mean and n, in minutes."""
     from geo.police import interval_stats, response_times
 
@@ -1937,6 +1939,10 @@ def stats_response_cmd(start: str | None, end: str | None, by: str, interval: st
     first = table[table["interval"] == table["interval"].iloc[0]] if len(table) else table
     notes = [_left_out_note(first)] if len(first) else []
     _police_rows(table, fmt, out, notes)
+    if save:
+        _save_table("response_times", {"period": [flt.start_date, flt.end_date], "by": ",".join(groups),
+                                       "interval": interval, "division": division, "category": category,
+                                       "violent_only": violent_only}, table)
 
 
 @stats.command("workload")

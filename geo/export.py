@@ -128,6 +128,16 @@ SHAPEFILE_FIELDS: dict[str, str] = {
     "npa_source": "npa_source",
     "council_district": "council",
     "commission_district": "commission",
+    "interval": "interval",
+    "hour": "hour",
+    "calls": "calls",
+    "n": "n",
+    "median_min": "median_min",
+    "p90_min": "p90_min",
+    "mean_min": "mean_min",
+    "left_out_missing": "lo_missing",
+    "left_out_imprecise": "lo_imprec",
+    "left_out_out_of_order": "lo_order",
 }
 
 

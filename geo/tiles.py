@@ -132,6 +132,8 @@ TILE_LAYERS: dict[str, TileLayer] = {
         _tile_layer("hotspot_cells"),
         # NPA results take their outlines from the neighborhoods table.
         _tile_layer("hotspot_npas", extra_versions=("neighborhoods",)),
+        # Response-time runs take their outlines from the divisions table.
+        _tile_layer("response_times", extra_versions=("divisions",)),
     )
 }
 

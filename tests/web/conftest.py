@@ -61,6 +61,13 @@ def web_template(server_url, template_db, data_dir, tmp_path_factory) -> str:
     save_cell_results(engine, RunSpec(RunKind.CALLS_GRID_HOTSPOTS, {"period": [period.start_date, period.end_date], "cell_ft": 2000},
                                       result.version),
                       grid_hotspots(engine, period, cell_ft=2000.0, source="labelled", permutations=99), 2000.0)
+    # Police metrics for the OGC collection response_times (as `hotspots stats response --by division,priority --save`).
+    from geo.police import response_times
+    from geo.runs import save_table
+
+    save_table(engine, RunSpec(RunKind.RESPONSE_TIMES, {"period": [period.start_date, period.end_date],
+                                                        "by": "division,priority"}, result.version),
+               response_times(engine, period, ("division", "priority")))
     engine.dispose()
     admin.dispose()
     return WEB_TEMPLATE

@@ -74,3 +74,39 @@ def test_panel_shows_response_times_and_runs_a_whatif(page):
     assert cells[1:] == shown and cells[0] == "P1 mean wait, min (queueing)"
     assert p.locator('#whatif-result tr[data-measure="sim_p1_response_p90_min"]').count() == 1
     assert page.errors == []
+
+
+def test_saved_response_times_are_an_ogc_collection_on_the_divisions(writable_url):
+    from click.testing import CliRunner
+
+    from geo.cli import main
+    from web import create_app
+
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(writable_url)
+    with engine.begin() as conn:   # the template saved one run: without it the collection is a 404 naming the command
+        conn.execute(sa.text("DELETE FROM analysis_runs WHERE kind = 'response_times'"))
+    engine.dispose()
+    # VERSION_TTL_S 0: the app re-reads data_versions on every request, so the saved run shows at once.
+    client = create_app({"DATABASE_URL": writable_url, "TESTING": True, "VERSION_TTL_S": 0}).test_client()
+    missing = client.get("/ogc/collections/response_times/items")
+    assert missing.status_code == 404 and "hotspots stats response --by division,priority --save" in \
+        missing.get_json()["description"]
+    args = ["stats", "response", "--from", f"{YEAR}-03-01", "--to", f"{YEAR}-03-31", "--by", "division,priority"]
+    saved = CliRunner().invoke(main, args + ["--save"], env={"DATABASE_URL": writable_url})
+    assert saved.exit_code == 0, saved.output
+    assert "saved as analysis run" in saved.output
+    rows = json.loads(CliRunner().invoke(main, args + ["--format", "json"], env={"DATABASE_URL": writable_url}).output)
+    want = {(r["interval"], r["division"], r["priority"]): r for r in rows if r["division"] != "(none)"}
+    r = client.get("/ogc/collections/response_times/items?limit=1000&interval=response&priority=1")
+    assert r.status_code == 200, r.get_data(as_text=True)
+    features = r.get_json()["features"]
+    assert len(features) == sum(1 for k in want if k[0] == "response" and k[2] == "1") >= 12
+    for f in features:
+        props = f["properties"]
+        row = want[("response", props["division_id"], "1")]
+        assert (props["n"], props["median_min"], props["p90_min"]) == (row["n"], row["median_min"], row["p90_min"])
+        assert f["geometry"]["type"] == "MultiPolygon"
+    queryables = client.get("/ogc/collections/response_times/queryables").get_json()["properties"]
+    assert {"interval", "division_id", "priority"} <= set(queryables)
