@@ -37,11 +37,22 @@ LEFT_OUT = ("missing", "imprecise", "out_of_order")
 
 
 def _groups(t: sa.Table, tz: str) -> dict[str, ColumnElement]:
-    # The calls' own groups (geo.metrics), and the priority. The hour of a call known only by its date
-    # is no hour: such calls are left out of every time measure as imprecise.
+    # The calls' own groups (geo.metrics), and the priority. A call known only by its date has no hour or
+    # weekday hour: it is grouped under an empty hour (never at midnight) and left out as imprecise.
     groups = call_groups(t, tz)
+    timed = t.c.received_at_precision == "time"
+    for clock in ("hour", "weekday"):
+        groups[clock] = sa.case((timed, groups[clock]))
     groups["priority"] = sa.func.coalesce(sa.cast(t.c.priority, sa.Text), sa.literal_column("'unknown'"))
     return groups
+
+
+def _clock_columns(rows: pd.DataFrame) -> pd.DataFrame:
+    # Hours and weekdays as whole numbers, empty (<NA>) for calls known only by their date.
+    for c in ("hour", "weekday"):
+        if c in rows:
+            rows[c] = rows[c].astype("Int64")
+    return rows
 
 
 def _check_groups(by: Sequence[str]) -> None:
@@ -108,7 +119,7 @@ def interval_stats(source: "Engine | SqlReader", flt: Filter, interval: str = "r
              .group_by(*[sa.literal_column(str(i + 1)) for i in range(len(by))]))
     # Percentiles do not add up over partitions: always one query on the database (not the Dask reader).
     with reader_of(source).engine.connect() as conn:
-        rows = pd.read_sql(query, conn)
+        rows = _clock_columns(pd.read_sql(query, conn))
     for c in ("calls", "n", *[f"left_out_{r}" for r in LEFT_OUT]):
         rows[c] = rows[c].astype("int64")
     for c in ("median_min", "p90_min", "mean_min"):
@@ -165,7 +176,7 @@ def unit_hours(source: "Engine | SqlReader", flt: Filter, by: Sequence[str] = ("
              .where(flt.predicate("calls"))
              .group_by(*[sa.literal_column(str(i + 1)) for i in range(len(by))]))
     with reader_of(source).engine.connect() as conn:
-        rows = pd.read_sql(query, conn)
+        rows = _clock_columns(pd.read_sql(query, conn))
     for c in ("calls", "n", "units_assumed", *[f"left_out_{r}" for r in LEFT_OUT]):
         rows[c] = rows[c].astype("int64")
     for c in ("on_scene_median_min", "on_scene_p90_min", "busy_mean_min", "unit_hours"):

@@ -90,6 +90,12 @@ def test_dispatch_delay_and_travel_are_the_two_parts(planted):
     hours = interval_stats(planted, MAY.narrowed(division="01"), "response", ("hour",)).set_index("hour")
     assert hours.loc[10, "median_min"] == pytest.approx(2.0) and hours.loc[14, "p90_min"] == pytest.approx(10.0)
     assert hours.loc[9, "n"] == 0 and hours.loc[9, "calls"] == 3
+    with planted.begin() as conn:   # a call known only by its date: no hour at all, not midnight
+        conn.execute(sa.text("UPDATE calls SET received_at_precision = 'date' WHERE call_id = 'T9'"))
+    hours = interval_stats(planted, MAY.narrowed(division="01"), "response", ("hour",))
+    timed = hours[hours["hour"].notna()].set_index("hour")
+    assert 0 not in timed.index and hours["hour"].isna().sum() == 1 and timed.loc[9, "calls"] == 2
+    assert hours[hours["hour"].isna()].iloc[0]["left_out_missing"] == 1
     with pytest.raises(ValueError, match="interval must be one of response"):
         interval_stats(planted, MAY, "arrival")
     with pytest.raises(ValueError, match="cannot group by 'beat'"):
