@@ -313,6 +313,47 @@ LAYERS: dict[str, Layer] = {
                 _p("left_out", description="partial time steps left out, with the share of each the data covered"),
             ),
         ),
+        Layer(
+            id="response_times",
+            title="Response times by division (police metrics)",
+            description="Response time (received to first unit on scene) and its parts, dispatch delay and travel, as "
+                        "median, 90th percentile and mean minutes per division (and priority, hour, ... as saved), "
+                        "drawn on the division polygons, from the latest saved run of `hotspots stats response --by "
+                        "division,priority --save`, or the run named by `run`. Methods: docs/methods.md.",
+            source=("(SELECT r.run_id, r.row_no, r.data->>'interval' AS part, d.division_id,"
+                    " r.data->>'priority' AS priority, (r.data->>'hour')::integer AS hour, r.data->>'category' AS category,"
+                    " (r.data->>'calls')::integer AS calls, (r.data->>'n')::integer AS n,"
+                    " (r.data->>'median_min')::double precision AS median_min,"
+                    " (r.data->>'p90_min')::double precision AS p90_min, (r.data->>'mean_min')::double precision AS mean_min,"
+                    " (r.data->>'left_out_missing')::integer AS left_out_missing,"
+                    " (r.data->>'left_out_imprecise')::integer AS left_out_imprecise,"
+                    " (r.data->>'left_out_out_of_order')::integer AS left_out_out_of_order, d.geom"
+                    " FROM analysis_rows r JOIN divisions d ON d.division_id = r.data->>'division'"
+                    " WHERE r.run_id = :run_id) src"),
+            id_sql="row_no",
+            id_type="integer",
+            geometry_type="MultiPolygon",
+            version_layer="analysis_rows",
+            run_kinds=(RunKind.RESPONSE_TIMES.value,),
+            properties=(
+                _p("run_id", type="integer"),
+                _p("interval", "part", description="response (received to on scene), dispatch (received to dispatched) or "
+                   "travel (dispatched to on scene)", queryable=True),
+                _p("division_id", queryable=True),
+                _p("priority", description="CMPD priority (1 most urgent), 'unknown', or empty when not grouped by it",
+                   queryable=True),
+                _p("hour", type="integer", description="local hour of receipt, when grouped by it"),
+                _p("category", description="call category, when grouped by it"),
+                _p("calls", type="integer", description="calls under the run's filter in the group"),
+                _p("n", type="integer", description="calls whose two times are real instants in CAD order (measured)"),
+                _p("median_min", type="number", description="median minutes (percentile_cont 0.5)"),
+                _p("p90_min", type="number", description="90th percentile minutes (percentile_cont 0.9)"),
+                _p("mean_min", type="number", description="mean minutes (CMPD publishes means)"),
+                _p("left_out_missing", type="integer", description="calls left out: a time not recorded"),
+                _p("left_out_imprecise", type="integer", description="calls left out: a time known only by its date"),
+                _p("left_out_out_of_order", type="integer", description="calls left out: CAD times out of order"),
+            ),
+        ),
     )
 }
 

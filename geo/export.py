@@ -149,6 +149,16 @@ SHAPEFILE_FIELDS: dict[str, str] = {
     "period_start": "per_start",
     "period_end": "per_end",
     "left_out": "left_out",
+    "interval": "interval",
+    "hour": "hour",
+    "calls": "calls",
+    "n": "n",
+    "median_min": "median_min",
+    "p90_min": "p90_min",
+    "mean_min": "mean_min",
+    "left_out_missing": "lo_missing",
+    "left_out_imprecise": "lo_imprec",
+    "left_out_out_of_order": "lo_order",
 }
 
 

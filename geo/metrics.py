@@ -121,7 +121,8 @@ def reader_of(source: "Engine | SqlReader") -> "SqlReader":
     return SqlReader(source) if isinstance(source, Engine) else source
 
 
-def _call_groups(t: sa.Table, tz: str) -> dict[str, ColumnElement]:
+def call_groups(t: sa.Table, tz: str) -> dict[str, ColumnElement]:
+    """The calls' grouping expressions (CALL_GROUPS) over table `t`, local times in zone `tz`."""
     local = sa.func.timezone(tz, t.c.received_at)
     return {
         "city": sa.literal_column("'CMPD'"),
@@ -138,7 +139,7 @@ def _call_groups(t: sa.Table, tz: str) -> dict[str, ColumnElement]:
     }
 
 
-CALL_GROUPS = tuple(_call_groups(models.calls, "UTC"))
+CALL_GROUPS = tuple(call_groups(models.calls, "UTC"))
 
 
 def _positions(by: Sequence[str]) -> list[ColumnElement]:
@@ -166,14 +167,14 @@ def call_measures(reader: "Engine | SqlReader", flt: Filter, by: Sequence[str] =
 
     def build(part: Filter | None) -> sa.Select:
         f = part or flt
-        groups = _call_groups(t, f.tz)
+        groups = call_groups(t, f.tz)
         columns = [groups[g].label(g) for g in by]
         return (sa.select(*columns, sa.func.count().label("calls"),
                           sa.func.count().filter(t.c.label).label("labelled_violent"),
                           sa.func.coalesce(sa.func.sum(t.c.p_violent), 0).label("expected_violent"),
                           sa.func.count().filter(t.c.data_origin == "real").label("real"),
                           sa.func.count().filter(t.c.data_origin == "synthetic").label("synthetic"))
-                .where(f.predicate("calls"), *_area_condition(t, area)).group_by(*_positions(by)))
+                .where(f.predicate("calls"), *area_condition(t, area)).group_by(*_positions(by)))
 
     rows = reader_of(reader).aggregate(build, flt, list(by))
     for c in ("calls", "labelled_violent", "real", "synthetic"):
@@ -230,7 +231,7 @@ def call_counts(engine: "Engine | SqlReader", flt: Filter, by: str = "division")
     return rows
 
 
-def _area_condition(t: sa.Table, area: tuple[str, object] | None) -> list[ColumnElement]:
+def area_condition(t: sa.Table, area: tuple[str, object] | None) -> list[ColumnElement]:
     """One area as a condition beside the filter's own: area = (by, id), by 'division' or 'npa'."""
     if area is None:
         return []

@@ -255,6 +255,23 @@ def hour_weekday(engine: Engine, level_name: str, area_id, flt: Filter) -> dict:
     return week_hour_json(metrics.hour_weekday(engine, flt, area=(lvl.metrics_by, area_id)))
 
 
+def response_figures(engine: Engine, level_name: str, area_id, flt: Filter) -> dict:
+    """The area's response times under the filter by priority (geo.police): median, p90 and n of the
+    response and its parts, and how many calls were left out for want of usable CAD times."""
+    from geo.police import LEFT_OUT, response_times
+
+    lvl = level(level_name)
+    rows = response_times(engine, flt, ("priority",), (lvl.metrics_by, area_id))
+    figures = {}
+    for r in rows.itertuples(index=False):
+        figures.setdefault(r.priority, {"priority": r.priority})[r.interval] = {
+            "median_min": _finite(r.median_min, 2), "p90_min": _finite(r.p90_min, 2), "n": int(r.n)}
+    response = rows[rows["interval"] == "response"]
+    left_out = {reason: int(response[f"left_out_{reason}"].sum()) for reason in LEFT_OUT}
+    return {"by_priority": sorted(figures.values(), key=lambda f: (f["priority"] == "unknown", f["priority"])),
+            "calls": int(response["calls"].sum()), "measured": int(response["n"].sum()), "left_out": left_out}
+
+
 def week_hour_json(matrix: metrics.WeekHourMatrix) -> dict:
     """A 7x24 matrix as JSON: `mean` (calls per occurrence of the weekday-hour, the shading), `counts` (totals)."""
     mean = matrix.mean

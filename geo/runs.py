@@ -56,6 +56,7 @@ class RunKind(str, Enum):
     ALLOCATION_PLAN = "allocation_plan"
     ACCURACY = "accuracy"
     EMERGING_NPA_HOTSPOTS = "emerging_npa_hotspots"
+    RESPONSE_TIMES = "response_times"
 
     def __str__(self) -> str:
         return self.value
@@ -88,6 +89,8 @@ class RunKind(str, Enum):
     @property
     def layer(self) -> str | None:
         """The served layer (geo.catalog) that draws this kind's results, if any."""
+        if self is RunKind.RESPONSE_TIMES:
+            return "response_times"
         return {NPA_RESULTS: "hotspot_npas", CELL_RESULTS: "hotspot_cells",
                 EMERGING_RESULTS: "emerging_npas"}.get(self.table or "")
 
@@ -345,6 +348,8 @@ def _run_id(raw: int | str | None) -> int | None:
 def _save_hint(lyr: "Layer") -> str:
     if RunKind.EMERGING_NPA_HOTSPOTS.value in lyr.run_kinds:
         return "run `hotspots emerging --save` first"
+    if RunKind.RESPONSE_TIMES.value in lyr.run_kinds:
+        return "run `hotspots stats response --by division,priority --save` first"
     grid = " --grid-ft 2000" if RunKind.CALLS_GRID_HOTSPOTS.value in lyr.run_kinds else ""
     return f"run `hotspots hotspots{grid} --save` first"
 

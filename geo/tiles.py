@@ -134,6 +134,8 @@ TILE_LAYERS: dict[str, TileLayer] = {
         _tile_layer("hotspot_npas", extra_versions=("neighborhoods",)),
         _tile_layer("emerging_npas", ("npa_id", "pattern", "trend_z", "trend_p", "hot_share", "cold_share", "steps",
                                       "source", "last_step"), extra_versions=("neighborhoods",)),
+        # Response-time runs take their outlines from the divisions table.
+        _tile_layer("response_times", extra_versions=("divisions",)),
     )
 }
 

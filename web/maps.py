@@ -229,6 +229,7 @@ def _panel_body(lvl: panel.Level, area: dict, flt: Filter, officers: int, compar
         "totals": panel.area_totals(engine, lvl.name, area_id, flt, area.get("population")),
         "categories": panel.category_breakdown(engine, lvl.name, area_id, flt),
         "hour_weekday": panel.hour_weekday(engine, lvl.name, area_id, flt),
+        "response": panel.response_figures(engine, lvl.name, area_id, flt),
     }
     # The same shading as the CompStat page's heat matrix (geo/charts.py), computed once, here.
     import pandas as pd

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from geo.cli import analysis, database, exports, loading, model, plan, runs, serving, staffing, stats, tokens
+from geo.cli import analysis, database, exports, loading, model, plan, police, runs, serving, staffing, stats, tokens
 from geo.cli.context import DATABASE_DOWN, CliContext, database_failure
 
 
@@ -52,5 +52,8 @@ COMMANDS: list[click.Command] = [
 ]
 for _command in COMMANDS:
     main.add_command(_command)
+# The police metrics (geo/cli/police.py) are subcommands of `stats`.
+for _command in police.STATS_COMMANDS:
+    stats.stats.add_command(_command)
 
 __all__ = ["main", "COMMANDS", "database_failure", "DATABASE_DOWN"]

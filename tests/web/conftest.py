@@ -65,6 +65,13 @@ def web_template(server_url, template_db, data_dir, tmp_path_factory) -> str:
     from geo.emerging import npa_emerging, save_npa_emerging
 
     save_npa_emerging(engine, npa_emerging(engine, period, source="labelled"), result.version)
+    # Police metrics for the OGC collection response_times (as `hotspots stats response --by division,priority --save`).
+    from geo.police import response_times
+    from geo.runs import save_table
+
+    save_table(engine, RunSpec(RunKind.RESPONSE_TIMES, {"period": [period.start_date, period.end_date],
+                                                        "by": "division,priority"}, result.version),
+               response_times(engine, period, ("division", "priority")))
     engine.dispose()
     admin.dispose()
     return WEB_TEMPLATE

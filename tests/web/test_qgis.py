@@ -37,7 +37,8 @@ def qgis_read(live_server, tmp_path_factory):
 def test_qgis_reads_every_collection_and_every_page(qgis_read, web_url):
     id_fields = {"calls": "call_id", "incidents": "incident_report_id", "divisions": "division_id",
                  "neighborhoods": "npa_id", "hotspot_cells": "col", "hotspot_npas": "npa_id", "homicides": "objectid",
-                 "emerging_npas": "npa_id"}
+                 "emerging_npas": "npa_id",
+                 "response_times": "division_id"}
     result = qgis_read(*(f"{name}:{id_fields[name]}" for name in LAYERS))
     assert result["qgis"].startswith("3.") and result["provider"] == "OAPIF"
     engine = sa.create_engine(web_url)
@@ -53,6 +54,9 @@ def test_qgis_reads_every_collection_and_every_page(qgis_read, web_url):
         latest_cells = conn.execute(sa.text(
             "SELECT count(*) FROM hotspot_cell_results WHERE run_id = (SELECT max(run_id) FROM analysis_runs"
             " WHERE kind = 'calls_grid_hotspots')")).scalar()
+        latest_response = conn.execute(sa.text(
+            "SELECT count(*) FROM analysis_rows WHERE data->>'division' IN (SELECT division_id FROM divisions)"
+            " AND run_id = (SELECT max(run_id) FROM analysis_runs WHERE kind = 'response_times')")).scalar()
     engine.dispose()
     layers = result["layers"]
     for name, info in layers.items():
@@ -66,6 +70,9 @@ def test_qgis_reads_every_collection_and_every_page(qgis_read, web_url):
     assert layers["hotspot_npas"]["count"] == 462 and len(set(layers["hotspot_npas"]["ids"])) == 462
     assert layers["emerging_npas"]["count"] == 462 and len(set(layers["emerging_npas"]["ids"])) == 462
     assert {"pattern", "trend_z", "source", "left_out"} <= set(layers["emerging_npas"]["fields"])
+    # Response times: one feature per division, priority and part (response, dispatch, travel).
+    assert layers["response_times"]["count"] == latest_response > 0
+    assert set(layers["response_times"]["ids"]) == expected["divisions"]
     assert {"call_id", "received_at", "call_type", "p_violent", "violent"} <= set(layers["calls"]["fields"])
     assert "address" not in layers["calls"]["fields"]        # private fields never leave the database
     xmin, ymin, xmax, ymax = layers["neighborhoods"]["extent"]

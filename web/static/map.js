@@ -580,6 +580,8 @@
         ' calls known only by their date are left out (no time of day).'}));
     }
 
+    if (d.response) { body.appendChild(responseSection(d.response)); }
+
     var cst = d.compstat;
     body.appendChild(el('h3', {text: 'CompStat (week ending ' + cst.report_end + ')'}));
     var cs = el('table', {'class': 'compstat'}, [row(['Window', 'Now', cst.compare === 'year' ? 'Year before' : 'Before',
@@ -642,7 +644,84 @@
         if (s.warnings) { body.appendChild(el('p', {'class': 'warning', text: s.shift + ': ' + s.warnings})); }
         body.appendChild(el('p', {'class': 'needs-reasoning', text: s.shift + ': ' + s.needs_reasoning}));
       });
+      body.appendChild(whatifControl(divisionId, st));
     }
+  }
+
+  // Response times of the selected area (geo/police.py): median and p90 minutes by priority.
+  function responseSection(r) {
+    var box = el('div', {id: 'response'});
+    box.appendChild(el('h3', {text: 'Response time (received to on scene), minutes'}));
+    if (!r.measured) {
+      box.appendChild(el('p', {'class': 'muted', text: 'No call here carries usable CAD times.'}));
+      return box;
+    }
+    var table = el('table', {'class': 'response'}, [row(['Priority', 'Median', 'p90', 'Dispatch', 'Travel', 'Calls'], 'th')]);
+    r.by_priority.forEach(function (p) {
+      var resp = p.response || {}, disp = p.dispatch || {}, trav = p.travel || {};
+      var tr = row([p.priority, fmt(resp.median_min, 1), fmt(resp.p90_min, 1), fmt(disp.median_min, 1),
+        fmt(trav.median_min, 1), fmt(resp.n)]);
+      tr.setAttribute('data-priority', p.priority);
+      table.appendChild(tr);
+    });
+    box.appendChild(table);
+    var lo = r.left_out, left = lo.missing + lo.imprecise + lo.out_of_order;
+    box.appendChild(el('p', {'class': 'muted', text: 'Dispatch and travel are medians of the two parts. ' +
+      (left ? fmt(left) + ' calls left out: ' + fmt(lo.missing) + ' without the times, ' + fmt(lo.imprecise) +
+        ' known only by date, ' + fmt(lo.out_of_order) + ' out of order.' : 'Every call carries usable times.')}));
+    return box;
+  }
+
+  // What-if: move k officers from one of this division's shifts to another division-shift
+  // (GET /api/staffing/whatif, the same computation as `hotspots whatif`).
+  function whatifControl(divisionId, st) {
+    var shifts = st.shifts.map(function (s) { return s.shift; });
+    function select(id, values, chosen) {
+      var sel = el('select', {id: id});
+      values.forEach(function (v) { sel.appendChild(el('option', {value: v.id, text: v.text})); });
+      sel.value = chosen;
+      return sel;
+    }
+    var shiftOptions = shifts.map(function (s) { return {id: s, text: s}; });
+    var k = el('input', {id: 'whatif-k', type: 'number', min: '1', value: '2', style: 'width:4em'});
+    var from = select('whatif-from-shift', shiftOptions, shifts[0]);
+    var to = select('whatif-to-division', config.divisions.map(function (dv) { return {id: dv.id, text: dv.short_name + ' (' + dv.id + ')'}; }),
+      divisionId);
+    var toShift = select('whatif-to-shift', shiftOptions, shifts[shifts.length - 1]);
+    var button = el('button', {id: 'whatif-run', type: 'button', text: 'Try'});
+    var out = el('div', {id: 'whatif-result', 'aria-live': 'polite'});
+    var box = el('div', {id: 'whatif'}, [el('h3', {text: 'What if'}), el('p', {}, [
+      'Move ', k, ' officers from ' + divisionId + ' ', from, ' to ', to, ' ', toShift, ' ', button]), out]);
+    button.addEventListener('click', function () {
+      var p = filterParams();
+      p.set('officers', String(st.officers_citywide));
+      p.set('move', k.value + ':' + divisionId + '/' + from.value + '->' + to.value + '/' + toShift.value);
+      out.textContent = 'computing\u2026';
+      out.setAttribute('aria-busy', 'true');
+      fetchJson('/api/staffing/whatif?' + p.toString()).then(function (w) {
+        out.textContent = '';
+        var s = w.summary;
+        var t = el('table', {'class': 'whatif'}, [row(['', 'Before', 'After'], 'th')]);
+        [['P1 mean wait, min (queueing)', 'p1_mean_wait_min', 2], ['Mean wait, min (queueing)', 'mean_wait_min', 2],
+         ['P1 response median, min (sim)', 'sim_p1_response_median_min', 2],
+         ['P1 response p90, min (sim)', 'sim_p1_response_p90_min', 2], ['Share waiting (sim)', 'sim_share_waiting', null]
+        ].forEach(function (m) {
+          if (!((m[1] + '_before') in s)) { return; }
+          var b = s[m[1] + '_before'], a = s[m[1] + '_after'];
+          var tr = row([m[0], m[2] === null ? pct(b) : fmt(b, m[2]), m[2] === null ? pct(a) : fmt(a, m[2])]);
+          tr.setAttribute('data-measure', m[1]);
+          t.appendChild(tr);
+        });
+        out.appendChild(t);
+        (w.notes || []).forEach(function (n) { out.appendChild(el('p', {'class': 'muted', text: n})); });
+        out.setAttribute('aria-busy', 'false');
+      }).catch(function (err) {
+        out.textContent = '';
+        out.appendChild(el('p', {'class': 'notice error', text: 'What-if failed: ' + err.message}));
+        out.setAttribute('aria-busy', 'false');
+      });
+    });
+    return box;
   }
 
   function row(cells, tag) {
