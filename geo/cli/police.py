@@ -40,8 +40,9 @@ def _rows(table, fmt: str, out: Path | None, notes: list[str]) -> None:
         print_table(table, _columns(table), fmt)
     else:
         note("no calls", fmt)
-    for line in notes:
-        note(line, fmt if out is None else "table")
+    if fmt == "table" or out is not None:   # csv and json on stdout stay bare rows
+        for line in notes:
+            click.echo(line)
 
 
 def _groups(by: str) -> list[str]:
