@@ -448,7 +448,7 @@ def _instants(text: pd.Series, precision: np.ndarray) -> np.ndarray:
         when[offset] = pd.to_datetime(given, format="ISO8601", utc=True, errors="coerce")
     if (~offset).any():
         local = pd.to_datetime(values[~offset], format="ISO8601", errors="coerce")
-        when[~offset] = local.dt.tz_localize(locale_settings().timezone, ambiguous="NaT",
+        when[~offset] = local.dt.tz_localize(zone_or_configured(None), ambiguous="NaT",
                                              nonexistent="NaT").dt.tz_convert("UTC")
     ns = when.to_numpy(dtype="datetime64[ns]").astype(np.int64)
     out[timed] = np.where(when.isna().to_numpy(), np.iinfo(np.int64).min, ns)
