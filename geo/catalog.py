@@ -8,12 +8,18 @@ and never leave it through items, tiles or exports.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Callable, Union
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from geo.filters import ParameterError
+from geo import models
+from geo.filters import ParameterError, compile_text
 from geo.runs import RunKind
+
+# Every layer's rows are read as `<source> AS src`, so one alias serves every tile template.
+SOURCE_ALIAS = "src"
 
 
 @dataclass(frozen=True)
@@ -30,16 +36,80 @@ class Property:
 
 
 @dataclass(frozen=True)
+class TableSource:
+    """A layer read straight from one table of geo/models.py (no run to choose)."""
+
+    table: str
+
+    def __post_init__(self):
+        if self.table not in models.metadata.tables:
+            raise ValueError(f"table {self.table!r} is not described in geo/models.py")
+
+    @property
+    def from_sql(self) -> str:
+        """The FROM item: the table aliased `src`."""
+        return f"{self.table} AS {SOURCE_ALIAS}"
+
+    def binds(self, run_id: int | None = None) -> dict:
+        """Bound values the FROM item needs: none for a table."""
+        return {}
+
+
+@dataclass(frozen=True)
+class RunResultSource:
+    """A layer read from one saved run's result rows: a Core SELECT given an explicit `run_id` bind."""
+
+    # Builds the SELECT from the run_id bind parameter (a function, so the Core objects are made once, lazily).
+    build: Callable[[sa.BindParameter], sa.Select] = field(compare=False)
+    name: str = ""   # what it selects, for repr and equality
+
+    @cached_property
+    def from_sql(self) -> str:
+        """The FROM item: the run's result rows as a subquery aliased `src`, binding `:run_id`."""
+        sql, _ = compile_text(self.build(sa.bindparam("run_id", type_=sa.BigInteger)))
+        return f"({sql}) AS {SOURCE_ALIAS}"
+
+    def binds(self, run_id: int | None = None) -> dict:
+        """The run's id bound to `:run_id` (None selects no rows: a layer with no saved run is empty)."""
+        return {"run_id": run_id}
+
+
+Source = Union[TableSource, RunResultSource]
+
+
+def _as_geometry(column: sa.ColumnElement) -> sa.ColumnElement:
+    # The geometry leaves the subquery as geometry: GeoAlchemy2 would wrap a top-level
+    # geometry column in ST_AsEWKB, which the templates around it could not draw.
+    return sa.type_coerce(column, sa.types.NullType()).label(column.name)
+
+
+def _cell_results(run_id: sa.BindParameter) -> sa.Select:
+    r = models.hotspot_cell_results.alias("r")
+    return (sa.select(r.c.run_id, r.c.col, r.c.row, r.c.cell_ft, r.c.value, r.c.gi_z, r.c.gi_p, r.c.gi_q,
+                      r.c.gi_p_sim, r.c.hotspot_class, _as_geometry(r.c.geom))
+            .where(r.c.run_id == run_id))
+
+
+def _npa_results(run_id: sa.BindParameter) -> sa.Select:
+    r = models.hotspot_npa_results.alias("r")
+    n = models.neighborhoods.alias("n")
+    return (sa.select(r.c.run_id, r.c.npa_id, n.c.population, r.c.value, r.c.value_unit, r.c.event_count, r.c.gi_z,
+                      r.c.gi_p, r.c.gi_q, r.c.gi_p_sim, r.c.hotspot_class, _as_geometry(n.c.geom))
+            .select_from(r.join(n, r.c.npa_id == n.c.npa_id))
+            .where(r.c.run_id == run_id))
+
+
+@dataclass(frozen=True)
 class Layer:
     """A served table or view: OGC collection, tile layer and export share this definition."""
 
     id: str
     title: str
     description: str
-    source: str                 # FROM clause: a table name, or a subquery aliased `src` (run-selected results)
+    source: Source              # a table, or one run's result rows (RunResultSource)
     id_sql: str                 # the feature id (unique within the layer)
     id_type: str                # JSON type of the id
-    geom: str = "geom"          # geometry column of `source`, EPSG:4326
+    geom: str = "geom"          # geometry column of the source, EPSG:4326
     geometry_type: str = "Point"
     filter_table: str | None = None   # 'calls' / 'incidents' / 'homicides': the shared filters apply (geo.filters)
     time_property: str | None = None  # the property `datetime` filters on
@@ -84,7 +154,7 @@ LAYERS: dict[str, Layer] = {
             title="Calls for service",
             description="CAD calls for service with the classifier's violent probability and label "
                         "(the demo's calls are synthetic, generated in CMPD's layout).",
-            source="calls",
+            source=TableSource("calls"),
             id_sql="call_id",
             id_type="string",
             filter_table="calls",
@@ -128,7 +198,7 @@ LAYERS: dict[str, Layer] = {
             description="Incident reports in CMPD's published layout, with the project's category and spatial join. "
                         "Non-crimes (800-series reports, Unfounded) are kept with is_crime = false; data_origin says "
                         "whether a row is a real CMPD record or generated.",
-            source="incidents",
+            source=TableSource("incidents"),
             id_sql="incident_report_id",
             id_type="string",
             filter_table="incidents",
@@ -163,7 +233,7 @@ LAYERS: dict[str, Layer] = {
             description="CMPD's Homicide layer, one feature per victim (real records, City of Charlotte open data); "
                         "dates are calendar dates in Charlotte with no time of day. Victims published without a "
                         "location have a null geometry: they are in items and exports, not in tiles.",
-            source="homicides",
+            source=TableSource("homicides"),
             id_sql="objectid",
             id_type="integer",
             filter_table="homicides",
@@ -196,7 +266,7 @@ LAYERS: dict[str, Layer] = {
             id="divisions",
             title="CMPD patrol divisions",
             description="The 14 CMPD patrol division polygons (City of Charlotte open data).",
-            source="divisions",
+            source=TableSource("divisions"),
             id_sql="division_id",
             id_type="string",
             geometry_type="MultiPolygon",
@@ -211,7 +281,7 @@ LAYERS: dict[str, Layer] = {
             id="neighborhoods",
             title="Neighborhood Profile Areas",
             description="The 462 Charlotte-Mecklenburg Neighborhood Profile Areas with their latest population.",
-            source="neighborhoods",
+            source=TableSource("neighborhoods"),
             id_sql="npa_id",
             id_type="integer",
             geometry_type="MultiPolygon",
@@ -227,8 +297,7 @@ LAYERS: dict[str, Layer] = {
             title="Hot spot grid cells (Gi*)",
             description="Getis-Ord Gi* on square State Plane grid cells of violent calls, from the latest saved run "
                         "(`hotspots hotspots --grid-ft N --save`), or the run named by `run`.",
-            source=("(SELECT r.run_id, r.col, r.\"row\", r.cell_ft, r.value, r.gi_z, r.gi_p, r.gi_q, r.gi_p_sim, r.hotspot_class, r.geom"
-                    " FROM hotspot_cell_results r WHERE r.run_id = :run_id) src"),
+            source=RunResultSource(_cell_results, "hotspot_cell_results"),
             id_sql="(col::text || '_' || \"row\"::text)",
             id_type="string",
             geometry_type="Polygon",
@@ -247,9 +316,7 @@ LAYERS: dict[str, Layer] = {
             title="Hot spot neighborhoods (Gi*)",
             description="Getis-Ord Gi* over the 462 NPAs, from the latest saved run (`hotspots hotspots --save`), "
                         "or the run named by `run`.",
-            source=("(SELECT r.run_id, r.npa_id, n.population, r.value, r.value_unit, r.event_count, r.gi_z, r.gi_p,"
-                    " r.gi_q, r.gi_p_sim, r.hotspot_class, n.geom"
-                    " FROM hotspot_npa_results r JOIN neighborhoods n USING (npa_id) WHERE r.run_id = :run_id) src"),
+            source=RunResultSource(_npa_results, "hotspot_npa_results JOIN neighborhoods"),
             id_sql="npa_id",
             id_type="integer",
             geometry_type="MultiPolygon",

@@ -41,6 +41,7 @@ from sqlalchemy.engine import Engine
 from tqdm import tqdm
 
 from geo.db import read_query_frame
+from geo.filters import compile_driver
 from geo.runs import ModelRun, save_model_run
 from geo.settings import data_settings, zone_or_configured
 from geo.taxonomy import TAXONOMY_CSV, load_taxonomy
@@ -80,8 +81,8 @@ SELECT c.call_id,
        c.priority,
        -- A call known only by its date has no hour: '?' in the features, never midnight.
        CASE WHEN c.received_at_precision = 'date' THEN NULL
-            ELSE extract(hour FROM c.received_at AT TIME ZONE %(tz)s)::int END AS hour,
-       (extract(isodow FROM c.received_at AT TIME ZONE %(tz)s)::int - 1) AS weekday,
+            ELSE extract(hour FROM c.received_at AT TIME ZONE :tz)::int END AS hour,
+       (extract(isodow FROM c.received_at AT TIME ZONE :tz)::int - 1) AS weekday,
        c.npa_id,
        c.division_id
        {truth}
@@ -109,9 +110,12 @@ def _calls_frame(conn, *, with_truth: bool, where: str = "TRUE", params: dict | 
     if with_truth:
         params["violent"] = sorted(load_taxonomy().violent_codes)
         # Ground truth: a linked report of an FBI violent crime that was founded (not Unfounded).
-        truth = ", coalesce(i.highest_nibrs_code = ANY(%(violent)s::text[]) AND i.is_crime, false)::int AS violent"
+        truth = ", coalesce(i.highest_nibrs_code = ANY(CAST(:violent AS text[])) AND i.is_crime, false)::int AS violent"
         join = "LEFT JOIN incidents i ON i.incident_report_id = c.incident_report_id"
     sql = _CALLS_SQL.format(truth=truth, join=join, where=where, limit=f"LIMIT {int(limit)}" if limit else "")
+    # Written with SQLAlchemy's named binds like every other statement; compiled to psycopg2's own
+    # style only here, because read_query_frame hands it to the driver's COPY.
+    sql, params = compile_driver(sa.text(sql).bindparams(**params))
     frame = read_query_frame(conn, sql, params, text_columns=("call_id", "call_type", "division_id"))
     if frame.empty:
         return frame
@@ -618,6 +622,8 @@ def label_selected(conn, stored: StoredModel, where: str, params: dict | None = 
                    limit: int | None = None, tz: str | None = None) -> pd.DataFrame:
     """Score the calls `where` selects (first `limit` by call_id) and write their labels, on `conn`.
 
+    `where` is a condition on calls aliased `c` with SQLAlchemy's named binds (`:name`), valued by `params`.
+
     The one labelling step of `hotspots label` (a chunk per transaction), its Dask workers (a
     partition each) and live ingest (the posted batch's new and changed calls, in the storing
     transaction): the features come from the stored rows (read_calls' query), the label is
@@ -654,19 +660,17 @@ def label_calls(engine: Engine, *, relabel: bool = False, chunk_rows: int = 250_
     """
     started = datetime.now(timezone.utc)
     stored = load_model(engine, version)
-    todo_where = "c.model_version IS DISTINCT FROM %(version)s" if relabel else "c.model_version IS NULL"
+    todo_where = "c.model_version IS DISTINCT FROM :version" if relabel else "c.model_version IS NULL"
     with engine.connect() as conn:
-        total = conn.execute(
-            sa.text("SELECT count(*) FROM calls c WHERE " + todo_where.replace("%(version)s", ":version")),
-            {"version": stored.version},
-        ).scalar_one()
+        total = conn.execute(sa.text("SELECT count(*) FROM calls c WHERE " + todo_where),
+                             {"version": stored.version} if relabel else {}).scalar_one()
     bar = tqdm(total=total, desc="label calls", unit="call", unit_scale=True, disable=not progress)
     labelled = violent = 0
     last = ""
     while True:
         with engine.begin() as conn:
-            out = label_selected(conn, stored, f"{todo_where} AND c.call_id > %(last)s",
-                                 {"version": stored.version, "last": last}, limit=chunk_rows, tz=tz)
+            out = label_selected(conn, stored, f"{todo_where} AND c.call_id > :last",
+                                 {"version": stored.version, "last": last} if relabel else {"last": last}, limit=chunk_rows, tz=tz)
         if out.empty:
             break
         labelled += len(out)

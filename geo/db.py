@@ -345,16 +345,21 @@ def cluster_points(engine: Engine, table: str = "calls") -> None:
     lyr = LAYERS[table]
     if lyr.filter_table is None:
         raise ValueError(f"{table!r} is not a point layer; one of calls, incidents")
-    index = f"{lyr.source}_geom_idx"        # named by geo/sql/migrations/001_core.sql
+    name = lyr.source.table
+    index = f"{name}_geom_idx"        # named by geo/sql/migrations/001_core.sql
     with engine.begin() as conn:
-        conn.exec_driver_sql(f"CLUSTER {lyr.source} USING {index}")
+        conn.exec_driver_sql(f"CLUSTER {name} USING {index}")
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql(f"ANALYZE {lyr.source}")
+        conn.exec_driver_sql(f"ANALYZE {name}")
 
 
 def read_query_frame(conn: Connection, sql: str, params: dict, text_columns: tuple[str, ...] = ()) -> pd.DataFrame:
     """Run a SELECT (psycopg2 `%(name)s` binds) through COPY ... TO STDOUT and parse it with Arrow (much faster
-    than row fetches)."""
+    than row fetches).
+
+    The one place that takes the driver's own bind style: COPY goes through psycopg2's cursor, so callers
+    compile their SQLAlchemy statement with `geo.filters.compile_driver` first.
+    """
     # Imported here: the cluster commands import this module and need none of them.
     import pandas as pd
     import pyarrow as pa

@@ -272,9 +272,8 @@ def export_sql(lyr: Layer, flt: Filter, fmt: ExportFormat, run_id: int | None = 
         else:
             columns.append(f"ST_AsBinary({lyr.geom})")
     where, params = _where(lyr, flt)
-    if run_id is not None:
-        params["run_id"] = run_id
-    return f"SELECT {', '.join(columns)} FROM {lyr.source} WHERE {where} ORDER BY {_order(lyr)}", params
+    params.update(lyr.source.binds(run_id))
+    return f"SELECT {', '.join(columns)} FROM {lyr.source.from_sql} WHERE {where} ORDER BY {_order(lyr)}", params
 
 
 def csv_header(lyr: Layer) -> list[str]:

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from geo.catalog import Layer, Property
+from geo.catalog import Layer, Property, TableSource
 from geo.filters import (FILTER_PARAMETERS, Filter, ParameterError, bare_columns, bbox_predicate, compile_text, parse_bbox,
                          parse_bool, parse_float, parse_int)
 from geo.settings import locale_settings
@@ -58,9 +58,7 @@ class Selection:
         for i, (name, value) in enumerate(self.properties):
             conditions.append(sa.literal_column(lyr.property(name).sql) == sa.bindparam(f"q_{i}", value))
         sql, params = compile_text(sa.and_(sa.true(), *conditions))
-        if lyr.run_kinds:
-            params["run_id"] = self.run_id
-        return sql, params
+        return sql, {**params, **lyr.source.binds(self.run_id)}
 
     def key(self) -> str:
         """A short digest of what is selected, for cache keys."""
@@ -184,7 +182,7 @@ def _feature_sql(lyr: Layer) -> str:
 def count_items(conn: Connection, lyr: Layer, sel: Selection) -> int:
     """numberMatched: how many features the selection holds (exact)."""
     where, params = sel.where(lyr)
-    return int(conn.execute(sa.text(f"SELECT count(*) FROM {lyr.source} WHERE {where}"), params).scalar())
+    return int(conn.execute(sa.text(f"SELECT count(*) FROM {lyr.source.from_sql} WHERE {where}"), params).scalar())
 
 
 def items_page(conn: Connection, lyr: Layer, sel: Selection, limit: int, offset: int) -> tuple[str, int]:
@@ -194,12 +192,13 @@ def items_page(conn: Connection, lyr: Layer, sel: Selection, limit: int, offset:
     # The page is cut in an inner query so the GeoJSON is built only for the rows returned, not
     # for the rows an offset skips (PostgreSQL evaluates a scan's target list before LIMIT).
     # string_agg orders by the id itself: the page order is then guaranteed, not a plan accident.
-    page = f"SELECT * FROM {lyr.source} WHERE {where} ORDER BY {lyr.id_sql} LIMIT :lim OFFSET :off"
-    if offset >= DEEP_OFFSET and where == "TRUE" and _NAME.match(lyr.source) and _NAME.match(lyr.id_sql):
+    page = f"SELECT * FROM {lyr.source.from_sql} WHERE {where} ORDER BY {lyr.id_sql} LIMIT :lim OFFSET :off"
+    if (offset >= DEEP_OFFSET and where == "TRUE" and isinstance(lyr.source, TableSource)
+            and _NAME.match(lyr.id_sql)):
         # Unfiltered deep pages (GDAL and QGIS reading a whole layer): skip the offset on an
         # index-only scan of the primary key, then fetch just the page's rows (about 2x faster
         # at offset 990,000 of 1M calls than visiting every skipped row in the table).
-        page = (f"SELECT r.* FROM {lyr.source} r JOIN (SELECT {lyr.id_sql} FROM {lyr.source}"
+        page = (f"SELECT r.* FROM {lyr.source.table} r JOIN (SELECT {lyr.id_sql} FROM {lyr.source.table}"
                 f" ORDER BY {lyr.id_sql} LIMIT :lim OFFSET :off) k USING ({lyr.id_sql})")
     sql = (f"SELECT count(*), coalesce(string_agg(f, ',' ORDER BY k), '') FROM ("
            f" SELECT {_feature_sql(lyr)} AS f, {lyr.id_sql} AS k FROM ({page}) s) t")
@@ -215,11 +214,9 @@ def get_item(conn: Connection, lyr: Layer, fid: str, run_id: int | None = None) 
             value = int(fid)
         except ValueError:
             return None
-    params = {"fid": value}
-    if lyr.run_kinds:
-        params["run_id"] = run_id
+    params = {"fid": value, **lyr.source.binds(run_id)}
     _session(conn)
-    sql = f"SELECT {_feature_sql(lyr)} FROM {lyr.source} WHERE {lyr.id_sql} = :fid"
+    sql = f"SELECT {_feature_sql(lyr)} FROM {lyr.source.from_sql} WHERE {lyr.id_sql} = :fid"
     return conn.execute(sa.text(sql), params).scalar()
 
 
@@ -234,16 +231,16 @@ def _rfc3339(t: datetime | date | None) -> str | None:
 
 def extent(conn: Connection, lyr: Layer, run_id: int | None = None) -> dict:
     """The collection's extent: WGS84 bbox of the data and, for layers with a time, its interval."""
-    params = {"run_id": run_id} if lyr.run_kinds else {}
+    params = lyr.source.binds(run_id)
     box = conn.execute(sa.text(
         f"SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT ST_Extent({lyr.geom}) AS e"
-        f" FROM {lyr.source}) x"), params).one()
+        f" FROM {lyr.source.from_sql}) x"), params).one()
     out: dict = {}
     if box[0] is not None:
         out["spatial"] = {"bbox": [[round(float(v), COORD_DIGITS) for v in box]], "crs": CRS84}
     if lyr.time_property:
         col = lyr.property(lyr.time_property).sql
-        lo, hi = conn.execute(sa.text(f"SELECT min({col}), max({col}) FROM {lyr.source}"), params).one()
+        lo, hi = conn.execute(sa.text(f"SELECT min({col}), max({col}) FROM {lyr.source.from_sql}"), params).one()
         out["temporal"] = {"interval": [[_rfc3339(lo), _rfc3339(hi)]],
                            "trs": "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian"}
     return out

@@ -265,16 +265,11 @@ class Grid:
 def source_points(engine: Engine, period: Filter, source: str | None = None, origin: str | None = None
                   ) -> tuple[pd.DataFrame, "Source"]:
     """What `source` counts in the period as points: x, y in EPSG:2264 feet, weight w, local month; and the source."""
+    from geo.metrics import source_unit_points
     from geo.sources import resolve
 
     src = resolve(engine, source, period, origin)
-    units, params = src.units_sql(period.narrowed(origin=origin))
-    with engine.connect() as conn:
-        rows = pd.read_sql(sa.text(
-            "SELECT ST_X(g) AS x, ST_Y(g) AS y, w, month FROM ("
-            "  SELECT ST_Transform(geom, 2264) AS g, w, to_char(local_time, 'YYYY-MM') AS month"
-            f"  FROM ({units}) u WHERE geom IS NOT NULL) t"), conn, params=params)
-    return rows, src
+    return source_unit_points(engine, period.narrowed(origin=origin), src), src
 
 
 def _points_2264(engine: Engine, period: Filter, source: str | None, origin: str | None = None
@@ -576,12 +571,11 @@ def threshold_stability(engine: Engine, period: Filter, thresholds: tuple[float,
     FDR-corrected). NPAs hot at every threshold do not depend on where the line is drawn.
     """
     npas = read_neighborhoods(engine)
-    cases = ", ".join(f"count(*) FILTER (WHERE p_violent >= {float(t)!r}) AS t{i}" for i, t in enumerate(thresholds))
-    where, params = period.where("calls")
-    with engine.connect() as conn:
-        counts = pd.read_sql(sa.text(
-            f"SELECT npa_id, {cases} FROM calls WHERE npa_id IS NOT NULL AND p_violent IS NOT NULL AND {where}"
-            " GROUP BY 1"), conn, params=params)
+    from geo.metrics import threshold_counts
+
+    counts = threshold_counts(engine, period, thresholds, ("npa",))
+    counts = counts[counts["npa"].astype(str) != "(none)"]
+    counts = counts.assign(npa_id=counts["npa"].astype(int)).drop(columns="npa")
     merged = npas[["npa_id"]].merge(counts, on="npa_id", how="left").fillna(0)
     hot = np.zeros((len(thresholds), len(npas)), dtype=bool)
     for i in range(len(thresholds)):

@@ -183,6 +183,75 @@ def call_measures(reader: "Engine | SqlReader", flt: Filter, by: Sequence[str] =
     return rows.sort_values(list(by), ignore_index=True) if by else rows
 
 
+def threshold_counts(reader: "Engine | SqlReader", flt: Filter, thresholds: Sequence[float],
+                     by: Sequence[str] = ("npa",)) -> pd.DataFrame:
+    """Scored calls under the filter per group whose p_violent reaches each threshold: columns t0, t1, ...
+
+    Calls without a score are left out; `by` as in call_measures. The inputs of the NPA Gi* at
+    every probability cut (geo.hotspots.threshold_stability).
+    """
+    _groups(by, CALL_GROUPS)
+    t = models.calls
+    cuts = [float(x) for x in thresholds]
+
+    def build(part: Filter | None) -> sa.Select:
+        f = part or flt
+        groups = _call_groups(t, f.tz)
+        counts = [sa.func.count().filter(t.c.p_violent >= sa.bindparam(f"cut_{i}", x, type_=sa.Float)).label(f"t{i}")
+                  for i, x in enumerate(cuts)]
+        return (sa.select(*[groups[g].label(g) for g in by], *counts)
+                .where(t.c.p_violent.is_not(None), f.predicate("calls")).group_by(*_positions(by)))
+
+    rows = reader_of(reader).aggregate(build, flt, list(by))
+    for i in range(len(cuts)):
+        rows[f"t{i}"] = rows[f"t{i}"].astype("int64")
+    return rows.sort_values(list(by), ignore_index=True) if by else rows
+
+
+def local_hour_of_week(t: sa.Table, tz: str) -> ColumnElement:
+    """A call's local hour of the week in `tz` as a Core expression (Monday 00-01 = 0)."""
+    local = sa.func.timezone(tz, t.c.received_at)
+    return (sa.cast(sa.extract("isodow", local), sa.Integer) - 1) * 24 + sa.cast(sa.extract("hour", local), sa.Integer)
+
+
+def workload_cells(reader: "Engine | SqlReader", flt: Filter) -> pd.DataFrame:
+    """Calls with a division under the filter per division_id, local hour of week, category and date_only:
+    calls, violent (model label), p1, priority_known. The call side of geo.staffing's load."""
+    t = models.calls
+    keys = ["division_id", "hour_of_week", "category", "date_only"]
+
+    def build(part: Filter | None) -> sa.Select:
+        f = part or flt
+        groups = _call_groups(t, f.tz)
+        return (sa.select(t.c.division_id.label("division_id"), local_hour_of_week(t, f.tz).label("hour_of_week"),
+                          groups["category"].label("category"), groups["date_only"].label("date_only"),
+                          sa.func.count().label("calls"), sa.func.count().filter(t.c.label).label("violent"),
+                          sa.func.count().filter(t.c.priority == 1).label("p1"),
+                          sa.func.count(t.c.priority).label("priority_known"))
+                .where(t.c.division_id.is_not(None), f.predicate("calls")).group_by(*_positions(keys)))
+
+    rows = reader_of(reader).aggregate(build, flt, keys)
+    for c in ("hour_of_week", "date_only", "calls", "violent", "p1", "priority_known"):
+        rows[c] = rows[c].astype("int64")
+    return rows.sort_values(keys, ignore_index=True)
+
+
+def source_unit_points(engine: Engine, flt: Filter, source) -> pd.DataFrame:
+    """What a source (geo.sources) counts under the filter as points: x, y in EPSG:2264 feet, weight w, local month.
+
+    Row by row (the Gi* on grid cells and the density surfaces bin them themselves); units without a
+    location are left out.
+    """
+    u = source.units(flt).subquery()
+    projected = (sa.select(sa.func.ST_Transform(u.c.geom, 2264).label("g"), u.c.w,
+                           sa.func.to_char(u.c.local_time, sa.literal_column("'YYYY-MM'")).label("month"))
+                 .where(u.c.geom.is_not(None)).subquery())
+    query = sa.select(sa.func.ST_X(projected.c.g).label("x"), sa.func.ST_Y(projected.c.g).label("y"),
+                      projected.c.w, projected.c.month)
+    with engine.connect() as conn:
+        return pd.read_sql(query, conn)
+
+
 UNIT_GROUPS = ("npa", "division", "day", "hour", "category")
 
 
@@ -651,22 +720,51 @@ def clearance_rates(engine: Engine, period: Filter, by: str = "division") -> pd.
     'Closed/Cleared' with the kind in CLEARANCE_DETAIL_STATUS. Unfounded reports are not crimes and
     are outside the denominator (is_crime). Reports in the period are counted by DATE_REPORTED.
     """
-    where, params = period.where("incidents")
-    sql = f"""
-        SELECT {_area_expr(by)} AS area, coalesce(category, 'unknown') AS category, count(*) AS incidents,
-               count(*) FILTER (WHERE clearance_status IN ('Cleared by Arrest', 'Exceptionally Cleared',
-                                                           'Cleared by Arrest by Another Agency')
-                                   OR (clearance_status ILIKE 'closed/cleared'
-                                       AND clearance_detail_status IN ('Cleared by Arrest', 'Exceptionally Cleared')))
-                   AS cleared
-        FROM incidents
-        WHERE is_crime AND {where}
-        GROUP BY 1, 2 ORDER BY 1, 2
-    """
-    with engine.connect() as conn:
-        rows = pd.read_sql(sa.text(sql), conn, params=params)
+    if by not in AREA_COLUMNS:
+        raise ValueError(f"by must be one of {', '.join(AREA_COLUMNS)}, not {by!r}")
+    rows = incident_measures(engine, period, (by, "category")).rename(columns={by: "area"})
+    rows = rows[["area", "category", "incidents", "cleared"]]
     rows["clearance_rate"] = (rows["cleared"] / rows["incidents"]).round(4)
     return rows
+
+
+# As the FBI counts clearances: CLEARANCE_STATUS, or older exports' 'Closed/Cleared' with the kind in the detail.
+CLEARED_STATUSES = ("Cleared by Arrest", "Exceptionally Cleared", "Cleared by Arrest by Another Agency")
+INCIDENT_GROUPS = ("city", "division", "npa", "category")
+
+
+def _incident_groups(t: sa.Table) -> dict[str, ColumnElement]:
+    return {
+        "city": sa.literal_column("'CMPD'"),
+        "division": sa.func.coalesce(t.c.division_id, sa.literal_column("'(none)'")),
+        "npa": sa.func.coalesce(sa.cast(t.c.npa_id, sa.Text), sa.literal_column("'(none)'")),
+        "category": sa.func.coalesce(t.c.category, sa.literal_column("'unknown'")),
+    }
+
+
+def incident_measures(reader: "Engine | SqlReader", flt: Filter, by: Sequence[str] = ()) -> pd.DataFrame:
+    """Crime incidents (not Unfounded, not 800-series) under the filter per group: incidents, cleared.
+
+    `by`: any of INCIDENT_GROUPS (city, division and npa as text with '(none)', category with
+    'unknown'); the filter reads incidents by DATE_REPORTED. Clearance rates are built on it.
+    """
+    _groups(by, INCIDENT_GROUPS)
+    t = models.incidents
+
+    def build(part: Filter | None) -> sa.Select:
+        f = part or flt
+        groups = _incident_groups(t)
+        cleared = sa.or_(t.c.clearance_status.in_(CLEARED_STATUSES),
+                         sa.and_(t.c.clearance_status.ilike("closed/cleared"),
+                                 t.c.clearance_detail_status.in_(CLEARED_STATUSES[:2])))
+        return (sa.select(*[groups[g].label(g) for g in by], sa.func.count().label("incidents"),
+                          sa.func.count().filter(cleared).label("cleared"))
+                .where(t.c.is_crime, f.predicate("incidents")).group_by(*_positions(by)))
+
+    rows = reader_of(reader).aggregate(build, flt, list(by))
+    for c in ("incidents", "cleared"):
+        rows[c] = rows[c].astype("int64")
+    return rows.sort_values(list(by), ignore_index=True) if by else rows
 
 
 # --- leading indicators and outreach ---------------------------------------------------------
@@ -712,10 +810,32 @@ def complete_months(period: Filter, **coverages: tuple[date | None, date | None]
     return months, left_out
 
 
-# Violent incidents are dated by when they happened where CMPD gives it (DATE_INCIDENT_BEGAN, not
-# after the report), else by the report date.
-OCCURRED = ("CASE WHEN date_incident_began IS NOT NULL AND date_incident_began <= date_reported"
-            " THEN date_incident_began ELSE date_reported END")
+def violent_incident_months(reader: "Engine | SqlReader", flt: Filter) -> pd.DataFrame:
+    """Violent incidents (FBI violent codes, not unfounded) with an NPA per npa_id and local month of occurrence.
+
+    Columns npa_id, month (first day), violent, by_occurrence. An incident is dated by when it happened
+    where CMPD gives it (DATE_INCIDENT_BEGAN, not after the report), else by its report date; only the
+    filter's dates (read on that date), zone and origin apply.
+    """
+    from geo.taxonomy import load_taxonomy
+
+    t = models.incidents
+    began = sa.and_(t.c.date_incident_began.is_not(None), t.c.date_incident_began <= t.c.date_reported)
+    occurred = sa.case((began, t.c.date_incident_began), else_=t.c.date_reported)
+    codes = sorted(load_taxonomy().violent_codes)
+
+    def build(part: Filter | None) -> sa.Select:
+        f = part or flt
+        month = sa.cast(sa.func.date_trunc("month", sa.func.timezone(f.tz, occurred)), sa.Date)
+        conditions = [t.c.npa_id.is_not(None), t.c.highest_nibrs_code.in_(codes), t.c.is_crime.is_not(sa.false()),
+                      occurred >= f.start, occurred < f.end]
+        if flt.origin:
+            conditions.append(t.c.data_origin == flt.origin)
+        return (sa.select(t.c.npa_id, month.label("month"), sa.func.count().filter(began).label("by_occurrence"),
+                          sa.func.count().label("violent"))
+                .where(*conditions).group_by(*_positions(("npa_id", "month"))))
+
+    return reader_of(reader).aggregate(build, flt, ["npa_id", "month"])
 
 
 def indicator_panel(engine: Engine, period: Filter, flt: Filter | None = None) -> IndicatorPanel:
@@ -725,8 +845,6 @@ def indicator_panel(engine: Engine, period: Filter, flt: Filter | None = None) -
     cover it from its first to its last day (incidents by report date: what has been reported);
     a half-finished last month is left out and listed. `flt` narrows the calls (dates ignored).
     """
-    from geo.taxonomy import load_taxonomy
-
     tz = period.tz
     flt = (flt or Filter(tz=tz)).without_dates()
     calls_cover = data_coverage(engine, "calls", flt.origin, tz)
@@ -737,22 +855,11 @@ def indicator_panel(engine: Engine, period: Filter, flt: Filter | None = None) -
     if not months:
         return empty
     lo, hi = months[0], _month_add(months[-1], 1)
-    where, params = flt.with_days(lo, hi).where("calls")
-    params = {**params, "s": lo, "e": hi, "tz": tz, "violent": sorted(load_taxonomy().violent_codes),
-              "origin": flt.origin}
-    origin = "AND data_origin = :origin" if flt.origin else ""
-    with engine.connect() as conn:
-        calls = pd.read_sql(sa.text(
-            "SELECT npa_id, date_trunc('month', received_at AT TIME ZONE :tz)::date AS month,"
-            " coalesce(category, 'unknown') AS category, count(*) AS n FROM calls"
-            f" WHERE npa_id IS NOT NULL AND {where} GROUP BY 1, 2, 3"), conn, params=params)
-        violent = pd.read_sql(sa.text(
-            f"SELECT npa_id, date_trunc('month', {OCCURRED} AT TIME ZONE :tz)::date AS month,"
-            " count(*) FILTER (WHERE date_incident_began IS NOT NULL AND date_incident_began <= date_reported) AS by_occurrence,"
-            " count(*) AS violent FROM incidents"
-            " WHERE npa_id IS NOT NULL AND highest_nibrs_code = ANY(:violent) AND is_crime IS NOT FALSE"
-            f" {origin} AND {OCCURRED} >= (CAST(:s AS timestamp) AT TIME ZONE :tz)"
-            f" AND {OCCURRED} < (CAST(:e AS timestamp) AT TIME ZONE :tz) GROUP BY 1, 2"), conn, params=params)
+    calls = call_measures(engine, flt.with_days(lo, hi), ("npa", "month", "category"))
+    calls = calls[calls["npa"].astype(str) != "(none)"]
+    calls = pd.DataFrame({"npa_id": calls["npa"].astype(int), "month": calls["month"], "category": calls["category"],
+                          "n": calls["calls"]})
+    violent = violent_incident_months(engine, Filter.local_days(lo, hi, tz=tz, origin=flt.origin))
     npas = np.array(sorted(set(calls["npa_id"]) | set(violent["npa_id"])), dtype=int)
     if not len(npas):
         return empty

@@ -63,7 +63,8 @@ def _ident(lvl: Level) -> tuple[str, str]:
     lyr = catalog.layer(lvl.layer)
     calls = {p.name for p in catalog.layer("calls").properties}
     assert lvl.calls_column in calls  # the level table may only name catalogued columns
-    return lyr.source, lyr.id_sql
+    assert isinstance(lyr.source, catalog.TableSource)  # area levels are tables, never run results
+    return lyr.source.table, lyr.id_sql
 
 
 # --- areas -------------------------------------------------------------------------------------

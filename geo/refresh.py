@@ -64,7 +64,7 @@ def current_model(engine: Engine) -> tuple[StoredModel | None, str | None]:
 def label_batch(conn: Connection, model: StoredModel, batch_id: int, tz: str | None = None) -> int:
     """Label one stored batch's new and changed calls inside its own transaction; returns how many."""
     # The merge cleared (or never set) the labels of exactly these calls.
-    return len(label_selected(conn, model, "c.batch_id = %(batch)s AND c.model_version IS NULL", {"batch": batch_id},
+    return len(label_selected(conn, model, "c.batch_id = :batch AND c.model_version IS NULL", {"batch": batch_id},
                               tz=tz))
 
 

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from geo import models
-from geo.filters import Filter, compile_driver
+from geo.filters import Filter, compile_driver, compile_text
 
 # About this many calls per partition: big enough that a task's fixed costs (connection,
 # scheduling, one COPY) vanish, small enough that a worker holds only a few hundred MB.
@@ -215,8 +215,8 @@ def _label_partition(part: Filter, url: str, model, relabel: bool) -> tuple[int,
 
     c = CALLS.c
     todo = c.model_version.is_distinct_from(model.version) if relabel else c.model_version.is_(None)
-    # label_selected reads through psycopg2 itself: the predicate compiled once for the driver.
-    where, params = compile_driver(sa.and_(todo, *_in_range(part)))
+    # label_selected takes a condition with SQLAlchemy's named binds, like every caller's.
+    where, params = compile_text(sa.and_(todo, *_in_range(part)))
     # Each partition commits on its own (an interrupted run keeps finished partitions).
     with worker_engine(url).begin() as conn:
         out = label_selected(conn, model, where, params)

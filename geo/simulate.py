@@ -383,23 +383,11 @@ def assumed_calls(frame: pd.DataFrame, divisions: list[str], staffing_config, si
 def calls_from_db(engine, period, staffing_config, sim: SimulationConfig, divisions: list[str],
                   p1_share: dict[str, float] | None = None) -> tuple[SimCalls, dict[str, str]]:
     """The period's calls with an hour (not date-only) and a division, as SimCalls from the period's start."""
-    import sqlalchemy as sa
+    from geo.staffing import cad_calls
 
-    from geo.staffing import CAD_BUSY_SQL
-
-    where, params = period.where("calls")
-    params.update(start=period.start_date, tz=period.tz)
-    with engine.connect() as conn:
-        frame = pd.read_sql(sa.text(
-            "SELECT division_id, extract(epoch FROM (received_at AT TIME ZONE :tz) - CAST(:start AS timestamp)) / 60"
-            " AS minute, priority, coalesce(category, 'unknown') AS category, coalesce(label, false) AS violent,"
-            f" {CAD_BUSY_SQL} AS busy_min,"
-            # The drive: dispatch to on scene, where both are recorded instants in that order.
-            " CASE WHEN onscene_at_precision = 'time' AND dispatched_at_precision = 'time'"
-            "  AND onscene_at >= dispatched_at THEN extract(epoch FROM onscene_at - dispatched_at) / 60 END"
-            " AS travel_min, units_assigned"
-            f" FROM calls WHERE division_id IS NOT NULL AND received_at_precision <> 'date' AND {where}"),
-            conn, params=params)
+    frame = cad_calls(engine, period, start=period.start_date)
+    frame = frame[["division_id", "minute", "priority", "category", "violent", "busy_min", "travel_min",
+                   "units_assigned"]]
     # Local wall-clock minutes: the repeated autumn hour may put a call a few minutes before period start.
     frame["minute"] = frame["minute"].clip(lower=0)
     return assumed_calls(frame, divisions, staffing_config, sim, p1_share)

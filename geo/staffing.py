@@ -205,26 +205,16 @@ def weekday_counts(period: Filter) -> np.ndarray:
     return counts
 
 
-# A call's cell of the load: division, category and local hour of the week (Monday 00-01 = 0).
-CELL_SQL = ("division_id, coalesce(category, 'unknown') AS category,"
-            " ((extract(isodow FROM received_at AT TIME ZONE :tz)::int - 1) * 24"
-            "  + extract(hour FROM received_at AT TIME ZONE :tz)::int) AS hour_of_week")
-
-
 def call_counts(engine: Engine, period: Filter) -> pd.DataFrame:
     """Calls per division, hour of week and category: calls, violent, p1, priority_known."""
-    where, params = period.where("calls")
-    params["tz"] = period.tz
+    from geo.metrics import workload_cells
+
+    cells = workload_cells(engine, period)
+    # A call known only by its date has no hour: left out (counted in attrs).
+    left_out = cells.loc[cells["date_only"] == 1, "calls"].sum()
+    rows = cells.loc[cells["date_only"] == 0, ["division_id", "category", "hour_of_week", "calls", "violent", "p1",
+                                              "priority_known"]].reset_index(drop=True)
     with engine.connect() as conn:
-        rows = pd.read_sql(sa.text(
-            f"SELECT {CELL_SQL}, count(*) AS calls, count(*) FILTER (WHERE label) AS violent,"
-            " count(*) FILTER (WHERE priority = 1) AS p1, count(priority) AS priority_known FROM calls"
-            # A call known only by its date has no hour: left out (counted in attrs).
-            f" WHERE division_id IS NOT NULL AND received_at_precision <> 'date' AND {where} GROUP BY 1, 2, 3"),
-            conn, params=params)
-        left_out = conn.execute(sa.text(
-            f"SELECT count(*) FROM calls WHERE division_id IS NOT NULL AND received_at_precision = 'date' AND {where}"),
-            params).scalar_one()
         divisions = [r[0] for r in conn.execute(sa.text("SELECT division_id FROM divisions ORDER BY division_id"))]
     rows.attrs.update(divisions=divisions, left_out_date_only=int(left_out))
     return rows
@@ -506,12 +496,39 @@ def marginal_allocation(groups: dict, index: dict, order: list, officers: int, c
     return units
 
 
-# A call's unit time from its CAD times: dispatch (or receipt, where no dispatch time is recorded) to clear,
-# in minutes, only where both ends are recorded instants and clear comes after.
-CAD_BUSY_SQL = """
-CASE WHEN cleared_at_precision = 'time' AND coalesce(dispatched_at_precision, received_at_precision) = 'time'
-      AND cleared_at > coalesce(dispatched_at, received_at)
-     THEN extract(epoch FROM cleared_at - coalesce(dispatched_at, received_at)) / 60 END"""
+def cad_calls(engine: Engine, period: Filter, start=None) -> pd.DataFrame:
+    """The period's calls with an hour (not date-only) and a division, one row each, with their CAD times in minutes.
+
+    Columns: division_id, hour_of_week (local, Monday 00-01 = 0), category ('unknown' where none),
+    priority, violent (the model's label, false where none), busy_min, travel_min, units_assigned,
+    and `minute` (local wall-clock minutes from the local midnight `start`, a date) when `start` is given.
+    busy_min: dispatch (or receipt, where no dispatch time is recorded) to clear, only where both ends
+    are recorded instants and clear comes after; travel_min: dispatch to on scene, likewise.
+    Row by row: the simulation replays each call, and the measured service times weight each by its units.
+    """
+    from geo import models
+    from geo.metrics import local_hour_of_week
+
+    t = models.calls
+    begin = sa.func.coalesce(t.c.dispatched_at, t.c.received_at)
+    busy = sa.case((sa.and_(t.c.cleared_at_precision == "time",
+                            sa.func.coalesce(t.c.dispatched_at_precision, t.c.received_at_precision) == "time",
+                            t.c.cleared_at > begin), sa.extract("epoch", t.c.cleared_at - begin) / 60))
+    travel = sa.case((sa.and_(t.c.onscene_at_precision == "time", t.c.dispatched_at_precision == "time",
+                              t.c.onscene_at >= t.c.dispatched_at),
+                      sa.extract("epoch", t.c.onscene_at - t.c.dispatched_at) / 60))
+    columns = [t.c.division_id, local_hour_of_week(t, period.tz).label("hour_of_week")]
+    if start is not None:
+        local = sa.func.timezone(period.tz, t.c.received_at)
+        origin = sa.cast(sa.bindparam("start", start, type_=sa.Date), sa.DateTime)
+        columns.append((sa.extract("epoch", local - origin) / 60).label("minute"))
+    columns += [t.c.priority, sa.func.coalesce(t.c.category, sa.literal_column("'unknown'")).label("category"),
+                sa.func.coalesce(t.c.label, sa.false()).label("violent"), busy.label("busy_min"),
+                travel.label("travel_min"), t.c.units_assigned]
+    query = (sa.select(*columns)
+             .where(t.c.division_id.is_not(None), t.c.received_at_precision != "date", period.predicate("calls")))
+    with engine.connect() as conn:
+        return pd.read_sql(query, conn)
 
 
 def measured_service(engine: Engine, period: Filter, config: StaffingConfig) -> pd.DataFrame:
@@ -519,13 +536,7 @@ def measured_service(engine: Engine, period: Filter, config: StaffingConfig) -> 
     (division_id, hour_of_week, category, service_min, measured_calls), where service_min x the configured
     units of those calls (hourly_load's formula) gives the measured unit-minutes (busy time x units
     assigned, the configured units where none are recorded). Empty where no call carries CAD times."""
-    where, params = period.where("calls")
-    params["tz"] = period.tz
-    with engine.connect() as conn:
-        rows = pd.read_sql(sa.text(
-            f"SELECT {CELL_SQL}, coalesce(label, false) AS violent, {CAD_BUSY_SQL} AS busy_min, units_assigned FROM calls"
-            f" WHERE division_id IS NOT NULL AND received_at_precision <> 'date' AND cleared_at IS NOT NULL AND {where}"),
-            conn, params=params)
+    rows = cad_calls(engine, period)
     rows = rows[rows["busy_min"].notna()]
     columns = ["division_id", "hour_of_week", "category", "service_min", "measured_calls"]
     if rows.empty:

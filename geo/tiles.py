@@ -157,11 +157,6 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _source(lyr: Layer) -> str:
-    # Tables are aliased src like the run-selected subqueries, so one alias serves every template.
-    return lyr.source if lyr.source.endswith(" src") else f"{lyr.source} AS src"
-
-
 def _columns(t: TileLayer) -> str:
     cols = []
     for name in t.fields:
@@ -183,7 +178,7 @@ _POINT_3857 = ("ST_SetSRID(ST_MakePoint(ST_X(src.geom) * (20037508.342789244 / 1
 
 def _raw_sql(t: TileLayer, where: str) -> str:
     geom = _POINT_3857 if t.layer.geometry_type == "Point" else "ST_Transform(src.geom, 3857)"
-    return sql_template("features.sql").format(source=_source(t.layer), columns=_columns(t), where=where, geom3857=geom)
+    return sql_template("features.sql").format(source=t.layer.source.from_sql, columns=_columns(t), where=where, geom3857=geom)
 
 
 def _grid_sql(t: TileLayer, where: str) -> str:
@@ -193,7 +188,7 @@ def _grid_sql(t: TileLayer, where: str) -> str:
     if cols.probability:
         point_values = f", src.{cols.probability} AS p"
         aggregates = ",\n           avg(p)::real AS mean_p"
-    return sql_template("points_grid.sql").format(source=_source(t.layer), where=where, violent=violent,
+    return sql_template("points_grid.sql").format(source=t.layer.source.from_sql, where=where, violent=violent,
                                                 point_values=point_values, aggregates=aggregates)
 
 
@@ -205,8 +200,7 @@ def tile_sql(t: TileLayer, z: int, x: int, y: int, flt: Filter | None = None,
     else:
         where, params = "TRUE", {}
     params = dict(params, z=z, x=x, y=y, extent=EXTENT, buffer=BUFFER, margin=BUFFER / EXTENT, layer_name=t.name)
-    if t.layer.run_kinds:
-        params["run_id"] = run_id
+    params.update(t.layer.source.binds(run_id))
     if not t.aggregated:
         sql = _raw_sql(t, where)
     elif z < RAW_MIN_ZOOM:
@@ -214,7 +208,7 @@ def tile_sql(t: TileLayer, z: int, x: int, y: int, flt: Filter | None = None,
         params.update(_grid_params(z, x, y), cell=CELL)
     else:
         sql = sql_template("points_adaptive.sql").format(
-            source=_source(t.layer), where=where, raw_tile=_raw_sql(t, where), grid_tile=_grid_sql(t, where))
+            source=t.layer.source.from_sql, where=where, raw_tile=_raw_sql(t, where), grid_tile=_grid_sql(t, where))
         params.update(_grid_params(z, x, y), cell=CELL, max_raw=MAX_RAW_FEATURES)
     return sql, params
 

@@ -120,3 +120,54 @@ def test_tile_layers_are_views_of_the_catalog():
 
     assert set(gt.TILE_LAYERS) == set(catalog.LAYERS)
     assert all(gt.tile_layer(name).layer is catalog.layer(name) for name in catalog.LAYERS)
+
+
+def _second_npa_run(engine) -> tuple[int, int, dict[int, float]]:
+    """A second hotspot_npas run beside the latest saved one, on three NPAs with values of its own."""
+    with engine.begin() as conn:
+        first = conn.execute(sa.text(
+            "SELECT run_id FROM analysis_runs WHERE run_id IN (SELECT run_id FROM hotspot_npa_results)"
+            " ORDER BY created_at DESC, run_id DESC LIMIT 1")).scalar_one()
+        second = conn.execute(sa.text("INSERT INTO analysis_runs (kind, params) SELECT kind, params"
+                                      " FROM analysis_runs WHERE run_id = :r RETURNING run_id"), {"r": first}).scalar_one()
+        npas = conn.execute(sa.text("SELECT npa_id FROM hotspot_npa_results WHERE run_id = :r ORDER BY npa_id LIMIT 3"),
+                            {"r": first}).scalars().all()
+        values = {int(n): 1000.0 + i for i, n in enumerate(npas)}
+        for npa, value in values.items():
+            conn.execute(sa.text(
+                "INSERT INTO hotspot_npa_results (run_id, npa_id, value, gi_z, gi_p, gi_q, hotspot_class)"
+                " VALUES (:r, :n, :v, 0, 1, 1, 'Not Significant')"), {"r": second, "n": npa, "v": value})
+    return first, second, values
+
+
+def test_each_route_serves_the_asked_runs_rows_only_when_two_runs_exist(writable_url):
+    import mapbox_vector_tile
+
+    engine = sa.create_engine(writable_url)
+    first, second, values = _second_npa_run(engine)
+    with engine.connect() as conn:
+        first_rows = conn.execute(sa.text("SELECT count(*) FROM hotspot_npa_results WHERE run_id = :r"),
+                                  {"r": first}).scalar_one()
+    engine.dispose()
+    assert first_rows > len(values)   # the runs differ in size: a mix would show
+    client = create_app({"DATABASE_URL": writable_url, "TESTING": True}).test_client()
+    for run, expected in ((second, values), (first, None)):
+        items = client.get(f"/ogc/collections/hotspot_npas/items?limit=1000&run={run}").get_json()
+        from_items = {f["properties"]["npa_id"]: f["properties"]["value"] for f in items["features"]}
+        assert {f["properties"]["run_id"] for f in items["features"]} == {run}
+        text = client.get(f"/export/hotspot_npas.csv?run={run}").get_data(as_text=True)
+        rows = list(csv.DictReader(io.StringIO(text)))
+        assert {int(r["run_id"]) for r in rows} == {run}
+        tile = client.get(f"/tiles/hotspot_npas/3/2/3.pbf?run={run}")
+        assert tile.status_code == 200
+        features = mapbox_vector_tile.decode(tile.data)["hotspot_npas"]["features"]
+        assert {f["properties"]["run_id"] for f in features} == {run}
+        if expected is not None:
+            assert from_items == expected
+            assert {int(r["npa_id"]): float(r["value"]) for r in rows} == expected
+            assert {f["properties"]["npa_id"]: f["properties"]["value"] for f in features} == expected
+        else:
+            assert len(from_items) == len(rows) == first_rows and not set(values.values()) & set(from_items.values())
+    # Without `run` the latest run (the second) is served.
+    latest = client.get("/ogc/collections/hotspot_npas/items?limit=1000").get_json()
+    assert {f["properties"]["npa_id"] for f in latest["features"]} == set(values)
