@@ -196,7 +196,7 @@ def threshold_counts(reader: "Engine | SqlReader", flt: Filter, thresholds: Sequ
 
     def build(part: Filter | None) -> sa.Select:
         f = part or flt
-        groups = _call_groups(t, f.tz)
+        groups = call_groups(t, f.tz)
         counts = [sa.func.count().filter(t.c.p_violent >= sa.bindparam(f"cut_{i}", x, type_=sa.Float)).label(f"t{i}")
                   for i, x in enumerate(cuts)]
         return (sa.select(*[groups[g].label(g) for g in by], *counts)
@@ -222,7 +222,7 @@ def workload_cells(reader: "Engine | SqlReader", flt: Filter) -> pd.DataFrame:
 
     def build(part: Filter | None) -> sa.Select:
         f = part or flt
-        groups = _call_groups(t, f.tz)
+        groups = call_groups(t, f.tz)
         return (sa.select(t.c.division_id.label("division_id"), local_hour_of_week(t, f.tz).label("hour_of_week"),
                           groups["category"].label("category"), groups["date_only"].label("date_only"),
                           sa.func.count().label("calls"), sa.func.count().filter(t.c.label).label("violent"),
