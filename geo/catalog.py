@@ -64,14 +64,18 @@ class RunResultSource:
     name: str = ""   # what it selects, for repr and equality
 
     @cached_property
+    def _compiled(self) -> tuple[str, dict]:
+        return compile_text(self.build(sa.bindparam("run_id", type_=sa.BigInteger)))
+
+    @property
     def from_sql(self) -> str:
         """The FROM item: the run's result rows as a subquery aliased `src`, binding `:run_id`."""
-        sql, _ = compile_text(self.build(sa.bindparam("run_id", type_=sa.BigInteger)))
-        return f"({sql}) AS {SOURCE_ALIAS}"
+        return f"({self._compiled[0]}) AS {SOURCE_ALIAS}"
 
     def binds(self, run_id: int | None = None) -> dict:
-        """The run's id bound to `:run_id` (None selects no rows: a layer with no saved run is empty)."""
-        return {"run_id": run_id}
+        """The run's id bound to `:run_id` (None selects no rows: a layer with no saved run is empty), and the
+        subquery's own bound constants (JSON keys of a run's params or rows)."""
+        return {**self._compiled[1], "run_id": run_id}
 
 
 Source = Union[TableSource, RunResultSource]
@@ -96,6 +100,44 @@ def _npa_results(run_id: sa.BindParameter) -> sa.Select:
     return (sa.select(r.c.run_id, r.c.npa_id, n.c.population, r.c.value, r.c.value_unit, r.c.event_count, r.c.gi_z,
                       r.c.gi_p, r.c.gi_q, r.c.gi_p_sim, r.c.hotspot_class, _as_geometry(n.c.geom))
             .select_from(r.join(n, r.c.npa_id == n.c.npa_id))
+            .where(r.c.run_id == run_id))
+
+
+def _emerging_results(run_id: sa.BindParameter) -> sa.Select:
+    # The run's shared settings come from its params, so every feature names its source and period.
+    e = models.emerging_npa_results.alias("e")
+    a = models.analysis_runs.alias("a")
+    n = models.neighborhoods.alias("n")
+    p = a.c.params
+    return (sa.select(e.c.run_id, e.c.npa_id, e.c.pattern, e.c.trend_z, e.c.trend_p, e.c.hot_steps, e.c.cold_steps,
+                      e.c.steps, e.c.hot_share, e.c.cold_share, e.c.final_z, e.c.total,
+                      p["source"].astext.label("source"), p["source_words"].astext.label("source_words"),
+                      p["unit"].astext.label("time_step"),
+                      p["neighbourhood_steps"].astext.cast(sa.Integer).label("neighbourhood_steps"),
+                      p["confidence"].astext.cast(sa.Float).label("confidence"),
+                      p["first_step"].astext.label("first_step"), p["last_step"].astext.label("last_step"),
+                      p["period"][0].astext.label("period_start"), p["period"][1].astext.label("period_end"),
+                      p["left_out_words"].astext.label("left_out"), _as_geometry(n.c.geom))
+            .select_from(e.join(a, e.c.run_id == a.c.run_id).join(n, e.c.npa_id == n.c.npa_id))
+            .where(e.c.run_id == run_id))
+
+
+def _response_rows(run_id: sa.BindParameter) -> sa.Select:
+    # One saved police-metrics row (geo/police.py) per feature, drawn on its division's polygon.
+    r = models.analysis_rows.alias("r")
+    d = models.divisions.alias("d")
+    data = r.c.data
+
+    def number(key: str, kind) -> sa.ColumnElement:
+        return data[key].astext.cast(kind).label(key)
+
+    return (sa.select(r.c.run_id, r.c.row_no, data["interval"].astext.label("part"), d.c.division_id,
+                      data["priority"].astext.label("priority"), number("hour", sa.Integer),
+                      data["category"].astext.label("category"), number("calls", sa.Integer), number("n", sa.Integer),
+                      number("median_min", sa.Float), number("p90_min", sa.Float), number("mean_min", sa.Float),
+                      number("left_out_missing", sa.Integer), number("left_out_imprecise", sa.Integer),
+                      number("left_out_out_of_order", sa.Integer), _as_geometry(d.c.geom))
+            .select_from(r.join(d, d.c.division_id == data["division"].astext))
             .where(r.c.run_id == run_id))
 
 
@@ -339,15 +381,7 @@ LAYERS: dict[str, Layer] = {
                         "on each NPA's Gi* z-scores, 17 patterns), from the latest saved run (`hotspots emerging "
                         "--save`), or the run named by `run`.",
             # The run's shared settings come from its params, so every feature names its source and period.
-            source=("(SELECT e.run_id, e.npa_id, e.pattern, e.trend_z, e.trend_p, e.hot_steps, e.cold_steps, e.steps,"
-                    " e.hot_share, e.cold_share, e.final_z, e.total, a.params->>'source' AS source,"
-                    " a.params->>'source_words' AS source_words, a.params->>'unit' AS time_step,"
-                    " (a.params->>'neighbourhood_steps')::int AS neighbourhood_steps,"
-                    " (a.params->>'confidence')::float8 AS confidence, a.params->>'first_step' AS first_step,"
-                    " a.params->>'last_step' AS last_step, a.params->'period'->>0 AS period_start,"
-                    " a.params->'period'->>1 AS period_end, a.params->>'left_out_words' AS left_out, n.geom"
-                    " FROM emerging_npa_results e JOIN analysis_runs a USING (run_id)"
-                    " JOIN neighborhoods n USING (npa_id) WHERE e.run_id = :run_id) src"),
+            source=RunResultSource(_emerging_results, "emerging_npa_results JOIN analysis_runs JOIN neighborhoods"),
             id_sql="npa_id",
             id_type="integer",
             geometry_type="MultiPolygon",
@@ -387,16 +421,7 @@ LAYERS: dict[str, Layer] = {
                         "median, 90th percentile and mean minutes per division (and priority, hour, ... as saved), "
                         "drawn on the division polygons, from the latest saved run of `hotspots stats response --by "
                         "division,priority --save`, or the run named by `run`. Methods: docs/methods.md.",
-            source=("(SELECT r.run_id, r.row_no, r.data->>'interval' AS part, d.division_id,"
-                    " r.data->>'priority' AS priority, (r.data->>'hour')::integer AS hour, r.data->>'category' AS category,"
-                    " (r.data->>'calls')::integer AS calls, (r.data->>'n')::integer AS n,"
-                    " (r.data->>'median_min')::double precision AS median_min,"
-                    " (r.data->>'p90_min')::double precision AS p90_min, (r.data->>'mean_min')::double precision AS mean_min,"
-                    " (r.data->>'left_out_missing')::integer AS left_out_missing,"
-                    " (r.data->>'left_out_imprecise')::integer AS left_out_imprecise,"
-                    " (r.data->>'left_out_out_of_order')::integer AS left_out_out_of_order, d.geom"
-                    " FROM analysis_rows r JOIN divisions d ON d.division_id = r.data->>'division'"
-                    " WHERE r.run_id = :run_id) src"),
+            source=RunResultSource(_response_rows, "analysis_rows JOIN divisions"),
             id_sql="row_no",
             id_type="integer",
             geometry_type="MultiPolygon",
