@@ -173,7 +173,6 @@ def simulate(calls: SimCalls, staffing: np.ndarray, start_how: int = 0,
     div = calls.division.tolist()
     pri = calls.priority.tolist()
     service = calls.service_min.tolist()
-    travel = calls.travel_min.tolist()
     need = calls.units.tolist()
     n = len(arrival)
     wait = [0.0] * n
