@@ -64,8 +64,8 @@ def test_a_saved_run_round_trips_with_its_settings(engine):
     # Each feature of the served layer names the run's source, period, steps and what was left out.
     lyr = catalog.layer("emerging_npas")
     with engine.connect() as conn:
-        row = conn.execute(sa.text(f"SELECT * FROM {lyr.source} WHERE npa_id = :n").bindparams(run_id=run_id),
-                           {"n": centre}).mappings().one()
+        row = conn.execute(sa.text(f"SELECT * FROM {lyr.source.from_sql} WHERE npa_id = :n"),
+                           {"n": centre, **lyr.source.binds(run_id)}).mappings().one()
     assert (row["pattern"], row["source"], row["time_step"], row["neighbourhood_steps"]) == (
         stored.loc[centre, "pattern"], "labelled", "month", 2)
     assert (row["period_start"], row["period_end"], row["left_out"]) == ("2021-01-01", "2022-01-01", "2022-01 (10% covered)")
