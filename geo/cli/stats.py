@@ -31,6 +31,11 @@ def _names(by: str) -> dict[str, str]:
     return division_labels(session().engine) if by == "division" else {}
 
 
+def _with_names(table, names: dict[str, str]):
+    """The rows with a `name` column beside `area` (empty when the areas have no names)."""
+    return table.assign(name=table["area"].astype(str).map(names).fillna("") if names else "")
+
+
 def _top_areas(totals, by: str, top: int | None, fmt: str) -> tuple[list, str | None]:
     """The areas to print, largest first when cut, and the line that says how many were left out.
 
@@ -70,7 +75,7 @@ def stats_calls_cmd(start: str | None, end: str | None, by: str, division: str |
     if save:
         opt.save_table("call_counts", {"period": opt.period_param(period), "by": by, "division": division}, table)
     names = _names(by)
-    table = table.assign(name=table["area"].astype(str).map(names).fillna("") if names else "")
+    table = _with_names(table, names)
     areas, left_out = _top_areas(table.groupby("area")["total"].first(), by, top, fmt)
     if fmt != "table":
         rows = table[table["area"].isin(areas)].sort_values(["area", "calls"], ascending=[True, False])
@@ -217,7 +222,7 @@ def stats_compstat_cmd(as_of: str | None, by: str, category: str | None, source:
         opt.save_table("compstat", {"as_of": day, "by": by, "category": category, "source": source, "origin": origin,
                                     "source_words": table.attrs["source"], "compare": compare}, table)
     names = _names(by)
-    table = table.assign(name=table["area"].astype(str).map(names).fillna("") if names else "")
+    table = _with_names(table, names)
     if fmt != "table":
         print_table(table, [Column(k) for k in ("window", "area", "name", "current_period", "prior_period", "current",
                                                 "prior", "pct_change", "dispersion", "p_value", "q_value",
@@ -297,7 +302,7 @@ def stats_monthly_cmd(start: str | None, end: str | None, by: str, category: str
     if save:
         opt.save_table("monthly_trend", {"period": opt.period_param(period), "by": by, "category": category}, table)
     names = _names(by)
-    table = table.assign(name=table["area"].astype(str).map(names).fillna("") if names else "")
+    table = _with_names(table, names)
     columns = [Column("area", by, width=9, align="<"), *([Column("name", width=16, align="<")] if names else []),
                Column("month", width=8), Column("calls", width=9, spec=","),
                Column("labelled_violent", "violent", width=8, spec=","),
@@ -376,7 +381,7 @@ def stats_outreach_cmd(start: str | None, end: str | None, by: str, top: int | N
         note("no area stands out", fmt)
         return
     names = _names(by)
-    table = table.assign(name=table["area"].astype(str).map(names).fillna("") if names else "")
+    table = _with_names(table, names)
     limit = top if top is not None else (20 if by == "npa" and fmt == "table" else 0)
     shown = table.head(limit) if limit else table
     columns = [Column("area", by, width=9, align="<"), *([Column("name", width=16, align="<")] if names else []),
